@@ -1,0 +1,92 @@
+package agents
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Labels and annotations the server maintains on every Checkpoint.
+const (
+	// LabelSandboxName carries spec.sandboxName, else spec.podName; set on create.
+	LabelSandboxName = "agents.kruise.io/sandbox-name"
+	// LabelCheckpointID carries status.checkpointId once the capture succeeded
+	// (the label OpenKruise Agents looks checkpoints up by).
+	LabelCheckpointID = "agents.kruise.io/checkpoint-id"
+	// AnnotationOwner names the authenticated creator of the Checkpoint.
+	AnnotationOwner = "agents.kruise.io/owner"
+)
+
+// ContentType names one part of a sandbox's state that a Checkpoint persists.
+type ContentType string
+
+const (
+	// ContentMemory is the process memory of the sandbox's containers (CRIU task state).
+	ContentMemory ContentType = "memory"
+	// ContentFilesystem is the writable layer of the sandbox's containers.
+	ContentFilesystem ContentType = "filesystem"
+)
+
+// AllContents is what an empty spec.persistentContents means.
+var AllContents = []ContentType{ContentMemory, ContentFilesystem}
+
+// CheckpointPhase is where a Checkpoint is in its life.
+type CheckpointPhase string
+
+const (
+	PhasePending     CheckpointPhase = "Pending"
+	PhaseCreating    CheckpointPhase = "Creating"
+	PhaseSucceeded   CheckpointPhase = "Succeeded"
+	PhaseFailed      CheckpointPhase = "Failed"
+	PhaseTerminating CheckpointPhase = "Terminating"
+)
+
+// ConditionReady is the condition that says whether the captured state can be restored from.
+const ConditionReady = "Ready"
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// Checkpoint is a point-in-time capture of a sandbox Pod's memory and/or filesystem.
+type Checkpoint struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+
+	Spec   CheckpointSpec
+	Status CheckpointStatus
+}
+
+// CheckpointSpec says what to capture. It is immutable after create.
+type CheckpointSpec struct {
+	// PodName is the Pod to capture.
+	PodName string
+	// SandboxName is the sandbox to capture.
+	SandboxName string
+	// KeepRunning false stops the source after the capture succeeds.
+	KeepRunning *bool
+	// PersistentContents lists what to capture; empty means everything.
+	PersistentContents []ContentType
+	// TTLAfterFinished is how long after completion the Checkpoint is deleted:
+	// a Go duration that also accepts a d (days) unit.
+	TTLAfterFinished string
+}
+
+// CheckpointStatus is what the server observed of the capture.
+type CheckpointStatus struct {
+	Phase              CheckpointPhase
+	CheckpointID       string
+	CompletionTime     *metav1.Time
+	Message            string
+	ObservedGeneration int64
+	Conditions         []metav1.Condition
+	Contents           []ContentType
+	SizeBytes          int64
+	CaptureDuration    *metav1.Duration
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// CheckpointList is a list of Checkpoints.
+type CheckpointList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+
+	Items []Checkpoint
+}

@@ -1,0 +1,224 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/rest"
+	basecompatibility "k8s.io/component-base/compatibility"
+	baseversion "k8s.io/component-base/version"
+	"k8s.io/klog/v2"
+	netutils "k8s.io/utils/net"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
+	"github.com/agents-kruise/checkpoint-apiserver/storage"
+)
+
+const etcdPathPrefix = "/registry/agents.kruise.io"
+
+// Options are the server's settings, filled from flags.
+type Options struct {
+	RecommendedOptions *genericoptions.RecommendedOptions
+
+	// Standalone serves without a kube-apiserver (see standalone.go).
+	Standalone bool
+	// DataDir holds the embedded etcd's data, the standalone PKI and kubeconfig.
+	DataDir string
+	// AdminGroups may act on every Checkpoint and set its owner explicitly.
+	AdminGroups []string
+
+	// Out receives the "ready" message with the kubeconfig's path.
+	Out io.Writer
+}
+
+// NewOptions returns the defaults: delegated authentication and
+// authorization against a kube-apiserver, etcd given by flags, objects
+// stored as protobuf.
+func NewOptions(out io.Writer) *Options {
+	ro := genericoptions.NewRecommendedOptions(etcdPathPrefix, Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion))
+	ro.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(v1alpha1.SchemeGroupVersion,
+		schema.GroupKind{Group: v1alpha1.GroupName})
+	ro.Etcd.DefaultStorageMediaType = runtime.ContentTypeProtobuf
+	return &Options{
+		RecommendedOptions: ro,
+		DataDir:            "checkpoint-apiserver-data",
+		AdminGroups:        []string{"system:masters"},
+		Out:                out,
+	}
+}
+
+// AddFlags registers every option on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.RecommendedOptions.AddFlags(fs)
+	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
+		"Serve without a kube-apiserver: embedded etcd (unless --etcd-servers is set), self-signed serving certificate, "+
+			"client-certificate authentication from its own CA, the admin groups allowed and everyone else denied. "+
+			"Writes an admin kubeconfig under --data-dir.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir,
+		"Directory for the embedded etcd's data and, in standalone mode, the certificates and kubeconfig.")
+	fs.StringSliceVar(&o.AdminGroups, "admin-groups", o.AdminGroups,
+		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
+}
+
+// Validate checks the options before anything starts.
+func (o *Options) Validate() error {
+	var errs []error
+	if len(o.AdminGroups) == 0 {
+		errs = append(errs, errors.New("--admin-groups must name at least one group"))
+	}
+	if o.Standalone && o.DataDir == "" {
+		errs = append(errs, errors.New("--standalone needs --data-dir"))
+	}
+	if !o.Standalone && len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
+		errs = append(errs, errors.New("--etcd-servers must be set unless --standalone"))
+	}
+	return utilerrors.NewAggregate(errs)
+}
+
+// Run starts everything the options ask for and serves until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	var sa *standalone
+	if o.Standalone {
+		if len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
+			etcd, err := storage.StartEmbeddedEtcd(filepath.Join(o.DataDir, "etcd"), time.Minute)
+			if err != nil {
+				return err
+			}
+			defer etcd.Stop()
+			klog.InfoS("Embedded etcd started", "url", etcd.ClientURL, "dataDir", filepath.Join(o.DataDir, "etcd"))
+			o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList = []string{etcd.ClientURL}
+		}
+		var err error
+		if sa, err = newStandalone(o.DataDir, o.AdminGroups); err != nil {
+			return err
+		}
+		o.useStandalone(sa)
+	}
+	if errs := o.RecommendedOptions.Validate(); len(errs) > 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+
+	config, err := o.Config(sa)
+	if err != nil {
+		return err
+	}
+	server, err := config.Complete().New()
+	if err != nil {
+		return err
+	}
+	host := "https://" + net.JoinHostPort(hostFor(o.RecommendedOptions.SecureServing.BindAddress),
+		strconv.Itoa(o.RecommendedOptions.SecureServing.BindPort))
+	var kubeconfig string
+	if sa != nil {
+		if kubeconfig, err = sa.writeKubeconfig(o.DataDir, host); err != nil {
+			return err
+		}
+	}
+	server.GenericAPIServer.AddPostStartHookOrDie("announce-ready", func(hookCtx genericapiserver.PostStartHookContext) error {
+		go o.announceWhenReady(hookCtx, hookCtx.LoopbackClientConfig, host, kubeconfig)
+		return nil
+	})
+	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+// useStandalone turns off everything that needs a kube-apiserver, and serves
+// with the standalone PKI unless a certificate was given.
+func (o *Options) useStandalone(sa *standalone) {
+	ro := o.RecommendedOptions
+	ro.Authentication = nil
+	ro.Authorization = nil
+	ro.CoreAPI = nil
+	ro.Admission = nil
+	ro.Features.EnablePriorityAndFairness = false
+	if ro.SecureServing.ServerCert.CertKey.CertFile == "" {
+		ro.SecureServing.ServerCert.CertKey.CertFile, ro.SecureServing.ServerCert.CertKey.KeyFile = sa.servingCertFiles()
+	}
+}
+
+// Config builds the server configuration from the options.
+func (o *Options) Config(sa *standalone) (*Config, error) {
+	ro := o.RecommendedOptions
+	if err := ro.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil,
+		[]net.IP{netutils.ParseIPSloppy("127.0.0.1")}); err != nil {
+		return nil, fmt.Errorf("create self-signed certificates: %w", err)
+	}
+
+	cfg := genericapiserver.NewRecommendedConfig(Codecs)
+	namer := openapinamer.NewDefinitionNamer(Scheme)
+	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIConfig.Info.Title = "checkpoint-apiserver"
+	cfg.OpenAPIConfig.Info.Version = "v1alpha1"
+	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIV3Config.Info.Title = "checkpoint-apiserver"
+	cfg.OpenAPIV3Config.Info.Version = "v1alpha1"
+	cfg.FeatureGate = utilfeature.DefaultFeatureGate
+	cfg.EffectiveVersion = basecompatibility.NewEffectiveVersionFromString(baseversion.DefaultKubeBinaryVersion, "", "")
+
+	if err := ro.ApplyTo(cfg); err != nil {
+		return nil, err
+	}
+	if sa != nil {
+		if err := sa.applyTo(&cfg.Config); err != nil {
+			return nil, err
+		}
+	}
+	return &Config{
+		GenericConfig: cfg,
+		ExtraConfig:   ExtraConfig{AdminGroups: o.AdminGroups},
+	}, nil
+}
+
+func hostFor(ip net.IP) string {
+	if ip == nil || ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return ip.String()
+}
+
+// announceWhenReady prints how to reach the server once /readyz passes.
+func (o *Options) announceWhenReady(ctx context.Context, loopback *rest.Config, host, kubeconfig string) {
+	client, err := rest.HTTPClientFor(loopback)
+	if err != nil {
+		klog.ErrorS(err, "Cannot check readiness")
+		return
+	}
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, loopback.Host+"/readyz", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil || o.Out == nil {
+		return
+	}
+	fmt.Fprintf(o.Out, "checkpoint-apiserver is ready at %s\n", host)
+	if kubeconfig != "" {
+		fmt.Fprintf(o.Out, "kubeconfig: %s\n  export KUBECONFIG=%s\n  kubectl get checkpoints\n", kubeconfig, kubeconfig)
+	}
+}

@@ -1,0 +1,146 @@
+package checkpoint
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/registry/generic"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/apiserver/pkg/storage"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+)
+
+// Storage holds the REST storages of checkpoints and its subresources.
+type Storage struct {
+	Checkpoint *REST
+	Status     *StatusREST
+}
+
+// REST is the checkpoints resource, stored in etcd.
+type REST struct {
+	*genericregistry.Store
+}
+
+var (
+	_ rest.ShortNamesProvider = &REST{}
+	_ rest.CategoriesProvider = &REST{}
+	_ rest.StandardStorage    = &REST{}
+)
+
+// NewStorage builds the etcd-backed storage of checkpoints and checkpoints/status.
+func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, adminGroups []string) (*Storage, error) {
+	strategy, statusStrategy := NewStrategy(scheme, adminGroups)
+	store := &genericregistry.Store{
+		NewFunc:                   func() runtime.Object { return &agents.Checkpoint{} },
+		NewListFunc:               func() runtime.Object { return &agents.CheckpointList{} },
+		PredicateFunc:             Match,
+		DefaultQualifiedResource:  agents.Resource("checkpoints"),
+		SingularQualifiedResource: agents.Resource("checkpoint"),
+
+		CreateStrategy:      strategy,
+		UpdateStrategy:      strategy,
+		DeleteStrategy:      strategy,
+		ResetFieldsStrategy: strategy,
+
+		TableConvertor: TableConvertor{},
+	}
+	options := &generic.StoreOptions{
+		RESTOptions: optsGetter,
+		AttrFunc:    GetAttrs,
+		TriggerFunc: triggerFuncs(),
+		Indexers:    indexers(),
+	}
+	if err := store.CompleteWithOptions(options); err != nil {
+		return nil, fmt.Errorf("checkpoints storage: %w", err)
+	}
+
+	statusStore := *store
+	statusStore.UpdateStrategy = statusStrategy
+	statusStore.ResetFieldsStrategy = statusStrategy
+
+	return &Storage{
+		Checkpoint: &REST{store},
+		Status:     &StatusREST{store: &statusStore},
+	}, nil
+}
+
+// ShortNames lets kubectl say "cp".
+func (*REST) ShortNames() []string { return []string{"cp"} }
+
+// Categories puts checkpoints in "kubectl get agents".
+func (*REST) Categories() []string { return []string{"agents"} }
+
+func fieldValue(name string) func(obj runtime.Object) string {
+	return func(obj runtime.Object) string {
+		cp, ok := obj.(*agents.Checkpoint)
+		if !ok {
+			return ""
+		}
+		return SelectableFields(cp)[name]
+	}
+}
+
+// triggerFuncs lets the watch cache send an event only to the watchers of
+// one sandbox. The cacher takes a single trigger field.
+func triggerFuncs() storage.IndexerFuncs {
+	return storage.IndexerFuncs{"spec.sandboxName": fieldValue("spec.sandboxName")}
+}
+
+func indexers() *cache.Indexers {
+	idx := cache.Indexers{}
+	for _, f := range indexedFields {
+		value := fieldValue(f)
+		idx[storage.FieldIndex(f)] = func(obj interface{}) ([]string, error) {
+			cp, ok := obj.(*agents.Checkpoint)
+			if !ok {
+				return nil, fmt.Errorf("not a Checkpoint: %T", obj)
+			}
+			return []string{value(cp)}, nil
+		}
+	}
+	return &idx
+}
+
+// StatusREST is checkpoints/status: the same objects, another update strategy.
+type StatusREST struct {
+	store *genericregistry.Store
+}
+
+var (
+	_ rest.Patcher             = &StatusREST{}
+	_ rest.Storage             = &StatusREST{}
+	_ rest.ResetFieldsStrategy = &StatusREST{}
+	_ rest.TableConvertor      = &StatusREST{}
+)
+
+// New returns an empty Checkpoint.
+func (r *StatusREST) New() runtime.Object { return &agents.Checkpoint{} }
+
+// Destroy does nothing: the main store owns the storage.
+func (r *StatusREST) Destroy() {}
+
+// Get returns the Checkpoint, for patches of its status.
+func (r *StatusREST) Get(ctx context.Context, name string, options *metav1.GetOptions) (runtime.Object, error) {
+	return r.store.Get(ctx, name, options)
+}
+
+// Update writes the status of a Checkpoint. It never creates one.
+func (r *StatusREST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc, updateValidation rest.ValidateObjectUpdateFunc, forceAllowCreate bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
+	return r.store.Update(ctx, name, objInfo, createValidation, updateValidation, false, options)
+}
+
+// GetResetFields says which fields a status write leaves alone.
+func (r *StatusREST) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	return r.store.GetResetFields()
+}
+
+// ConvertToTable prints status responses like the main resource.
+func (r *StatusREST) ConvertToTable(ctx context.Context, object runtime.Object, tableOptions runtime.Object) (*metav1.Table, error) {
+	return r.store.ConvertToTable(ctx, object, tableOptions)
+}
