@@ -1,0 +1,44 @@
+# checkpoint-apiserver: see README.md.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -o errexit -o pipefail -c
+
+BIN_DIR   := $(CURDIR)/_output/bin
+SERVER    := $(BIN_DIR)/checkpoint-apiserver
+RUN_DIR   ?= $(CURDIR)/_output/run
+ARGS      ?=
+GO_TEST   ?= go test -v -count=1
+
+.PHONY: all build run test unit integration deps codegen verify verify-codegen vet fmt-check clean
+
+all: build
+
+build:
+	go build -o $(SERVER) ./cmd/checkpoint-apiserver
+
+# Standalone on embedded defaults; ARGS come last so they override them.
+run: build
+	$(SERVER) --standalone --data-dir=$(RUN_DIR) --bind-address=127.0.0.1 --secure-port=8443 $(ARGS)
+
+deps:
+	hack/install-test-deps.sh
+
+test: deps verify build
+	CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...
+
+codegen:
+	hack/update-codegen.sh
+
+verify: verify-codegen fmt-check vet
+
+verify-codegen:
+	hack/verify-codegen.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	go vet ./...
+
+clean:
+	rm -rf _output

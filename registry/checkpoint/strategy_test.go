@@ -1,0 +1,130 @@
+package checkpoint
+
+import (
+	"context"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/authentication/user"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+)
+
+func asUser(name string, groups ...string) context.Context {
+	return genericapirequest.WithUser(context.Background(), &user.DefaultInfo{Name: name, Groups: groups})
+}
+
+func newCheckpoint() *agents.Checkpoint {
+	return &agents.Checkpoint{
+		ObjectMeta: metav1.ObjectMeta{Name: "cp", Namespace: "ns"},
+		Spec:       agents.CheckpointSpec{PodName: "pod-a"},
+	}
+}
+
+func TestPrepareForCreate(t *testing.T) {
+	s, _ := NewStrategy(runtime.NewScheme(), []string{"admins"})
+
+	cp := newCheckpoint()
+	cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "forged"}
+	cp.Labels = map[string]string{agents.LabelCheckpointID: "forged"}
+	cp.Annotations = map[string]string{agents.AnnotationOwner: "someone-else"}
+	s.PrepareForCreate(asUser("alice"), cp)
+
+	if cp.Status.Phase != agents.PhasePending || cp.Status.CheckpointID != "" {
+		t.Errorf("status not reset: %+v", cp.Status)
+	}
+	if got := cp.Labels[agents.LabelSandboxName]; got != "pod-a" {
+		t.Errorf("sandbox-name label = %q, want pod-a", got)
+	}
+	if _, ok := cp.Labels[agents.LabelCheckpointID]; ok {
+		t.Errorf("checkpoint-id label kept on create: %v", cp.Labels)
+	}
+	if got := cp.Annotations[agents.AnnotationOwner]; got != "alice" {
+		t.Errorf("owner = %q, want alice (a non-admin cannot name another owner)", got)
+	}
+
+	withSandbox := newCheckpoint()
+	withSandbox.Spec.SandboxName = "sb-1"
+	withSandbox.Annotations = map[string]string{agents.AnnotationOwner: "migrated-user"}
+	s.PrepareForCreate(asUser("root", "admins"), withSandbox)
+	if got := withSandbox.Labels[agents.LabelSandboxName]; got != "sb-1" {
+		t.Errorf("sandbox-name label = %q, want sb-1 (sandboxName wins over podName)", got)
+	}
+	if got := withSandbox.Annotations[agents.AnnotationOwner]; got != "migrated-user" {
+		t.Errorf("owner = %q, want the admin's explicit migrated-user", got)
+	}
+}
+
+func TestPrepareForUpdateKeepsStatusAndServerMetadata(t *testing.T) {
+	s, _ := NewStrategy(runtime.NewScheme(), []string{"admins"})
+	old := newCheckpoint()
+	s.PrepareForCreate(asUser("alice"), old)
+	old.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck-1"}
+	old.Labels[agents.LabelCheckpointID] = "ck-1"
+
+	cp := old.DeepCopy()
+	cp.Status = agents.CheckpointStatus{Phase: agents.PhaseFailed}
+	cp.Labels = map[string]string{"team": "x"}
+	cp.Annotations = map[string]string{agents.AnnotationOwner: "mallory"}
+	s.PrepareForUpdate(asUser("mallory"), cp, old)
+
+	if cp.Status.Phase != agents.PhaseSucceeded {
+		t.Errorf("status changed through the main resource: %+v", cp.Status)
+	}
+	want := map[string]string{"team": "x", agents.LabelSandboxName: "pod-a", agents.LabelCheckpointID: "ck-1"}
+	for k, v := range want {
+		if cp.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, cp.Labels[k], v)
+		}
+	}
+	if got := cp.Annotations[agents.AnnotationOwner]; got != "alice" {
+		t.Errorf("owner = %q, want alice kept", got)
+	}
+}
+
+func TestStatusPrepareForUpdate(t *testing.T) {
+	_, st := NewStrategy(runtime.NewScheme(), []string{"admins"})
+	old := newCheckpoint()
+	old.Labels = map[string]string{agents.LabelSandboxName: "pod-a"}
+	old.Status.Phase = agents.PhaseCreating
+
+	cp := old.DeepCopy()
+	cp.Spec.PodName = "changed"
+	cp.Labels["sneaky"] = "1"
+	cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck-9"}
+	st.PrepareForUpdate(asUser("controller"), cp, old)
+
+	if cp.Spec.PodName != "pod-a" {
+		t.Errorf("spec changed through status: %q", cp.Spec.PodName)
+	}
+	if cp.Labels["sneaky"] != "" {
+		t.Errorf("labels changed through status: %v", cp.Labels)
+	}
+	if cp.Labels[agents.LabelCheckpointID] != "ck-9" {
+		t.Errorf("checkpoint-id label = %q, want ck-9", cp.Labels[agents.LabelCheckpointID])
+	}
+	if old.Labels[agents.LabelCheckpointID] != "" {
+		t.Errorf("old object's labels were modified: %v", old.Labels)
+	}
+}
+
+func TestSelectableFields(t *testing.T) {
+	cp := newCheckpoint()
+	cp.Spec.SandboxName = "sb"
+	cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck"}
+	got := SelectableFields(cp)
+	want := map[string]string{
+		"metadata.name": "cp", "metadata.namespace": "ns", "spec.podName": "pod-a",
+		"spec.sandboxName": "sb", "status.phase": "Succeeded", "status.checkpointId": "ck",
+	}
+	if len(got) != len(want) {
+		t.Errorf("fields = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("field %s = %q, want %q", k, got[k], v)
+		}
+	}
+}
