@@ -1,23 +1,84 @@
 #!/usr/bin/env bash
-# Installs what `make test` needs beyond Go, from Debian's packages.
-# Idempotent, and quick when everything is already there.
+# Installs what `make test` needs beyond Go: protoc (code generation),
+# containerd, runc, iptables and busybox-static from Debian, and CRIU 4.1.1
+# built from Debian trixie's source package (Debian 12's CRIU 3.17 fails on
+# kernels >= 6.13; trixie's binary package would pull a newer glibc).
+# Idempotent: a second run takes seconds. Runs as root.
 set -o errexit -o nounset -o pipefail
+
+CRIU_VERSION=4.1.1
+CRIU_ORIG_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+CRIU_CACHE=${CRIU_CACHE:-/var/cache/checkpoint-apiserver/criu-$CRIU_VERSION}
+CRIU_BIN=/usr/local/sbin/criu
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "install-test-deps: $*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v iptables >/dev/null || need+=(iptables)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v git >/dev/null || need+=(git)
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing ${need[*]}: run this script as root, or install them" >&2
-    exit 1
+criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }
+
+if ! criu_ok "$CRIU_BIN"; then
+  if ! criu_ok "$CRIU_CACHE/criu"; then
+    log "building CRIU $CRIU_VERSION from Debian trixie's source package (about 2 minutes)"
+    apt_install build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler \
+      protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev \
+      libnftables-dev libgnutls28-dev uuid-dev libaio-dev xz-utils
+    src=$(mktemp -d)
+    trap 'rm -rf "$src"' EXIT
+    mkdir -p "$src/lists/partial" "$src/dl"
+    # The mirror is the machine's own: read it from its apt configuration.
+    mirror=$(sed -n 's/^URIs: *\([^ ]*\/debian\/*\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    if [ -z "$mirror" ]; then
+      mirror=$(sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\/debian\/*\) .*/\2/p' /etc/apt/sources.list 2>/dev/null | head -1)
+    fi
+    [ -n "$mirror" ] || { log "no Debian mirror found in the apt configuration"; exit 1; }
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$src/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$src/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$src/lists")
+    $SUDO apt-get "${apt_opts[@]}" update -qq
+    # Only the upstream tarball is needed; the .dsc may fail to verify.
+    (cd "$src/dl" && apt-get "${apt_opts[@]}" source --download-only "criu=$CRIU_VERSION-1" >/dev/null 2>&1 || true)
+    echo "$CRIU_ORIG_SHA256  $src/dl/criu_$CRIU_VERSION.orig.tar.xz" | sha256sum -c --quiet -
+    tar -C "$src" -xf "$src/dl/criu_$CRIU_VERSION.orig.tar.xz"
+    if ! make -C "$src/criu-$CRIU_VERSION" -j"$(nproc)" criu >"$src/build.log" 2>&1; then
+      tail -30 "$src/build.log"
+      exit 1
+    fi
+    $SUDO mkdir -p "$CRIU_CACHE"
+    $SUDO install -m 0755 -s "$src/criu-$CRIU_VERSION/criu/criu" "$CRIU_CACHE/criu"
   fi
-  echo "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $SUDO install -m 0755 "$CRIU_CACHE/criu" "$CRIU_BIN"
 fi
 
+if ! out=$("$CRIU_BIN" check 2>&1); then
+  log "criu check failed: $out"
+  exit 1
+fi
+log "ok: $(protoc --version), containerd $(containerd --version | awk '{print $3}'), $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p')"
+
 if ! command -v kubectl >/dev/null; then
-  echo "kubectl not found: the kubectl walkthrough test will skip (and fail under REQUIRE_REAL=1)" >&2
+  log "kubectl not found: kubectl tests will skip (and fail under REQUIRE_REAL=1)"
 fi
