@@ -1,0 +1,523 @@
+package containerd
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	runtimespec "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// CRI labels on every pod container, and ours on checkpoint images and clones.
+const (
+	LabelPodNamespace  = "io.kubernetes.pod.namespace"
+	LabelPodName       = "io.kubernetes.pod.name"
+	LabelContainerName = "io.kubernetes.container.name"
+	LabelKind          = "io.cri-containerd.kind"
+	LabelRestoredFrom  = "agents.kruise.io/restored-from"
+	LabelCheckpointID  = "agents.kruise.io/checkpoint-id"
+
+	imagePrefix = "checkpoint.agents.kruise.io/"
+)
+
+// Config says where containerd is and how to use it.
+type Config struct {
+	// Address is containerd's gRPC socket.
+	Address string
+	// Namespace is the containerd namespace pod containers live in (k8s.io on a node).
+	Namespace string
+	// LogDir receives the stdout and stderr of restored containers.
+	LogDir string
+	// StopGracePeriod is how long Stop waits after SIGTERM before SIGKILL.
+	StopGracePeriod time.Duration
+}
+
+// Driver is the containerd + CRIU checkpoint driver.
+type Driver struct {
+	cfg    Config
+	client *containerd.Client
+}
+
+var (
+	_ driver.Driver   = &Driver{}
+	_ driver.Resolver = &Driver{}
+)
+
+// New returns a driver for the containerd at cfg.Address. It does not dial:
+// an unreachable containerd shows as driver.ErrUnavailable on first use.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "k8s.io"
+	}
+	if cfg.StopGracePeriod == 0 {
+		cfg.StopGracePeriod = 10 * time.Second
+	}
+	if cfg.LogDir != "" {
+		if err := os.MkdirAll(cfg.LogDir, 0o750); err != nil {
+			return nil, fmt.Errorf("containerd driver log dir: %w", err)
+		}
+	}
+	client, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace))
+	if err != nil {
+		return nil, fmt.Errorf("%w: containerd at %s: %v", driver.ErrUnavailable, cfg.Address, err)
+	}
+	return &Driver{cfg: cfg, client: client}, nil
+}
+
+// Close releases the connection.
+func (d *Driver) Close() error { return d.client.Close() }
+
+// Client is the containerd client the driver uses (for tests and benchmarks).
+func (d *Driver) Client() *containerd.Client { return d.client }
+
+func (d *Driver) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, d.cfg.Namespace)
+}
+
+// Ping checks that containerd answers within a few seconds.
+func (d *Driver) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := d.client.Version(ctx); err != nil {
+		return fmt.Errorf("%w: containerd at %s does not answer: %v", driver.ErrUnavailable, d.cfg.Address, err)
+	}
+	return nil
+}
+
+// classify wraps errors that mean containerd is gone as driver.ErrUnavailable.
+func (d *Driver) classify(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, driver.ErrUnavailable) || errors.Is(err, driver.ErrTargetNotFound) ||
+		errors.Is(err, driver.ErrCheckpointNotFound) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable {
+		return fmt.Errorf("%w: %s: %v", driver.ErrUnavailable, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func imageName(id, container string) string {
+	return imagePrefix + id + "/" + container
+}
+
+// Resolve finds the app containers of pod namespace/name by their CRI labels.
+func (d *Driver) Resolve(ctx context.Context, namespace, name string) (driver.Target, error) {
+	ctx = d.ctx(ctx)
+	filter := fmt.Sprintf("labels.%q==%q,labels.%q==%q", LabelPodNamespace, namespace, LabelPodName, name)
+	ctrs, err := d.client.Containers(ctx, filter)
+	if err != nil {
+		return driver.Target{}, d.classify("list containers", err)
+	}
+	t := driver.Target{Namespace: namespace, Name: name}
+	for _, c := range ctrs {
+		labels, err := c.Labels(ctx)
+		if err != nil {
+			return driver.Target{}, d.classify("read container labels", err)
+		}
+		if labels[LabelKind] == "sandbox" {
+			continue // the pause container holds namespaces, not state
+		}
+		cname := labels[LabelContainerName]
+		if cname == "" {
+			cname = c.ID()
+		}
+		t.Containers = append(t.Containers, driver.Container{ID: c.ID(), Name: cname})
+	}
+	if len(t.Containers) == 0 {
+		return driver.Target{}, fmt.Errorf("%w: no containers of pod %s/%s in containerd namespace %s",
+			driver.ErrTargetNotFound, namespace, name, d.cfg.Namespace)
+	}
+	return t, nil
+}
+
+// Capture checkpoints every container of target into images named after req.ID.
+// Containers are captured one after another, each frozen only for its own dump.
+func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error) {
+	ctx = d.ctx(ctx)
+	if err := d.Ping(ctx); err != nil {
+		return driver.CaptureResult{}, err
+	}
+	memory, fs := driver.Has(req.Contents, driver.Memory), driver.Has(req.Contents, driver.Filesystem)
+	if !memory && !fs {
+		return driver.CaptureResult{}, errors.New("nothing to capture: contents must include memory or filesystem")
+	}
+	if len(target.Containers) == 0 {
+		return driver.CaptureResult{}, fmt.Errorf("%w: %s/%s has no containers", driver.ErrTargetNotFound, target.Namespace, target.Name)
+	}
+	result := driver.CaptureResult{ID: req.ID, Contents: req.Contents}
+	var written []string
+	fail := func(err error) (driver.CaptureResult, error) {
+		// Leave nothing half-written behind, even if ctx is done.
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for _, name := range written {
+			_ = d.client.ImageService().Delete(cleanupCtx, name, images.SynchronousDelete())
+		}
+		return driver.CaptureResult{}, err
+	}
+	for _, c := range target.Containers {
+		ctr, err := d.client.LoadContainer(ctx, c.ID)
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				return fail(fmt.Errorf("%w: container %s (%s) of %s/%s", driver.ErrTargetNotFound, c.Name, c.ID, target.Namespace, target.Name))
+			}
+			return fail(d.classify("load container "+c.ID, err))
+		}
+		opts := []containerd.CheckpointOpts{containerd.WithCheckpointImage, containerd.WithCheckpointRuntime}
+		if fs {
+			opts = append(opts, containerd.WithCheckpointRW)
+		}
+		if memory {
+			if err := d.requireRunning(ctx, ctr); err != nil {
+				return fail(err)
+			}
+			opts = append(opts, containerd.WithCheckpointTask)
+		} else {
+			opts = append(opts, withCheckpointSpec)
+		}
+		name := imageName(req.ID, c.Name)
+		img, err := ctr.Checkpoint(ctx, name, opts...)
+		if err != nil {
+			if _, getErr := d.client.ImageService().Get(context.WithoutCancel(ctx), name); getErr == nil {
+				written = append(written, name)
+			}
+			return fail(d.classify(fmt.Sprintf("checkpoint container %s (%s)", c.Name, c.ID), err))
+		}
+		written = append(written, name)
+		if _, err := d.client.ImageService().Update(ctx, images.Image{
+			Name:   name,
+			Labels: map[string]string{LabelCheckpointID: req.ID, LabelContainerName: c.Name},
+		}, "labels"); err != nil {
+			return fail(d.classify("label checkpoint image", err))
+		}
+		size, err := d.stateSize(ctx, img.Target())
+		if err != nil {
+			return fail(d.classify("size checkpoint image", err))
+		}
+		result.SizeBytes += size
+	}
+	return result, nil
+}
+
+func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) error {
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return fmt.Errorf("%w: container %s has no running process, so its memory cannot be captured", driver.ErrTargetNotFound, ctr.ID())
+		}
+		return d.classify("load task of "+ctr.ID(), err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return d.classify("task status of "+ctr.ID(), err)
+	}
+	if st.Status != containerd.Running {
+		return fmt.Errorf("%w: container %s is %s, so its memory cannot be captured", driver.ErrTargetNotFound, ctr.ID(), st.Status)
+	}
+	return nil
+}
+
+// withCheckpointSpec stores the container's runtime spec in the checkpoint
+// image. A task checkpoint carries it already; a filesystem-only one does
+// not, and restore needs it.
+func withCheckpointSpec(ctx context.Context, client *containerd.Client, c *containers.Container, index *ocispec.Index, _ *options.CheckpointOptions) error {
+	if c.Spec == nil {
+		return fmt.Errorf("container %s has no runtime spec", c.ID)
+	}
+	data, err := proto.Marshal(typeurl.MarshalProto(c.Spec))
+	if err != nil {
+		return fmt.Errorf("encode spec of %s: %w", c.ID, err)
+	}
+	desc := ocispec.Descriptor{
+		MediaType: images.MediaTypeContainerd1CheckpointConfig,
+		Digest:    digest.FromBytes(data),
+		Size:      int64(len(data)),
+	}
+	if err := content.WriteBlob(ctx, client.ContentStore(), c.ID+"-checkpoint-spec", bytes.NewReader(data), desc); err != nil {
+		return fmt.Errorf("store spec of %s: %w", c.ID, err)
+	}
+	index.Manifests = append(index.Manifests, desc)
+	return nil
+}
+
+// readIndex decodes the checkpoint image's index.
+func (d *Driver) readIndex(ctx context.Context, desc ocispec.Descriptor) (*ocispec.Index, error) {
+	data, err := content.ReadBlob(ctx, d.client.ContentStore(), desc)
+	if err != nil {
+		return nil, err
+	}
+	var index ocispec.Index
+	if err := json.Unmarshal(data, &index); err != nil {
+		return nil, err
+	}
+	return &index, nil
+}
+
+// stateSize is the size of what the capture wrote: everything in the index
+// but the base image it references.
+func (d *Driver) stateSize(ctx context.Context, desc ocispec.Descriptor) (int64, error) {
+	index, err := d.readIndex(ctx, desc)
+	if err != nil {
+		return 0, err
+	}
+	size := desc.Size
+	for _, m := range index.Manifests {
+		if images.IsManifestType(m.MediaType) || images.IsIndexType(m.MediaType) {
+			continue
+		}
+		size += m.Size
+	}
+	return size, nil
+}
+
+func (d *Driver) checkpointImages(ctx context.Context, id string) ([]images.Image, error) {
+	imgs, err := d.client.ImageService().List(ctx, fmt.Sprintf("labels.%q==%q", LabelCheckpointID, id))
+	if err != nil {
+		return nil, d.classify("list checkpoint images", err)
+	}
+	return imgs, nil
+}
+
+// Delete removes every image of the checkpoint, and with them (garbage
+// collected synchronously) the memory dump and filesystem diff.
+func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
+	ctx = d.ctx(ctx)
+	imgs, err := d.checkpointImages(ctx, checkpointID)
+	if err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		if err := d.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
+			return d.classify("delete checkpoint image "+img.Name, err)
+		}
+	}
+	return nil
+}
+
+// Restore creates and starts one container per captured container, labelled
+// as a pod container of the new sandbox so that it can itself be captured.
+func (d *Driver) Restore(ctx context.Context, checkpointID string, req driver.RestoreRequest) (driver.Target, error) {
+	ctx = d.ctx(ctx)
+	if err := d.Ping(ctx); err != nil {
+		return driver.Target{}, err
+	}
+	imgs, err := d.checkpointImages(ctx, checkpointID)
+	if err != nil {
+		return driver.Target{}, err
+	}
+	if len(imgs) == 0 {
+		return driver.Target{}, fmt.Errorf("%w: %s", driver.ErrCheckpointNotFound, checkpointID)
+	}
+	if existing, err := d.Resolve(ctx, req.Namespace, req.Name); err == nil {
+		return driver.Target{}, fmt.Errorf("%w: sandbox %s/%s already has %d containers", errdefs.ErrAlreadyExists, req.Namespace, req.Name, len(existing.Containers))
+	}
+	target := driver.Target{Namespace: req.Namespace, Name: req.Name}
+	var started []containerd.Container
+	fail := func(err error) (driver.Target, error) {
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for _, c := range started {
+			d.remove(cleanupCtx, c)
+		}
+		return driver.Target{}, err
+	}
+	for _, im := range imgs {
+		cname := im.Labels[LabelContainerName]
+		index, err := d.readIndex(ctx, im.Target)
+		if err != nil {
+			return fail(d.classify("read checkpoint "+im.Name, err))
+		}
+		hasMemory := hasMediaType(index, images.MediaTypeContainerd1Checkpoint)
+		hasRW := hasMediaType(index, ocispec.MediaTypeImageLayerGzip)
+		id := newContainerID()
+		labels := map[string]string{}
+		for k, v := range req.Labels {
+			labels[k] = v
+		}
+		labels[LabelPodNamespace] = req.Namespace
+		labels[LabelPodName] = req.Name
+		labels[LabelContainerName] = cname
+		labels[LabelKind] = "container"
+		labels[LabelRestoredFrom] = checkpointID
+
+		img := containerd.NewImage(d.client, im)
+		opts := []containerd.RestoreOpts{containerd.WithRestoreImage, containerd.WithRestoreRuntime, containerd.WithRestoreSpec,
+			withCloneSpec, withLabels(labels)}
+		if hasRW {
+			opts = append(opts, containerd.WithRestoreRW)
+		}
+		ctr, err := d.client.Restore(ctx, id, img, opts...)
+		if err != nil {
+			return fail(d.classify("restore container "+cname, err))
+		}
+		started = append(started, ctr)
+		var taskOpts []containerd.NewTaskOpts
+		if hasMemory {
+			taskOpts = append(taskOpts, containerd.WithTaskCheckpoint(img))
+		}
+		task, err := ctr.NewTask(ctx, d.logIO(id), taskOpts...)
+		if err != nil {
+			return fail(d.classify("create task of restored container "+cname, err))
+		}
+		if err := task.Start(ctx); err != nil {
+			return fail(d.classify("start restored container "+cname, err))
+		}
+		target.Containers = append(target.Containers, driver.Container{ID: id, Name: cname})
+	}
+	return target, nil
+}
+
+func (d *Driver) logIO(id string) cio.Creator {
+	if d.cfg.LogDir == "" {
+		return cio.NullIO
+	}
+	return cio.LogFile(filepath.Join(d.cfg.LogDir, id+".log"))
+}
+
+// LogPath is where the output of a restored container goes ("" when not kept).
+func (d *Driver) LogPath(containerID string) string {
+	if d.cfg.LogDir == "" {
+		return ""
+	}
+	return filepath.Join(d.cfg.LogDir, containerID+".log")
+}
+
+func hasMediaType(index *ocispec.Index, mediaType string) bool {
+	for _, m := range index.Manifests {
+		if m.MediaType == mediaType {
+			return true
+		}
+	}
+	return false
+}
+
+func newContainerID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// withLabels sets the clone's labels.
+func withLabels(labels map[string]string) containerd.RestoreOpts {
+	return func(context.Context, string, *containerd.Client, containerd.Image, *ocispec.Index) containerd.NewContainerOpts {
+		return containerd.WithContainerLabels(labels)
+	}
+}
+
+// withCloneSpec gives the clone a cgroup of its own: the spec restored from
+// the checkpoint still names the source's, which is per container ID.
+func withCloneSpec(_ context.Context, id string, _ *containerd.Client, _ containerd.Image, _ *ocispec.Index) containerd.NewContainerOpts {
+	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+		if c.Spec == nil {
+			return errors.New("checkpoint has no runtime spec")
+		}
+		v, err := typeurl.UnmarshalAny(c.Spec)
+		if err != nil {
+			return fmt.Errorf("decode restored spec: %w", err)
+		}
+		spec, ok := v.(*runtimespec.Spec)
+		if !ok {
+			return fmt.Errorf("restored spec is %T", v)
+		}
+		if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+			spec.Linux.CgroupsPath = cloneCgroupsPath(spec.Linux.CgroupsPath, id)
+		}
+		c.Spec, err = typeurl.MarshalAny(spec)
+		return err
+	}
+}
+
+// cloneCgroupsPath replaces the container part of a cgroups path: the last
+// element of a cgroupfs path, the last field of a systemd "slice:prefix:name".
+func cloneCgroupsPath(p, id string) string {
+	if i := strings.LastIndex(p, ":"); i >= 0 && !strings.HasPrefix(p, "/") {
+		return p[:i+1] + id
+	}
+	return path.Join(path.Dir(p), id)
+}
+
+// Stop stops every container of target: SIGTERM, then SIGKILL after the grace period.
+func (d *Driver) Stop(ctx context.Context, target driver.Target) error {
+	ctx = d.ctx(ctx)
+	for _, c := range target.Containers {
+		ctr, err := d.client.LoadContainer(ctx, c.ID)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return d.classify("load container "+c.ID, err)
+		}
+		if err := d.stopTask(ctx, ctr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container) error {
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return d.classify("load task of "+ctr.ID(), err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return d.classify("wait for task of "+ctr.ID(), err)
+	}
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		return d.classify("stop task of "+ctr.ID(), err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(d.cfg.StopGracePeriod):
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			return d.classify("kill task of "+ctr.ID(), err)
+		}
+		<-exited
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return d.classify("delete task of "+ctr.ID(), err)
+	}
+	return nil
+}
+
+// remove kills and deletes a container and its snapshot, ignoring what is gone.
+func (d *Driver) remove(ctx context.Context, ctr containerd.Container) {
+	if task, err := ctr.Task(ctx, nil); err == nil {
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+	}
+	_ = ctr.Delete(ctx, containerd.WithSnapshotCleanup)
+}

@@ -1,0 +1,204 @@
+package containerd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	containerdclient "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+const ns = "k8s.io"
+
+func newDriver(t *testing.T, c *framework.Containerd) *containerd.Driver {
+	d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"), StopGracePeriod: 2 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// source starts a counting pod and waits until it has counted a little.
+func source(t *testing.T, c *framework.Containerd, pod string) *framework.PodContainer {
+	pc := c.RunPodContainer(t, "team-a", pod, "main", framework.CounterScript)
+	framework.WaitCounter(t, pc.LogPath, 5)
+	return pc
+}
+
+func restoredCounter(t *testing.T, d *containerd.Driver, target driver.Target) (first int) {
+	t.Helper()
+	require.Len(t, target.Containers, 1)
+	log := d.LogPath(target.Containers[0].ID)
+	framework.WaitCounter(t, log, 1)
+	first, _, _ = framework.Counter(t, log)
+	return first
+}
+
+// hasMarker says whether the container has the marker file the counting
+// script wrote (judged by exit code: exec output is not reliably captured).
+func hasMarker(t *testing.T, c *framework.Containerd, id string) bool {
+	t.Helper()
+	ctr, err := c.Client.LoadContainer(c.Ctx(), id)
+	require.NoError(t, err)
+	_, code := c.Exec(t, ctr, "sh", "-c", `test "$(cat /data/marker)" = captured`)
+	return code == 0
+}
+
+func TestCaptureAndRestore(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+
+	cases := []struct {
+		contents      []driver.Content
+		wantContinues bool // memory: the clone's counter continues from the capture
+		wantMarker    bool // filesystem: the clone has the file the source wrote
+	}{
+		{[]driver.Content{driver.Memory, driver.Filesystem}, true, true},
+		{[]driver.Content{driver.Filesystem}, false, true},
+		{[]driver.Content{driver.Memory}, true, false},
+	}
+	for i, tc := range cases {
+		t.Run(fmt.Sprint(tc.contents), func(t *testing.T) {
+			pod := fmt.Sprintf("src-%d", i)
+			src := source(t, c, pod)
+			target, err := d.Resolve(ctx, "team-a", pod)
+			require.NoError(t, err)
+			require.Equal(t, []driver.Container{{ID: src.Container.ID(), Name: "main"}}, target.Containers)
+
+			_, before, _ := framework.Counter(t, src.LogPath)
+			id := fmt.Sprintf("ckpt-test-%d", i)
+			res, err := d.Capture(ctx, target, driver.CaptureRequest{ID: id, Contents: tc.contents})
+			require.NoError(t, err)
+			_, after, _ := framework.Counter(t, src.LogPath)
+			assert.Equal(t, id, res.ID)
+			assert.Positive(t, res.SizeBytes)
+
+			// The source keeps running, its state intact.
+			framework.WaitCounter(t, src.LogPath, after+3)
+			st, err := src.Task.Status(c.Ctx())
+			require.NoError(t, err)
+			assert.Equal(t, containerdclient.Running, st.Status)
+
+			clone, err := d.Restore(ctx, id, driver.RestoreRequest{Namespace: "team-a", Name: pod + "-clone"})
+			require.NoError(t, err)
+			first := restoredCounter(t, d, clone)
+			if tc.wantContinues {
+				assert.GreaterOrEqual(t, first, before, "clone continues from the captured counter (%d..%d)", before, after)
+				assert.LessOrEqual(t, first, after+1, "clone continues from the captured counter (%d..%d)", before, after)
+			} else {
+				assert.Equal(t, 1, first, "a filesystem-only clone starts its process afresh")
+			}
+			if tc.wantMarker {
+				assert.True(t, hasMarker(t, c, clone.Containers[0].ID), "the clone has the file the source wrote")
+			} else {
+				assert.False(t, hasMarker(t, c, clone.Containers[0].ID), "memory-only capture carries no files")
+			}
+
+			// The clone is a pod container of the new sandbox: it can be found and captured again.
+			found, err := d.Resolve(ctx, "team-a", pod+"-clone")
+			require.NoError(t, err)
+			assert.Equal(t, clone.Containers, found.Containers)
+		})
+	}
+}
+
+func TestRestoreOneToMany(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	src := source(t, c, "origin")
+	target, err := d.Resolve(ctx, "team-a", "origin")
+	require.NoError(t, err)
+	_, before, _ := framework.Counter(t, src.LogPath)
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-many", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+	require.NoError(t, err)
+
+	var clones []driver.Target
+	for i := 0; i < 3; i++ {
+		clone, err := d.Restore(ctx, "ckpt-many", driver.RestoreRequest{Namespace: "team-a", Name: fmt.Sprintf("many-%d", i)})
+		require.NoError(t, err)
+		clones = append(clones, clone)
+	}
+	for _, clone := range clones {
+		first := restoredCounter(t, d, clone)
+		assert.GreaterOrEqual(t, first, before)
+	}
+	// Independent: stopping one leaves the others counting.
+	require.NoError(t, d.Stop(ctx, clones[0]))
+	for _, clone := range clones[1:] {
+		log := d.LogPath(clone.Containers[0].ID)
+		_, last, _ := framework.Counter(t, log)
+		framework.WaitCounter(t, log, last+3)
+	}
+	_, err = d.Restore(ctx, "ckpt-many", driver.RestoreRequest{Namespace: "team-a", Name: "many-1"})
+	assert.Error(t, err, "restoring into a sandbox that exists is refused")
+}
+
+func TestDeleteRemovesState(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	source(t, c, "to-delete")
+	target, err := d.Resolve(ctx, "team-a", "to-delete")
+	require.NoError(t, err)
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-del", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+	require.NoError(t, err)
+
+	imgs, err := c.Client.ImageService().List(c.Ctx(), `labels."agents.kruise.io/checkpoint-id"=="ckpt-del"`)
+	require.NoError(t, err)
+	require.Len(t, imgs, 1)
+	blobs := countBlobs(t, c)
+
+	require.NoError(t, d.Delete(ctx, "ckpt-del"))
+	imgs, err = c.Client.ImageService().List(c.Ctx(), `labels."agents.kruise.io/checkpoint-id"=="ckpt-del"`)
+	require.NoError(t, err)
+	assert.Empty(t, imgs)
+	assert.Less(t, countBlobs(t, c), blobs, "the dump and diff blobs were garbage collected")
+
+	assert.NoError(t, d.Delete(ctx, "ckpt-del"), "deleting again succeeds")
+	_, err = d.Restore(ctx, "ckpt-del", driver.RestoreRequest{Namespace: "team-a", Name: "x"})
+	assert.ErrorIs(t, err, driver.ErrCheckpointNotFound)
+}
+
+func countBlobs(t *testing.T, c *framework.Containerd) int {
+	n := 0
+	require.NoError(t, c.Client.ContentStore().Walk(c.Ctx(), func(_ content.Info) error { n++; return nil }))
+	return n
+}
+
+func TestStopAndErrors(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	src := source(t, c, "to-stop")
+
+	_, err := d.Resolve(ctx, "team-a", "missing-pod")
+	assert.ErrorIs(t, err, driver.ErrTargetNotFound)
+	_, err = d.Capture(ctx, driver.Target{Namespace: "team-a", Name: "ghost", Containers: []driver.Container{{ID: "nope", Name: "main"}}},
+		driver.CaptureRequest{ID: "ckpt-ghost", Contents: []driver.Content{driver.Memory}})
+	assert.ErrorIs(t, err, driver.ErrTargetNotFound)
+
+	target, err := d.Resolve(ctx, "team-a", "to-stop")
+	require.NoError(t, err)
+	require.NoError(t, d.Stop(ctx, target))
+	_, err = src.Container.Task(c.Ctx(), nil)
+	assert.Error(t, err, "the task is gone after Stop")
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-stopped", Contents: []driver.Content{driver.Memory}})
+	assert.ErrorIs(t, err, driver.ErrTargetNotFound, "memory of a stopped container cannot be captured")
+
+	gone, err := containerd.New(containerd.Config{Address: filepath.Join(t.TempDir(), "nothing.sock"), Namespace: ns})
+	require.NoError(t, err)
+	_, err = gone.Capture(ctx, target, driver.CaptureRequest{ID: "x", Contents: []driver.Content{driver.Memory}})
+	assert.True(t, errors.Is(err, driver.ErrUnavailable), "unreachable containerd: %v", err)
+}

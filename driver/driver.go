@@ -1,0 +1,95 @@
+// Package driver is the boundary between the API and whatever captures and
+// restores sandbox state: the Driver and Resolver interfaces, the errors that
+// the API turns into Checkpoint reasons, and the shared request types.
+package driver
+
+import (
+	"context"
+	"errors"
+)
+
+// Content is one part of a sandbox's state.
+type Content string
+
+const (
+	// Memory is the process state of the sandbox's containers (CRIU task dump).
+	Memory Content = "memory"
+	// Filesystem is the writable layer of the sandbox's containers.
+	Filesystem Content = "filesystem"
+)
+
+// Errors a driver wraps so that the API can say what went wrong.
+var (
+	// ErrTargetNotFound: the pod or sandbox, or its containers, do not exist.
+	ErrTargetNotFound = errors.New("target not found")
+	// ErrUnavailable: the driver's backend (containerd ...) cannot be reached.
+	ErrUnavailable = errors.New("checkpoint driver unavailable")
+	// ErrCheckpointNotFound: no captured state has that ID.
+	ErrCheckpointNotFound = errors.New("checkpoint not found")
+	// ErrUnsupported: the driver cannot do what was asked; it never does part of it silently.
+	ErrUnsupported = errors.New("not supported by this driver")
+)
+
+// Container is one container of a target.
+type Container struct {
+	// ID is the runtime's container ID.
+	ID string
+	// Name is the container's name within its pod.
+	Name string
+}
+
+// Target is a sandbox: a pod's app containers.
+type Target struct {
+	Namespace  string
+	Name       string
+	Node       string
+	Containers []Container
+}
+
+// CaptureRequest says what to capture and under which ID.
+type CaptureRequest struct {
+	// ID names the captured state; the caller makes it unique.
+	ID       string
+	Contents []Content
+}
+
+// CaptureResult is what a capture produced.
+type CaptureResult struct {
+	ID        string
+	SizeBytes int64
+	Contents  []Content
+}
+
+// RestoreRequest names the sandbox to create from captured state.
+type RestoreRequest struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+}
+
+// Driver captures, restores, deletes and stops sandboxes.
+type Driver interface {
+	// Capture records the target's state; on error nothing of it is left behind.
+	Capture(ctx context.Context, target Target, req CaptureRequest) (CaptureResult, error)
+	// Restore creates and starts a new sandbox from captured state.
+	Restore(ctx context.Context, checkpointID string, req RestoreRequest) (Target, error)
+	// Delete removes captured state; deleting what is not there succeeds.
+	Delete(ctx context.Context, checkpointID string) error
+	// Stop stops the target's containers (for keepRunning=false).
+	Stop(ctx context.Context, target Target) error
+}
+
+// Resolver finds the containers of a pod or sandbox.
+type Resolver interface {
+	Resolve(ctx context.Context, namespace, name string) (Target, error)
+}
+
+// Has says whether contents include c.
+func Has(contents []Content, c Content) bool {
+	for _, x := range contents {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}

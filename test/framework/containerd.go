@@ -1,0 +1,339 @@
+package framework
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+)
+
+// BusyboxImage is the image name of the busybox image the fixture imports.
+const BusyboxImage = "docker.io/library/busybox:local"
+
+// Containerd is a private containerd daemon started by a test: its own root,
+// state and socket under a temporary directory, criu on its PATH.
+type Containerd struct {
+	Address   string
+	Dir       string
+	Namespace string
+	Client    *containerd.Client
+	cmd       *exec.Cmd
+	exited    chan struct{}
+}
+
+// criuPath finds CRIU >= 4.1 as hack/install-test-deps.sh installs it.
+func criuPath() (string, error) {
+	for _, p := range []string{"/usr/local/sbin/criu"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return exec.LookPath("criu")
+}
+
+// StartContainerd starts a private containerd with the busybox image
+// imported into namespace, and stops it (and every task) when t ends. It
+// skips (fails under REQUIRE_REAL=1) when containerd, runc, iptables or CRIU
+// is missing or the process is not root.
+func StartContainerd(t testing.TB, namespace string) *Containerd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "containerd needs root")
+	}
+	for _, bin := range []string{"containerd", "runc", "iptables"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			Missing(t, "%s not on PATH (run hack/install-test-deps.sh)", bin)
+		}
+	}
+	criu, err := criuPath()
+	if err != nil {
+		Missing(t, "criu not found (run hack/install-test-deps.sh)")
+	}
+	if out, err := exec.Command(criu, "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "Version: 4.") {
+		Missing(t, "CRIU >= 4.1 needed at %s, got %q", criu, out)
+	}
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		busybox = "/bin/busybox"
+	}
+	if _, err := os.Stat(busybox); err != nil {
+		Missing(t, "busybox not found (install busybox-static)")
+	}
+
+	// A short path: the socket path must fit in 108 bytes.
+	dir, err := os.MkdirTemp("", "ctrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Containerd{Address: filepath.Join(dir, "containerd.sock"), Dir: dir, Namespace: namespace, exited: make(chan struct{})}
+	config := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	// containerd -> shim -> runc -> criu: criu must be on containerd's PATH.
+	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(criu)+":"+os.Getenv("PATH"))
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.exited) }()
+	t.Cleanup(func() { c.Stop(); _ = os.RemoveAll(dir) })
+
+	c.Client, err = containerd.New(c.Address, containerd.WithDefaultNamespace(namespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Client.Version(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd not ready: %v\n%s", err, readTail(filepath.Join(dir, "containerd.log")))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.importBusybox(busybox); err != nil {
+		t.Fatalf("import busybox: %v", err)
+	}
+	return c
+}
+
+// Ctx is a context in the fixture's containerd namespace.
+func (c *Containerd) Ctx() context.Context {
+	return namespaces.WithNamespace(context.Background(), c.Namespace)
+}
+
+// Stop kills every task, stops containerd and unmounts what it left.
+func (c *Containerd) Stop() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	if c.Client != nil {
+		ctx, cancel := context.WithTimeout(c.Ctx(), 20*time.Second)
+		nss, _ := c.Client.NamespaceService().List(ctx)
+		for _, ns := range nss {
+			nctx := namespaces.WithNamespace(ctx, ns)
+			ctrs, _ := c.Client.Containers(nctx)
+			for _, ctr := range ctrs {
+				if task, err := ctr.Task(nctx, nil); err == nil {
+					_, _ = task.Delete(nctx, containerd.WithProcessKill)
+				}
+				_ = ctr.Delete(nctx, containerd.WithSnapshotCleanup)
+			}
+		}
+		cancel()
+		_ = c.Client.Close()
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.exited
+	}
+	unmountUnder(c.Dir)
+}
+
+// Kill stops containerd at once (SIGKILL), leaving its state, to simulate a crash.
+func (c *Containerd) Kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
+
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	var targets []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			targets = append(targets, f[1])
+		}
+	}
+	for i := len(targets) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(targets[i], syscall.MNT_DETACH)
+	}
+}
+
+func readTail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// importBusybox builds a one-layer OCI image of the static busybox and imports it.
+func (c *Containerd) importBusybox(busybox string) error {
+	bin, err := os.ReadFile(busybox)
+	if err != nil {
+		return err
+	}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	epoch := time.Unix(0, 0)
+	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "tmp", "data"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch}); err != nil {
+			return err
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin)), ModTime: epoch}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return err
+	}
+	for _, applet := range []string{"sh", "cat", "echo", "sleep", "ls", "ps", "date", "head", "dd", "true", "test"} {
+		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", ModTime: epoch}); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+
+	blobs := map[string][]byte{}
+	add := func(b []byte) (string, int) {
+		sum := sha256.Sum256(b)
+		d := hex.EncodeToString(sum[:])
+		blobs[d] = b
+		return d, len(b)
+	}
+	layerDigest, layerSize := add(layer.Bytes())
+	config, _ := json.Marshal(map[string]interface{}{
+		"architecture": "amd64", "os": "linux",
+		"config": map[string]interface{}{"Env": []string{"PATH=/bin"}, "Cmd": []string{"/bin/sh"}},
+		"rootfs": map[string]interface{}{"type": "layers", "diff_ids": []string{"sha256:" + layerDigest}},
+	})
+	configDigest, configSize := add(config)
+	manifest, _ := json.Marshal(map[string]interface{}{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": map[string]interface{}{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + configDigest, "size": configSize},
+		"layers": []interface{}{map[string]interface{}{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + layerDigest, "size": layerSize}},
+	})
+	manifestDigest, manifestSize := add(manifest)
+	index, _ := json.Marshal(map[string]interface{}{
+		"schemaVersion": 2,
+		"manifests": []interface{}{map[string]interface{}{
+			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + manifestDigest, "size": manifestSize,
+			"annotations": map[string]string{"io.containerd.image.name": BusyboxImage},
+			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
+		}},
+	})
+
+	var archive bytes.Buffer
+	aw := tar.NewWriter(&archive)
+	write := func(name string, b []byte) error {
+		if err := aw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b)), ModTime: epoch}); err != nil {
+			return err
+		}
+		_, err := aw.Write(b)
+		return err
+	}
+	if err := write("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return err
+	}
+	if err := write("index.json", index); err != nil {
+		return err
+	}
+	for d, b := range blobs {
+		if err := write("blobs/sha256/"+d, b); err != nil {
+			return err
+		}
+	}
+	if err := aw.Close(); err != nil {
+		return err
+	}
+	ctx := c.Ctx()
+	imgs, err := c.Client.Import(ctx, &archive)
+	if err != nil {
+		return err
+	}
+	for _, im := range imgs {
+		if err := containerd.NewImage(c.Client, im).Unpack(ctx, "overlayfs"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PodContainer is a running container labelled as a pod's container by CRI.
+type PodContainer struct {
+	Container containerd.Container
+	Task      containerd.Task
+	LogPath   string
+}
+
+// RunPodContainer starts busybox running script as container name of pod
+// namespace/pod, labelled as containerd's CRI plugin labels pod containers.
+func (c *Containerd) RunPodContainer(t testing.TB, namespace, pod, name, script string) *PodContainer {
+	t.Helper()
+	ctx := c.Ctx()
+	img, err := c.Client.GetImage(ctx, BusyboxImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%s-%s-%d", pod, name, time.Now().UnixNano())
+	ctr, err := c.Client.NewContainer(ctx, id,
+		containerd.WithImage(img),
+		containerd.WithSnapshotter("overlayfs"),
+		containerd.WithNewSnapshot(id+"-snapshot", img),
+		containerd.WithRuntime("io.containerd.runc.v2", nil),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/bin/sh", "-c", script), oci.WithHostname(pod)),
+		containerd.WithContainerLabels(map[string]string{
+			"io.kubernetes.pod.namespace":  namespace,
+			"io.kubernetes.pod.name":       pod,
+			"io.kubernetes.container.name": name,
+			"io.cri-containerd.kind":       "container",
+		}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(c.Dir, id+".log")
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return &PodContainer{Container: ctr, Task: task, LogPath: logPath}
+}

@@ -1,0 +1,89 @@
+package framework
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+)
+
+// Exec runs args in the running container ctr and returns its output and exit code.
+func (c *Containerd) Exec(t testing.TB, ctr containerd.Container, args ...string) (string, uint32) {
+	t.Helper()
+	ctx := c.Ctx()
+	spec, err := ctr.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := *spec.Process
+	p.Args = args
+	p.Terminal = false
+	var out bytes.Buffer
+	id := fmt.Sprintf("exec-%d", time.Now().UnixNano())
+	proc, err := task.Exec(ctx, id, &p, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Delete(ctx) //nolint:errcheck
+	exited, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := <-exited
+	proc.IO().Wait()
+	return out.String(), st.ExitCode()
+}
+
+// Counter reads the numbers a counting container printed to its log: the
+// first and the last.
+func Counter(t testing.TB, logPath string) (first, last int, ok bool) {
+	t.Helper()
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0, 0, false
+	}
+	seen := false
+	for _, line := range strings.Split(string(data), "\n") {
+		n, err := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil {
+			continue
+		}
+		if !seen {
+			first, seen = n, true
+		}
+		last = n
+	}
+	return first, last, seen
+}
+
+// WaitCounter waits until the counting container at logPath printed at least min.
+func WaitCounter(t testing.TB, logPath string, min int) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, last, ok := Counter(t, logPath); ok && last >= min {
+			return last
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	data, _ := os.ReadFile(logPath)
+	t.Fatalf("counter at %s did not reach %d in 30s; log:\n%s", logPath, min, data)
+	return 0
+}
+
+// CounterScript counts in memory only (a shell variable) and leaves a marker
+// file in the writable layer.
+const CounterScript = `echo captured > /data/marker; i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
