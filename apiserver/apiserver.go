@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions"
 	checkpointstorage "github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
 )
 
@@ -16,6 +20,14 @@ import (
 type ExtraConfig struct {
 	// AdminGroups may act on every Checkpoint and set its owner explicitly.
 	AdminGroups []string
+	// Driver captures and restores; Resolver finds what to capture.
+	Driver   driver.Driver
+	Resolver driver.Resolver
+	// CaptureTimeout bounds a capture whose request names none.
+	CaptureTimeout time.Duration
+	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
+	// imperative capture call before the lifecycle controller captures it.
+	DeclarativeCaptureDelay time.Duration
 }
 
 // Config is the whole configuration of the server.
@@ -55,17 +67,47 @@ func (c CompletedConfig) New() (*Server, error) {
 	}
 	s := &Server{GenericAPIServer: generic}
 
-	store, err := checkpointstorage.NewStorage(Scheme, c.GenericConfig.RESTOptionsGetter, c.ExtraConfig.AdminGroups)
+	store, err := checkpointstorage.NewStorage(Scheme, c.GenericConfig.RESTOptionsGetter, checkpointstorage.Options{
+		AdminGroups:    c.ExtraConfig.AdminGroups,
+		Driver:         c.ExtraConfig.Driver,
+		Resolver:       c.ExtraConfig.Resolver,
+		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
+	})
 	if err != nil {
 		return nil, err
 	}
 	apiGroupInfo := genericapiserver.NewDefaultAPIGroupInfo(agents.GroupName, Scheme, metav1.ParameterCodec, Codecs)
 	apiGroupInfo.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"checkpoints":        store.Checkpoint,
-		"checkpoints/status": store.Status,
+		"checkpoints/status":  store.Status,
+		"checkpoints/capture": store.Capture,
+		"checkpoints/restore": store.Restore,
 	}
 	if err := s.GenericAPIServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("install %s: %w", agents.GroupName, err)
 	}
+	delay := c.ExtraConfig.DeclarativeCaptureDelay
+	if err := s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
+		return startLifecycle(hookCtx, store.Capturer, delay)
+	}); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// startLifecycle runs the lifecycle controller over an informer that reads
+// this server through its loopback connection.
+func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *checkpointstorage.Capturer, delay time.Duration) error {
+	client, err := versioned.NewForConfig(hookCtx.LoopbackClientConfig)
+	if err != nil {
+		return fmt.Errorf("lifecycle client: %w", err)
+	}
+	factory := externalversions.NewSharedInformerFactory(client, 10*time.Minute)
+	lifecycle, err := capturer.NewLifecycle(factory.Agents().V1alpha1().Checkpoints(), delay)
+	if err != nil {
+		return err
+	}
+	factory.Start(hookCtx.Done())
+	go lifecycle.Run(hookCtx, 4)
+	return nil
 }

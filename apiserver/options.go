@@ -20,6 +20,7 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	basecompatibility "k8s.io/component-base/compatibility"
 	baseversion "k8s.io/component-base/version"
@@ -27,6 +28,8 @@ import (
 	netutils "k8s.io/utils/net"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 )
@@ -44,6 +47,17 @@ type Options struct {
 	// AdminGroups may act on every Checkpoint and set its owner explicitly.
 	AdminGroups []string
 
+	// Driver names the checkpoint driver; only "containerd" exists so far.
+	Driver              string
+	ContainerdAddress   string
+	ContainerdNamespace string
+	// Resolver says how targets are found: "pod" (the Pod's container
+	// statuses, through the kube-apiserver), "labels" (containerd's CRI
+	// labels) or "auto" (pod when a kube-apiserver is configured).
+	Resolver                string
+	CaptureTimeout          time.Duration
+	DeclarativeCaptureDelay time.Duration
+
 	// Out receives the "ready" message with the kubeconfig's path.
 	Out io.Writer
 }
@@ -57,10 +71,16 @@ func NewOptions(out io.Writer) *Options {
 		schema.GroupKind{Group: v1alpha1.GroupName})
 	ro.Etcd.DefaultStorageMediaType = runtime.ContentTypeProtobuf
 	return &Options{
-		RecommendedOptions: ro,
-		DataDir:            "checkpoint-apiserver-data",
-		AdminGroups:        []string{"system:masters"},
-		Out:                out,
+		RecommendedOptions:      ro,
+		DataDir:                 "checkpoint-apiserver-data",
+		AdminGroups:             []string{"system:masters"},
+		Driver:                  "containerd",
+		ContainerdAddress:       "/run/containerd/containerd.sock",
+		ContainerdNamespace:     "k8s.io",
+		Resolver:                "auto",
+		CaptureTimeout:          50 * time.Second,
+		DeclarativeCaptureDelay: 2 * time.Second,
+		Out:                     out,
 	}
 }
 
@@ -75,6 +95,17 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Directory for the embedded etcd's data and, in standalone mode, the certificates and kubeconfig.")
 	fs.StringSliceVar(&o.AdminGroups, "admin-groups", o.AdminGroups,
 		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
+	fs.StringVar(&o.Driver, "driver", o.Driver, "Checkpoint driver: containerd.")
+	fs.StringVar(&o.ContainerdAddress, "containerd-address", o.ContainerdAddress, "containerd's gRPC socket.")
+	fs.StringVar(&o.ContainerdNamespace, "containerd-namespace", o.ContainerdNamespace,
+		"containerd namespace of the pod containers (k8s.io on a Kubernetes node).")
+	fs.StringVar(&o.Resolver, "resolver", o.Resolver,
+		"How a Checkpoint's target is found: pod (the Pod's container statuses, through the kube-apiserver), "+
+			"labels (containerd's CRI labels), or auto (pod when --kubeconfig is set, else labels).")
+	fs.DurationVar(&o.CaptureTimeout, "capture-timeout", o.CaptureTimeout,
+		"Default bound of a capture; at most 55s, under the aggregator's 60s request limit.")
+	fs.DurationVar(&o.DeclarativeCaptureDelay, "declarative-capture-delay", o.DeclarativeCaptureDelay,
+		"How long a new Pending Checkpoint is left to an imperative capture call before the server captures it itself.")
 }
 
 // Validate checks the options before anything starts.
@@ -85,6 +116,15 @@ func (o *Options) Validate() error {
 	}
 	if o.Standalone && o.DataDir == "" {
 		errs = append(errs, errors.New("--standalone needs --data-dir"))
+	}
+	if o.Driver != "containerd" {
+		errs = append(errs, fmt.Errorf("--driver=%q: only containerd is supported", o.Driver))
+	}
+	if o.Resolver != "auto" && o.Resolver != "pod" && o.Resolver != "labels" {
+		errs = append(errs, fmt.Errorf("--resolver=%q: must be auto, pod or labels", o.Resolver))
+	}
+	if o.CaptureTimeout <= 0 || o.CaptureTimeout > 55*time.Second {
+		errs = append(errs, fmt.Errorf("--capture-timeout=%s: must be in (0, 55s]", o.CaptureTimeout))
 	}
 	if !o.Standalone && len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
 		errs = append(errs, errors.New("--etcd-servers must be set unless --standalone"))
@@ -182,10 +222,44 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 			return nil, err
 		}
 	}
-	return &Config{
-		GenericConfig: cfg,
-		ExtraConfig:   ExtraConfig{AdminGroups: o.AdminGroups},
-	}, nil
+	extra := ExtraConfig{
+		AdminGroups:             o.AdminGroups,
+		CaptureTimeout:          o.CaptureTimeout,
+		DeclarativeCaptureDelay: o.DeclarativeCaptureDelay,
+	}
+	if err := o.applyDriver(cfg, &extra); err != nil {
+		return nil, err
+	}
+	return &Config{GenericConfig: cfg, ExtraConfig: extra}, nil
+}
+
+// applyDriver builds the driver and the resolver. An unreachable containerd
+// is not fatal: the server serves, and captures fail with DriverUnavailable.
+func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *ExtraConfig) error {
+	d, err := containerddriver.New(containerddriver.Config{
+		Address:   o.ContainerdAddress,
+		Namespace: o.ContainerdNamespace,
+		LogDir:    filepath.Join(o.DataDir, "containers"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.Ping(context.Background()); err != nil {
+		klog.InfoS("containerd is not reachable: captures fail with DriverUnavailable until it is", "address", o.ContainerdAddress, "err", err)
+	}
+	extra.Driver = d
+	extra.Resolver = d
+	if o.Resolver == "pod" || (o.Resolver == "auto" && cfg.ClientConfig != nil) {
+		if cfg.ClientConfig == nil {
+			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
+		}
+		client, err := kubernetes.NewForConfig(cfg.ClientConfig)
+		if err != nil {
+			return fmt.Errorf("pod resolver client: %w", err)
+		}
+		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
+	}
+	return nil
 }
 
 func hostFor(ip net.IP) string {

@@ -26,6 +26,8 @@ var (
 	ErrUnavailable = errors.New("checkpoint driver unavailable")
 	// ErrCheckpointNotFound: no captured state has that ID.
 	ErrCheckpointNotFound = errors.New("checkpoint not found")
+	// ErrSandboxExists: a restore was asked to create a sandbox that exists.
+	ErrSandboxExists = errors.New("sandbox already exists")
 	// ErrUnsupported: the driver cannot do what was asked; it never does part of it silently.
 	ErrUnsupported = errors.New("not supported by this driver")
 )

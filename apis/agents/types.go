@@ -90,3 +90,46 @@ type CheckpointList struct {
 
 	Items []Checkpoint
 }
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// CaptureOptions is the body of a POST to checkpoints/{name}/capture.
+type CaptureOptions struct {
+	metav1.TypeMeta
+
+	// TimeoutSeconds bounds the capture; the server's default applies when nil.
+	TimeoutSeconds *int64
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// CheckpointRestore asks, through checkpoints/{name}/restore, for a new
+// sandbox cloned from the Checkpoint, and reports the sandbox made.
+type CheckpointRestore struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+
+	Spec   CheckpointRestoreSpec
+	Status CheckpointRestoreStatus
+}
+
+// CheckpointRestoreSpec names the sandbox to create.
+type CheckpointRestoreSpec struct {
+	// SandboxName is the new sandbox's name, in the Checkpoint's namespace.
+	SandboxName string
+	// Labels are put on the new sandbox's containers.
+	Labels map[string]string
+}
+
+// CheckpointRestoreStatus is the sandbox that was made.
+type CheckpointRestoreStatus struct {
+	SandboxName string
+	Node        string
+	Containers  []RestoredContainer
+}
+
+// RestoredContainer is one container of a restored sandbox.
+type RestoredContainer struct {
+	Name        string
+	ContainerID string
+}

@@ -311,6 +311,9 @@ func (d *Driver) checkpointImages(ctx context.Context, id string) ([]images.Imag
 // collected synchronously) the memory dump and filesystem diff.
 func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	ctx = d.ctx(ctx)
+	if err := d.Ping(ctx); err != nil {
+		return err
+	}
 	imgs, err := d.checkpointImages(ctx, checkpointID)
 	if err != nil {
 		return err
@@ -338,7 +341,7 @@ func (d *Driver) Restore(ctx context.Context, checkpointID string, req driver.Re
 		return driver.Target{}, fmt.Errorf("%w: %s", driver.ErrCheckpointNotFound, checkpointID)
 	}
 	if existing, err := d.Resolve(ctx, req.Namespace, req.Name); err == nil {
-		return driver.Target{}, fmt.Errorf("%w: sandbox %s/%s already has %d containers", errdefs.ErrAlreadyExists, req.Namespace, req.Name, len(existing.Containers))
+		return driver.Target{}, fmt.Errorf("%w: sandbox %s/%s already has %d containers", driver.ErrSandboxExists, req.Namespace, req.Name, len(existing.Containers))
 	}
 	target := driver.Target{Namespace: req.Namespace, Name: req.Name}
 	var started []containerd.Container
@@ -468,6 +471,9 @@ func cloneCgroupsPath(p, id string) string {
 // Stop stops every container of target: SIGTERM, then SIGKILL after the grace period.
 func (d *Driver) Stop(ctx context.Context, target driver.Target) error {
 	ctx = d.ctx(ctx)
+	if err := d.Ping(ctx); err != nil {
+		return err
+	}
 	for _, c := range target.Containers {
 		ctr, err := d.client.LoadContainer(ctx, c.ID)
 		if errdefs.IsNotFound(err) {

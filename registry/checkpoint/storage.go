@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,12 +15,28 @@ import (
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
 
 // Storage holds the REST storages of checkpoints and its subresources.
 type Storage struct {
 	Checkpoint *REST
 	Status     *StatusREST
+	Capture    *CaptureREST
+	Restore    *RestoreREST
+	// Capturer runs captures, for the subresource and the lifecycle controller.
+	Capturer *Capturer
+}
+
+// Options are what the storage needs besides etcd.
+type Options struct {
+	// AdminGroups may set a Checkpoint's owner explicitly.
+	AdminGroups []string
+	// Driver captures, restores and deletes state; Resolver finds targets.
+	Driver   driver.Driver
+	Resolver driver.Resolver
+	// CaptureTimeout bounds a capture whose request names no timeout.
+	CaptureTimeout time.Duration
 }
 
 // REST is the checkpoints resource, stored in etcd.
@@ -34,8 +51,14 @@ var (
 )
 
 // NewStorage builds the etcd-backed storage of checkpoints and checkpoints/status.
-func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, adminGroups []string) (*Storage, error) {
-	strategy, statusStrategy := NewStrategy(scheme, adminGroups)
+func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, opts Options) (*Storage, error) {
+	if opts.Driver == nil || opts.Resolver == nil {
+		return nil, fmt.Errorf("checkpoints storage needs a driver and a resolver")
+	}
+	if opts.CaptureTimeout <= 0 || opts.CaptureTimeout > MaxCaptureTimeout {
+		return nil, fmt.Errorf("capture timeout %s must be in (0, %s]", opts.CaptureTimeout, MaxCaptureTimeout)
+	}
+	strategy, statusStrategy := NewStrategy(scheme, opts.AdminGroups)
 	store := &genericregistry.Store{
 		NewFunc:                   func() runtime.Object { return &agents.Checkpoint{} },
 		NewListFunc:               func() runtime.Object { return &agents.CheckpointList{} },
@@ -64,9 +87,19 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, ad
 	statusStore.UpdateStrategy = statusStrategy
 	statusStore.ResetFieldsStrategy = statusStrategy
 
+	capturer := &Capturer{
+		store:          store,
+		status:         &statusStore,
+		driver:         opts.Driver,
+		resolver:       opts.Resolver,
+		defaultTimeout: opts.CaptureTimeout,
+	}
 	return &Storage{
 		Checkpoint: &REST{store},
 		Status:     &StatusREST{store: &statusStore},
+		Capture:    &CaptureREST{capturer: capturer},
+		Restore:    &RestoreREST{capturer: capturer},
+		Capturer:   capturer,
 	}, nil
 }
 

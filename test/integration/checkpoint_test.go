@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -53,7 +54,9 @@ func namespace(t *testing.T) string {
 
 // TestCheckpointAPI runs the API's behaviour against one server.
 func TestCheckpointAPI(t *testing.T) {
-	srv := framework.StartStandalone(t, t.TempDir())
+	// The lifecycle controller would capture these Pending objects after the
+	// delay; here the tests move phases by hand, and there is no containerd.
+	srv := framework.StartStandalone(t, t.TempDir(), noDeclarativeCapture(t)...)
 	pb := clientFor(t, srv.Config, runtime.ContentTypeProtobuf)
 	js := clientFor(t, srv.Config, runtime.ContentTypeJSON)
 	ctx := context.Background()
@@ -93,9 +96,9 @@ func TestCheckpointAPI(t *testing.T) {
 		_, err = cps.Create(ctx, in, metav1.CreateOptions{})
 		assert.True(t, apierrors.IsAlreadyExists(err), "second create: %v", err)
 
+		assert.Equal(t, []string{"agents.kruise.io/captured-state"}, created.Finalizers)
 		require.NoError(t, cps.Delete(ctx, in.Name, metav1.DeleteOptions{}))
-		_, err = cps.Get(ctx, in.Name, metav1.GetOptions{})
-		assert.True(t, apierrors.IsNotFound(err), "get after delete: %v", err)
+		waitGone(t, cps, in.Name)
 		err = cps.Delete(ctx, in.Name, metav1.DeleteOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "second delete: %v", err)
 	})
@@ -161,7 +164,8 @@ func TestCheckpointAPI(t *testing.T) {
 		w, err := cps.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
 		require.NoError(t, err)
 		defer w.Stop()
-		want := []string{"ADDED second Pending", "MODIFIED second Creating", "DELETED first Pending"}
+		// Deleting marks first (deletionTimestamp), then the finalizer goes and so does first.
+		want := []string{"ADDED second Pending", "MODIFIED second Creating", "MODIFIED first Pending", "DELETED first Pending"}
 		assert.Equal(t, want, collect(t, w, len(want)), "events after the first create, in order")
 
 		// A watch narrowed to one sandbox sees only that sandbox.
@@ -429,4 +433,18 @@ func collect(t *testing.T, w watch.Interface, n int) []string {
 	case <-time.After(300 * time.Millisecond):
 	}
 	return got
+}
+
+// noDeclarativeCapture keeps the lifecycle controller from capturing Pending
+// Checkpoints during a test, and points the driver at a socket that is not there.
+func noDeclarativeCapture(t *testing.T) []string {
+	return []string{"--declarative-capture-delay=24h", "--containerd-address=" + filepath.Join(t.TempDir(), "no-containerd.sock")}
+}
+
+func waitGone(t *testing.T, cps checkpoints, name string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		_, err := cps.Get(context.Background(), name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, 15*time.Second, 50*time.Millisecond, "%s still there after delete", name)
 }

@@ -22,7 +22,7 @@ import (
 // against a standalone server and the kubeconfig it wrote.
 func TestKubectlWalkthrough(t *testing.T) {
 	kubectlBin := framework.Kubectl(t)
-	srv := framework.StartStandalone(t, t.TempDir())
+	srv := framework.StartStandalone(t, t.TempDir(), noDeclarativeCapture(t)...)
 	cacheDir := t.TempDir()
 	kubectl := func(args ...string) string {
 		t.Helper()
@@ -84,6 +84,13 @@ func TestKubectlWalkthrough(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return strings.Contains(watchOut.String(), "Creating") }, 15*time.Second, 100*time.Millisecond,
 		"kubectl get -w output:\n%s", &watchOut)
+	// No containerd here: the capture ends Failed, so there is no state to delete.
+	cp, err = cps.Get(context.Background(), "checkpoint-code-demo-01", metav1.GetOptions{})
+	require.NoError(t, err)
+	cp.Status.Phase = v1alpha1.PhaseFailed
+	_, err = cps.UpdateStatus(context.Background(), cp, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(watchOut.String(), "Failed") }, 15*time.Second, 100*time.Millisecond)
 
 	out = kubectl("delete", "cp", "checkpoint-code-demo-01")
 	assert.Contains(t, out, `checkpoint.agents.kruise.io "checkpoint-code-demo-01" deleted`)
@@ -112,7 +119,7 @@ func (l *lockedBuffer) String() string {
 // same data dir: the objects, the PKI and the kubeconfig all survive.
 func TestRestartKeepsData(t *testing.T) {
 	dataDir := t.TempDir()
-	srv := framework.StartStandalone(t, dataDir)
+	srv := framework.StartStandalone(t, dataDir, noDeclarativeCapture(t)...)
 	ctx := context.Background()
 	cps := clientFor(t, srv.Config, "application/vnd.kubernetes.protobuf").AgentsV1alpha1().Checkpoints("default")
 	created, err := cps.Create(ctx, newCheckpoint("survivor", "pod-s"), metav1.CreateOptions{})
@@ -120,7 +127,7 @@ func TestRestartKeepsData(t *testing.T) {
 	succeed(t, cps, "survivor", "ckpt-survivor")
 	srv.Stop()
 
-	again := framework.StartStandalone(t, dataDir)
+	again := framework.StartStandalone(t, dataDir, noDeclarativeCapture(t)...)
 	cps = clientFor(t, again.Config, "application/json").AgentsV1alpha1().Checkpoints("default")
 	got, err := cps.Get(ctx, "survivor", metav1.GetOptions{})
 	require.NoError(t, err)

@@ -30,6 +30,8 @@ const (
 )
 
 // +genclient
+// +genclient:method=Capture,verb=create,subresource=capture,input=CaptureOptions,result=Checkpoint
+// +genclient:method=Restore,verb=create,subresource=restore,input=CheckpointRestore,result=CheckpointRestore
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // Checkpoint is a point-in-time capture of a running sandbox Pod's memory
@@ -116,4 +118,66 @@ type CheckpointList struct {
 
 	// Items are the Checkpoints.
 	Items []Checkpoint `json:"items" protobuf:"bytes,2,rep,name=items"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// CaptureOptions is the body of POST .../checkpoints/{name}/capture, which
+// captures a Pending Checkpoint synchronously and returns it finished.
+type CaptureOptions struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// TimeoutSeconds bounds the capture, from 1 to 55 seconds (under the
+	// aggregator's 60 s request limit). Defaults to 50.
+	// +optional
+	TimeoutSeconds *int64 `json:"timeoutSeconds,omitempty" protobuf:"varint,1,opt,name=timeoutSeconds"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// CheckpointRestore is the body and the answer of POST
+// .../checkpoints/{name}/restore: it names the sandbox to clone from a
+// Succeeded Checkpoint, and reports the sandbox made.
+type CheckpointRestore struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata.name, when set, must be the Checkpoint's name.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`
+
+	// Spec names the sandbox to create.
+	Spec CheckpointRestoreSpec `json:"spec" protobuf:"bytes,2,opt,name=spec"`
+	// Status is the sandbox that was made.
+	// +optional
+	Status CheckpointRestoreStatus `json:"status,omitempty" protobuf:"bytes,3,opt,name=status"`
+}
+
+// CheckpointRestoreSpec names the sandbox to create.
+type CheckpointRestoreSpec struct {
+	// SandboxName is the new sandbox's name, in the Checkpoint's namespace.
+	SandboxName string `json:"sandboxName" protobuf:"bytes,1,opt,name=sandboxName"`
+	// Labels are put on the new sandbox's containers.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty" protobuf:"bytes,2,rep,name=labels"`
+}
+
+// CheckpointRestoreStatus is the sandbox that was made.
+type CheckpointRestoreStatus struct {
+	// SandboxName is the name of the new sandbox.
+	// +optional
+	SandboxName string `json:"sandboxName,omitempty" protobuf:"bytes,1,opt,name=sandboxName"`
+	// Node is where the sandbox runs, when the driver knows.
+	// +optional
+	Node string `json:"node,omitempty" protobuf:"bytes,2,opt,name=node"`
+	// Containers are the new sandbox's containers.
+	// +optional
+	// +listType=atomic
+	Containers []RestoredContainer `json:"containers,omitempty" protobuf:"bytes,3,rep,name=containers"`
+}
+
+// RestoredContainer is one container of a restored sandbox.
+type RestoredContainer struct {
+	// Name is the container's name in its pod.
+	Name string `json:"name" protobuf:"bytes,1,opt,name=name"`
+	// ContainerID is the runtime's ID of the container.
+	ContainerID string `json:"containerID" protobuf:"bytes,2,opt,name=containerID"`
 }

@@ -22,6 +22,11 @@ limitations under the License.
 package v1alpha1
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in CaptureOptions) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.CaptureOptions"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in Checkpoint) OpenAPIModelName() string {
 	return "io.kruise.agents.v1alpha1.Checkpoint"
 }
@@ -32,6 +37,21 @@ func (in CheckpointList) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in CheckpointRestore) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.CheckpointRestore"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in CheckpointRestoreSpec) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.CheckpointRestoreSpec"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in CheckpointRestoreStatus) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.CheckpointRestoreStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in CheckpointSpec) OpenAPIModelName() string {
 	return "io.kruise.agents.v1alpha1.CheckpointSpec"
 }
@@ -39,4 +59,9 @@ func (in CheckpointSpec) OpenAPIModelName() string {
 // OpenAPIModelName returns the OpenAPI model name for this type.
 func (in CheckpointStatus) OpenAPIModelName() string {
 	return "io.kruise.agents.v1alpha1.CheckpointStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in RestoredContainer) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.RestoredContainer"
 }

@@ -51,6 +51,9 @@ type CheckpointInterface interface {
 	Apply(ctx context.Context, checkpoint *applyconfigurationagentsv1alpha1.CheckpointApplyConfiguration, opts v1.ApplyOptions) (result *agentsv1alpha1.Checkpoint, err error)
 	// Add a +genclient:noStatus comment above the type to avoid generating ApplyStatus().
 	ApplyStatus(ctx context.Context, checkpoint *applyconfigurationagentsv1alpha1.CheckpointApplyConfiguration, opts v1.ApplyOptions) (result *agentsv1alpha1.Checkpoint, err error)
+	Capture(ctx context.Context, checkpointName string, captureOptions *agentsv1alpha1.CaptureOptions, opts v1.CreateOptions) (*agentsv1alpha1.Checkpoint, error)
+	Restore(ctx context.Context, checkpointName string, checkpointRestore *agentsv1alpha1.CheckpointRestore, opts v1.CreateOptions) (*agentsv1alpha1.CheckpointRestore, error)
+
 	CheckpointExpansion
 }
 
@@ -72,4 +75,36 @@ func newCheckpoints(c *AgentsV1alpha1Client, namespace string) *checkpoints {
 			gentype.PrefersProtobuf[*agentsv1alpha1.Checkpoint](),
 		),
 	}
+}
+
+// Capture takes the representation of a captureOptions and creates it.  Returns the server's representation of the checkpoint, and an error, if there is any.
+func (c *checkpoints) Capture(ctx context.Context, checkpointName string, captureOptions *agentsv1alpha1.CaptureOptions, opts v1.CreateOptions) (result *agentsv1alpha1.Checkpoint, err error) {
+	result = &agentsv1alpha1.Checkpoint{}
+	err = c.GetClient().Post().
+		UseProtobufAsDefault().
+		Namespace(c.GetNamespace()).
+		Resource("checkpoints").
+		Name(checkpointName).
+		SubResource("capture").
+		VersionedParams(&opts, scheme.ParameterCodec).
+		Body(captureOptions).
+		Do(ctx).
+		Into(result)
+	return
+}
+
+// Restore takes the representation of a checkpointRestore and creates it.  Returns the server's representation of the checkpointRestore, and an error, if there is any.
+func (c *checkpoints) Restore(ctx context.Context, checkpointName string, checkpointRestore *agentsv1alpha1.CheckpointRestore, opts v1.CreateOptions) (result *agentsv1alpha1.CheckpointRestore, err error) {
+	result = &agentsv1alpha1.CheckpointRestore{}
+	err = c.GetClient().Post().
+		UseProtobufAsDefault().
+		Namespace(c.GetNamespace()).
+		Resource("checkpoints").
+		Name(checkpointName).
+		SubResource("restore").
+		VersionedParams(&opts, scheme.ParameterCodec).
+		Body(checkpointRestore).
+		Do(ctx).
+		Into(result)
+	return
 }

@@ -19,10 +19,14 @@ limitations under the License.
 package fake
 
 import (
+	context "context"
+
 	v1alpha1 "github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	agentsv1alpha1 "github.com/agents-kruise/checkpoint-apiserver/generated/applyconfiguration/agents/v1alpha1"
 	typedagentsv1alpha1 "github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned/typed/agents/v1alpha1"
+	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gentype "k8s.io/client-go/gentype"
+	testing "k8s.io/client-go/testing"
 )
 
 // fakeCheckpoints implements CheckpointInterface
@@ -48,4 +52,28 @@ func newFakeCheckpoints(fake *FakeAgentsV1alpha1, namespace string) typedagentsv
 		),
 		fake,
 	}
+}
+
+// Capture takes the representation of a captureOptions and creates it.  Returns the server's representation of the checkpoint, and an error, if there is any.
+func (c *fakeCheckpoints) Capture(ctx context.Context, checkpointName string, captureOptions *v1alpha1.CaptureOptions, opts v1.CreateOptions) (result *v1alpha1.Checkpoint, err error) {
+	emptyResult := &v1alpha1.Checkpoint{}
+	obj, err := c.Fake.
+		Invokes(testing.NewCreateSubresourceActionWithOptions(c.Resource(), checkpointName, "capture", c.Namespace(), captureOptions, opts), emptyResult)
+
+	if obj == nil {
+		return emptyResult, err
+	}
+	return obj.(*v1alpha1.Checkpoint), err
+}
+
+// Restore takes the representation of a checkpointRestore and creates it.  Returns the server's representation of the checkpointRestore, and an error, if there is any.
+func (c *fakeCheckpoints) Restore(ctx context.Context, checkpointName string, checkpointRestore *v1alpha1.CheckpointRestore, opts v1.CreateOptions) (result *v1alpha1.CheckpointRestore, err error) {
+	emptyResult := &v1alpha1.CheckpointRestore{}
+	obj, err := c.Fake.
+		Invokes(testing.NewCreateSubresourceActionWithOptions(c.Resource(), checkpointName, "restore", c.Namespace(), checkpointRestore, opts), emptyResult)
+
+	if obj == nil {
+		return emptyResult, err
+	}
+	return obj.(*v1alpha1.CheckpointRestore), err
 }

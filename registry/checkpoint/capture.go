@@ -1,0 +1,283 @@
+package checkpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// Reasons of the Ready condition, also the reasons a capture failed.
+const (
+	ReasonCapturing         = "Capturing"
+	ReasonCaptured          = "Captured"
+	ReasonTargetNotFound    = "TargetNotFound"
+	ReasonDriverUnavailable = "DriverUnavailable"
+	ReasonCaptureFailed     = "CaptureFailed"
+	ReasonTimeout           = "Timeout"
+	ReasonInterrupted       = "Interrupted"
+)
+
+// MaxCaptureTimeout keeps a synchronous capture under the aggregator's 60 s limit.
+const MaxCaptureTimeout = 55 * time.Second
+
+// Capturer runs captures: the capture subresource and the declarative
+// controller both go through it, so a Checkpoint is captured at most once.
+type Capturer struct {
+	store          *genericregistry.Store
+	status         *genericregistry.Store
+	driver         driver.Driver
+	resolver       driver.Resolver
+	defaultTimeout time.Duration
+
+	// inflight holds the UIDs of the captures this process is running.
+	inflight sync.Map
+}
+
+// CheckpointID is the driver ID of a Checkpoint's captured state. It is
+// derived from the UID, so that state left by an interrupted capture can be
+// found and removed.
+func CheckpointID(uid types.UID) string {
+	sum := sha256.Sum256([]byte(uid))
+	return "ckpt-" + hex.EncodeToString(sum[:12])
+}
+
+// InFlight says whether this process is capturing the Checkpoint with uid.
+func (c *Capturer) InFlight(uid types.UID) bool {
+	_, ok := c.inflight.Load(uid)
+	return ok
+}
+
+func (c *Capturer) get(ctx context.Context, namespace, name string) (*agents.Checkpoint, error) {
+	obj, err := c.store.Get(genericapirequest.WithNamespace(ctx, namespace), name, &metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*agents.Checkpoint), nil
+}
+
+// writeStatus writes status through the status store: conflict-checked
+// against cp's resourceVersion.
+func (c *Capturer) writeStatus(ctx context.Context, cp *agents.Checkpoint) (*agents.Checkpoint, error) {
+	obj, _, err := c.status.Update(genericapirequest.WithNamespace(ctx, cp.Namespace), cp.Name,
+		rest.DefaultUpdatedObjectInfo(cp), rest.ValidateAllObjectFunc, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*agents.Checkpoint), nil
+}
+
+// finish writes a final status, retrying on conflicts with writers of
+// metadata, and never cancelled by the caller going away.
+func (c *Capturer) finish(ctx context.Context, namespace, name string, set func(*agents.CheckpointStatus)) (*agents.Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var out *agents.Checkpoint
+	err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
+		return apierrors.IsConflict(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsServiceUnavailable(err)
+	}, func() error {
+		cp, err := c.get(ctx, namespace, name)
+		if err != nil {
+			return err
+		}
+		set(&cp.Status)
+		out, err = c.writeStatus(ctx, cp)
+		return err
+	})
+	return out, err
+}
+
+func condition(status metav1.ConditionStatus, reason, message string, generation int64) metav1.Condition {
+	return metav1.Condition{
+		Type: agents.ConditionReady, Status: status, Reason: reason, Message: message,
+		ObservedGeneration: generation, LastTransitionTime: metav1.Now(),
+	}
+}
+
+// Capture captures the Pending Checkpoint namespace/name and returns it
+// finished (Succeeded or Failed). A Checkpoint that is not Pending gets a
+// 409 Conflict, and so does the loser of two concurrent calls: it is never
+// captured twice. dryRun checks all that and returns the Checkpoint as the
+// capture would start it, capturing nothing.
+func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout time.Duration, dryRun bool) (*agents.Checkpoint, error) {
+	if timeout <= 0 {
+		timeout = c.defaultTimeout
+	}
+	cp, err := c.get(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	if cp.DeletionTimestamp != nil {
+		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("the checkpoint is being deleted"))
+	}
+	if cp.Status.Phase != agents.PhasePending {
+		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name,
+			fmt.Errorf("the checkpoint is %s: only a Pending checkpoint can be captured", cp.Status.Phase))
+	}
+	cp.Status = agents.CheckpointStatus{
+		Phase:              agents.PhaseCreating,
+		ObservedGeneration: cp.Generation,
+		Message:            "capturing",
+		Conditions:         []metav1.Condition{condition(metav1.ConditionFalse, ReasonCapturing, "capture in progress", cp.Generation)},
+	}
+	if dryRun {
+		return cp, nil
+	}
+	// Mark in flight before the write that others will see.
+	if _, loaded := c.inflight.LoadOrStore(cp.UID, struct{}{}); loaded {
+		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("a capture of this checkpoint is already running"))
+	}
+	defer c.inflight.Delete(cp.UID)
+	creating, err := c.writeStatus(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
+	return c.run(ctx, creating, timeout)
+}
+
+// run does the capture of a Checkpoint already moved to Creating.
+func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.Duration) (*agents.Checkpoint, error) {
+	logger := klog.FromContext(ctx).WithValues("checkpoint", klog.KObj(cp))
+	// The capture goes on if the client goes away: only its own timeout stops it.
+	captureCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	start := time.Now()
+
+	contents := cp.Spec.PersistentContents
+	if len(contents) == 0 {
+		contents = agents.AllContents
+	}
+	req := driver.CaptureRequest{ID: CheckpointID(cp.UID)}
+	for _, ct := range contents {
+		req.Contents = append(req.Contents, driver.Content(ct))
+	}
+	targetName := cp.Spec.PodName
+	if targetName == "" {
+		targetName = cp.Spec.SandboxName
+	}
+
+	target, err := c.resolver.Resolve(captureCtx, cp.Namespace, targetName)
+	var result driver.CaptureResult
+	if err == nil {
+		result, err = c.driver.Capture(captureCtx, target, req)
+	}
+	elapsed := time.Since(start)
+	if err != nil {
+		reason := failureReason(captureCtx, err)
+		logger.Info("Capture failed", "reason", reason, "err", err)
+		msg := fmt.Sprintf("capture of %s/%s failed: %v", cp.Namespace, targetName, err)
+		return c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+			now := metav1.Now()
+			s.Phase = agents.PhaseFailed
+			s.Message = msg
+			s.CompletionTime = &now
+			s.CaptureDuration = &metav1.Duration{Duration: elapsed}
+			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, reason, msg, cp.Generation))
+		})
+	}
+
+	msg := fmt.Sprintf("captured %s of %s/%s", joinContents(contents), cp.Namespace, targetName)
+	if cp.Spec.KeepRunning != nil && !*cp.Spec.KeepRunning {
+		if err := c.driver.Stop(context.WithoutCancel(ctx), target); err != nil {
+			msg += fmt.Sprintf("; stopping the source failed: %v", err)
+		} else {
+			msg += "; the source was stopped"
+		}
+	}
+	logger.Info("Captured", "id", result.ID, "bytes", result.SizeBytes, "duration", elapsed)
+	out, err := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+		now := metav1.Now()
+		s.Phase = agents.PhaseSucceeded
+		s.CheckpointID = result.ID
+		s.CompletionTime = &now
+		s.Message = msg
+		s.SizeBytes = result.SizeBytes
+		s.CaptureDuration = &metav1.Duration{Duration: elapsed}
+		s.Contents = nil
+		for _, ct := range result.Contents {
+			s.Contents = append(s.Contents, agents.ContentType(ct))
+		}
+		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionTrue, ReasonCaptured, msg, cp.Generation))
+	})
+	if err != nil {
+		// The state exists but no Checkpoint records it: remove it rather than leak it.
+		if delErr := c.driver.Delete(context.WithoutCancel(ctx), result.ID); delErr != nil {
+			logger.Error(delErr, "Could not remove the state of an unrecorded capture", "id", result.ID)
+		}
+	}
+	return out, err
+}
+
+func failureReason(ctx context.Context, err error) string {
+	switch {
+	case errors.Is(err, driver.ErrTargetNotFound):
+		return ReasonTargetNotFound
+	case errors.Is(err, driver.ErrUnavailable):
+		return ReasonDriverUnavailable
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		return ReasonTimeout
+	default:
+		return ReasonCaptureFailed
+	}
+}
+
+// CaptureREST is checkpoints/capture: POST captures synchronously and
+// returns the finished Checkpoint.
+type CaptureREST struct {
+	capturer *Capturer
+}
+
+var _ rest.NamedCreater = &CaptureREST{}
+
+// New returns the body type of a capture request.
+func (r *CaptureREST) New() runtime.Object { return &agents.CaptureOptions{} }
+
+// Destroy does nothing: the capturer belongs to the main storage.
+func (r *CaptureREST) Destroy() {}
+
+// Create runs the capture of the named Checkpoint.
+func (r *CaptureREST) Create(ctx context.Context, name string, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
+	opts, ok := obj.(*agents.CaptureOptions)
+	if !ok {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a CaptureOptions: %T", obj))
+	}
+	timeout := r.capturer.defaultTimeout
+	if opts.TimeoutSeconds != nil {
+		t := time.Duration(*opts.TimeoutSeconds) * time.Second
+		if t <= 0 || t > MaxCaptureTimeout {
+			return nil, apierrors.NewInvalid(agents.Kind("CaptureOptions"), name, field.ErrorList{
+				field.Invalid(field.NewPath("timeoutSeconds"), *opts.TimeoutSeconds,
+					fmt.Sprintf("must be between 1 and %d", int(MaxCaptureTimeout.Seconds()))),
+			})
+		}
+		timeout = t
+	}
+	if createValidation != nil {
+		if err := createValidation(ctx, obj.DeepCopyObject()); err != nil {
+			return nil, err
+		}
+	}
+	namespace, ok := genericapirequest.NamespaceFrom(ctx)
+	if !ok || namespace == "" {
+		return nil, apierrors.NewBadRequest("a namespace is required")
+	}
+	return r.capturer.Capture(ctx, namespace, name, timeout, len(options.DryRun) > 0)
+}

@@ -1,0 +1,273 @@
+package checkpoint
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	informers "github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions/agents/v1alpha1"
+	listers "github.com/agents-kruise/checkpoint-apiserver/generated/listers/agents/v1alpha1"
+)
+
+// Finalizer keeps a Checkpoint until the driver's captured state is deleted.
+const Finalizer = "agents.kruise.io/captured-state"
+
+// Lifecycle is the controller inside the server that drives Checkpoints
+// nobody drives by hand: it captures Pending ones created without a call to
+// capture (the declarative path), fails captures a restart interrupted,
+// deletes the captured state of deleted Checkpoints (the finalizer), and
+// deletes Checkpoints whose ttlAfterFinished has passed.
+type Lifecycle struct {
+	capturer *Capturer
+	lister   listers.CheckpointLister
+	synced   cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	// captureDelay leaves a just-created Checkpoint to an imperative
+	// capture call for a moment before the controller takes it.
+	captureDelay time.Duration
+	now          func() time.Time
+}
+
+// NewLifecycle makes the controller over the Checkpoints the informer sees.
+func (c *Capturer) NewLifecycle(informer informers.CheckpointInformer, captureDelay time.Duration) (*Lifecycle, error) {
+	l := &Lifecycle{
+		capturer:     c,
+		lister:       informer.Lister(),
+		synced:       informer.Informer().HasSynced,
+		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](), workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "checkpoint-lifecycle"}),
+		captureDelay: captureDelay,
+		now:          time.Now,
+	}
+	enqueue := func(obj interface{}) {
+		if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+			l.queue.Add(name)
+		}
+	}
+	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj interface{}) { enqueue(obj) },
+	})
+	return l, err
+}
+
+// Run recovers interrupted captures, then works the queue until ctx ends.
+func (l *Lifecycle) Run(ctx context.Context, workers int) {
+	defer utilruntime.HandleCrash()
+	defer l.queue.ShutDown()
+	logger := klog.FromContext(ctx).WithName("checkpoint-lifecycle")
+	ctx = klog.NewContext(ctx, logger)
+
+	if err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := l.recoverInterrupted(ctx); err != nil {
+			logger.Error(err, "Recovering interrupted captures")
+			return false, nil
+		}
+		return true, nil
+	}); err != nil {
+		return
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), l.synced) {
+		return
+	}
+	for i := 0; i < workers; i++ {
+		go wait.UntilWithContext(ctx, l.work, time.Second)
+	}
+	<-ctx.Done()
+}
+
+// recoverInterrupted fails the Checkpoints left Creating by a server that
+// stopped mid-capture, and removes whatever state that capture wrote.
+func (l *Lifecycle) recoverInterrupted(ctx context.Context) error {
+	obj, err := l.capturer.store.List(ctx, &metainternalversion.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("status.phase", string(agents.PhaseCreating)),
+	})
+	if err != nil {
+		return err
+	}
+	for i := range obj.(*agents.CheckpointList).Items {
+		cp := &obj.(*agents.CheckpointList).Items[i]
+		if l.capturer.InFlight(cp.UID) {
+			continue
+		}
+		if err := l.deleteState(ctx, cp.UID); err != nil {
+			klog.FromContext(ctx).Error(err, "Removing the state of an interrupted capture", "checkpoint", klog.KObj(cp))
+		}
+		msg := "the server stopped during the capture; capture again with a new Checkpoint"
+		_, err := l.capturer.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+			if s.Phase != agents.PhaseCreating {
+				return
+			}
+			now := metav1.Now()
+			s.Phase = agents.PhaseFailed
+			s.Message = msg
+			s.CompletionTime = &now
+			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, ReasonInterrupted, msg, cp.Generation))
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		klog.FromContext(ctx).Info("Failed an interrupted capture", "checkpoint", klog.KObj(cp))
+	}
+	return nil
+}
+
+func (l *Lifecycle) work(ctx context.Context) {
+	for {
+		key, quit := l.queue.Get()
+		if quit {
+			return
+		}
+		err := l.sync(ctx, key)
+		if err != nil {
+			klog.FromContext(ctx).Error(err, "Syncing checkpoint", "checkpoint", key)
+			l.queue.AddRateLimited(key)
+		} else {
+			l.queue.Forget(key)
+		}
+		l.queue.Done(key)
+	}
+}
+
+func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
+	cp, err := l.lister.Checkpoints(key.Namespace).Get(key.Name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cp.DeletionTimestamp != nil {
+		return l.finalize(ctx, key, cp)
+	}
+	switch cp.Status.Phase {
+	case v1alpha1.PhasePending:
+		if wait := cp.CreationTimestamp.Add(l.captureDelay).Sub(l.now()); wait > 0 {
+			l.queue.AddAfter(key, wait)
+			return nil
+		}
+		_, err := l.capturer.Capture(ctx, key.Namespace, key.Name, 0, false)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return nil // someone else captured it, or it is gone
+		}
+		return err
+	case v1alpha1.PhaseSucceeded, v1alpha1.PhaseFailed:
+		return l.expire(ctx, key, cp)
+	}
+	return nil
+}
+
+// expire deletes a finished Checkpoint once its ttlAfterFinished has passed.
+func (l *Lifecycle) expire(ctx context.Context, key cache.ObjectName, cp *v1alpha1.Checkpoint) error {
+	if cp.Spec.TTLAfterFinished == "" || cp.Status.CompletionTime == nil {
+		return nil
+	}
+	ttl, err := agents.ParseTTL(cp.Spec.TTLAfterFinished)
+	if err != nil {
+		return nil // validation keeps bad TTLs out; nothing to do with one that slipped in
+	}
+	if wait := cp.Status.CompletionTime.Add(ttl).Sub(l.now()); wait > 0 {
+		l.queue.AddAfter(key, wait)
+		return nil
+	}
+	uid := cp.UID
+	_, _, err = l.capturer.store.Delete(genericapirequest.WithNamespace(ctx, key.Namespace), key.Name,
+		rest.ValidateAllObjectFunc, &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	if err == nil {
+		klog.FromContext(ctx).Info("Deleted an expired checkpoint", "checkpoint", key, "ttlAfterFinished", cp.Spec.TTLAfterFinished)
+	}
+	return err
+}
+
+// finalize deletes the driver's state of a deleted Checkpoint, then lets it go.
+func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1alpha1.Checkpoint) error {
+	if !hasFinalizer(cp.Finalizers) {
+		return nil
+	}
+	if l.capturer.InFlight(cp.UID) {
+		l.queue.AddAfter(key, time.Second) // let the capture finish, then delete what it made
+		return nil
+	}
+	// Only a capture that got as far as Creating can have left state; a
+	// Checkpoint that never did goes without asking the driver, which may be down.
+	switch cp.Status.Phase {
+	case v1alpha1.PhaseSucceeded, v1alpha1.PhaseCreating:
+		_, err := l.capturer.finish(ctx, key.Namespace, key.Name, func(s *agents.CheckpointStatus) {
+			s.Phase = agents.PhaseTerminating
+			s.Message = "deleting the captured state"
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("mark terminating: %w", err)
+		}
+		fallthrough
+	case v1alpha1.PhaseTerminating:
+		if err := l.deleteState(ctx, cp.UID); err != nil {
+			return fmt.Errorf("delete captured state: %w", err)
+		}
+	}
+	ctx = genericapirequest.WithNamespace(ctx, key.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		obj, err := l.capturer.store.Get(ctx, key.Name, &metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		latest := obj.(*agents.Checkpoint)
+		if latest.UID != cp.UID || !hasFinalizer(latest.Finalizers) {
+			return nil
+		}
+		latest.Finalizers = removeFinalizer(latest.Finalizers)
+		_, _, err = l.capturer.store.Update(ctx, key.Name, rest.DefaultUpdatedObjectInfo(latest),
+			rest.ValidateAllObjectFunc, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// deleteState asks the driver to delete a Checkpoint's state, bounded so a
+// hung driver does not hold a worker.
+func (l *Lifecycle) deleteState(ctx context.Context, uid types.UID) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return l.capturer.driver.Delete(ctx, CheckpointID(uid))
+}
+
+func hasFinalizer(fs []string) bool {
+	for _, f := range fs {
+		if f == Finalizer {
+			return true
+		}
+	}
+	return false
+}
+
+func removeFinalizer(fs []string) []string {
+	out := fs[:0:0]
+	for _, f := range fs {
+		if f != Finalizer {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// RestoreREST is checkpoints/restore: POST clones a new sandbox from a
+// Succeeded Checkpoint and answers with the sandbox made.
+type RestoreREST struct {
+	capturer *Capturer
+}
+
+var _ rest.NamedCreater = &RestoreREST{}
+
+// New returns the body type of a restore request.
+func (r *RestoreREST) New() runtime.Object { return &agents.CheckpointRestore{} }
+
+// Destroy does nothing: the driver belongs to the main storage.
+func (r *RestoreREST) Destroy() {}
+
+func validateRestore(name string, req *agents.CheckpointRestore) field.ErrorList {
+	var errs field.ErrorList
+	if req.Name != "" && req.Name != name {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), req.Name, "must be empty or the checkpoint's name"))
+	}
+	p := field.NewPath("spec", "sandboxName")
+	if req.Spec.SandboxName == "" {
+		errs = append(errs, field.Required(p, "the new sandbox needs a name"))
+	}
+	for _, msg := range utilvalidation.IsDNS1123Subdomain(req.Spec.SandboxName) {
+		if req.Spec.SandboxName != "" {
+			errs = append(errs, field.Invalid(p, req.Spec.SandboxName, msg))
+		}
+	}
+	return append(errs, metav1validation.ValidateLabels(req.Spec.Labels, field.NewPath("spec", "labels"))...)
+}
+
+// Create restores the named Checkpoint into a new sandbox.
+func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
+	req, ok := obj.(*agents.CheckpointRestore)
+	if !ok {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a CheckpointRestore: %T", obj))
+	}
+	if errs := validateRestore(name, req); len(errs) > 0 {
+		return nil, apierrors.NewInvalid(agents.Kind("CheckpointRestore"), name, errs)
+	}
+	if createValidation != nil {
+		if err := createValidation(ctx, obj.DeepCopyObject()); err != nil {
+			return nil, err
+		}
+	}
+	namespace, ok := genericapirequest.NamespaceFrom(ctx)
+	if !ok || namespace == "" {
+		return nil, apierrors.NewBadRequest("a namespace is required")
+	}
+	cp, err := r.capturer.get(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	if cp.Status.Phase != agents.PhaseSucceeded || cp.DeletionTimestamp != nil {
+		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name,
+			fmt.Errorf("the checkpoint is %s: only a Succeeded checkpoint can be restored", cp.Status.Phase))
+	}
+	out := req.DeepCopy()
+	out.Name, out.Namespace = name, namespace
+	out.Status = agents.CheckpointRestoreStatus{SandboxName: req.Spec.SandboxName}
+	if len(options.DryRun) > 0 {
+		return out, nil
+	}
+	target, err := r.capturer.driver.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
+		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels,
+	})
+	if err != nil {
+		return nil, restoreError(name, req.Spec.SandboxName, err)
+	}
+	out.Status.Node = target.Node
+	for _, c := range target.Containers {
+		out.Status.Containers = append(out.Status.Containers, agents.RestoredContainer{Name: c.Name, ContainerID: c.ID})
+	}
+	return out, nil
+}
+
+func restoreError(name, sandbox string, err error) error {
+	msg := fmt.Sprintf("restore of %s into sandbox %s: %v", name, sandbox, err)
+	switch {
+	case errors.Is(err, driver.ErrUnavailable):
+		return apierrors.NewServiceUnavailable(msg)
+	case errors.Is(err, driver.ErrSandboxExists):
+		return apierrors.NewAlreadyExists(agents.Resource("sandboxes"), sandbox)
+	case errors.Is(err, driver.ErrCheckpointNotFound):
+		return apierrors.NewGone(msg)
+	default:
+		return apierrors.NewInternalError(errors.New(msg))
+	}
+}
