@@ -78,7 +78,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	}
 	apiGroupInfo := genericapiserver.NewDefaultAPIGroupInfo(agents.GroupName, Scheme, metav1.ParameterCodec, Codecs)
 	apiGroupInfo.VersionedResourcesStorageMap[v1alpha1.SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"checkpoints":        store.Checkpoint,
+		"checkpoints":         store.Checkpoint,
 		"checkpoints/status":  store.Status,
 		"checkpoints/capture": store.Capture,
 		"checkpoints/restore": store.Restore,
