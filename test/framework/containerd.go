@@ -220,7 +220,7 @@ func (c *Containerd) importBusybox(busybox string) error {
 	if _, err := tw.Write(bin); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "cat", "echo", "sleep", "ls", "ps", "date", "head", "dd", "true", "test"} {
+	for _, applet := range []string{"sh", "cat", "echo", "sleep", "ls", "ps", "date", "head", "dd", "true", "test", "yes"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", ModTime: epoch}); err != nil {
 			return err
 		}

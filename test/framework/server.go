@@ -160,6 +160,13 @@ func (s *Server) Stop() {
 	}
 }
 
+// Kill stops the server at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	err := <-s.done
+	s.done <- err
+}
+
 // Healthy says whether /readyz answers ok, through the admin identity.
 func (s *Server) Healthy(ctx context.Context) error {
 	client, err := rest.HTTPClientFor(s.Config)

@@ -1,0 +1,350 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+const sandboxNS = "team-a"
+
+type captureEnv struct {
+	ctrd   *framework.Containerd
+	srv    *framework.Server
+	client versioned.Interface
+}
+
+func startCaptureEnv(t *testing.T, extraArgs ...string) *captureEnv {
+	ctrd := framework.StartContainerd(t, "k8s.io")
+	args := append([]string{
+		"--containerd-address=" + ctrd.Address,
+		"--containerd-namespace=k8s.io",
+		"--resolver=labels",
+		"--declarative-capture-delay=3s",
+	}, extraArgs...)
+	srv := framework.StartStandalone(t, t.TempDir(), args...)
+	return &captureEnv{ctrd: ctrd, srv: srv, client: clientFor(t, srv.Config, "application/vnd.kubernetes.protobuf")}
+}
+
+func (e *captureEnv) cps() checkpointsClient {
+	return e.client.AgentsV1alpha1().Checkpoints(sandboxNS)
+}
+
+type checkpointsClient = interface {
+	checkpoints
+	Create(ctx context.Context, cp *v1alpha1.Checkpoint, opts metav1.CreateOptions) (*v1alpha1.Checkpoint, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+	Capture(ctx context.Context, name string, opts *v1alpha1.CaptureOptions, co metav1.CreateOptions) (*v1alpha1.Checkpoint, error)
+	Restore(ctx context.Context, name string, r *v1alpha1.CheckpointRestore, co metav1.CreateOptions) (*v1alpha1.CheckpointRestore, error)
+}
+
+// checkpointImages lists the checkpoint images containerd holds for id.
+func (e *captureEnv) checkpointImages(t *testing.T, id string) int {
+	t.Helper()
+	imgs, err := e.ctrd.Client.ImageService().List(e.ctrd.Ctx(), fmt.Sprintf(`labels."agents.kruise.io/checkpoint-id"==%q`, id))
+	require.NoError(t, err)
+	return len(imgs)
+}
+
+func (e *captureEnv) create(t *testing.T, name string, spec v1alpha1.CheckpointSpec) *v1alpha1.Checkpoint {
+	t.Helper()
+	cp, err := e.cps().Create(context.Background(), &v1alpha1.Checkpoint{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return cp
+}
+
+func (e *captureEnv) capture(t *testing.T, name string) *v1alpha1.Checkpoint {
+	t.Helper()
+	cp, err := e.cps().Capture(context.Background(), name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return cp
+}
+
+func ready(cp *v1alpha1.Checkpoint) metav1.Condition {
+	for _, c := range cp.Status.Conditions {
+		if c.Type == "Ready" {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}
+
+// clone restores name into sandbox and returns the log of its one container.
+func (e *captureEnv) clone(t *testing.T, name, sandbox string) string {
+	t.Helper()
+	res, err := e.cps().Restore(context.Background(), name, &v1alpha1.CheckpointRestore{
+		Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: sandbox, Labels: map[string]string{"purpose": "test"}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Equal(t, sandbox, res.Status.SandboxName)
+	require.Len(t, res.Status.Containers, 1)
+	assert.Equal(t, "main", res.Status.Containers[0].Name)
+	return e.srv.DataDir + "/containers/" + res.Status.Containers[0].ContainerID + ".log"
+}
+
+func (e *captureEnv) hasMarker(t *testing.T, sandbox string) bool {
+	t.Helper()
+	ctrs, err := e.ctrd.Client.Containers(e.ctrd.Ctx(), fmt.Sprintf(`labels."io.kubernetes.pod.name"==%q`, sandbox))
+	require.NoError(t, err)
+	require.Len(t, ctrs, 1)
+	_, code := e.ctrd.Exec(t, ctrs[0], "sh", "-c", `test "$(cat /data/marker)" = captured`)
+	return code == 0
+}
+
+func TestCaptureThroughTheAPI(t *testing.T) {
+	env := startCaptureEnv(t)
+	ctx := context.Background()
+
+	cases := []struct {
+		name          string
+		contents      []v1alpha1.ContentType
+		keepRunning   bool
+		wantContinues bool
+		wantMarker    bool
+	}{
+		{"both", nil, true, true, true},
+		{"filesystem", []v1alpha1.ContentType{v1alpha1.ContentFilesystem}, true, false, true},
+		{"memory", []v1alpha1.ContentType{v1alpha1.ContentMemory}, false, true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := "sandbox-" + tc.name
+			src := env.ctrd.RunPodContainer(t, sandboxNS, pod, "main", framework.CounterScript)
+			framework.WaitCounter(t, src.LogPath, 5)
+			env.create(t, "cp-"+tc.name, v1alpha1.CheckpointSpec{PodName: pod, PersistentContents: tc.contents, KeepRunning: ptr.To(tc.keepRunning)})
+
+			_, before, _ := framework.Counter(t, src.LogPath)
+			cp := env.capture(t, "cp-"+tc.name)
+			_, after, _ := framework.Counter(t, src.LogPath)
+
+			require.Equal(t, v1alpha1.PhaseSucceeded, cp.Status.Phase, cp.Status.Message)
+			assert.NotEmpty(t, cp.Status.CheckpointID)
+			assert.Equal(t, cp.Status.CheckpointID, cp.Labels["agents.kruise.io/checkpoint-id"])
+			assert.NotNil(t, cp.Status.CompletionTime)
+			assert.NotNil(t, cp.Status.CaptureDuration)
+			assert.Positive(t, cp.Status.SizeBytes)
+			wantContents := tc.contents
+			if wantContents == nil {
+				wantContents = []v1alpha1.ContentType{v1alpha1.ContentMemory, v1alpha1.ContentFilesystem}
+			}
+			assert.Equal(t, wantContents, cp.Status.Contents)
+			assert.Equal(t, metav1.ConditionTrue, ready(cp).Status)
+			assert.Equal(t, "Captured", ready(cp).Reason)
+			assert.Equal(t, 1, env.checkpointImages(t, cp.Status.CheckpointID))
+
+			// keepRunning: true leaves the source counting, false stops it.
+			_, err := src.Container.Task(env.ctrd.Ctx(), nil)
+			if tc.keepRunning {
+				require.NoError(t, err)
+				framework.WaitCounter(t, src.LogPath, after+3)
+			} else {
+				assert.Error(t, err, "keepRunning=false: the source task is gone")
+				assert.Contains(t, cp.Status.Message, "the source was stopped")
+			}
+
+			log := env.clone(t, "cp-"+tc.name, pod+"-clone")
+			framework.WaitCounter(t, log, 1)
+			first, _, _ := framework.Counter(t, log)
+			if tc.wantContinues {
+				assert.GreaterOrEqual(t, first, before, "the clone's counter continues from the capture (%d..%d)", before, after)
+				assert.LessOrEqual(t, first, after+1, "the clone's counter continues from the capture (%d..%d)", before, after)
+			} else {
+				assert.Equal(t, 1, first, "a filesystem-only clone starts its process afresh")
+			}
+			assert.Equal(t, tc.wantMarker, env.hasMarker(t, pod+"-clone"), "the clone has the source's file")
+		})
+	}
+
+	t.Run("OneToMany", func(t *testing.T) {
+		src := env.ctrd.RunPodContainer(t, sandboxNS, "origin", "main", framework.CounterScript)
+		framework.WaitCounter(t, src.LogPath, 5)
+		env.create(t, "cp-many", v1alpha1.CheckpointSpec{PodName: "origin"})
+		_, before, _ := framework.Counter(t, src.LogPath)
+		require.Equal(t, v1alpha1.PhaseSucceeded, env.capture(t, "cp-many").Status.Phase)
+		var logs []string
+		for i := 0; i < 3; i++ {
+			logs = append(logs, env.clone(t, "cp-many", fmt.Sprintf("many-%d", i)))
+		}
+		for _, log := range logs {
+			framework.WaitCounter(t, log, 1)
+			first, last, _ := framework.Counter(t, log)
+			assert.GreaterOrEqual(t, first, before)
+			framework.WaitCounter(t, log, last+5) // each keeps counting on its own
+		}
+		_, err := env.cps().Restore(ctx, "cp-many", &v1alpha1.CheckpointRestore{Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: "many-0"}}, metav1.CreateOptions{})
+		assert.True(t, apierrors.IsAlreadyExists(err), "restoring into an existing sandbox: %v", err)
+	})
+
+	t.Run("MissingPod", func(t *testing.T) {
+		env.create(t, "cp-missing", v1alpha1.CheckpointSpec{PodName: "no-such-pod"})
+		cp := env.capture(t, "cp-missing")
+		assert.Equal(t, v1alpha1.PhaseFailed, cp.Status.Phase)
+		assert.Equal(t, "TargetNotFound", ready(cp).Reason)
+		assert.Contains(t, cp.Status.Message, "no-such-pod")
+		_, err := env.cps().Restore(ctx, "cp-missing", &v1alpha1.CheckpointRestore{Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: "x"}}, metav1.CreateOptions{})
+		assert.True(t, apierrors.IsConflict(err), "restore of a Failed checkpoint: %v", err)
+		_, err = env.cps().Capture(ctx, "cp-missing", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+		assert.True(t, apierrors.IsConflict(err), "capturing a finished checkpoint again: %v", err)
+	})
+
+	t.Run("ConcurrentCaptures", func(t *testing.T) {
+		src := env.ctrd.RunPodContainer(t, sandboxNS, "contended", "main", framework.CounterScript)
+		framework.WaitCounter(t, src.LogPath, 3)
+		env.create(t, "cp-race", v1alpha1.CheckpointSpec{PodName: "contended"})
+		var wg sync.WaitGroup
+		results := make([]error, 2)
+		cps := make([]*v1alpha1.Checkpoint, 2)
+		for i := range results {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				cps[i], results[i] = env.cps().Capture(ctx, "cp-race", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+			}(i)
+		}
+		wg.Wait()
+		var ok, conflicts int
+		for i, err := range results {
+			switch {
+			case err == nil:
+				ok++
+				assert.Equal(t, v1alpha1.PhaseSucceeded, cps[i].Status.Phase)
+			case apierrors.IsConflict(err):
+				conflicts++
+			default:
+				t.Errorf("unexpected error: %v", err)
+			}
+		}
+		assert.Equal(t, 1, ok, "exactly one capture")
+		assert.Equal(t, 1, conflicts, "exactly one 409")
+		got, err := env.cps().Get(ctx, "cp-race", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 1, env.checkpointImages(t, got.Status.CheckpointID))
+	})
+
+	t.Run("DryRunCapturesNothing", func(t *testing.T) {
+		env.create(t, "cp-dry", v1alpha1.CheckpointSpec{PodName: "contended"})
+		out, err := env.cps().Capture(ctx, "cp-dry", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		require.NoError(t, err)
+		assert.Equal(t, v1alpha1.PhaseCreating, out.Status.Phase, "the answer shows the capture as it would start")
+		got, err := env.cps().Get(ctx, "cp-dry", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, v1alpha1.PhasePending, got.Status.Phase)
+		_, err = env.cps().Capture(ctx, "cp-dry", &v1alpha1.CaptureOptions{TimeoutSeconds: ptr.To[int64](120)}, metav1.CreateOptions{})
+		assertInvalid(t, err, "timeoutSeconds")
+	})
+
+	t.Run("DeleteRemovesState", func(t *testing.T) {
+		got, err := env.cps().Get(ctx, "cp-race", metav1.GetOptions{})
+		require.NoError(t, err)
+		id := got.Status.CheckpointID
+		require.Equal(t, 1, env.checkpointImages(t, id))
+		require.NoError(t, env.cps().Delete(ctx, "cp-race", metav1.DeleteOptions{}))
+		waitGone(t, env.cps(), "cp-race")
+		assert.Equal(t, 0, env.checkpointImages(t, id), "the checkpoint image went with the object")
+		err = env.cps().Delete(ctx, "cp-race", metav1.DeleteOptions{})
+		assert.True(t, apierrors.IsNotFound(err))
+	})
+
+	t.Run("TTLExpiry", func(t *testing.T) {
+		src := env.ctrd.RunPodContainer(t, sandboxNS, "short-lived", "main", framework.CounterScript)
+		framework.WaitCounter(t, src.LogPath, 3)
+		env.create(t, "cp-ttl", v1alpha1.CheckpointSpec{PodName: "short-lived", TTLAfterFinished: "0d3s"})
+		cp := env.capture(t, "cp-ttl")
+		require.Equal(t, v1alpha1.PhaseSucceeded, cp.Status.Phase)
+		require.Equal(t, 1, env.checkpointImages(t, cp.Status.CheckpointID))
+		waitGone(t, env.cps(), "cp-ttl")
+		assert.Equal(t, 0, env.checkpointImages(t, cp.Status.CheckpointID))
+	})
+
+	t.Run("Declarative", func(t *testing.T) {
+		src := env.ctrd.RunPodContainer(t, sandboxNS, "declared", "main", framework.CounterScript)
+		framework.WaitCounter(t, src.LogPath, 3)
+		w, err := env.client.AgentsV1alpha1().Checkpoints(sandboxNS).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=cp-declared"})
+		require.NoError(t, err)
+		defer w.Stop()
+		env.create(t, "cp-declared", v1alpha1.CheckpointSpec{PodName: "declared"})
+		var phases []v1alpha1.CheckpointPhase
+		timeout := time.After(30 * time.Second)
+		for len(phases) == 0 || phases[len(phases)-1] != v1alpha1.PhaseSucceeded {
+			select {
+			case ev := <-w.ResultChan():
+				cp := ev.Object.(*v1alpha1.Checkpoint)
+				if len(phases) == 0 || phases[len(phases)-1] != cp.Status.Phase {
+					phases = append(phases, cp.Status.Phase)
+				}
+			case <-timeout:
+				t.Fatalf("phases so far: %v", phases)
+			}
+		}
+		assert.Equal(t, []v1alpha1.CheckpointPhase{"Pending", "Creating", "Succeeded"}, phases)
+	})
+}
+
+// TestCaptureWithoutContainerd: captures fail with DriverUnavailable, the server keeps serving.
+func TestCaptureWithoutContainerd(t *testing.T) {
+	srv := framework.StartStandalone(t, t.TempDir(), noDeclarativeCapture(t)...)
+	cps := clientFor(t, srv.Config, "application/json").AgentsV1alpha1().Checkpoints("default")
+	ctx := context.Background()
+	_, err := cps.Create(ctx, newCheckpoint("no-driver", "some-pod"), metav1.CreateOptions{})
+	require.NoError(t, err)
+	cp, err := cps.Capture(ctx, "no-driver", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseFailed, cp.Status.Phase)
+	assert.Equal(t, "DriverUnavailable", ready(cp).Reason)
+	assert.Contains(t, cp.Status.Message, "containerd")
+	assert.NoError(t, srv.Healthy(ctx))
+	require.NoError(t, cps.Delete(ctx, "no-driver", metav1.DeleteOptions{}))
+	waitGone(t, cps, "no-driver")
+}
+
+// TestRestartDuringCapture kills the server while a capture of a large
+// container is in flight: after a restart no Checkpoint is left Creating.
+func TestRestartDuringCapture(t *testing.T) {
+	ctrd := framework.StartContainerd(t, "k8s.io")
+	dataDir := t.TempDir()
+	args := []string{"--containerd-address=" + ctrd.Address, "--containerd-namespace=k8s.io", "--resolver=labels", "--declarative-capture-delay=24h"}
+	srv := framework.StartStandalone(t, dataDir, args...)
+	cps := clientFor(t, srv.Config, "application/json").AgentsV1alpha1().Checkpoints(sandboxNS)
+	ctx := context.Background()
+
+	// About 256 MiB held in a shell variable: a dump long enough to interrupt.
+	src := ctrd.RunPodContainer(t, sandboxNS, "big", "main",
+		`a=$(yes 0123456789abcdef | head -c 268435456); i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`)
+	framework.WaitCounter(t, src.LogPath, 2)
+	_, err := cps.Create(ctx, newCheckpoint("interrupted", "big"), metav1.CreateOptions{})
+	require.NoError(t, err)
+	go func() { _, _ = cps.Capture(ctx, "interrupted", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{}) }()
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		cp, err := cps.Get(ctx, "interrupted", metav1.GetOptions{})
+		return err == nil && cp.Status.Phase == v1alpha1.PhaseCreating, nil
+	}))
+	srv.Kill()
+
+	again := framework.StartStandalone(t, dataDir, args...)
+	cps = clientFor(t, again.Config, "application/json").AgentsV1alpha1().Checkpoints(sandboxNS)
+	var cp *v1alpha1.Checkpoint
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		cp, err = cps.Get(ctx, "interrupted", metav1.GetOptions{})
+		return err == nil && cp.Status.Phase != v1alpha1.PhaseCreating, nil
+	}))
+	assert.Equal(t, v1alpha1.PhaseFailed, cp.Status.Phase)
+	assert.Equal(t, "Interrupted", ready(cp).Reason)
+
+	// The checkpoint image is written by the server's client, which died: none may be left.
+	imgs, err := ctrd.Client.ImageService().List(ctrd.Ctx(), `labels."agents.kruise.io/checkpoint-id"`)
+	require.NoError(t, err)
+	assert.Empty(t, imgs, "no checkpoint image of the interrupted capture")
+}
