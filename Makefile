@@ -8,7 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 GO_TEST   ?= go test -v -count=1
 
-.PHONY: all build run test unit integration deps codegen verify verify-codegen vet fmt-check clean
+.PHONY: all build run test deps codegen verify verify-codegen vet fmt-check bench-capture clean
 
 all: build
 
@@ -27,6 +27,10 @@ test: deps verify build
 
 codegen:
 	hack/update-codegen.sh
+
+# The capture subresource against a bare containerd checkpoint of the same container.
+bench-capture: deps build
+	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 10x ./test/integration/
 
 verify: verify-codegen fmt-check vet
 

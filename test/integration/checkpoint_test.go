@@ -29,7 +29,7 @@ const (
 	annotationOwner   = "agents.kruise.io/owner"
 )
 
-func clientFor(t *testing.T, cfg *rest.Config, contentType string) versioned.Interface {
+func clientFor(t testing.TB, cfg *rest.Config, contentType string) versioned.Interface {
 	t.Helper()
 	c := rest.CopyConfig(cfg)
 	c.ContentType = contentType
