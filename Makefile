@@ -6,9 +6,9 @@ BIN_DIR   := $(CURDIR)/_output/bin
 SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
-GO_TEST   ?= go test -v -count=1
+GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build run test deps codegen verify verify-codegen vet fmt-check bench-capture clean
+.PHONY: all build run up down test deps codegen verify verify-codegen vet fmt-check bench-capture clean
 
 all: build
 
@@ -21,6 +21,15 @@ run: build
 
 deps:
 	hack/install-test-deps.sh
+	hack/build-kube-tools.sh
+
+# The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
+# and this server behind an APIService. Prints the KUBECONFIG to use.
+up: build
+	hack/local-up.sh up
+
+down:
+	hack/local-up.sh down
 
 test: deps verify build
 	CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...

@@ -1,12 +1,19 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
@@ -28,6 +35,16 @@ type ExtraConfig struct {
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
 	// imperative capture call before the lifecycle controller captures it.
 	DeclarativeCaptureDelay time.Duration
+	// LeaderElection, when set, runs the lifecycle controller only on the
+	// replica that holds the Lease (several replicas share one etcd).
+	LeaderElection *LeaderElection
+}
+
+// LeaderElection says where the replicas' Lease lives.
+type LeaderElection struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Name      string
 }
 
 // Config is the whole configuration of the server.
@@ -86,9 +103,9 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err := s.GenericAPIServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("install %s: %w", agents.GroupName, err)
 	}
-	delay := c.ExtraConfig.DeclarativeCaptureDelay
+	extra := c.ExtraConfig
 	if err := s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
-		return startLifecycle(hookCtx, store.Capturer, delay)
+		return startLifecycle(hookCtx, store.Capturer, extra)
 	}); err != nil {
 		return nil, err
 	}
@@ -96,18 +113,56 @@ func (c CompletedConfig) New() (*Server, error) {
 }
 
 // startLifecycle runs the lifecycle controller over an informer that reads
-// this server through its loopback connection.
-func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *checkpointstorage.Capturer, delay time.Duration) error {
+// this server through its loopback connection, on the leader only when
+// leader election is configured.
+func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *checkpointstorage.Capturer, extra *ExtraConfig) error {
 	client, err := versioned.NewForConfig(hookCtx.LoopbackClientConfig)
 	if err != nil {
 		return fmt.Errorf("lifecycle client: %w", err)
 	}
-	factory := externalversions.NewSharedInformerFactory(client, 10*time.Minute)
-	lifecycle, err := capturer.NewLifecycle(factory.Agents().V1alpha1().Checkpoints(), delay)
-	if err != nil {
-		return err
+	run := func(ctx context.Context) {
+		factory := externalversions.NewSharedInformerFactory(client, 10*time.Minute)
+		lifecycle, err := capturer.NewLifecycle(factory.Agents().V1alpha1().Checkpoints(), extra.DeclarativeCaptureDelay)
+		if err != nil {
+			klog.ErrorS(err, "Cannot start the checkpoint lifecycle controller")
+			return
+		}
+		factory.Start(ctx.Done())
+		lifecycle.Run(ctx, 4)
 	}
-	factory.Start(hookCtx.Done())
-	go lifecycle.Run(hookCtx, 4)
+	le := extra.LeaderElection
+	if le == nil {
+		go run(hookCtx)
+		return nil
+	}
+	host, _ := os.Hostname()
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+		Client:     le.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())},
+	}
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		ReleaseOnCancel: true,
+		LeaseDuration:   15 * time.Second,
+		RenewDeadline:   10 * time.Second,
+		RetryPeriod:     2 * time.Second,
+		Name:            le.Name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: run,
+			OnStoppedLeading: func() {
+				klog.InfoS("No longer the leader of the checkpoint lifecycle controller", "identity", lock.Identity())
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	go func() {
+		// Run returns when leadership is lost; stand again until the server stops.
+		for hookCtx.Err() == nil {
+			elector.Run(hookCtx)
+		}
+	}()
 	return nil
 }

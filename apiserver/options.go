@@ -57,6 +57,10 @@ type Options struct {
 	Resolver                string
 	CaptureTimeout          time.Duration
 	DeclarativeCaptureDelay time.Duration
+	// LeaderElect runs the lifecycle controller on one replica only, by a
+	// Lease in LeaderElectNamespace (needs a kube-apiserver).
+	LeaderElect          bool
+	LeaderElectNamespace string
 
 	// Out receives the "ready" message with the kubeconfig's path.
 	Out io.Writer
@@ -80,6 +84,8 @@ func NewOptions(out io.Writer) *Options {
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
 		DeclarativeCaptureDelay: 2 * time.Second,
+		LeaderElect:             true,
+		LeaderElectNamespace:    "checkpoint-system",
 		Out:                     out,
 	}
 }
@@ -104,6 +110,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 			"labels (containerd's CRI labels), or auto (pod when --kubeconfig is set, else labels).")
 	fs.DurationVar(&o.CaptureTimeout, "capture-timeout", o.CaptureTimeout,
 		"Default bound of a capture; at most 55s, under the aggregator's 60s request limit.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
+		"With a kube-apiserver, run the lifecycle controller (declarative capture, TTL, finalizer) on the replica holding a Lease only. Standalone mode never elects.")
+	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", o.LeaderElectNamespace, "Namespace of the leader-election Lease.")
 	fs.DurationVar(&o.DeclarativeCaptureDelay, "declarative-capture-delay", o.DeclarativeCaptureDelay,
 		"How long a new Pending Checkpoint is left to an imperative capture call before the server captures it itself.")
 }
@@ -249,15 +258,20 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	}
 	extra.Driver = d
 	extra.Resolver = d
-	if o.Resolver == "pod" || (o.Resolver == "auto" && cfg.ClientConfig != nil) {
-		if cfg.ClientConfig == nil {
+	var client kubernetes.Interface
+	if cfg.ClientConfig != nil {
+		if client, err = kubernetes.NewForConfig(cfg.ClientConfig); err != nil {
+			return fmt.Errorf("kube-apiserver client: %w", err)
+		}
+	}
+	if o.Resolver == "pod" || (o.Resolver == "auto" && client != nil) {
+		if client == nil {
 			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
 		}
-		client, err := kubernetes.NewForConfig(cfg.ClientConfig)
-		if err != nil {
-			return fmt.Errorf("pod resolver client: %w", err)
-		}
 		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
+	}
+	if o.LeaderElect && client != nil {
+		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}
 	}
 	return nil
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver (k8s.io/kubernetes v1.37.2) and etcd (v3.7.3) from
+# Builds kube-apiserver and kube-controller-manager (k8s.io/kubernetes v1.37.2)
+# and etcd (v3.7.3) from
 # their tools modules under hack/tools into _output/bin, once per go.sum:
 # a cold kube-apiserver build takes about 15 minutes on 2 cores, a rebuild
 # with the same go.sum is skipped.
@@ -30,3 +31,4 @@ build() {
 
 build etcd go.etcd.io/etcd/server/v3 etcd
 build kube k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDFLAGS"
+build kube k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$LDFLAGS"

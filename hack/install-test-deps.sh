@@ -37,6 +37,8 @@ command -v runc >/dev/null || need+=(runc)
 command -v iptables >/dev/null || need+=(iptables)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v git >/dev/null || need+=(git)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// cluster is what hack/local-up.sh started for a test.
+type cluster struct {
+	t      *testing.T
+	dir    string
+	env    []string
+	cpPort int
+}
+
+func localUp(t *testing.T) *cluster {
+	root := framework.RepoRoot()
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(root, "_output", "bin", bin)); err != nil {
+			framework.Missing(t, "_output/bin/%s not built (run hack/build-kube-tools.sh)", bin)
+		}
+	}
+	framework.Kubectl(t)
+	c := &cluster{t: t, dir: t.TempDir(), cpPort: framework.FreePort(t)}
+	etcdPort := framework.FreePort(t)
+	c.env = append(os.Environ(),
+		"LOCAL_UP_DIR="+c.dir,
+		fmt.Sprintf("ETCD_PORT=%d", etcdPort),
+		fmt.Sprintf("KAS_PORT=%d", framework.FreePort(t)),
+		fmt.Sprintf("KCM_PORT=%d", framework.FreePort(t)),
+		fmt.Sprintf("CP_PORT=%d", c.cpPort),
+		"KUBECONFIG="+filepath.Join(c.dir, "admin.kubeconfig"),
+		"KUBECACHEDIR="+filepath.Join(c.dir, "kubecache"),
+		// no kubelet here: the server finds containers by containerd's labels
+		"CHECKPOINT_APISERVER_ARGS=--declarative-capture-delay=24h --containerd-address="+filepath.Join(c.dir, "no-containerd.sock"),
+	)
+	t.Cleanup(func() { _ = c.script("down") })
+	if err := c.script("up"); err != nil {
+		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "checkpoint-apiserver"} {
+			b, _ := os.ReadFile(filepath.Join(c.dir, log+".log"))
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
+			}
+			t.Logf("%s.log:\n%s", log, b)
+		}
+		t.Fatalf("local-up: %v", err)
+	}
+	return c
+}
+
+func (c *cluster) script(args ...string) error {
+	cmd := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "local-up.sh"), args...)
+	cmd.Env = c.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// kubectl runs the real kubectl against the kube-apiserver.
+func (c *cluster) kubectl(args ...string) (string, error) {
+	cmd := exec.Command("kubectl", args...)
+	cmd.Env = c.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cluster) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectl(args...)
+	require.NoError(c.t, err, "kubectl %s:\n%s", strings.Join(args, " "), out)
+	return out
+}
+
+func (c *cluster) apply(yaml string) {
+	c.t.Helper()
+	cmd := exec.Command("kubectl", "apply", "-f", "-")
+	cmd.Env = c.env
+	cmd.Stdin = strings.NewReader(yaml)
+	out, err := cmd.CombinedOutput()
+	require.NoError(c.t, err, "%s", out)
+}
+
+func (c *cluster) eventually(what string, f func() bool) {
+	c.t.Helper()
+	require.Eventually(c.t, f, 90*time.Second, 250*time.Millisecond, what)
+}
+
+func TestAggregation(t *testing.T) {
+	c := localUp(t)
+	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "checkpoint.yaml")
+
+	t.Run("KubectlThroughTheAggregator", func(t *testing.T) {
+		out := c.must("api-resources", "--api-group=agents.kruise.io")
+		assert.Regexp(t, `checkpoints\s+cp\s+agents.kruise.io/v1alpha1\s+true\s+Checkpoint`, out)
+
+		assert.Contains(t, c.must("apply", "-f", example), "checkpoint-code-demo-01 created")
+		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, c.must("get", "cp"))
+		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+30h$`,
+			c.must("get", "cp", "-o", "wide"))
+		explain := c.must("explain", "cp.spec")
+		assert.Contains(t, explain, "ttlAfterFinished")
+		assert.Contains(t, explain, "persistentContents")
+		assert.Contains(t, c.must("apply", "--server-side", "--force-conflicts", "-f", example), "serverside-applied")
+		assert.Contains(t, c.must("get", "cp", "checkpoint-code-demo-01", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}"),
+			"local-up-admin", "the owner is the user the kube-apiserver authenticated")
+
+		// get -w through the aggregator sees a status change.
+		watch := exec.Command("kubectl", "get", "cp", "-w", "--no-headers")
+		watch.Env = c.env
+		var buf safeBuffer
+		watch.Stdout, watch.Stderr = &buf, &buf
+		require.NoError(t, watch.Start())
+		defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
+		c.eventually("watch lists the checkpoint", func() bool { return strings.Contains(buf.String(), "Pending") })
+		c.must("patch", "cp", "checkpoint-code-demo-01", "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Failed"}}`)
+		c.eventually("watch shows Failed", func() bool { return strings.Contains(buf.String(), "Failed") })
+
+		assert.Contains(t, c.must("delete", "cp", "checkpoint-code-demo-01"), "deleted")
+		assert.Contains(t, c.must("get", "cp"), "No resources found")
+	})
+
+	t.Run("RBAC", func(t *testing.T) {
+		c.must("create", "namespace", "rbac")
+		c.must("create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer", "-n", "rbac")
+		c.must("create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor", "-n", "rbac")
+		cp := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"%s","namespace":"rbac"},"spec":{"podName":"p"}}`
+		create := func(user, name string) (string, error) {
+			cmd := exec.Command("kubectl", "--as", user, "create", "-f", "-")
+			cmd.Env = c.env
+			cmd.Stdin = strings.NewReader(fmt.Sprintf(cp, name))
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		capture := func(user, name string) (string, error) {
+			return c.kubectl("--as", user, "create", "--raw",
+				"/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints/"+name+"/capture", "-f", filepath.Join(c.dir, "capture.json"))
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(c.dir, "capture.json"), []byte(`{"timeoutSeconds": 5}`), 0o600))
+
+		// The aggregated roles take a moment to be folded into view/edit.
+		c.eventually("editor can create", func() bool { _, err := create("editor", "by-editor"); return err == nil })
+		out, err := capture("editor", "by-editor")
+		assert.NoError(t, err, "editor may capture: %s", out)
+		assert.Contains(t, out, `"phase":"Failed"`, "authorized; fails for want of a pod (no containerd here)")
+
+		c.eventually("viewer can list", func() bool { _, err := c.kubectl("--as", "viewer", "get", "cp", "-n", "rbac"); return err == nil })
+		assert.Contains(t, c.must("--as", "viewer", "get", "cp", "by-editor", "-n", "rbac"), "by-editor")
+		out, err = create("viewer", "by-viewer")
+		assert.Error(t, err)
+		assert.Contains(t, out, "Forbidden")
+		out, err = capture("viewer", "by-editor")
+		assert.Error(t, err)
+		assert.Contains(t, out, "Forbidden")
+
+		for _, args := range [][]string{{"get", "cp", "-n", "rbac"}, {"get", "cp", "by-editor", "-n", "rbac"}, {"delete", "cp", "by-editor", "-n", "rbac"}} {
+			out, err := c.kubectl(append([]string{"--as", "nobody"}, args...)...)
+			assert.Error(t, err, "nobody: %v", args)
+			assert.Contains(t, out, "Forbidden", "nobody: %v", args)
+		}
+		_, err = create("nobody", "by-nobody")
+		assert.Error(t, err)
+	})
+
+	t.Run("DirectRequestsNeedTheFrontProxy", func(t *testing.T) {
+		ca, err := os.ReadFile(filepath.Join(c.dir, "pki", "ca.crt"))
+		require.NoError(t, err)
+		pool := x509.NewCertPool()
+		require.True(t, pool.AppendCertsFromPEM(ca))
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		url := fmt.Sprintf("https://127.0.0.1:%d/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints", c.cpPort)
+		for name, headers := range map[string]map[string]string{
+			"no credentials": {},
+			"forged front-proxy headers": {"X-Remote-User": "local-up-admin", "X-Remote-Group": "system:masters"},
+		} {
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			require.NoError(t, err)
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Contains(t, []int{401, 403}, resp.StatusCode, name)
+		}
+	})
+
+	t.Run("NamespaceDeletion", func(t *testing.T) {
+		c.must("create", "namespace", "doomed")
+		for i := 0; i < 3; i++ {
+			c.apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-%d","namespace":"doomed"},"spec":{"podName":"p"}}`, i))
+		}
+		c.must("delete", "namespace", "doomed", "--wait=false")
+		c.eventually("namespace doomed is gone", func() bool {
+			out, err := c.kubectl("get", "namespace", "doomed")
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+		out, err := c.kubectl("get", "cp", "-n", "doomed")
+		assert.NoError(t, err)
+		assert.Contains(t, out, "No resources found")
+	})
+
+	t.Run("APIServiceAcrossRestart", func(t *testing.T) {
+		c.must("create", "namespace", "durable")
+		c.apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"keeper","namespace":"durable"},"spec":{"podName":"p"}}`)
+		available := func() string {
+			out, _ := c.kubectl("get", "apiservice", "v1alpha1.agents.kruise.io", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status}")
+			return out
+		}
+		assert.Equal(t, "True", available())
+		require.NoError(t, c.script("stop-server"))
+		c.eventually("APIService unavailable while the server is down", func() bool { return available() == "False" })
+		_, err := c.kubectl("get", "cp", "-n", "durable")
+		assert.Error(t, err, "no checkpoints served while down")
+		require.NoError(t, c.script("start-server"))
+		assert.Equal(t, "True", available())
+		assert.Contains(t, c.must("get", "cp", "keeper", "-n", "durable"), "keeper", "nothing lost across the restart")
+	})
+}
