@@ -214,6 +214,23 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, out, "No resources found")
 	})
 
+	t.Run("ArtifactsApply", func(t *testing.T) {
+		// What an operator applies, checked by the real API server (server-side dry run).
+		dir := filepath.Join(t.TempDir(), "deploy")
+		require.NoError(t, exec.Command("cp", "-r", filepath.Join(framework.RepoRoot(), "artifacts", "deploy"), dir).Run())
+		_ = os.RemoveAll(filepath.Join(dir, "certs"))
+		out, err := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "gen-deploy-certs.sh"), filepath.Join(dir, "certs")).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		applied := c.must("apply", "-k", dir, "--dry-run=server")
+		for _, want := range []string{"deployment.apps/checkpoint-apiserver", "apiservice.apiregistration.k8s.io/v1alpha1.agents.kruise.io",
+			"clusterrole.rbac.authorization.k8s.io/checkpoint-edit", "rolebinding.rbac.authorization.k8s.io/checkpoint-apiserver-auth-reader"} {
+			assert.Contains(t, applied, want)
+		}
+		rendered := c.must("kustomize", dir)
+		assert.NotContains(t, rendered, "insecureSkipTLSVerify")
+		assert.Regexp(t, `caBundle: \|?\s*LS0t`, rendered, "the APIService carries the CA")
+	})
+
 	t.Run("APIServiceAcrossRestart", func(t *testing.T) {
 		c.must("create", "namespace", "durable")
 		c.apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"keeper","namespace":"durable"},"spec":{"podName":"p"}}`)

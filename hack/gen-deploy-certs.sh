@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Writes artifacts/deploy/certs/{ca.crt,tls.crt,tls.key}: a CA and the serving
+# certificate of checkpoint-apiserver.checkpoint-system.svc, for
+# `kubectl apply -k artifacts/deploy`. Keeps existing files.
+set -o errexit -o nounset -o pipefail
+DIR=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/artifacts/deploy/certs}
+SVC=checkpoint-apiserver.checkpoint-system.svc
+mkdir -p "$DIR"
+[ -f "$DIR/tls.crt" ] && { echo "certificates already in $DIR"; exit 0; }
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/ca.key" -out "$DIR/ca.crt" -days 825 -subj /CN=checkpoint-apiserver-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls.key" -out "$DIR/tls.csr" -subj "/CN=$SVC" 2>/dev/null
+printf 'subjectAltName=DNS:%s,DNS:checkpoint-apiserver.checkpoint-system.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$SVC" >"$DIR/tls.ext"
+openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial -days 825 -out "$DIR/tls.crt" -extfile "$DIR/tls.ext" 2>/dev/null
+rm -f "$DIR/tls.csr" "$DIR/tls.ext"
+echo "wrote $DIR (keep ca.key safe or delete it)"
