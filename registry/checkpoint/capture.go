@@ -270,14 +270,24 @@ func (r *CaptureREST) Create(ctx context.Context, name string, obj runtime.Objec
 		}
 		timeout = t
 	}
+	namespace, err := admit(ctx, obj, createValidation)
+	if err != nil {
+		return nil, err
+	}
+	return r.capturer.Capture(ctx, namespace, name, timeout, len(options.DryRun) > 0)
+}
+
+// admit runs the admission chain on an action's body and returns the
+// request's namespace, which every action on a Checkpoint needs.
+func admit(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc) (string, error) {
 	if createValidation != nil {
 		if err := createValidation(ctx, obj.DeepCopyObject()); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 	namespace, ok := genericapirequest.NamespaceFrom(ctx)
 	if !ok || namespace == "" {
-		return nil, apierrors.NewBadRequest("a namespace is required")
+		return "", apierrors.NewBadRequest("a namespace is required")
 	}
-	return r.capturer.Capture(ctx, namespace, name, timeout, len(options.DryRun) > 0)
+	return namespace, nil
 }

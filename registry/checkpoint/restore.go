@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
@@ -58,14 +57,9 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 	if errs := validateRestore(name, req); len(errs) > 0 {
 		return nil, apierrors.NewInvalid(agents.Kind("CheckpointRestore"), name, errs)
 	}
-	if createValidation != nil {
-		if err := createValidation(ctx, obj.DeepCopyObject()); err != nil {
-			return nil, err
-		}
-	}
-	namespace, ok := genericapirequest.NamespaceFrom(ctx)
-	if !ok || namespace == "" {
-		return nil, apierrors.NewBadRequest("a namespace is required")
+	namespace, err := admit(ctx, obj, createValidation)
+	if err != nil {
+		return nil, err
 	}
 	cp, err := r.capturer.get(ctx, namespace, name)
 	if err != nil {

@@ -122,7 +122,7 @@ func TestAggregation(t *testing.T) {
 		// get -w through the aggregator sees a status change.
 		watch := exec.Command("kubectl", "get", "cp", "-w", "--no-headers")
 		watch.Env = c.env
-		var buf safeBuffer
+		var buf framework.SafeBuffer
 		watch.Stdout, watch.Stderr = &buf, &buf
 		require.NoError(t, watch.Start())
 		defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()

@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,7 +66,7 @@ func TestKubectlWalkthrough(t *testing.T) {
 	assert.Contains(t, string(patchOut), "spec.podName")
 
 	// get -w prints the change a status writer makes.
-	var watchOut lockedBuffer
+	var watchOut framework.SafeBuffer
 	watch := exec.Command(kubectlBin, "--kubeconfig", srv.Kubeconfig, "get", "cp", "-w", "--no-headers")
 	watch.Env = append(watch.Environ(), "KUBECACHEDIR="+cacheDir)
 	watch.Stdout, watch.Stderr = &watchOut, &watchOut
@@ -96,23 +94,6 @@ func TestKubectlWalkthrough(t *testing.T) {
 	assert.Contains(t, out, `checkpoint.agents.kruise.io "checkpoint-code-demo-01" deleted`)
 	out = kubectl("get", "cp")
 	assert.Contains(t, out, "No resources found")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestRestartKeepsData stops a standalone server and starts it again on the
