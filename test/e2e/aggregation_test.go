@@ -184,7 +184,7 @@ func TestAggregation(t *testing.T) {
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 		url := fmt.Sprintf("https://127.0.0.1:%d/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints", c.cpPort)
 		for name, headers := range map[string]map[string]string{
-			"no credentials": {},
+			"no credentials":             {},
 			"forged front-proxy headers": {"X-Remote-User": "local-up-admin", "X-Remote-Group": "system:masters"},
 		} {
 			req, err := http.NewRequest(http.MethodGet, url, nil)
