@@ -149,7 +149,10 @@ func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *che
 		RetryPeriod:     2 * time.Second,
 		Name:            le.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: run,
+			OnStartedLeading: func(ctx context.Context) {
+				klog.InfoS("Leading the checkpoint lifecycle controller", "identity", lock.Identity())
+				run(ctx)
+			},
 			OnStoppedLeading: func() {
 				klog.InfoS("No longer the leader of the checkpoint lifecycle controller", "identity", lock.Identity())
 			},

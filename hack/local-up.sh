@@ -10,6 +10,9 @@
 #   hack/local-up.sh stop-server    stop checkpoint-apiserver only
 #   hack/local-up.sh start-server   start checkpoint-apiserver again (same etcd, same data)
 #
+# CP_INSTANCE=-2 CP_PORT=<port> with start-server/stop-server runs another
+# replica beside the first (same etcd, same kube-apiserver), not behind the APIService.
+#
 # LOCAL_UP_DIR (default _output/local-up) holds certificates, data, logs and pids.
 # CONTAINERD_ADDRESS, when set, is the containerd the server captures through.
 set -o errexit -o nounset -o pipefail
@@ -23,6 +26,7 @@ CP_PORT=${CP_PORT:-28443}
 KCM_PORT=${KCM_PORT:-20257}
 CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
+CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
 PKI=$WORK/pki
 export KUBECONFIG=$WORK/admin.kubeconfig
 export KUBECACHEDIR=$WORK/kubecache
@@ -94,13 +98,13 @@ start_server() {
     --bind-address=127.0.0.1 --secure-port="$CP_PORT"
     --tls-cert-file="$PKI/checkpoint-apiserver.crt" --tls-private-key-file="$PKI/checkpoint-apiserver.key"
     --kubeconfig="$KUBECONFIG" --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG"
-    --data-dir="$WORK/checkpoint-apiserver" --resolver=labels
+    --data-dir="$WORK/$CP_NAME" --resolver=labels
   )
   if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS")
   fi
-  start checkpoint-apiserver "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
-  wait_for checkpoint-apiserver 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/readyz"
+  start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
+  wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/readyz"
 }
 
 wait_available() {
@@ -171,7 +175,9 @@ YAML
 }
 
 down() {
-  stop checkpoint-apiserver
+  for pidfile in "$WORK"/checkpoint-apiserver*.pid; do
+    [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"
+  done
   stop kube-controller-manager
   stop kube-apiserver
   stop etcd
@@ -180,7 +186,7 @@ down() {
 case "${1:-up}" in
   up) up ;;
   down) down ;;
-  stop-server) stop checkpoint-apiserver ;;
+  stop-server) stop "$CP_NAME" ;;
   start-server) start_server; wait_available ;;
   *) echo "usage: $0 [up|down|stop-server|start-server]" >&2; exit 2 ;;
 esac

@@ -231,6 +231,32 @@ func TestAggregation(t *testing.T) {
 		assert.Regexp(t, `caBundle: \|?\s*LS0t`, rendered, "the APIService carries the CA")
 	})
 
+	t.Run("OneLeaderAmongReplicas", func(t *testing.T) {
+		replica := append(append([]string(nil), c.env...), "CP_INSTANCE=-2", fmt.Sprintf("CP_PORT=%d", framework.FreePort(t)))
+		run := func(cmd string) {
+			sh := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "local-up.sh"), cmd)
+			sh.Env = replica
+			out, err := sh.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+		}
+		run("start-server")
+		defer run("stop-server")
+		holder := c.must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}")
+		assert.NotEmpty(t, holder)
+		time.Sleep(5 * time.Second) // a few retry periods of the elector
+		leaders := 0
+		for _, name := range []string{"checkpoint-apiserver", "checkpoint-apiserver-2"} {
+			log, err := os.ReadFile(filepath.Join(c.dir, name+".log"))
+			require.NoError(t, err)
+			if strings.Contains(string(log), "Leading the checkpoint lifecycle controller") {
+				leaders++
+				assert.Contains(t, string(log), holder, "%s leads under the Lease's identity", name)
+			}
+		}
+		assert.Equal(t, 1, leaders, "exactly one replica runs the lifecycle controller")
+		assert.Equal(t, holder, c.must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}"))
+	})
+
 	t.Run("APIServiceAcrossRestart", func(t *testing.T) {
 		c.must("create", "namespace", "durable")
 		c.apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"keeper","namespace":"durable"},"spec":{"podName":"p"}}`)
