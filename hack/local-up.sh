@@ -139,11 +139,12 @@ up() {
   log "kube-apiserver ready"
 
   # Its namespace controller finishes namespace deletion (with our
-  # Checkpoints inside), its garbage collector follows owner references.
+  # Checkpoints inside), its garbage collector follows owner references, and
+  # its aggregation controller folds checkpoint-view/edit/admin into view/edit/admin.
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-    --controllers=namespace-controller,garbage-collector-controller \
+    --controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller \
     --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
 
   start_server
