@@ -202,3 +202,44 @@ func TestStopAndErrors(t *testing.T) {
 	_, err = gone.Capture(ctx, target, driver.CaptureRequest{ID: "x", Contents: []driver.Content{driver.Memory}})
 	assert.True(t, errors.Is(err, driver.ErrUnavailable), "unreachable containerd: %v", err)
 }
+
+// TestMultiContainerPod captures every app container of a pod (the pause
+// container excluded) and restores them all into the clone.
+func TestMultiContainerPod(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	main := c.RunPodContainer(t, "team-a", "duo", "main", framework.CounterScript)
+	side := c.RunPodContainer(t, "team-a", "duo", "sidecar", framework.CounterScript)
+	pause := c.RunPodContainer(t, "team-a", "duo", "POD", "sleep 3600")
+	setKind(t, c, pause, "sandbox")
+	framework.WaitCounter(t, main.LogPath, 3)
+	framework.WaitCounter(t, side.LogPath, 3)
+
+	target, err := d.Resolve(ctx, "team-a", "duo")
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, ctr := range target.Containers {
+		names[ctr.Name] = true
+	}
+	assert.Equal(t, map[string]bool{"main": true, "sidecar": true}, names, "app containers only")
+
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-duo", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+	require.NoError(t, err)
+	clone, err := d.Restore(ctx, "ckpt-duo", driver.RestoreRequest{Namespace: "team-a", Name: "duo-clone"})
+	require.NoError(t, err)
+	require.Len(t, clone.Containers, 2)
+	for _, ctr := range clone.Containers {
+		first := restoredCounter(t, d, driver.Target{Containers: []driver.Container{ctr}})
+		assert.Greater(t, first, 1, "%s continues from the capture", ctr.Name)
+	}
+}
+
+func setKind(t *testing.T, c *framework.Containerd, pc *framework.PodContainer, kind string) {
+	t.Helper()
+	labels, err := pc.Container.Labels(c.Ctx())
+	require.NoError(t, err)
+	labels["io.cri-containerd.kind"] = kind
+	_, err = pc.Container.SetLabels(c.Ctx(), labels)
+	require.NoError(t, err)
+}

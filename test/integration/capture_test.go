@@ -310,6 +310,31 @@ func TestCaptureWithoutContainerd(t *testing.T) {
 	waitGone(t, cps, "no-driver")
 }
 
+// TestCaptureTimeout bounds a capture of a large container by timeoutSeconds:
+// it ends Failed with reason Timeout and leaves no checkpoint image.
+func TestCaptureTimeout(t *testing.T) {
+	env := startCaptureEnv(t)
+	ctx := context.Background()
+	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", bigMemoryScript)
+	framework.WaitCounter(t, src.LogPath, 2)
+	env.create(t, "cp-slow", v1alpha1.CheckpointSpec{PodName: "slow"})
+	cp, err := env.cps().Capture(ctx, "cp-slow", &v1alpha1.CaptureOptions{TimeoutSeconds: ptr.To[int64](1)}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseFailed, cp.Status.Phase, cp.Status.Message)
+	assert.Equal(t, "Timeout", ready(cp).Reason, cp.Status.Message)
+	assert.Less(t, cp.Status.CaptureDuration.Duration, 5*time.Second)
+	imgs, err := env.ctrd.Client.ImageService().List(env.ctrd.Ctx(), `labels."agents.kruise.io/checkpoint-id"`)
+	require.NoError(t, err)
+	assert.Empty(t, imgs, "a timed-out capture leaves no checkpoint image")
+	// The source was only paused for the dump: it goes on.
+	_, last, _ := framework.Counter(t, src.LogPath)
+	framework.WaitCounter(t, src.LogPath, last+3)
+}
+
+// bigMemoryScript holds about 256 MiB in a shell variable, then counts: a dump
+// long enough to interrupt or time out.
+const bigMemoryScript = `a=$(yes 0123456789abcdef | head -c 268435456); i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
+
 // TestRestartDuringCapture kills the server while a capture of a large
 // container is in flight: after a restart no Checkpoint is left Creating.
 func TestRestartDuringCapture(t *testing.T) {
@@ -320,9 +345,7 @@ func TestRestartDuringCapture(t *testing.T) {
 	cps := clientFor(t, srv.Config, "application/json").AgentsV1alpha1().Checkpoints(sandboxNS)
 	ctx := context.Background()
 
-	// About 256 MiB held in a shell variable: a dump long enough to interrupt.
-	src := ctrd.RunPodContainer(t, sandboxNS, "big", "main",
-		`a=$(yes 0123456789abcdef | head -c 268435456); i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`)
+	src := ctrd.RunPodContainer(t, sandboxNS, "big", "main", bigMemoryScript)
 	framework.WaitCounter(t, src.LogPath, 2)
 	_, err := cps.Create(ctx, newCheckpoint("interrupted", "big"), metav1.CreateOptions{})
 	require.NoError(t, err)
