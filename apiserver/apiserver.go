@@ -21,6 +21,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions"
 	checkpointstorage "github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
+	snapshotstorage "github.com/agents-kruise/checkpoint-apiserver/registry/snapshot"
 )
 
 // ExtraConfig is what this server adds to the generic configuration.
@@ -99,6 +100,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		"checkpoints/status":  store.Status,
 		"checkpoints/capture": store.Capture,
 		"checkpoints/restore": store.Restore,
+		"snapshots":           snapshotstorage.NewREST(store.Checkpoint.Store, c.ExtraConfig.AdminGroups),
 	}
 	if err := s.GenericAPIServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("install %s: %w", agents.GroupName, err)

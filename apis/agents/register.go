@@ -34,6 +34,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&CheckpointList{},
 		&CaptureOptions{},
 		&CheckpointRestore{},
+		&Snapshot{},
+		&SnapshotList{},
 	)
 	return nil
 }

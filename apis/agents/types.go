@@ -133,3 +133,25 @@ type RestoredContainer struct {
 	Name        string
 	ContainerID string
 }
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// Snapshot is a Checkpoint as its owner sees it through the owner-scoped
+// snapshots resource.
+type Snapshot struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+
+	Spec   CheckpointSpec
+	Status CheckpointStatus
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// SnapshotList is a list of Snapshots.
+type SnapshotList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+
+	Items []Snapshot
+}

@@ -213,7 +213,10 @@ func copyMap(m map[string]string) map[string]string {
 
 // Fields that can be selected on, and the ones the watch cache indexes
 // because the server and E2B look Checkpoints up by them.
-var indexedFields = []string{"spec.sandboxName", "status.checkpointId"}
+var indexedFields = []string{"spec.sandboxName", "status.checkpointId", FieldOwner}
+
+// FieldOwner selects Checkpoints by their agents.kruise.io/owner annotation.
+const FieldOwner = "owner"
 
 // GetAttrs returns the labels and selectable fields of a Checkpoint.
 func GetAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
@@ -231,6 +234,7 @@ func SelectableFields(cp *agents.Checkpoint) fields.Set {
 		"spec.sandboxName":    cp.Spec.SandboxName,
 		"status.phase":        string(cp.Status.Phase),
 		"status.checkpointId": cp.Status.CheckpointID,
+		FieldOwner:            cp.Annotations[agents.AnnotationOwner],
 	}, &cp.ObjectMeta, true)
 }
 

@@ -117,7 +117,7 @@ func TestSelectableFields(t *testing.T) {
 	got := SelectableFields(cp)
 	want := map[string]string{
 		"metadata.name": "cp", "metadata.namespace": "ns", "spec.podName": "pod-a",
-		"spec.sandboxName": "sb", "status.phase": "Succeeded", "status.checkpointId": "ck",
+		"spec.sandboxName": "sb", "status.phase": "Succeeded", "status.checkpointId": "ck", "owner": "",
 	}
 	if len(got) != len(want) {
 		t.Errorf("fields = %v, want %v", got, want)

@@ -176,6 +176,87 @@ func TestAggregation(t *testing.T) {
 		assert.Error(t, err)
 	})
 
+	t.Run("OwnerScopedSnapshots", func(t *testing.T) {
+		c.must("create", "namespace", "owners")
+		for _, u := range []string{"alice", "bob"} {
+			c.must("create", "rolebinding", u, "--clusterrole=edit", "--user="+u, "-n", "owners")
+		}
+		as := func(user string, stdin string, args ...string) (string, error) {
+			cmd := exec.Command("kubectl", append([]string{"--as", user, "-n", "owners"}, args...)...)
+			cmd.Env = c.env
+			if stdin != "" {
+				cmd.Stdin = strings.NewReader(stdin)
+			}
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		manifest := func(name, forgedOwner string) string {
+			ann := ""
+			if forgedOwner != "" {
+				ann = fmt.Sprintf(`,"annotations":{"agents.kruise.io/owner":%q}`, forgedOwner)
+			}
+			return fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q%s},"spec":{"podName":"p"}}`, name, ann)
+		}
+		c.eventually("alice can create", func() bool { _, err := as("alice", manifest("alice-1", ""), "create", "-f", "-"); return err == nil })
+		_, err := as("alice", manifest("alice-2", "bob"), "create", "-f", "-")
+		require.NoError(t, err)
+		_, err = as("bob", manifest("bob-1", ""), "apply", "--server-side", "-f", "-")
+		require.NoError(t, err)
+		owner := func(name string) string {
+			return c.must("get", "cp", name, "-n", "owners", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}")
+		}
+		assert.Equal(t, "alice", owner("alice-1"))
+		assert.Equal(t, "alice", owner("alice-2"), "a non-admin cannot name another owner on create")
+		assert.Equal(t, "bob", owner("bob-1"))
+		_, err = as("alice", "", "annotate", "cp", "alice-1", "agents.kruise.io/owner=bob", "--overwrite")
+		assert.NoError(t, err)
+		assert.Equal(t, "alice", owner("alice-1"), "nor change it on update")
+		_, err = as("bob", manifest("bob-1", "alice"), "apply", "--server-side", "-f", "-")
+		assert.NoError(t, err)
+		assert.Equal(t, "bob", owner("bob-1"), "nor through server-side apply")
+
+		names := func(user string, args ...string) string {
+			out, err := as(user, "", append([]string{"get", "snapshots", "-o", "jsonpath={.items[*].metadata.name}"}, args...)...)
+			require.NoError(t, err, out)
+			return out
+		}
+		assert.Equal(t, "alice-1 alice-2", names("alice"))
+		assert.Equal(t, "bob-1", names("bob"))
+		assert.Equal(t, "", names("alice", "--field-selector=owner=bob"), "a selector narrows, never widens")
+		assert.Equal(t, "alice-1 alice-2 bob-1", c.must("get", "snapshots", "-n", "owners", "-o", "jsonpath={.items[*].metadata.name}"), "admins see all")
+
+		out, err := as("alice", "", "get", "snapshot", "bob-1")
+		assert.Error(t, err)
+		assert.Contains(t, out, "NotFound")
+		out, err = as("alice", "", "delete", "snapshot", "bob-1")
+		assert.Error(t, err)
+		assert.Contains(t, out, "NotFound")
+		c.must("get", "cp", "bob-1", "-n", "owners")
+
+		// A watch through snapshots carries only the watcher's own changes.
+		watch := exec.Command("kubectl", "--as", "alice", "-n", "owners", "get", "snapshots", "-w", "--no-headers", "-o", "custom-columns=NAME:.metadata.name")
+		watch.Env = c.env
+		var seen framework.SafeBuffer
+		watch.Stdout, watch.Stderr = &seen, &seen
+		require.NoError(t, watch.Start())
+		c.eventually("the watch lists alice's", func() bool { return strings.Contains(seen.String(), "alice-2") })
+		_, err = as("bob", manifest("bob-2", ""), "create", "-f", "-")
+		require.NoError(t, err)
+		_, err = as("alice", manifest("alice-3", ""), "create", "-f", "-")
+		require.NoError(t, err)
+		c.eventually("the watch shows alice-3", func() bool { return strings.Contains(seen.String(), "alice-3") })
+		_ = watch.Process.Kill()
+		_ = watch.Wait()
+		assert.NotContains(t, seen.String(), "bob", "alice's watch shows nothing of bob's")
+
+		out, err = as("bob", "", "delete", "snapshot", "bob-1")
+		require.NoError(t, err, out)
+		c.eventually("bob-1 is gone", func() bool {
+			out, err := c.kubectl("get", "cp", "bob-1", "-n", "owners")
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+	})
+
 	t.Run("DirectRequestsNeedTheFrontProxy", func(t *testing.T) {
 		ca, err := os.ReadFile(filepath.Join(c.dir, "pki", "ca.crt"))
 		require.NoError(t, err)

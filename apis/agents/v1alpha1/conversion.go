@@ -6,9 +6,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// Field selectors the server accepts on checkpoints, besides metadata.name and
-// metadata.namespace. The registry's GetAttrs must produce the same set.
+// Field selectors the server accepts on checkpoints and snapshots. The
+// registry's GetAttrs must produce the same set. "owner" is the
+// agents.kruise.io/owner annotation.
 var selectableFields = map[string]bool{
+	"owner":               true,
 	"metadata.name":       true,
 	"metadata.namespace":  true,
 	"spec.podName":        true,
@@ -18,11 +20,16 @@ var selectableFields = map[string]bool{
 }
 
 func addFieldLabelConversionFuncs(scheme *runtime.Scheme) error {
-	return scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind("Checkpoint"),
-		func(label, value string) (string, string, error) {
-			if selectableFields[label] {
-				return label, value, nil
-			}
-			return "", "", fmt.Errorf("field label not supported: %s", label)
-		})
+	for _, kind := range []string{"Checkpoint", "Snapshot"} {
+		if err := scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind(kind),
+			func(label, value string) (string, string, error) {
+				if selectableFields[label] {
+					return label, value, nil
+				}
+				return "", "", fmt.Errorf("field label not supported: %s", label)
+			}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -38,6 +38,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&CheckpointList{},
 		&CaptureOptions{},
 		&CheckpointRestore{},
+		&Snapshot{},
+		&SnapshotList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

@@ -181,3 +181,37 @@ type RestoredContainer struct {
 	// ContainerID is the runtime's ID of the container.
 	ContainerID string `json:"containerID" protobuf:"bytes,2,opt,name=containerID"`
 }
+
+// +genclient
+// +genclient:onlyVerbs=get,list,watch,delete
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// Snapshot is a Checkpoint as its owner sees it: the snapshots resource
+// shows each caller only the Checkpoints it created (admins see all), and
+// deleting a Snapshot deletes the Checkpoint and its captured state.
+type Snapshot struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard object metadata, the Checkpoint's.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`
+
+	// Spec is the Checkpoint's spec.
+	// +optional
+	Spec CheckpointSpec `json:"spec,omitempty" protobuf:"bytes,2,opt,name=spec"`
+	// Status is the Checkpoint's status.
+	// +optional
+	Status CheckpointStatus `json:"status,omitempty" protobuf:"bytes,3,opt,name=status"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// SnapshotList is a list of Snapshots.
+type SnapshotList struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`
+
+	// Items are the Snapshots.
+	Items []Snapshot `json:"items" protobuf:"bytes,2,rep,name=items"`
+}

@@ -31,6 +31,8 @@ import (
 func RegisterDefaults(scheme *runtime.Scheme) error {
 	scheme.AddTypeDefaultingFunc(&Checkpoint{}, func(obj interface{}) { SetObjectDefaults_Checkpoint(obj.(*Checkpoint)) })
 	scheme.AddTypeDefaultingFunc(&CheckpointList{}, func(obj interface{}) { SetObjectDefaults_CheckpointList(obj.(*CheckpointList)) })
+	scheme.AddTypeDefaultingFunc(&Snapshot{}, func(obj interface{}) { SetObjectDefaults_Snapshot(obj.(*Snapshot)) })
+	scheme.AddTypeDefaultingFunc(&SnapshotList{}, func(obj interface{}) { SetObjectDefaults_SnapshotList(obj.(*SnapshotList)) })
 	return nil
 }
 
@@ -42,5 +44,16 @@ func SetObjectDefaults_CheckpointList(in *CheckpointList) {
 	for i := range in.Items {
 		a := &in.Items[i]
 		SetObjectDefaults_Checkpoint(a)
+	}
+}
+
+func SetObjectDefaults_Snapshot(in *Snapshot) {
+	SetDefaults_CheckpointSpec(&in.Spec)
+}
+
+func SetObjectDefaults_SnapshotList(in *SnapshotList) {
+	for i := range in.Items {
+		a := &in.Items[i]
+		SetObjectDefaults_Snapshot(a)
 	}
 }

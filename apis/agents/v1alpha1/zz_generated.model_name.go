@@ -65,3 +65,13 @@ func (in CheckpointStatus) OpenAPIModelName() string {
 func (in RestoredContainer) OpenAPIModelName() string {
 	return "io.kruise.agents.v1alpha1.RestoredContainer"
 }
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Snapshot) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.Snapshot"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in SnapshotList) OpenAPIModelName() string {
+	return "io.kruise.agents.v1alpha1.SnapshotList"
+}

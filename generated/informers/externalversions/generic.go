@@ -55,6 +55,8 @@ func (f *sharedInformerFactory) ForResource(resource schema.GroupVersionResource
 	// Group=agents.kruise.io, Version=v1alpha1
 	case v1alpha1.SchemeGroupVersion.WithResource("checkpoints"):
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Agents().V1alpha1().Checkpoints().Informer()}, nil
+	case v1alpha1.SchemeGroupVersion.WithResource("snapshots"):
+		return &genericInformer{resource: resource.GroupResource(), informer: f.Agents().V1alpha1().Snapshots().Informer()}, nil
 
 	}
 

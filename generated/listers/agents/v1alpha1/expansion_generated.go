@@ -25,3 +25,11 @@ type CheckpointListerExpansion interface{}
 // CheckpointNamespaceListerExpansion allows custom methods to be added to
 // CheckpointNamespaceLister.
 type CheckpointNamespaceListerExpansion interface{}
+
+// SnapshotListerExpansion allows custom methods to be added to
+// SnapshotLister.
+type SnapshotListerExpansion interface{}
+
+// SnapshotNamespaceListerExpansion allows custom methods to be added to
+// SnapshotNamespaceLister.
+type SnapshotNamespaceListerExpansion interface{}

@@ -26,6 +26,8 @@ import (
 type Interface interface {
 	// Checkpoints returns a CheckpointInformer.
 	Checkpoints() TypedCheckpointInformer
+	// Snapshots returns a SnapshotInformer.
+	Snapshots() TypedSnapshotInformer
 }
 
 type version struct {
@@ -42,4 +44,9 @@ func New(f internalinterfaces.SharedInformerFactory, namespace string, tweakList
 // Checkpoints returns a TypedCheckpointInformer.
 func (v *version) Checkpoints() TypedCheckpointInformer {
 	return &checkpointInformer{factory: v.factory, namespace: v.namespace, tweakListOptions: v.tweakListOptions}
+}
+
+// Snapshots returns a TypedSnapshotInformer.
+func (v *version) Snapshots() TypedSnapshotInformer {
+	return &snapshotInformer{factory: v.factory, namespace: v.namespace, tweakListOptions: v.tweakListOptions}
 }

@@ -29,6 +29,7 @@ import (
 type AgentsV1alpha1Interface interface {
 	RESTClient() rest.Interface
 	CheckpointsGetter
+	SnapshotsGetter
 }
 
 // AgentsV1alpha1Client is used to interact with features provided by the agents.kruise.io group.
@@ -38,6 +39,10 @@ type AgentsV1alpha1Client struct {
 
 func (c *AgentsV1alpha1Client) Checkpoints(namespace string) CheckpointInterface {
 	return newCheckpoints(c, namespace)
+}
+
+func (c *AgentsV1alpha1Client) Snapshots(namespace string) SnapshotInterface {
+	return newSnapshots(c, namespace)
 }
 
 // NewForConfig creates a new AgentsV1alpha1Client for the given config.

@@ -32,6 +32,10 @@ func (c *FakeAgentsV1alpha1) Checkpoints(namespace string) v1alpha1.CheckpointIn
 	return newFakeCheckpoints(c, namespace)
 }
 
+func (c *FakeAgentsV1alpha1) Snapshots(namespace string) v1alpha1.SnapshotInterface {
+	return newFakeSnapshots(c, namespace)
+}
+
 // RESTClient returns a RESTClient that is used to communicate
 // with API server by this client implementation.
 func (c *FakeAgentsV1alpha1) RESTClient() rest.Interface {
