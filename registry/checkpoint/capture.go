@@ -60,6 +60,14 @@ func CheckpointID(uid types.UID) string {
 	return "ckpt-" + hex.EncodeToString(sum[:12])
 }
 
+// driverReady asks the driver, when it can tell, whether it can capture now.
+func (c *Capturer) driverReady(ctx context.Context) error {
+	if p, ok := c.driver.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
 // InFlight says whether this process is capturing the Checkpoint with uid.
 func (c *Capturer) InFlight(uid types.UID) bool {
 	_, ok := c.inflight.Load(uid)

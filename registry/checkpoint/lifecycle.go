@@ -162,6 +162,12 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 			l.queue.AddAfter(key, wait)
 			return nil
 		}
+		if err := l.capturer.driverReady(ctx); err != nil {
+			// A declarative Checkpoint waits for its driver rather than failing
+			// for good; the queue retries with backoff. (An imperative capture
+			// call fails with DriverUnavailable instead: its caller is waiting.)
+			return l.waitForDriver(ctx, key, err)
+		}
 		_, err := l.capturer.Capture(ctx, key.Namespace, key.Name, 0, false)
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return nil // someone else captured it, or it is gone
@@ -171,6 +177,23 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 		return l.expire(ctx, key, cp)
 	}
 	return nil
+}
+
+// waitForDriver says on a Pending Checkpoint why it is not captured yet,
+// and returns the driver's error so that the key is retried with backoff.
+func (l *Lifecycle) waitForDriver(ctx context.Context, key cache.ObjectName, driverErr error) error {
+	msg := fmt.Sprintf("waiting for the checkpoint driver: %v", driverErr)
+	_, err := l.capturer.finish(ctx, key.Namespace, key.Name, func(s *agents.CheckpointStatus) {
+		if s.Phase != agents.PhasePending {
+			return
+		}
+		s.Message = msg
+		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, ReasonDriverUnavailable, msg, 0))
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return driverErr
 }
 
 // expire deletes a finished Checkpoint once its ttlAfterFinished has passed.

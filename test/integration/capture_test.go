@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -308,6 +310,38 @@ func TestCaptureWithoutContainerd(t *testing.T) {
 	assert.NoError(t, srv.Healthy(ctx))
 	require.NoError(t, cps.Delete(ctx, "no-driver", metav1.DeleteOptions{}))
 	waitGone(t, cps, "no-driver")
+}
+
+// TestDeclarativeCaptureWaitsForTheDriver: a Checkpoint nobody captures
+// stays Pending while containerd is away, saying why, and is captured once
+// containerd is there.
+func TestDeclarativeCaptureWaitsForTheDriver(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "late.sock")
+	srv := framework.StartStandalone(t, t.TempDir(), "--declarative-capture-delay=1s", "--containerd-address="+sock,
+		"--containerd-namespace=k8s.io", "--resolver=labels")
+	cps := clientFor(t, srv.Config, "application/json").AgentsV1alpha1().Checkpoints(sandboxNS)
+	ctx := context.Background()
+	_, err := cps.Create(ctx, &v1alpha1.Checkpoint{ObjectMeta: metav1.ObjectMeta{Name: "patient"},
+		Spec: v1alpha1.CheckpointSpec{PodName: "late"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	var cp *v1alpha1.Checkpoint
+	require.Eventually(t, func() bool {
+		cp, err = cps.Get(ctx, "patient", metav1.GetOptions{})
+		return err == nil && ready(cp).Reason == "DriverUnavailable"
+	}, 30*time.Second, 100*time.Millisecond)
+	assert.Equal(t, v1alpha1.PhasePending, cp.Status.Phase, "still Pending, not Failed")
+	assert.Contains(t, cp.Status.Message, "waiting for the checkpoint driver")
+
+	// containerd arrives (at the address the server was given), with the pod.
+	ctrd := framework.StartContainerd(t, "k8s.io")
+	src := ctrd.RunPodContainer(t, sandboxNS, "late", "main", framework.CounterScript)
+	framework.WaitCounter(t, src.LogPath, 2)
+	require.NoError(t, os.Symlink(ctrd.Address, sock))
+	require.Eventually(t, func() bool {
+		cp, err = cps.Get(ctx, "patient", metav1.GetOptions{})
+		return err == nil && (cp.Status.Phase == v1alpha1.PhaseSucceeded || cp.Status.Phase == v1alpha1.PhaseFailed)
+	}, 90*time.Second, 200*time.Millisecond)
+	assert.Equal(t, v1alpha1.PhaseSucceeded, cp.Status.Phase, cp.Status.Message)
 }
 
 // TestCaptureTimeout bounds a capture of a large container by timeoutSeconds:
