@@ -8,7 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build run up down test deps codegen verify verify-codegen vet fmt-check bench-capture clean
+.PHONY: all build run up down test fuzz deps codegen verify verify-codegen vet fmt-check bench-capture clean
 
 all: build
 
@@ -17,11 +17,19 @@ build:
 
 # Standalone on embedded defaults; ARGS come last so they override them.
 run: build
-	$(SERVER) --standalone --data-dir=$(RUN_DIR) --bind-address=127.0.0.1 --secure-port=8443 $(ARGS)
+	$(SERVER) --standalone --data-dir=$(RUN_DIR) --bind-address=127.0.0.1 --secure-port=8443 --e2b-bind-address=127.0.0.1:3000 $(ARGS)
 
 deps:
 	hack/install-test-deps.sh
 	hack/build-kube-tools.sh
+	cd test/e2b && npm ci --no-audit --no-fund
+
+# Each fuzz target for a bounded time (their seeds also run in every go test).
+FUZZ_TIME ?= 10s
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzParseTTL$$' -fuzztime $(FUZZ_TIME) ./apis/agents/
+	go test -run '^$$' -fuzz '^FuzzPageToken$$' -fuzztime $(FUZZ_TIME) ./e2b/
+	go test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZ_TIME) ./e2b/
 
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
@@ -33,6 +41,7 @@ down:
 
 test: deps verify build
 	CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...
+	$(MAKE) fuzz
 
 codegen:
 	hack/update-codegen.sh

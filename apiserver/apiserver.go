@@ -3,6 +3,8 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions"
 	checkpointstorage "github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
@@ -39,6 +42,9 @@ type ExtraConfig struct {
 	// LeaderElection, when set, runs the lifecycle controller only on the
 	// replica that holds the Lease (several replicas share one etcd).
 	LeaderElection *LeaderElection
+	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
+	E2BBindAddress string
+	E2BKeys        *e2b.KeyStore
 }
 
 // LeaderElection says where the replicas' Lease lives.
@@ -111,7 +117,46 @@ func (c CompletedConfig) New() (*Server, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if c.ExtraConfig.E2BBindAddress != "" {
+		if err := s.GenericAPIServer.AddPostStartHook("e2b-front", func(hookCtx genericapiserver.PostStartHookContext) error {
+			return startE2B(hookCtx, extra)
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// startE2B serves the E2B front; it reaches this server through the loopback
+// connection, impersonating each API key's user.
+func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig) error {
+	ln, err := net.Listen("tcp", extra.E2BBindAddress)
+	if err != nil {
+		return fmt.Errorf("e2b front: %w", err)
+	}
+	adminGroup := ""
+	if len(extra.AdminGroups) > 0 {
+		adminGroup = extra.AdminGroups[0]
+	}
+	front := e2b.New(e2b.Config{
+		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig, AdminGroup: adminGroup,
+		Resolver: extra.Resolver, Driver: extra.Driver,
+	})
+	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			klog.ErrorS(err, "E2B front stopped")
+		}
+	}()
+	go extra.E2BKeys.Watch(hookCtx, 2*time.Second)
+	go func() {
+		<-hookCtx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	klog.InfoS("E2B front serving", "address", ln.Addr().String())
+	return nil
 }
 
 // startLifecycle runs the lifecycle controller over an informer that reads

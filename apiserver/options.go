@@ -2,11 +2,14 @@ package apiserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -30,6 +33,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
 	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
+	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 )
@@ -61,6 +65,9 @@ type Options struct {
 	// Lease in LeaderElectNamespace (needs a kube-apiserver).
 	LeaderElect          bool
 	LeaderElectNamespace string
+	// E2BBindAddress turns on the E2B front there; E2BKeysFile lists its API keys.
+	E2BBindAddress string
+	E2BKeysFile    string
 
 	// Out receives the "ready" message with the kubeconfig's path.
 	Out io.Writer
@@ -113,6 +120,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
 		"With a kube-apiserver, run the lifecycle controller (declarative capture, TTL, finalizer) on the replica holding a Lease only. Standalone mode never elects.")
 	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", o.LeaderElectNamespace, "Namespace of the leader-election Lease.")
+	fs.StringVar(&o.E2BBindAddress, "e2b-bind-address", o.E2BBindAddress,
+		"Serve the E2B-compatible API (plain HTTP) at this address, such as 127.0.0.1:3000. Off when empty.")
+	fs.StringVar(&o.E2BKeysFile, "e2b-api-keys-file", o.E2BKeysFile,
+		"YAML or JSON file of E2B API keys: keys: [{key: e2b_<40 hex> | sha256: <hex>, user: ..., team: <namespace>}]. "+
+			"Reloaded on change. In standalone mode a file with one key is written under --data-dir when none is given.")
 	fs.DurationVar(&o.DeclarativeCaptureDelay, "declarative-capture-delay", o.DeclarativeCaptureDelay,
 		"How long a new Pending Checkpoint is left to an imperative capture call before the server captures it itself.")
 }
@@ -239,6 +251,23 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 	if err := o.applyDriver(cfg, &extra); err != nil {
 		return nil, err
 	}
+	if o.E2BBindAddress != "" {
+		if o.E2BKeysFile == "" && o.Standalone {
+			path, err := writeDefaultE2BKeys(o.DataDir)
+			if err != nil {
+				return nil, err
+			}
+			o.E2BKeysFile = path
+		}
+		if o.E2BKeysFile == "" {
+			return nil, errors.New("--e2b-bind-address needs --e2b-api-keys-file")
+		}
+		keys, err := e2b.LoadKeys(o.E2BKeysFile)
+		if err != nil {
+			return nil, err
+		}
+		extra.E2BBindAddress, extra.E2BKeys = o.E2BBindAddress, keys
+	}
 	return &Config{GenericConfig: cfg, ExtraConfig: extra}, nil
 }
 
@@ -276,6 +305,24 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	return nil
 }
 
+// writeDefaultE2BKeys makes, once, a keys file with one key for user
+// "developer" in team (namespace) "default", for local use.
+func writeDefaultE2BKeys(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "e2b-keys.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	content := fmt.Sprintf("# E2B API keys of the standalone server (keep this file private).\nkeys:\n- key: e2b_%s\n  user: developer\n  team: default\n", hex.EncodeToString(b))
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, []byte(content), 0o600)
+}
+
 func hostFor(ip net.IP) string {
 	if ip == nil || ip.IsUnspecified() {
 		return "127.0.0.1"
@@ -306,6 +353,9 @@ func (o *Options) announceWhenReady(ctx context.Context, loopback *rest.Config, 
 		return
 	}
 	fmt.Fprintf(o.Out, "checkpoint-apiserver is ready at %s\n", host)
+	if o.E2BBindAddress != "" {
+		fmt.Fprintf(o.Out, "E2B API: E2B_API_URL=http://%s (API keys in %s)\n", o.E2BBindAddress, o.E2BKeysFile)
+	}
 	if kubeconfig != "" {
 		fmt.Fprintf(o.Out, "kubeconfig: %s\n  export KUBECONFIG=%s\n  kubectl get checkpoints\n", kubeconfig, kubeconfig)
 	}

@@ -18,6 +18,9 @@ import (
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 )
 
 // Standalone mode serves without a kube-apiserver: the server is its own
@@ -109,6 +112,9 @@ func (s *standalone) authorize(_ context.Context, a authorizer.Attributes) (auth
 	if u := a.GetUser(); u != nil && s.adminGroups.HasAny(u.GetGroups()...) {
 		return authorizer.DecisionAllow, "", nil
 	}
+	if teamMember(a) {
+		return authorizer.DecisionAllow, "", nil
+	}
 	if !a.IsResourceRequest() && a.GetVerb() == "get" {
 		for _, p := range publicPaths {
 			if a.GetPath() == p || strings.HasPrefix(a.GetPath(), p+"/") {
@@ -117,6 +123,28 @@ func (s *standalone) authorize(_ context.Context, a authorizer.Attributes) (auth
 		}
 	}
 	return authorizer.DecisionDeny, "standalone mode allows only members of " + strings.Join(sets.List(s.adminGroups), ", "), nil
+}
+
+// teamMember allows an E2B team's users (acting through the E2B front) the
+// checkpoints and snapshots of their team's namespace, as RoleBindings would
+// on a cluster.
+func teamMember(a authorizer.Attributes) bool {
+	u := a.GetUser()
+	if u == nil || !a.IsResourceRequest() || a.GetAPIGroup() != agents.GroupName || a.GetNamespace() == "" {
+		return false
+	}
+	if a.GetResource() != "checkpoints" && a.GetResource() != "snapshots" {
+		return false
+	}
+	if a.GetResource() == "checkpoints" && a.GetSubresource() == "status" {
+		return false
+	}
+	for _, g := range u.GetGroups() {
+		if g == e2b.TeamGroupPrefix+a.GetNamespace() {
+			return true
+		}
+	}
+	return false
 }
 
 // writeKubeconfig writes a kubeconfig for the admin identity, pointed at

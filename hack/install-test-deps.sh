@@ -39,6 +39,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v git >/dev/null || need+=(git)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+command -v npm >/dev/null || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
@@ -21,6 +22,8 @@ import (
 // Succeeded Checkpoint and answers with the sandbox made.
 type RestoreREST struct {
 	capturer *Capturer
+	// isAdmin says whether a user may restore Checkpoints it does not own.
+	isAdmin func(groups []string) bool
 }
 
 var _ rest.NamedCreater = &RestoreREST{}
@@ -64,6 +67,10 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 	cp, err := r.capturer.get(ctx, namespace, name)
 	if err != nil {
 		return nil, err
+	}
+	if u, ok := genericapirequest.UserFrom(ctx); !ok || (!r.isAdmin(u.GetGroups()) && cp.Annotations[agents.AnnotationOwner] != u.GetName()) {
+		return nil, apierrors.NewForbidden(agents.Resource("checkpoints/restore"), name,
+			fmt.Errorf("only the checkpoint's owner (%s) may restore it", cp.Annotations[agents.AnnotationOwner]))
 	}
 	if cp.Status.Phase != agents.PhaseSucceeded || cp.DeletionTimestamp != nil {
 		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name,

@@ -98,7 +98,7 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 		Checkpoint: &REST{store},
 		Status:     &StatusREST{store: &statusStore},
 		Capture:    &CaptureREST{capturer: capturer},
-		Restore:    &RestoreREST{capturer: capturer},
+		Restore:    &RestoreREST{capturer: capturer, isAdmin: strategy.isAdmin},
 		Capturer:   capturer,
 	}, nil
 }

@@ -1,0 +1,500 @@
+package e2b
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+)
+
+const (
+	// AdminTeam's keys see the snapshots of every namespace.
+	AdminTeam = "admin"
+	// TeamGroupPrefix + team is the group an E2B user acts in.
+	TeamGroupPrefix = "agents.kruise.io:e2b-team:"
+	// AnnotationSnapshotName keeps the name given at snapshot creation.
+	AnnotationSnapshotName = "agents.kruise.io/snapshot-name"
+
+	maxBody      = 1 << 20
+	envdVersion  = "0.2.0"
+	clientID     = "checkpoint-apiserver"
+	captureLimit = 50
+)
+
+// Config is what the front needs.
+type Config struct {
+	Keys *KeyStore
+	// Loopback reaches this server with a privileged identity; the front
+	// impersonates each key's user through it.
+	Loopback *rest.Config
+	// AdminGroup is given to the admin team's users.
+	AdminGroup string
+	// Resolver finds sandboxes; Driver stops them.
+	Resolver driver.Resolver
+	Driver   driver.Driver
+}
+
+// Server is the E2B front.
+type Server struct {
+	cfg     Config
+	mu      sync.Mutex
+	clients map[Identity]versioned.Interface
+}
+
+// New returns the front.
+func New(cfg Config) *Server {
+	return &Server{cfg: cfg, clients: map[Identity]versioned.Interface{}}
+}
+
+// Handler routes the E2B REST API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /sandboxes/{sandboxID}/snapshots", s.auth(s.createSnapshot))
+	mux.HandleFunc("GET /snapshots", s.auth(s.listSnapshots))
+	mux.HandleFunc("DELETE /templates/{templateID...}", s.auth(s.deleteSnapshot))
+	mux.HandleFunc("POST /sandboxes", s.auth(s.createSandbox))
+	mux.HandleFunc("POST /v2/sandboxes", s.auth(s.createSandbox))
+	mux.HandleFunc("GET /sandboxes/{sandboxID}", s.auth(s.getSandbox))
+	mux.HandleFunc("DELETE /sandboxes/{sandboxID}", s.auth(s.deleteSandbox))
+	mux.HandleFunc("POST /sandboxes/{sandboxID}/connect", s.auth(s.connectSandbox))
+	mux.HandleFunc("POST /v2/sandboxes/{sandboxID}/connect", s.auth(s.connectSandbox))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return recoverPanics(mux)
+}
+
+// recoverPanics turns a panic into a 500 body: none reaches the client as a dropped connection.
+func recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				klog.ErrorS(fmt.Errorf("%v", p), "E2B handler panicked", "path", r.URL.Path)
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface)
+
+func (s *Server) auth(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-API-Key")
+		if key == "" {
+			writeError(w, http.StatusUnauthorized, "missing X-API-Key")
+			return
+		}
+		id, err := s.cfg.Keys.Lookup(key)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "invalid API key")
+			return
+		}
+		c, err := s.client(id)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h(w, r, id, c)
+	}
+}
+
+// client impersonates id's user on this server.
+func (s *Server) client(id Identity) (versioned.Interface, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.clients[id]; ok {
+		return c, nil
+	}
+	cfg := rest.CopyConfig(s.cfg.Loopback)
+	groups := []string{TeamGroupPrefix + id.Team, "system:authenticated"}
+	if id.Team == AdminTeam && s.cfg.AdminGroup != "" {
+		groups = append(groups, s.cfg.AdminGroup)
+	}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: groups}
+	cfg.Timeout = 60 * time.Second
+	c, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.clients[id] = c
+	return c, nil
+}
+
+type errorBody struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v interface{}) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Code: code, Message: msg})
+}
+
+// writeAPIError maps an error of the Kubernetes API to an E2B error body.
+func writeAPIError(w http.ResponseWriter, err error) {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := int(status.Status().Code)
+		if code == 0 {
+			code = http.StatusInternalServerError
+		}
+		writeError(w, code, status.Status().Message)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
+// decode reads an optional JSON body into v: 400 on bad JSON or wrong types,
+// 413 over the limit.
+func decode(w http.ResponseWriter, r *http.Request, v interface{}) bool {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "cannot read body")
+		return false
+	}
+	if err := DecodeBody(data, v); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
+// DecodeBody decodes an E2B request body; an empty body is an empty object.
+func DecodeBody(data []byte, v interface{}) error {
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("malformed JSON body: %v", err)
+	}
+	return nil
+}
+
+// namespace is where id's sandboxes and snapshots live.
+func namespace(id Identity) string { return id.Team }
+
+// listNamespace is where id's lists look: every namespace for the admin team.
+func listNamespace(id Identity) string {
+	if id.Team == AdminTeam {
+		return metav1.NamespaceAll
+	}
+	return id.Team
+}
+
+func (s *Server) resolve(w http.ResponseWriter, r *http.Request, id Identity, sandboxID string) (driver.Target, bool) {
+	t, err := s.cfg.Resolver.Resolve(r.Context(), namespace(id), sandboxID)
+	switch {
+	case err == nil:
+		return t, true
+	case errors.Is(err, driver.ErrTargetNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %s not found", sandboxID))
+	case errors.Is(err, driver.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+	return driver.Target{}, false
+}
+
+type snapshotBody struct {
+	SnapshotID string   `json:"snapshotID"`
+	Names      []string `json:"names"`
+}
+
+func snapshotOf(cp *v1alpha1.Snapshot) snapshotBody {
+	names := []string{}
+	if n := cp.Annotations[AnnotationSnapshotName]; n != "" {
+		names = append(names, n)
+	}
+	return snapshotBody{SnapshotID: cp.Status.CheckpointID, Names: names}
+}
+
+// createSnapshot: POST /sandboxes/{sandboxID}/snapshots, synchronous.
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+	var body struct {
+		Name *string `json:"name"`
+	}
+	if !decode(w, r, &body) {
+		return
+	}
+	sandboxID := r.PathValue("sandboxID")
+	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
+		return
+	}
+	ctx := r.Context()
+	cp := &v1alpha1.Checkpoint{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "snapshot-"},
+		Spec:       v1alpha1.CheckpointSpec{SandboxName: sandboxID},
+	}
+	if body.Name != nil && *body.Name != "" {
+		cp.Annotations = map[string]string{AnnotationSnapshotName: *body.Name}
+	}
+	cps := c.AgentsV1alpha1().Checkpoints(namespace(id))
+	created, err := cps.Create(ctx, cp, metav1.CreateOptions{})
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	timeout := int64(captureLimit)
+	done, err := cps.Capture(ctx, created.Name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout}, metav1.CreateOptions{})
+	if err == nil && done.Status.Phase != v1alpha1.PhaseSucceeded {
+		err = captureFailure(done)
+	}
+	if err != nil {
+		// A failed capture is no snapshot: do not leave it listed.
+		_ = cps.Delete(context.WithoutCancel(ctx), created.Name, metav1.DeleteOptions{})
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, snapshotOf(&v1alpha1.Snapshot{ObjectMeta: done.ObjectMeta, Status: done.Status}))
+}
+
+func captureFailure(cp *v1alpha1.Checkpoint) error {
+	reason := ""
+	for _, c := range cp.Status.Conditions {
+		if c.Type == "Ready" {
+			reason = c.Reason
+		}
+	}
+	switch reason {
+	case "TargetNotFound":
+		return apierrors.NewNotFound(v1alpha1.Resource("sandboxes"), cp.Spec.SandboxName)
+	case "DriverUnavailable":
+		return apierrors.NewServiceUnavailable(cp.Status.Message)
+	case "Timeout":
+		return apierrors.NewTimeoutError(cp.Status.Message, 0)
+	}
+	return apierrors.NewInternalError(errors.New(cp.Status.Message))
+}
+
+// listSnapshots: GET /snapshots, newest first, paginated.
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed query: "+err.Error())
+		return
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			writeError(w, http.StatusBadRequest, "limit must be between 1 and 100")
+			return
+		}
+		limit = n
+	}
+	offset, err := decodeToken(q.Get("nextToken"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	selector := fields.Set{"status.phase": string(v1alpha1.PhaseSucceeded)}
+	if sb := q.Get("sandboxID"); sb != "" {
+		selector["spec.sandboxName"] = sb
+	}
+	list, err := c.AgentsV1alpha1().Snapshots(listNamespace(id)).List(r.Context(), metav1.ListOptions{FieldSelector: selector.String()})
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	name := q.Get("name")
+	items := list.Items[:0]
+	for _, it := range list.Items {
+		if it.DeletionTimestamp == nil && (name == "" || it.Annotations[AnnotationSnapshotName] == name) {
+			items = append(items, it)
+		}
+	}
+	sort.SliceStable(items, func(i, j int) bool {
+		ti, tj := items[i].CreationTimestamp.Time, items[j].CreationTimestamp.Time
+		if !ti.Equal(tj) {
+			return ti.After(tj)
+		}
+		return items[i].Name > items[j].Name
+	})
+	if offset > len(items) {
+		offset = len(items)
+	}
+	end := offset + limit
+	if end < len(items) {
+		w.Header().Set("X-Next-Token", encodeToken(end))
+	} else {
+		end = len(items)
+	}
+	out := make([]snapshotBody, 0, end-offset)
+	for i := offset; i < end; i++ {
+		out = append(out, snapshotOf(&items[i]))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// findSnapshot returns id's snapshot with snapshotID, or nil.
+func (s *Server) findSnapshot(ctx context.Context, id Identity, c versioned.Interface, snapshotID string) (*v1alpha1.Snapshot, error) {
+	list, err := c.AgentsV1alpha1().Snapshots(listNamespace(id)).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("status.checkpointId", snapshotID).String(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp == nil { // one being deleted is gone for E2B
+			return &list.Items[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// snapshotIDFrom accepts an ID and the team/name:tag form E2B names take.
+func snapshotIDFrom(templateID string) string {
+	if i := strings.LastIndex(templateID, "/"); i >= 0 {
+		templateID = templateID[i+1:]
+	}
+	if i := strings.Index(templateID, ":"); i >= 0 {
+		templateID = templateID[:i]
+	}
+	return templateID
+}
+
+// deleteSnapshot: DELETE /templates/{templateID}.
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+	snapshotID := snapshotIDFrom(r.PathValue("templateID"))
+	snap, err := s.findSnapshot(r.Context(), id, c, snapshotID)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if snap == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("snapshot %s not found", snapshotID))
+		return
+	}
+	uid := snap.UID
+	err = c.AgentsV1alpha1().Snapshots(snap.Namespace).Delete(r.Context(), snap.Name,
+		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if apierrors.IsNotFound(err) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("snapshot %s not found", snapshotID))
+		return
+	}
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type sandboxBody struct {
+	TemplateID  string `json:"templateID"`
+	SandboxID   string `json:"sandboxID"`
+	ClientID    string `json:"clientID"`
+	EnvdVersion string `json:"envdVersion"`
+	Alias       string `json:"alias,omitempty"`
+}
+
+// createSandbox: POST /sandboxes and /v2/sandboxes clone a sandbox from a snapshot.
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+	var body struct {
+		TemplateID string            `json:"templateID"`
+		Timeout    *int64            `json:"timeout"`
+		Metadata   map[string]string `json:"metadata"`
+	}
+	if !decode(w, r, &body) {
+		return
+	}
+	if body.TemplateID == "" {
+		writeError(w, http.StatusBadRequest, "templateID is required")
+		return
+	}
+	snapshotID := snapshotIDFrom(body.TemplateID)
+	snap, err := s.findSnapshot(r.Context(), id, c, snapshotID)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if snap == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("template %s not found", body.TemplateID))
+		return
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	sandboxID := "sbx-" + hex.EncodeToString(b)
+	res, err := c.AgentsV1alpha1().Checkpoints(snap.Namespace).Restore(r.Context(), snap.Name, &v1alpha1.CheckpointRestore{
+		Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: sandboxID},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sandboxBody{TemplateID: snapshotID, SandboxID: res.Status.SandboxName, ClientID: clientID, EnvdVersion: envdVersion})
+}
+
+// getSandbox: GET /sandboxes/{sandboxID}.
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+	sandboxID := r.PathValue("sandboxID")
+	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]interface{}{
+		"templateID": "", "sandboxID": sandboxID, "clientID": clientID, "envdVersion": envdVersion,
+		"state": "running", "cpuCount": 1, "memoryMB": 512, "diskSizeMB": 0, "metadata": map[string]string{},
+		"startedAt": time.Now().UTC().Format(time.RFC3339), "endAt": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	})
+}
+
+// deleteSandbox: DELETE /sandboxes/{sandboxID} stops the sandbox's containers.
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+	t, ok := s.resolve(w, r, id, r.PathValue("sandboxID"))
+	if !ok {
+		return
+	}
+	if err := s.cfg.Driver.Stop(r.Context(), t); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// connectSandbox: POST /sandboxes/{id}/connect and /v2/...: the sandbox runs.
+func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+	var body struct {
+		Timeout *int64 `json:"timeout"`
+	}
+	if !decode(w, r, &body) {
+		return
+	}
+	sandboxID := r.PathValue("sandboxID")
+	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, sandboxBody{SandboxID: sandboxID, ClientID: clientID, EnvdVersion: envdVersion})
+}
