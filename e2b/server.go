@@ -34,6 +34,9 @@ const (
 	TeamGroupPrefix = "agents.kruise.io:e2b-team:"
 	// AnnotationSnapshotName keeps the name given at snapshot creation.
 	AnnotationSnapshotName = "agents.kruise.io/snapshot-name"
+	// AnnotationCreatedAt orders snapshots newest first finer than
+	// creationTimestamp, which has whole seconds.
+	AnnotationCreatedAt = "agents.kruise.io/created-at"
 
 	maxBody      = 1 << 20
 	envdVersion  = "0.2.0"
@@ -256,11 +259,14 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 	}
 	ctx := r.Context()
 	cp := &v1alpha1.Checkpoint{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "snapshot-"},
-		Spec:       v1alpha1.CheckpointSpec{SandboxName: sandboxID},
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "snapshot-",
+			Annotations:  map[string]string{AnnotationCreatedAt: time.Now().UTC().Format(time.RFC3339Nano)},
+		},
+		Spec: v1alpha1.CheckpointSpec{SandboxName: sandboxID},
 	}
 	if body.Name != nil && *body.Name != "" {
-		cp.Annotations = map[string]string{AnnotationSnapshotName: *body.Name}
+		cp.Annotations[AnnotationSnapshotName] = *body.Name
 	}
 	cps := c.AgentsV1alpha1().Checkpoints(namespace(id))
 	created, err := cps.Create(ctx, cp, metav1.CreateOptions{})
@@ -338,7 +344,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 		}
 	}
 	sort.SliceStable(items, func(i, j int) bool {
-		ti, tj := items[i].CreationTimestamp.Time, items[j].CreationTimestamp.Time
+		ti, tj := createdAt(&items[i]), createdAt(&items[j])
 		if !ti.Equal(tj) {
 			return ti.After(tj)
 		}
@@ -358,6 +364,14 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 		out = append(out, snapshotOf(&items[i]))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// createdAt is when the snapshot was made, as finely as known.
+func createdAt(s *v1alpha1.Snapshot) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, s.Annotations[AnnotationCreatedAt]); err == nil {
+		return t
+	}
+	return s.CreationTimestamp.Time
 }
 
 // findSnapshot returns id's snapshot with snapshotID, or nil.

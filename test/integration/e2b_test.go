@@ -226,6 +226,7 @@ func TestE2BIsolationAndBadInput(t *testing.T) {
 		{"delete unknown", keyAlice, "DELETE", "/templates/team%2Fsnap%3Adefault", "", 404},
 		{"unknown sandbox get", keyAlice, "GET", "/sandboxes/nope", "", 404},
 		{"unknown route", keyAlice, "GET", "/nothing-here", "", 404},
+		{"wrong method", keyAlice, "PUT", "/snapshots", "", 404},
 	}
 	for _, tc := range bad {
 		status, body, _ := env.call(t, tc.key, tc.method, tc.path, tc.body)
