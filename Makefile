@@ -40,7 +40,7 @@ down:
 	hack/local-up.sh down
 
 test: deps verify build
-	CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...
 	$(MAKE) fuzz
 
 codegen:

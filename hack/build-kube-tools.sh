@@ -30,5 +30,12 @@ build() {
 }
 
 build etcd go.etcd.io/etcd/server/v3 etcd
+
+# kubectl: the one on PATH when recent enough (1.30 or later), else built here
+# (make test puts _output/bin first on PATH).
+minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
+if [ -z "$minor" ] || [ "$minor" -lt 30 ]; then
+  build kube k8s.io/kubernetes/cmd/kubectl kubectl "$LDFLAGS"
+fi
 build kube k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDFLAGS"
 build kube k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$LDFLAGS"
