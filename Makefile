@@ -28,6 +28,7 @@ deps:
 FUZZ_TIME ?= 10s
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzParseTTL$$' -fuzztime $(FUZZ_TIME) ./apis/agents/
+	go test -run '^$$' -fuzz '^FuzzDecodeCheckpoint$$' -fuzztime $(FUZZ_TIME) ./apis/agents/install/
 	go test -run '^$$' -fuzz '^FuzzPageToken$$' -fuzztime $(FUZZ_TIME) ./e2b/
 	go test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZ_TIME) ./e2b/
 
@@ -48,7 +49,7 @@ codegen:
 
 # The capture subresource against a bare containerd checkpoint of the same container.
 bench-capture: deps build
-	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 10x ./test/integration/
+	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/integration/
 
 verify: verify-codegen fmt-check vet
 

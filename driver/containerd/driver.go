@@ -138,19 +138,38 @@ func (d *Driver) Resolve(ctx context.Context, namespace, name string) (driver.Ta
 		return driver.Target{}, d.classify("list containers", err)
 	}
 	t := driver.Target{Namespace: namespace, Name: name}
+	// A node keeps the exited containers of earlier attempts, labelled alike:
+	// of several containers with one name, the running one (else the newest) is the pod's.
+	type candidate struct {
+		c       containerd.Container
+		running bool
+		created time.Time
+	}
+	byName := map[string]candidate{}
+	var order []string
 	for _, c := range ctrs {
-		labels, err := c.Labels(ctx)
+		info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
 		if err != nil {
-			return driver.Target{}, d.classify("read container labels", err)
+			return driver.Target{}, d.classify("read container", err)
 		}
-		if labels[LabelKind] == "sandbox" {
+		if info.Labels[LabelKind] == "sandbox" {
 			continue // the pause container holds namespaces, not state
 		}
-		cname := labels[LabelContainerName]
+		cname := info.Labels[LabelContainerName]
 		if cname == "" {
 			cname = c.ID()
 		}
-		t.Containers = append(t.Containers, driver.Container{ID: c.ID(), Name: cname})
+		cand := candidate{c: c, running: d.isRunning(ctx, c), created: info.CreatedAt}
+		prev, seen := byName[cname]
+		if !seen {
+			order = append(order, cname)
+		}
+		if !seen || (cand.running && !prev.running) || (cand.running == prev.running && cand.created.After(prev.created)) {
+			byName[cname] = cand
+		}
+	}
+	for _, cname := range order {
+		t.Containers = append(t.Containers, driver.Container{ID: byName[cname].c.ID(), Name: cname})
 	}
 	if len(t.Containers) == 0 {
 		return driver.Target{}, fmt.Errorf("%w: no containers of pod %s/%s in containerd namespace %s",
@@ -226,6 +245,15 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 		result.SizeBytes += size
 	}
 	return result, nil
+}
+
+func (d *Driver) isRunning(ctx context.Context, ctr containerd.Container) bool {
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return false
+	}
+	st, err := task.Status(ctx)
+	return err == nil && st.Status == containerd.Running
 }
 
 func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) error {

@@ -243,3 +243,23 @@ func setKind(t *testing.T, c *framework.Containerd, pc *framework.PodContainer, 
 	_, err = pc.Container.SetLabels(c.Ctx(), labels)
 	require.NoError(t, err)
 }
+
+// TestResolvePrefersTheRunningAttempt: a node keeps the exited container of
+// an earlier attempt with the same labels; the running one is the pod's.
+func TestResolvePrefersTheRunningAttempt(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	old := c.RunPodContainer(t, "team-a", "restarted", "main", "exit 1")
+	exited, err := old.Task.Wait(c.Ctx())
+	require.NoError(t, err)
+	<-exited
+	current := c.RunPodContainer(t, "team-a", "restarted", "main", framework.CounterScript)
+	framework.WaitCounter(t, current.LogPath, 2)
+
+	target, err := d.Resolve(ctx, "team-a", "restarted")
+	require.NoError(t, err)
+	assert.Equal(t, []driver.Container{{ID: current.Container.ID(), Name: "main"}}, target.Containers)
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-restarted", Contents: []driver.Content{driver.Memory}})
+	assert.NoError(t, err)
+}
