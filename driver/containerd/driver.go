@@ -93,9 +93,6 @@ func New(cfg Config) (*Driver, error) {
 // Close releases the connection.
 func (d *Driver) Close() error { return d.client.Close() }
 
-// Client is the containerd client the driver uses (for tests and benchmarks).
-func (d *Driver) Client() *containerd.Client { return d.client }
-
 func (d *Driver) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, d.cfg.Namespace)
 }

@@ -169,12 +169,6 @@ func (c *Containerd) Stop() {
 	unmountUnder(c.Dir)
 }
 
-// Kill stops containerd at once (SIGKILL), leaving its state, to simulate a crash.
-func (c *Containerd) Kill() {
-	_ = c.cmd.Process.Kill()
-	<-c.exited
-}
-
 func unmountUnder(dir string) {
 	data, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
