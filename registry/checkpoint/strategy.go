@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -154,8 +155,7 @@ func (StatusStrategy) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
 func (s StatusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object) {
 	cp, oldCp := obj.(*agents.Checkpoint), old.(*agents.Checkpoint)
 	cp.Spec = oldCp.Spec
-	cp.Labels, cp.Annotations = oldCp.Labels, oldCp.Annotations
-	cp.Labels = copyMap(cp.Labels)
+	cp.Labels, cp.Annotations = maps.Clone(oldCp.Labels), oldCp.Annotations
 	if cp.Status.Phase == agents.PhaseSucceeded && cp.Status.CheckpointID != "" {
 		setLabel(cp, agents.LabelCheckpointID, cp.Status.CheckpointID)
 	}
@@ -198,17 +198,6 @@ func setAnnotation(cp *agents.Checkpoint, key, value string) {
 		cp.Annotations = map[string]string{}
 	}
 	cp.Annotations[key] = value
-}
-
-func copyMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // Fields that can be selected on, and the ones the watch cache indexes
