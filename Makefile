@@ -8,7 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build run up down test fuzz deps codegen verify verify-codegen vet fmt-check bench-capture clean
+.PHONY: all build run up down test fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
 
 all: build
 
@@ -47,9 +47,14 @@ test: deps verify build
 codegen:
 	hack/update-codegen.sh
 
-# The capture subresource against a bare containerd checkpoint of the same container.
+# This server against the same Checkpoint as a CRD, then capture against bare
+# containerd: writes _output/bench/{results.json,table.md,list.png,capture.png}.
+bench: deps build
+	hack/bench.sh
+
+# The capture part alone.
 bench-capture: deps build
-	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/integration/
+	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/bench/
 
 verify: verify-codegen fmt-check vet
 

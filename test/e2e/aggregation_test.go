@@ -18,148 +18,66 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
-// cluster is what hack/local-up.sh started for a test.
-type cluster struct {
-	t      *testing.T
-	dir    string
-	env    []string
-	cpPort int
-}
-
-func localUp(t *testing.T) *cluster {
-	root := framework.RepoRoot()
-	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
-		if _, err := os.Stat(filepath.Join(root, "_output", "bin", bin)); err != nil {
-			framework.Missing(t, "_output/bin/%s not built (run hack/build-kube-tools.sh)", bin)
-		}
-	}
-	framework.Kubectl(t)
-	c := &cluster{t: t, dir: t.TempDir(), cpPort: framework.FreePort(t)}
-	etcdPort := framework.FreePort(t)
-	c.env = append(os.Environ(),
-		"LOCAL_UP_DIR="+c.dir,
-		fmt.Sprintf("ETCD_PORT=%d", etcdPort),
-		fmt.Sprintf("KAS_PORT=%d", framework.FreePort(t)),
-		fmt.Sprintf("KCM_PORT=%d", framework.FreePort(t)),
-		fmt.Sprintf("CP_PORT=%d", c.cpPort),
-		"KUBECONFIG="+filepath.Join(c.dir, "admin.kubeconfig"),
-		"KUBECACHEDIR="+filepath.Join(c.dir, "kubecache"),
-		// no kubelet here: the server finds containers by containerd's labels
-		"CHECKPOINT_APISERVER_ARGS=--declarative-capture-delay=24h --containerd-address="+filepath.Join(c.dir, "no-containerd.sock"),
-	)
-	t.Cleanup(func() { _ = c.script("down") })
-	if err := c.script("up"); err != nil {
-		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "checkpoint-apiserver"} {
-			b, _ := os.ReadFile(filepath.Join(c.dir, log+".log"))
-			if len(b) > 3000 {
-				b = b[len(b)-3000:]
-			}
-			t.Logf("%s.log:\n%s", log, b)
-		}
-		t.Fatalf("local-up: %v", err)
-	}
-	return c
-}
-
-func (c *cluster) script(args ...string) error {
-	cmd := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "local-up.sh"), args...)
-	cmd.Env = c.env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	return nil
-}
-
-// kubectl runs the real kubectl against the kube-apiserver.
-func (c *cluster) kubectl(args ...string) (string, error) {
-	cmd := exec.Command("kubectl", args...)
-	cmd.Env = c.env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (c *cluster) must(args ...string) string {
-	c.t.Helper()
-	out, err := c.kubectl(args...)
-	require.NoError(c.t, err, "kubectl %s:\n%s", strings.Join(args, " "), out)
-	return out
-}
-
-func (c *cluster) apply(yaml string) {
-	c.t.Helper()
-	cmd := exec.Command("kubectl", "apply", "-f", "-")
-	cmd.Env = c.env
-	cmd.Stdin = strings.NewReader(yaml)
-	out, err := cmd.CombinedOutput()
-	require.NoError(c.t, err, "%s", out)
-}
-
-func (c *cluster) eventually(what string, f func() bool) {
-	c.t.Helper()
-	require.Eventually(c.t, f, 90*time.Second, 250*time.Millisecond, what)
-}
-
 func TestAggregation(t *testing.T) {
-	c := localUp(t)
+	c := framework.LocalUp(t, "--declarative-capture-delay=24h")
 	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "checkpoint.yaml")
 
 	t.Run("KubectlThroughTheAggregator", func(t *testing.T) {
-		out := c.must("api-resources", "--api-group=agents.kruise.io")
+		out := c.Must("api-resources", "--api-group=agents.kruise.io")
 		assert.Regexp(t, `checkpoints\s+cp\s+agents.kruise.io/v1alpha1\s+true\s+Checkpoint`, out)
 
-		assert.Contains(t, c.must("apply", "-f", example), "checkpoint-code-demo-01 created")
-		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, c.must("get", "cp"))
+		assert.Contains(t, c.Must("apply", "-f", example), "checkpoint-code-demo-01 created")
+		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, c.Must("get", "cp"))
 		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+30h$`,
-			c.must("get", "cp", "-o", "wide"))
-		explain := c.must("explain", "cp.spec")
+			c.Must("get", "cp", "-o", "wide"))
+		explain := c.Must("explain", "cp.spec")
 		assert.Contains(t, explain, "ttlAfterFinished")
 		assert.Contains(t, explain, "persistentContents")
-		assert.Contains(t, c.must("apply", "--server-side", "--force-conflicts", "-f", example), "serverside-applied")
-		assert.Contains(t, c.must("get", "cp", "checkpoint-code-demo-01", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}"),
+		assert.Contains(t, c.Must("apply", "--server-side", "--force-conflicts", "-f", example), "serverside-applied")
+		assert.Contains(t, c.Must("get", "cp", "checkpoint-code-demo-01", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}"),
 			"local-up-admin", "the owner is the user the kube-apiserver authenticated")
 
 		// get -w through the aggregator sees a status change.
 		watch := exec.Command("kubectl", "get", "cp", "-w", "--no-headers")
-		watch.Env = c.env
+		watch.Env = c.Env
 		var buf framework.SafeBuffer
 		watch.Stdout, watch.Stderr = &buf, &buf
 		require.NoError(t, watch.Start())
 		defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
-		c.eventually("watch lists the checkpoint", func() bool { return strings.Contains(buf.String(), "Pending") })
-		c.must("patch", "cp", "checkpoint-code-demo-01", "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Failed"}}`)
-		c.eventually("watch shows Failed", func() bool { return strings.Contains(buf.String(), "Failed") })
+		c.Eventually("watch lists the checkpoint", func() bool { return strings.Contains(buf.String(), "Pending") })
+		c.Must("patch", "cp", "checkpoint-code-demo-01", "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Failed"}}`)
+		c.Eventually("watch shows Failed", func() bool { return strings.Contains(buf.String(), "Failed") })
 
-		assert.Contains(t, c.must("delete", "cp", "checkpoint-code-demo-01"), "deleted")
-		assert.Contains(t, c.must("get", "cp"), "No resources found")
+		assert.Contains(t, c.Must("delete", "cp", "checkpoint-code-demo-01"), "deleted")
+		assert.Contains(t, c.Must("get", "cp"), "No resources found")
 	})
 
 	t.Run("RBAC", func(t *testing.T) {
-		c.must("create", "namespace", "rbac")
-		c.must("create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer", "-n", "rbac")
-		c.must("create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor", "-n", "rbac")
+		c.Must("create", "namespace", "rbac")
+		c.Must("create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer", "-n", "rbac")
+		c.Must("create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor", "-n", "rbac")
 		cp := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"%s","namespace":"rbac"},"spec":{"podName":"p"}}`
 		create := func(user, name string) (string, error) {
 			cmd := exec.Command("kubectl", "--as", user, "create", "-f", "-")
-			cmd.Env = c.env
+			cmd.Env = c.Env
 			cmd.Stdin = strings.NewReader(fmt.Sprintf(cp, name))
 			out, err := cmd.CombinedOutput()
 			return string(out), err
 		}
 		capture := func(user, name string) (string, error) {
-			return c.kubectl("--as", user, "create", "--raw",
-				"/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints/"+name+"/capture", "-f", filepath.Join(c.dir, "capture.json"))
+			return c.Kubectl("--as", user, "create", "--raw",
+				"/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints/"+name+"/capture", "-f", filepath.Join(c.Dir, "capture.json"))
 		}
-		require.NoError(t, os.WriteFile(filepath.Join(c.dir, "capture.json"), []byte(`{"timeoutSeconds": 5}`), 0o600))
+		require.NoError(t, os.WriteFile(filepath.Join(c.Dir, "capture.json"), []byte(`{"timeoutSeconds": 5}`), 0o600))
 
 		// The aggregated roles take a moment to be folded into view/edit.
-		c.eventually("editor can create", func() bool { _, err := create("editor", "by-editor"); return err == nil })
+		c.Eventually("editor can create", func() bool { _, err := create("editor", "by-editor"); return err == nil })
 		out, err := capture("editor", "by-editor")
 		assert.NoError(t, err, "editor may capture: %s", out)
 		assert.Contains(t, out, `"phase":"Failed"`, "authorized; fails for want of a pod (no containerd here)")
 
-		c.eventually("viewer can list", func() bool { _, err := c.kubectl("--as", "viewer", "get", "cp", "-n", "rbac"); return err == nil })
-		assert.Contains(t, c.must("--as", "viewer", "get", "cp", "by-editor", "-n", "rbac"), "by-editor")
+		c.Eventually("viewer can list", func() bool { _, err := c.Kubectl("--as", "viewer", "get", "cp", "-n", "rbac"); return err == nil })
+		assert.Contains(t, c.Must("--as", "viewer", "get", "cp", "by-editor", "-n", "rbac"), "by-editor")
 		out, err = create("viewer", "by-viewer")
 		assert.Error(t, err)
 		assert.Contains(t, out, "Forbidden")
@@ -168,7 +86,7 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, out, "Forbidden")
 
 		for _, args := range [][]string{{"get", "cp", "-n", "rbac"}, {"get", "cp", "by-editor", "-n", "rbac"}, {"delete", "cp", "by-editor", "-n", "rbac"}} {
-			out, err := c.kubectl(append([]string{"--as", "nobody"}, args...)...)
+			out, err := c.Kubectl(append([]string{"--as", "nobody"}, args...)...)
 			assert.Error(t, err, "nobody: %v", args)
 			assert.Contains(t, out, "Forbidden", "nobody: %v", args)
 		}
@@ -177,13 +95,13 @@ func TestAggregation(t *testing.T) {
 	})
 
 	t.Run("OwnerScopedSnapshots", func(t *testing.T) {
-		c.must("create", "namespace", "owners")
+		c.Must("create", "namespace", "owners")
 		for _, u := range []string{"alice", "bob"} {
-			c.must("create", "rolebinding", u, "--clusterrole=edit", "--user="+u, "-n", "owners")
+			c.Must("create", "rolebinding", u, "--clusterrole=edit", "--user="+u, "-n", "owners")
 		}
 		as := func(user string, stdin string, args ...string) (string, error) {
 			cmd := exec.Command("kubectl", append([]string{"--as", user, "-n", "owners"}, args...)...)
-			cmd.Env = c.env
+			cmd.Env = c.Env
 			if stdin != "" {
 				cmd.Stdin = strings.NewReader(stdin)
 			}
@@ -197,13 +115,13 @@ func TestAggregation(t *testing.T) {
 			}
 			return fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q%s},"spec":{"podName":"p"}}`, name, ann)
 		}
-		c.eventually("alice can create", func() bool { _, err := as("alice", manifest("alice-1", ""), "create", "-f", "-"); return err == nil })
+		c.Eventually("alice can create", func() bool { _, err := as("alice", manifest("alice-1", ""), "create", "-f", "-"); return err == nil })
 		_, err := as("alice", manifest("alice-2", "bob"), "create", "-f", "-")
 		require.NoError(t, err)
 		_, err = as("bob", manifest("bob-1", ""), "apply", "--server-side", "-f", "-")
 		require.NoError(t, err)
 		owner := func(name string) string {
-			return c.must("get", "cp", name, "-n", "owners", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}")
+			return c.Must("get", "cp", name, "-n", "owners", "-o", "jsonpath={.metadata.annotations.agents\\.kruise\\.io/owner}")
 		}
 		assert.Equal(t, "alice", owner("alice-1"))
 		assert.Equal(t, "alice", owner("alice-2"), "a non-admin cannot name another owner on create")
@@ -223,7 +141,7 @@ func TestAggregation(t *testing.T) {
 		assert.Equal(t, "alice-1 alice-2", names("alice"))
 		assert.Equal(t, "bob-1", names("bob"))
 		assert.Equal(t, "", names("alice", "--field-selector=owner=bob"), "a selector narrows, never widens")
-		assert.Equal(t, "alice-1 alice-2 bob-1", c.must("get", "snapshots", "-n", "owners", "-o", "jsonpath={.items[*].metadata.name}"), "admins see all")
+		assert.Equal(t, "alice-1 alice-2 bob-1", c.Must("get", "snapshots", "-n", "owners", "-o", "jsonpath={.items[*].metadata.name}"), "admins see all")
 
 		out, err := as("alice", "", "get", "snapshot", "bob-1")
 		assert.Error(t, err)
@@ -231,39 +149,39 @@ func TestAggregation(t *testing.T) {
 		out, err = as("alice", "", "delete", "snapshot", "bob-1")
 		assert.Error(t, err)
 		assert.Contains(t, out, "NotFound")
-		c.must("get", "cp", "bob-1", "-n", "owners")
+		c.Must("get", "cp", "bob-1", "-n", "owners")
 
 		// A watch through snapshots carries only the watcher's own changes.
 		watch := exec.Command("kubectl", "--as", "alice", "-n", "owners", "get", "snapshots", "-w", "--no-headers", "-o", "custom-columns=NAME:.metadata.name")
-		watch.Env = c.env
+		watch.Env = c.Env
 		var seen framework.SafeBuffer
 		watch.Stdout, watch.Stderr = &seen, &seen
 		require.NoError(t, watch.Start())
-		c.eventually("the watch lists alice's", func() bool { return strings.Contains(seen.String(), "alice-2") })
+		c.Eventually("the watch lists alice's", func() bool { return strings.Contains(seen.String(), "alice-2") })
 		_, err = as("bob", manifest("bob-2", ""), "create", "-f", "-")
 		require.NoError(t, err)
 		_, err = as("alice", manifest("alice-3", ""), "create", "-f", "-")
 		require.NoError(t, err)
-		c.eventually("the watch shows alice-3", func() bool { return strings.Contains(seen.String(), "alice-3") })
+		c.Eventually("the watch shows alice-3", func() bool { return strings.Contains(seen.String(), "alice-3") })
 		_ = watch.Process.Kill()
 		_ = watch.Wait()
 		assert.NotContains(t, seen.String(), "bob", "alice's watch shows nothing of bob's")
 
 		out, err = as("bob", "", "delete", "snapshot", "bob-1")
 		require.NoError(t, err, out)
-		c.eventually("bob-1 is gone", func() bool {
-			out, err := c.kubectl("get", "cp", "bob-1", "-n", "owners")
+		c.Eventually("bob-1 is gone", func() bool {
+			out, err := c.Kubectl("get", "cp", "bob-1", "-n", "owners")
 			return err != nil && strings.Contains(out, "NotFound")
 		})
 	})
 
 	t.Run("DirectRequestsNeedTheFrontProxy", func(t *testing.T) {
-		ca, err := os.ReadFile(filepath.Join(c.dir, "pki", "ca.crt"))
+		ca, err := os.ReadFile(filepath.Join(c.Dir, "pki", "ca.crt"))
 		require.NoError(t, err)
 		pool := x509.NewCertPool()
 		require.True(t, pool.AppendCertsFromPEM(ca))
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-		url := fmt.Sprintf("https://127.0.0.1:%d/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints", c.cpPort)
+		url := fmt.Sprintf("https://127.0.0.1:%d/apis/agents.kruise.io/v1alpha1/namespaces/rbac/checkpoints", c.CPPort)
 		for name, headers := range map[string]map[string]string{
 			"no credentials":             {},
 			"forged front-proxy headers": {"X-Remote-User": "local-up-admin", "X-Remote-Group": "system:masters"},
@@ -281,16 +199,16 @@ func TestAggregation(t *testing.T) {
 	})
 
 	t.Run("NamespaceDeletion", func(t *testing.T) {
-		c.must("create", "namespace", "doomed")
+		c.Must("create", "namespace", "doomed")
 		for i := 0; i < 3; i++ {
-			c.apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-%d","namespace":"doomed"},"spec":{"podName":"p"}}`, i))
+			c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-%d","namespace":"doomed"},"spec":{"podName":"p"}}`, i))
 		}
-		c.must("delete", "namespace", "doomed", "--wait=false")
-		c.eventually("namespace doomed is gone", func() bool {
-			out, err := c.kubectl("get", "namespace", "doomed")
+		c.Must("delete", "namespace", "doomed", "--wait=false")
+		c.Eventually("namespace doomed is gone", func() bool {
+			out, err := c.Kubectl("get", "namespace", "doomed")
 			return err != nil && strings.Contains(out, "NotFound")
 		})
-		out, err := c.kubectl("get", "cp", "-n", "doomed")
+		out, err := c.Kubectl("get", "cp", "-n", "doomed")
 		assert.NoError(t, err)
 		assert.Contains(t, out, "No resources found")
 	})
@@ -302,18 +220,18 @@ func TestAggregation(t *testing.T) {
 		_ = os.RemoveAll(filepath.Join(dir, "certs"))
 		out, err := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "gen-deploy-certs.sh"), filepath.Join(dir, "certs")).CombinedOutput()
 		require.NoError(t, err, "%s", out)
-		applied := c.must("apply", "-k", dir, "--dry-run=server")
+		applied := c.Must("apply", "-k", dir, "--dry-run=server")
 		for _, want := range []string{"deployment.apps/checkpoint-apiserver", "apiservice.apiregistration.k8s.io/v1alpha1.agents.kruise.io",
 			"clusterrole.rbac.authorization.k8s.io/checkpoint-edit", "rolebinding.rbac.authorization.k8s.io/checkpoint-apiserver-auth-reader"} {
 			assert.Contains(t, applied, want)
 		}
-		rendered := c.must("kustomize", dir)
+		rendered := c.Must("kustomize", dir)
 		assert.NotContains(t, rendered, "insecureSkipTLSVerify")
 		assert.Regexp(t, `caBundle: \|?\s*LS0t`, rendered, "the APIService carries the CA")
 	})
 
 	t.Run("OneLeaderAmongReplicas", func(t *testing.T) {
-		replica := append(append([]string(nil), c.env...), "CP_INSTANCE=-2", fmt.Sprintf("CP_PORT=%d", framework.FreePort(t)))
+		replica := append(append([]string(nil), c.Env...), "CP_INSTANCE=-2", fmt.Sprintf("CP_PORT=%d", framework.FreePort(t)))
 		run := func(cmd string) {
 			sh := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "local-up.sh"), cmd)
 			sh.Env = replica
@@ -322,12 +240,12 @@ func TestAggregation(t *testing.T) {
 		}
 		run("start-server")
 		defer run("stop-server")
-		holder := c.must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}")
+		holder := c.Must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}")
 		assert.NotEmpty(t, holder)
 		time.Sleep(5 * time.Second) // a few retry periods of the elector
 		leaders := 0
 		for _, name := range []string{"checkpoint-apiserver", "checkpoint-apiserver-2"} {
-			log, err := os.ReadFile(filepath.Join(c.dir, name+".log"))
+			log, err := os.ReadFile(filepath.Join(c.Dir, name+".log"))
 			require.NoError(t, err)
 			if strings.Contains(string(log), "Leading the checkpoint lifecycle controller") {
 				leaders++
@@ -335,23 +253,23 @@ func TestAggregation(t *testing.T) {
 			}
 		}
 		assert.Equal(t, 1, leaders, "exactly one replica runs the lifecycle controller")
-		assert.Equal(t, holder, c.must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}"))
+		assert.Equal(t, holder, c.Must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}"))
 	})
 
 	t.Run("APIServiceAcrossRestart", func(t *testing.T) {
-		c.must("create", "namespace", "durable")
-		c.apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"keeper","namespace":"durable"},"spec":{"podName":"p"}}`)
+		c.Must("create", "namespace", "durable")
+		c.Apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"keeper","namespace":"durable"},"spec":{"podName":"p"}}`)
 		available := func() string {
-			out, _ := c.kubectl("get", "apiservice", "v1alpha1.agents.kruise.io", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status}")
+			out, _ := c.Kubectl("get", "apiservice", "v1alpha1.agents.kruise.io", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status}")
 			return out
 		}
 		assert.Equal(t, "True", available())
-		require.NoError(t, c.script("stop-server"))
-		c.eventually("APIService unavailable while the server is down", func() bool { return available() == "False" })
-		_, err := c.kubectl("get", "cp", "-n", "durable")
+		require.NoError(t, c.Script("stop-server"))
+		c.Eventually("APIService unavailable while the server is down", func() bool { return available() == "False" })
+		_, err := c.Kubectl("get", "cp", "-n", "durable")
 		assert.Error(t, err, "no checkpoints served while down")
-		require.NoError(t, c.script("start-server"))
+		require.NoError(t, c.Script("start-server"))
 		assert.Equal(t, "True", available())
-		assert.Contains(t, c.must("get", "cp", "keeper", "-n", "durable"), "keeper", "nothing lost across the restart")
+		assert.Contains(t, c.Must("get", "cp", "keeper", "-n", "durable"), "keeper", "nothing lost across the restart")
 	})
 }

@@ -331,3 +331,24 @@ func (c *Containerd) RunPodContainer(t testing.TB, namespace, pod, name, script 
 	}
 	return &PodContainer{Container: ctr, Task: task, LogPath: logPath}
 }
+
+// RemovePod kills and deletes every container labelled as a container of pod
+// (a clone the restore subresource made, for example).
+func (c *Containerd) RemovePod(t testing.TB, pod string) {
+	t.Helper()
+	ctx := c.Ctx()
+	ctrs, err := c.Client.Containers(ctx, fmt.Sprintf(`labels."io.kubernetes.pod.name"==%q`, pod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ctr := range ctrs {
+		if task, err := ctr.Task(ctx, nil); err == nil {
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+				t.Fatalf("delete task of %s: %v", ctr.ID(), err)
+			}
+		}
+		if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Fatalf("delete %s: %v", ctr.ID(), err)
+		}
+	}
+}

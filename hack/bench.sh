@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# make bench: this server against the same Checkpoint as a CRD, side by side
+# on this machine, then capture against a bare containerd checkpoint.
+#
+# 1. hack/local-up.sh brings up etcd, kube-apiserver (+ controller manager)
+#    and this server behind its APIService, on ports of its own;
+# 2. checkpoint-bench installs the CRD (group crd.bench.local) and drives
+#    both sides with one load generator: creates, lists, watches, memory;
+# 3. the system goes down, and BenchmarkCapture times capture and restore
+#    with containerd + runc + CRIU for several container memory sizes;
+# 4. checkpoint-bench report writes results.json, table.md, list.png and
+#    capture.png under BENCH_OUT (default _output/bench) and prints the ratios.
+#
+# BENCH_RUN_ARGS      extra flags for `checkpoint-bench run` (e.g. -steps 500,1000)
+# BENCH_CAPTURE_RUNS  captures per memory size (default 5)
+# BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,16,64,256)
+# BENCH_PUBLISH=1     also copy the table and plots into BENCHMARKS.md and docs/benchmarks/
+set -o errexit -o nounset -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/_output/bin
+OUT=${BENCH_OUT:-$ROOT/_output/bench}
+export LOCAL_UP_DIR=$OUT/cluster
+export ETCD_PORT=${ETCD_PORT:-33790} KAS_PORT=${KAS_PORT:-36443} CP_PORT=${CP_PORT:-38443} KCM_PORT=${KCM_PORT:-30257}
+# Objects stay Pending on both sides: the CRD has no controller, so neither
+# side's figures include declarative captures.
+export CHECKPOINT_APISERVER_ARGS="--declarative-capture-delay=24h --containerd-address=$OUT/no-containerd.sock"
+export KUBECONFIG=$LOCAL_UP_DIR/admin.kubeconfig
+
+log() { echo "bench: $*" >&2; }
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+start=$SECONDS
+(cd "$ROOT" && go build -o "$BIN/checkpoint-bench" ./test/bench/cmd/checkpoint-bench)
+
+trap '"$ROOT/hack/local-up.sh" down' EXIT
+"$ROOT/hack/local-up.sh" up >/dev/null
+log "system up in $((SECONDS - start))s; driving both sides"
+# shellcheck disable=SC2086
+"$BIN/checkpoint-bench" run -kubeconfig "$KUBECONFIG" -server "https://127.0.0.1:$CP_PORT" \
+  -server-pid "$(cat "$LOCAL_UP_DIR/checkpoint-apiserver.pid")" -kas-pid "$(cat "$LOCAL_UP_DIR/kube-apiserver.pid")" \
+  -out "$OUT/results.json" ${BENCH_RUN_ARGS:-}
+"$ROOT/hack/local-up.sh" down
+trap - EXIT
+
+log "API figures done at $((SECONDS - start))s; timing capture"
+(cd "$ROOT" && CHECKPOINT_APISERVER_BIN=$BIN/checkpoint-apiserver BENCH_CAPTURE_OUT=$OUT/capture.json \
+  go test -run '^$' -bench BenchmarkCapture -benchtime "${BENCH_CAPTURE_RUNS:-5}x" -timeout 30m ./test/bench/) >"$OUT/capture.log" 2>&1 ||
+  { tail -50 "$OUT/capture.log"; exit 1; }
+grep -E 'MiB: capture' "$OUT/capture.log" >&2 || true
+
+"$BIN/checkpoint-bench" report -dir "$OUT"
+log "done in $((SECONDS - start))s: $OUT/{results.json,table.md,list.png,capture.png}"
+
+if [ "${BENCH_PUBLISH:-}" = 1 ]; then
+  mkdir -p "$ROOT/docs/benchmarks"
+  cp "$OUT/results.json" "$OUT/list.png" "$OUT/capture.png" "$ROOT/docs/benchmarks/"
+  # the table goes between the markers in BENCHMARKS.md
+  awk -v table="$OUT/table.md" '
+    /<!-- bench:begin -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next }
+    /<!-- bench:end -->/ { skip = 0 }
+    !skip { print }' "$ROOT/BENCHMARKS.md" >"$OUT/BENCHMARKS.md"
+  mv "$OUT/BENCHMARKS.md" "$ROOT/BENCHMARKS.md"
+  log "published into BENCHMARKS.md and docs/benchmarks/"
+fi

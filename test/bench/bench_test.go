@@ -1,0 +1,104 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
+
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// BenchmarkCapture is the capture part of hack/bench.sh:
+//
+//	go test -run '^$' -bench BenchmarkCapture -benchtime 5x ./test/bench/
+//
+// BENCH_CAPTURE_SIZES (MiB, comma separated; default 0,16,64,256) and
+// BENCH_CAPTURE_OUT (a JSON file for the report) tune it; b.N is the runs per size.
+func BenchmarkCapture(b *testing.B) {
+	sizes := []int{0, 16, 64, 256}
+	if s := os.Getenv("BENCH_CAPTURE_SIZES"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			require.NoError(b, err, "BENCH_CAPTURE_SIZES")
+			sizes = append(sizes, n)
+		}
+	}
+	b.StopTimer() // the figures are the interleaved medians MeasureCapture reports
+	cs := MeasureCapture(b, sizes, b.N)
+	for _, c := range cs {
+		b.ReportMetric(c.APIMs/c.BareMs, "api/bare@"+strconv.Itoa(c.MemoryMiB)+"MiB")
+	}
+	if out := os.Getenv("BENCH_CAPTURE_OUT"); out != "" {
+		require.NoError(b, SaveCapture(out, cs))
+	}
+}
+
+// TestBenchSmoke runs the whole harness at tiny sizes against the real
+// system (etcd, kube-apiserver with the CRD, this server behind its
+// APIService, containerd with CRIU) so it cannot rot. It checks that every
+// side answered and every figure was recorded, never how fast.
+func TestBenchSmoke(t *testing.T) {
+	c := framework.LocalUp(t, "--declarative-capture-delay=24h")
+	kas := c.RESTConfig()
+	server := rest.CopyConfig(kas)
+	server.Host = "https://127.0.0.1:" + strconv.Itoa(c.CPPort)
+
+	res, err := Run(context.Background(), Config{
+		KAS: kas, Server: server, Steps: []int{20, 50}, Workers: 4, DirectObjects: 10, ListRepeats: 2,
+		WatchObjects: 15, Watchers: 2, ServerPID: c.PID("checkpoint-apiserver"), KASPID: c.PID("kube-apiserver"), Logf: t.Logf,
+	})
+	require.NoError(t, err)
+	res.Capture = MeasureCapture(t, []int{0}, 1)
+
+	require.Len(t, res.Create, 3)
+	for _, cr := range res.Create {
+		want := map[string]int{Aggregated: 50, CRD: 50, Direct: 10}[cr.Target]
+		assert.Equal(t, want, cr.Objects, cr.Target)
+		assert.Equal(t, want, cr.Latency.N, cr.Target)
+		assert.Positive(t, cr.PerSecond, cr.Target)
+	}
+	assert.Len(t, res.List, 2*10, "two steps of five ways to list, with and without resourceVersion=0")
+	for _, l := range res.List {
+		assert.Equal(t, 2, l.Runs)
+		assert.Positive(t, l.Bytes, "%s %s", l.Target, l.Encoding)
+		assert.Positive(t, l.MedianMs)
+	}
+	require.Len(t, res.Watch, 2)
+	for _, w := range res.Watch {
+		assert.Equal(t, 15*2, w.Latency.N, "every watcher saw every object on %s", w.Target)
+	}
+	require.NotNil(t, res.Memory)
+	assert.Positive(t, res.Memory.ServerBytes)
+	assert.Positive(t, res.Memory.KASBytes)
+	assert.Equal(t, 60, res.Memory.ServerObjects)
+	require.Len(t, res.Capture, 1)
+	assert.Positive(t, res.Capture[0].APIMs)
+	assert.Positive(t, res.Capture[0].BareMs)
+	assert.Positive(t, res.Capture[0].RestoreMs)
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "results.json")
+	require.NoError(t, res.Save(path))
+	loaded, err := Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, res.Rows(), loaded.Rows())
+	table := loaded.Markdown()
+	for _, want := range []string{"create p99 via kube-apiserver", "list 50, resourceVersion unset, aggregated protobuf vs CRD JSON",
+		"watch, create to event", "memory growth per 10,000 objects", "capture, 0 MiB container"} {
+		assert.Contains(t, table, want)
+	}
+	require.NoError(t, loaded.Plot(dir))
+	for _, png := range []string{"list.png", "capture.png"} {
+		st, err := os.Stat(filepath.Join(dir, png))
+		require.NoError(t, err)
+		assert.Positive(t, st.Size())
+	}
+}

@@ -1,0 +1,131 @@
+package framework
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Cluster is what hack/local-up.sh started for a test: etcd,
+// kube-apiserver, kube-controller-manager and this server behind an
+// APIService, each on a free port under a temporary directory.
+type Cluster struct {
+	t       testing.TB
+	Dir     string
+	Env     []string
+	CPPort  int
+	KASPort int
+}
+
+// LocalUp starts the whole system for t and stops it when t ends.
+// serverArgs are extra flags for checkpoint-apiserver. There is no kubelet,
+// so the server finds containers by containerd's labels; unless serverArgs
+// name a containerd, it points at one that does not exist.
+func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
+	t.Helper()
+	root := RepoRoot()
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(root, "_output", "bin", bin)); err != nil {
+			Missing(t, "_output/bin/%s not built (run hack/build-kube-tools.sh)", bin)
+		}
+	}
+	Kubectl(t)
+	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t)}
+	args := append([]string{"--containerd-address=" + filepath.Join(c.Dir, "no-containerd.sock")}, serverArgs...)
+	c.Env = append(os.Environ(),
+		"LOCAL_UP_DIR="+c.Dir,
+		fmt.Sprintf("ETCD_PORT=%d", FreePort(t)),
+		fmt.Sprintf("KAS_PORT=%d", c.KASPort),
+		fmt.Sprintf("KCM_PORT=%d", FreePort(t)),
+		fmt.Sprintf("CP_PORT=%d", c.CPPort),
+		"KUBECONFIG="+c.Kubeconfig(),
+		"KUBECACHEDIR="+filepath.Join(c.Dir, "kubecache"),
+		"CHECKPOINT_APISERVER_ARGS="+strings.Join(args, " "),
+	)
+	t.Cleanup(func() { _ = c.Script("down") })
+	if err := c.Script("up"); err != nil {
+		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "checkpoint-apiserver"} {
+			b, _ := os.ReadFile(filepath.Join(c.Dir, log+".log"))
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
+			}
+			t.Logf("%s.log:\n%s", log, b)
+		}
+		t.Fatalf("local-up: %v", err)
+	}
+	return c
+}
+
+// Kubeconfig is the admin kubeconfig of the kube-apiserver.
+func (c *Cluster) Kubeconfig() string { return filepath.Join(c.Dir, "admin.kubeconfig") }
+
+// RESTConfig is the admin client configuration for the kube-apiserver.
+func (c *Cluster) RESTConfig() *rest.Config {
+	c.t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	require.NoError(c.t, err)
+	return cfg
+}
+
+// PID is the process id of a component local-up started (etcd,
+// kube-apiserver, checkpoint-apiserver, ...).
+func (c *Cluster) PID(name string) int {
+	c.t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.Dir, name+".pid"))
+	require.NoError(c.t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(c.t, err)
+	return pid
+}
+
+// Script runs hack/local-up.sh with args in this cluster's environment.
+func (c *Cluster) Script(args ...string) error {
+	cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "local-up.sh"), args...)
+	cmd.Env = c.Env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// Kubectl runs the real kubectl against the kube-apiserver.
+func (c *Cluster) Kubectl(args ...string) (string, error) {
+	cmd := exec.Command("kubectl", args...)
+	cmd.Env = c.Env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Must runs kubectl and fails the test when it fails.
+func (c *Cluster) Must(args ...string) string {
+	c.t.Helper()
+	out, err := c.Kubectl(args...)
+	require.NoError(c.t, err, "kubectl %s:\n%s", strings.Join(args, " "), out)
+	return out
+}
+
+// Apply runs kubectl apply on a YAML document.
+func (c *Cluster) Apply(yaml string) {
+	c.t.Helper()
+	cmd := exec.Command("kubectl", "apply", "-f", "-")
+	cmd.Env = c.Env
+	cmd.Stdin = strings.NewReader(yaml)
+	out, err := cmd.CombinedOutput()
+	require.NoError(c.t, err, "%s", out)
+}
+
+// Eventually waits up to 90 s for f.
+func (c *Cluster) Eventually(what string, f func() bool) {
+	c.t.Helper()
+	require.Eventually(c.t, f, 90*time.Second, 250*time.Millisecond, what)
+}
