@@ -9,10 +9,12 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/kubernetes"
+	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
@@ -39,6 +41,8 @@ type ExtraConfig struct {
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
 	// imperative capture call before the lifecycle controller captures it.
 	DeclarativeCaptureDelay time.Duration
+	ReplicaName             string
+	OrphanSweepInterval     time.Duration
 	// LeaderElection, when set, runs the lifecycle controller only on the
 	// replica that holds the Lease (several replicas share one etcd).
 	LeaderElection *LeaderElection
@@ -96,6 +100,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		Driver:         c.ExtraConfig.Driver,
 		Resolver:       c.ExtraConfig.Resolver,
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
+		Replica:        c.ExtraConfig.ReplicaName,
 	})
 	if err != nil {
 		return nil, err
@@ -163,13 +168,19 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig)
 // this server through its loopback connection, on the leader only when
 // leader election is configured.
 func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *checkpointstorage.Capturer, extra *ExtraConfig) error {
-	client, err := versioned.NewForConfig(hookCtx.LoopbackClientConfig)
+	// Protobuf over loopback: cheaper to decode than JSON, and what it decodes
+	// is the informer's copy of every Checkpoint.
+	loopback := restclient.CopyConfig(hookCtx.LoopbackClientConfig)
+	loopback.ContentType = runtime.ContentTypeProtobuf
+	loopback.AcceptContentTypes = runtime.ContentTypeProtobuf
+	client, err := versioned.NewForConfig(loopback)
 	if err != nil {
 		return fmt.Errorf("lifecycle client: %w", err)
 	}
 	run := func(ctx context.Context) {
-		factory := externalversions.NewSharedInformerFactory(client, 10*time.Minute)
-		lifecycle, err := capturer.NewLifecycle(factory.Agents().V1alpha1().Checkpoints(), extra.DeclarativeCaptureDelay)
+		factory := externalversions.NewSharedInformerFactoryWithOptions(client, 10*time.Minute,
+			externalversions.WithTransform(checkpointstorage.TrimForLifecycle))
+		lifecycle, err := capturer.NewLifecycle(factory.Agents().V1alpha1().Checkpoints(), extra.DeclarativeCaptureDelay, extra.OrphanSweepInterval)
 		if err != nil {
 			klog.ErrorS(err, "Cannot start the checkpoint lifecycle controller")
 			return

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -61,6 +62,10 @@ type Options struct {
 	Resolver                string
 	CaptureTimeout          time.Duration
 	DeclarativeCaptureDelay time.Duration
+	// ReplicaName tells this replica's captures from another's; OrphanSweepInterval
+	// is how often driver state no Checkpoint owns is deleted.
+	ReplicaName         string
+	OrphanSweepInterval time.Duration
 	// LeaderElect runs the lifecycle controller on one replica only, by a
 	// Lease in LeaderElectNamespace (needs a kube-apiserver).
 	LeaderElect          bool
@@ -73,13 +78,35 @@ type Options struct {
 	Out io.Writer
 }
 
+func defaultReplicaName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "checkpoint-apiserver"
+	}
+	return strings.ReplaceAll(host, "/", "-")
+}
+
+// storageCodec writes v1alpha1 protobuf to etcd (smaller than JSON and
+// cheaper to decode in the watch cache) and reads JSON or protobuf.
+// (RecommendedOptions' simple storage factory encodes with the codec it is
+// given, whatever --storage-media-type says.)
+func storageCodec() runtime.Codec {
+	info, ok := runtime.SerializerInfoForMediaType(Codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	if !ok {
+		panic("no protobuf serializer in the scheme")
+	}
+	return Codecs.CodecForVersions(info.Serializer, Codecs.UniversalDeserializer(),
+		schema.GroupVersions{v1alpha1.SchemeGroupVersion}, runtime.InternalGroupVersioner)
+}
+
 // NewOptions returns the defaults: delegated authentication and
 // authorization against a kube-apiserver, etcd given by flags, objects
 // stored as protobuf.
 func NewOptions(out io.Writer) *Options {
-	ro := genericoptions.NewRecommendedOptions(etcdPathPrefix, Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion))
+	ro := genericoptions.NewRecommendedOptions(etcdPathPrefix, storageCodec())
 	ro.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(v1alpha1.SchemeGroupVersion,
 		schema.GroupKind{Group: v1alpha1.GroupName})
+	// Only a storage factory reads this; the codec above is what really encodes.
 	ro.Etcd.DefaultStorageMediaType = runtime.ContentTypeProtobuf
 	return &Options{
 		RecommendedOptions:      ro,
@@ -91,6 +118,8 @@ func NewOptions(out io.Writer) *Options {
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
 		DeclarativeCaptureDelay: 2 * time.Second,
+		ReplicaName:             defaultReplicaName(),
+		OrphanSweepInterval:     5 * time.Minute,
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		Out:                     out,
@@ -100,6 +129,7 @@ func NewOptions(out io.Writer) *Options {
 // AddFlags registers every option on fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.RecommendedOptions.AddFlags(fs)
+	utilfeature.DefaultMutableFeatureGate.AddFlag(fs)
 	fs.BoolVar(&o.Standalone, "standalone", o.Standalone,
 		"Serve without a kube-apiserver: embedded etcd (unless --etcd-servers is set), self-signed serving certificate, "+
 			"client-certificate authentication from its own CA, the admin groups allowed and everyone else denied. "+
@@ -125,6 +155,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.E2BKeysFile, "e2b-api-keys-file", o.E2BKeysFile,
 		"YAML or JSON file of E2B API keys: keys: [{key: e2b_<40 hex> | sha256: <hex>, user: ..., team: <namespace>}]. "+
 			"Reloaded on change. In standalone mode a file with one key is written under --data-dir when none is given.")
+	fs.StringVar(&o.ReplicaName, "replica-name", o.ReplicaName,
+		"Name of this replica among those sharing one etcd, stable across its restarts (the pod name; default the host name). "+
+			"A restarted replica fails the captures its previous run left Creating at once; another replica's only after they must have ended.")
+	fs.DurationVar(&o.OrphanSweepInterval, "orphan-sweep-interval", o.OrphanSweepInterval,
+		"How often the lifecycle controller deletes checkpoint state in the driver that no live Checkpoint owns "+
+			"(left by a capture that died half way, or by a failed one), once it is at least this old. 0 turns the sweep off.")
 	fs.DurationVar(&o.DeclarativeCaptureDelay, "declarative-capture-delay", o.DeclarativeCaptureDelay,
 		"How long a new Pending Checkpoint is left to an imperative capture call before the server captures it itself.")
 }
@@ -143,6 +179,12 @@ func (o *Options) Validate() error {
 	}
 	if o.Resolver != "auto" && o.Resolver != "pod" && o.Resolver != "labels" {
 		errs = append(errs, fmt.Errorf("--resolver=%q: must be auto, pod or labels", o.Resolver))
+	}
+	if o.ReplicaName == "" || strings.Contains(o.ReplicaName, "/") {
+		errs = append(errs, fmt.Errorf("--replica-name=%q: must be set and must not contain '/'", o.ReplicaName))
+	}
+	if o.OrphanSweepInterval < 0 {
+		errs = append(errs, fmt.Errorf("--orphan-sweep-interval=%s: must not be negative", o.OrphanSweepInterval))
 	}
 	if o.CaptureTimeout <= 0 || o.CaptureTimeout > 55*time.Second {
 		errs = append(errs, fmt.Errorf("--capture-timeout=%s: must be in (0, 55s]", o.CaptureTimeout))
@@ -247,6 +289,8 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 		AdminGroups:             o.AdminGroups,
 		CaptureTimeout:          o.CaptureTimeout,
 		DeclarativeCaptureDelay: o.DeclarativeCaptureDelay,
+		ReplicaName:             o.ReplicaName,
+		OrphanSweepInterval:     o.OrphanSweepInterval,
 	}
 	if err := o.applyDriver(cfg, &extra); err != nil {
 		return nil, err

@@ -98,7 +98,7 @@ start_server() {
     --bind-address=127.0.0.1 --secure-port="$CP_PORT"
     --tls-cert-file="$PKI/checkpoint-apiserver.crt" --tls-private-key-file="$PKI/checkpoint-apiserver.key"
     --kubeconfig="$KUBECONFIG" --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG"
-    --data-dir="$WORK/$CP_NAME" --resolver=labels
+    --data-dir="$WORK/$CP_NAME" --resolver=labels --replica-name="$CP_NAME"
   )
   if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS")

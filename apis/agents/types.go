@@ -13,6 +13,11 @@ const (
 	LabelCheckpointID = "agents.kruise.io/checkpoint-id"
 	// AnnotationOwner names the authenticated creator of the Checkpoint.
 	AnnotationOwner = "agents.kruise.io/owner"
+	// AnnotationCapturedBy marks a Creating Checkpoint with the replica
+	// capturing it, that process's incarnation and when it started
+	// ("<replica>/<incarnation>/<unix seconds>"), so that a capture whose
+	// process died can be told from one still running elsewhere.
+	AnnotationCapturedBy = "agents.kruise.io/captured-by"
 )
 
 // ContentType names one part of a sandbox's state that a Checkpoint persists.

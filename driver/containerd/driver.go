@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -44,6 +46,9 @@ const (
 	LabelCheckpointID  = "agents.kruise.io/checkpoint-id"
 
 	imagePrefix = "checkpoint.agents.kruise.io/"
+	// leasePrefix names the lease a capture writes under: whatever a capture
+	// that died half way ingested stays findable until it is swept.
+	leasePrefix = "agents.kruise.io.capture."
 )
 
 // Config says where containerd is and how to use it.
@@ -62,6 +67,16 @@ type Config struct {
 type Driver struct {
 	cfg    Config
 	client *containerd.Client
+	// busy serializes captures of one container (container ID -> *sync.Mutex):
+	// two CRIU dumps of one process at once fail.
+	busy sync.Map
+}
+
+// lockContainer holds id's capture lock until the returned func is called.
+func (d *Driver) lockContainer(id string) func() {
+	mu, _ := d.busy.LoadOrStore(id, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	return mu.(*sync.Mutex).Unlock
 }
 
 var (
@@ -190,14 +205,27 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 		return driver.CaptureResult{}, fmt.Errorf("%w: %s/%s has no containers", driver.ErrTargetNotFound, target.Namespace, target.Name)
 	}
 	result := driver.CaptureResult{ID: req.ID, Contents: req.Contents}
+	// Everything the capture writes is held by a lease named after it: the
+	// images take over on success; on failure, or if this process dies half
+	// way, deleting the lease lets containerd's GC take the rest.
+	lease, err := d.client.LeasesService().Create(ctx, leases.WithID(leasePrefix+req.ID),
+		leases.WithLabels(map[string]string{LabelCheckpointID: req.ID}))
+	if errdefs.IsAlreadyExists(err) {
+		lease = leases.Lease{ID: leasePrefix + req.ID}
+	} else if err != nil {
+		return driver.CaptureResult{}, d.classify("create capture lease", err)
+	}
+	ctx = leases.WithLease(ctx, lease.ID)
 	var written []string
 	fail := func(err error) (driver.CaptureResult, error) {
-		// Leave nothing half-written behind, even if ctx is done.
+		// Leave nothing half-written behind, even if ctx is done. If
+		// containerd is gone, the orphan sweep finishes this later.
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		for _, name := range written {
 			_ = d.client.ImageService().Delete(cleanupCtx, name, images.SynchronousDelete())
 		}
+		_ = d.client.LeasesService().Delete(cleanupCtx, lease, leases.SynchronousDelete)
 		return driver.CaptureResult{}, err
 	}
 	for _, c := range target.Containers {
@@ -221,7 +249,9 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			opts = append(opts, withCheckpointSpec)
 		}
 		name := imageName(req.ID, c.Name)
+		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
+		unlock()
 		if err != nil {
 			if _, getErr := d.client.ImageService().Get(context.WithoutCancel(ctx), name); getErr == nil {
 				written = append(written, name)
@@ -240,6 +270,10 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			return fail(d.classify("size checkpoint image", err))
 		}
 		result.SizeBytes += size
+	}
+	// The images hold their content now.
+	if err := d.client.LeasesService().Delete(ctx, lease); err != nil && !errdefs.IsNotFound(err) {
+		return fail(d.classify("release capture lease", err))
 	}
 	return result, nil
 }
@@ -348,7 +382,39 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 			return d.classify("delete checkpoint image "+img.Name, err)
 		}
 	}
+	// A capture that died half way left its lease.
+	err = d.client.LeasesService().Delete(ctx, leases.Lease{ID: leasePrefix + checkpointID}, leases.SynchronousDelete)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return d.classify("delete capture lease of "+checkpointID, err)
+	}
 	return nil
+}
+
+// States lists the checkpoint IDs this containerd holds state for (images
+// or the lease of a capture), each with when its oldest piece was made.
+func (d *Driver) States(ctx context.Context) (map[string]time.Time, error) {
+	ctx = d.ctx(ctx)
+	out := map[string]time.Time{}
+	note := func(id string, t time.Time) {
+		if old, ok := out[id]; !ok || t.Before(old) {
+			out[id] = t
+		}
+	}
+	imgs, err := d.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q`, LabelCheckpointID))
+	if err != nil {
+		return nil, d.classify("list checkpoint images", err)
+	}
+	for _, img := range imgs {
+		note(img.Labels[LabelCheckpointID], img.CreatedAt)
+	}
+	ls, err := d.client.LeasesService().List(ctx, fmt.Sprintf(`labels.%q`, LabelCheckpointID))
+	if err != nil {
+		return nil, d.classify("list capture leases", err)
+	}
+	for _, l := range ls {
+		note(l.Labels[LabelCheckpointID], l.CreatedAt)
+	}
+	return out, nil
 }
 
 // Restore creates and starts one container per captured container, labelled

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/wait"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -47,6 +50,8 @@ type Capturer struct {
 	driver         driver.Driver
 	resolver       driver.Resolver
 	defaultTimeout time.Duration
+	// replica and incarnation go into the marker of the captures this process runs.
+	replica, incarnation string
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
@@ -93,14 +98,20 @@ func (c *Capturer) writeStatus(ctx context.Context, cp *agents.Checkpoint) (*age
 	return obj.(*agents.Checkpoint), nil
 }
 
+// finishBackoff retries a final status write for about two minutes: long
+// enough to ride out an etcd restart, so that a capture that ran is recorded.
+var finishBackoff = wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 70, Cap: 2 * time.Second}
+
 // finish writes a final status, retrying on conflicts with writers of
-// metadata, and never cancelled by the caller going away.
+// metadata and on storage errors, and never cancelled by the caller going away.
 func (c *Capturer) finish(ctx context.Context, namespace, name string, set func(*agents.CheckpointStatus)) (*agents.Checkpoint, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var out *agents.Checkpoint
-	err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
-		return apierrors.IsConflict(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsServiceUnavailable(err)
+	err := retry.OnError(finishBackoff, func(err error) bool {
+		// Only answers that another try cannot change end it.
+		return ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsInvalid(err) &&
+			!apierrors.IsBadRequest(err) && !apierrors.IsForbidden(err)
 	}, func() error {
 		cp, err := c.get(ctx, namespace, name)
 		if err != nil {
@@ -149,6 +160,10 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	if dryRun {
 		return cp, nil
 	}
+	if cp.Annotations == nil {
+		cp.Annotations = map[string]string{}
+	}
+	cp.Annotations[agents.AnnotationCapturedBy] = fmt.Sprintf("%s/%s/%d", c.replica, c.incarnation, time.Now().Unix())
 	// Mark in flight before the write that others will see.
 	if _, loaded := c.inflight.LoadOrStore(cp.UID, struct{}{}); loaded {
 		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("a capture of this checkpoint is already running"))
@@ -232,6 +247,42 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		}
 	}
 	return out, err
+}
+
+// abandoned says whether the Creating Checkpoint cp is captured by nobody:
+// its marker names this replica in an earlier incarnation (this process
+// restarted), or its capture (or, without a marker, its move to Creating)
+// started longer ago than any capture may run. Otherwise it returns how long to wait before asking again.
+func (c *Capturer) abandoned(cp *agents.Checkpoint, now time.Time) (bool, time.Duration) {
+	if c.InFlight(cp.UID) {
+		return false, MaxCaptureTimeout
+	}
+	var started time.Time
+	parts := strings.Split(cp.Annotations[agents.AnnotationCapturedBy], "/")
+	if len(parts) == 3 {
+		if parts[0] == c.replica {
+			// This replica is capturing it only if it is in flight here.
+			return true, 0
+		}
+		if secs, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+			started = time.Unix(secs, 0)
+		}
+	}
+	if started.IsZero() {
+		// Moved to Creating by someone else than a capture (a status write
+		// by hand): from when its Ready condition last changed, or its creation.
+		started = cp.CreationTimestamp.Time
+		if ready := meta.FindStatusCondition(cp.Status.Conditions, agents.ConditionReady); ready != nil {
+			started = ready.LastTransitionTime.Time
+		}
+	}
+	// Another replica (or a hand-written status): a capture ends within MaxCaptureTimeout and
+	// the final write's retries; past that, it is gone.
+	deadline := started.Add(MaxCaptureTimeout + 2*time.Minute + 30*time.Second)
+	if now.After(deadline) {
+		return true, 0
+	}
+	return false, deadline.Sub(now)
 }
 
 func failureReason(ctx context.Context, err error) string {

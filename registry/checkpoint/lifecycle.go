@@ -10,6 +10,7 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -42,18 +43,22 @@ type Lifecycle struct {
 	// captureDelay leaves a just-created Checkpoint to an imperative
 	// capture call for a moment before the controller takes it.
 	captureDelay time.Duration
-	now          func() time.Time
+	// sweepInterval is how often orphaned driver state is swept (0: never),
+	// and how old it must be to go.
+	sweepInterval time.Duration
+	now           func() time.Time
 }
 
 // NewLifecycle makes the controller over the Checkpoints the informer sees.
-func (c *Capturer) NewLifecycle(informer informers.CheckpointInformer, captureDelay time.Duration) (*Lifecycle, error) {
+func (c *Capturer) NewLifecycle(informer informers.CheckpointInformer, captureDelay, sweepInterval time.Duration) (*Lifecycle, error) {
 	l := &Lifecycle{
-		capturer:     c,
-		lister:       informer.Lister(),
-		synced:       informer.Informer().HasSynced,
-		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](), workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "checkpoint-lifecycle"}),
-		captureDelay: captureDelay,
-		now:          time.Now,
+		capturer:      c,
+		sweepInterval: sweepInterval,
+		lister:        informer.Lister(),
+		synced:        informer.Informer().HasSynced,
+		queue:         workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](), workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "checkpoint-lifecycle"}),
+		captureDelay:  captureDelay,
+		now:           time.Now,
 	}
 	enqueue := func(obj interface{}) {
 		if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
@@ -89,11 +94,19 @@ func (l *Lifecycle) Run(ctx context.Context, workers int) {
 	for i := 0; i < workers; i++ {
 		go wait.UntilWithContext(ctx, l.work, time.Second)
 	}
+	if l.sweepInterval > 0 {
+		go wait.UntilWithContext(ctx, func(ctx context.Context) {
+			if err := l.sweep(ctx, l.sweepInterval); err != nil {
+				logger.Error(err, "Sweeping orphaned checkpoint state")
+			}
+		}, l.sweepInterval)
+	}
 	<-ctx.Done()
 }
 
-// recoverInterrupted fails the Checkpoints left Creating by a server that
-// stopped mid-capture, and removes whatever state that capture wrote.
+// recoverInterrupted fails the Checkpoints left Creating by a capture whose
+// process is gone, and removes whatever state that capture wrote. Captures
+// another live replica may still be running are looked at again later.
 func (l *Lifecycle) recoverInterrupted(ctx context.Context) error {
 	obj, err := l.capturer.store.List(ctx, &metainternalversion.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("status.phase", string(agents.PhaseCreating)),
@@ -103,29 +116,114 @@ func (l *Lifecycle) recoverInterrupted(ctx context.Context) error {
 	}
 	for i := range obj.(*agents.CheckpointList).Items {
 		cp := &obj.(*agents.CheckpointList).Items[i]
-		if l.capturer.InFlight(cp.UID) {
-			continue
-		}
-		if err := l.deleteState(ctx, cp.UID); err != nil {
-			klog.FromContext(ctx).Error(err, "Removing the state of an interrupted capture", "checkpoint", klog.KObj(cp))
-		}
-		msg := "the server stopped during the capture; capture again with a new Checkpoint"
-		_, err := l.capturer.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
-			if s.Phase != agents.PhaseCreating {
-				return
-			}
-			now := metav1.Now()
-			s.Phase = agents.PhaseFailed
-			s.Message = msg
-			s.CompletionTime = &now
-			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, ReasonInterrupted, msg, cp.Generation))
-		})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := l.checkCreating(ctx, cache.ObjectName{Namespace: cp.Namespace, Name: cp.Name}); err != nil {
 			return err
 		}
-		klog.FromContext(ctx).Info("Failed an interrupted capture", "checkpoint", klog.KObj(cp))
 	}
 	return nil
+}
+
+// checkCreating fails the Checkpoint key if it is Creating and its capture
+// was abandoned (see Capturer.abandoned), and asks again later otherwise.
+// It decides on the stored object, never on the informer's copy, which may
+// be behind a capture that just finished.
+func (l *Lifecycle) checkCreating(ctx context.Context, key cache.ObjectName) error {
+	cp, err := l.capturer.get(ctx, key.Namespace, key.Name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cp.Status.Phase != agents.PhaseCreating {
+		return nil
+	}
+	gone, wait := l.capturer.abandoned(cp, l.now())
+	if !gone {
+		l.queue.AddAfter(key, wait)
+		return nil
+	}
+	if err := l.deleteState(ctx, cp.UID); err != nil {
+		// The orphan sweep removes it once the driver answers.
+		klog.FromContext(ctx).Error(err, "Removing the state of an interrupted capture", "checkpoint", klog.KObj(cp))
+	}
+	marker := cp.Annotations[agents.AnnotationCapturedBy]
+	msg := "the server stopped during the capture; capture again with a new Checkpoint"
+	_, err = l.capturer.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+		if s.Phase != agents.PhaseCreating {
+			return
+		}
+		now := metav1.Now()
+		s.Phase = agents.PhaseFailed
+		s.Message = msg
+		s.CompletionTime = &now
+		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, ReasonInterrupted, msg, cp.Generation))
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	klog.FromContext(ctx).Info("Failed an interrupted capture", "checkpoint", klog.KObj(cp), "capturedBy", marker)
+	return nil
+}
+
+// stateLister is a driver that can list the state it holds (the containerd driver).
+type stateLister interface {
+	States(ctx context.Context) (map[string]time.Time, error)
+}
+
+// sweep deletes driver state that no live Checkpoint owns: state of
+// Checkpoints deleted or Failed, and whatever a capture that died half way
+// (server or driver) left. State younger than minAge is left alone, and so
+// is the state of every Pending, Creating or Succeeded Checkpoint.
+func (l *Lifecycle) sweep(ctx context.Context, minAge time.Duration) error {
+	sl, ok := l.capturer.driver.(stateLister)
+	if !ok {
+		return nil
+	}
+	states, err := sl.States(ctx)
+	if err != nil || len(states) == 0 {
+		return err
+	}
+	cps, err := l.lister.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	keep := make(map[string]bool, len(cps))
+	for _, cp := range cps {
+		if cp.Status.Phase != v1alpha1.PhaseFailed && cp.Status.Phase != v1alpha1.PhaseTerminating {
+			keep[CheckpointID(cp.UID)] = true
+		}
+	}
+	for id, made := range states {
+		if keep[id] || l.now().Sub(made) < minAge {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := l.capturer.driver.Delete(dctx, id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("sweep %s: %w", id, err)
+		}
+		klog.FromContext(ctx).Info("Swept orphaned checkpoint state", "id", id, "age", l.now().Sub(made).Round(time.Second))
+	}
+	return nil
+}
+
+// TrimForLifecycle is the informer's transform: it keeps of each Checkpoint
+// only what the controller reads (identity, timestamps, finalizers, spec,
+// phase and completion), so that its cache costs a fraction of the watch
+// cache's copy. Whatever it acts on, it reads again from storage.
+func TrimForLifecycle(obj interface{}) (interface{}, error) {
+	cp, ok := obj.(*v1alpha1.Checkpoint)
+	if !ok {
+		return obj, nil // tombstones and the like pass unchanged
+	}
+	cp.ManagedFields = nil
+	cp.Annotations = nil // the capture marker is read from storage
+	cp.Labels = nil
+	cp.Status.Conditions = nil
+	cp.Status.Message = ""
+	return cp, nil
 }
 
 func (l *Lifecycle) work(ctx context.Context) {
@@ -173,6 +271,8 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 			return nil // someone else captured it, or it is gone
 		}
 		return err
+	case v1alpha1.PhaseCreating:
+		return l.checkCreating(ctx, key)
 	case v1alpha1.PhaseSucceeded, v1alpha1.PhaseFailed:
 		return l.expire(ctx, key, cp)
 	}

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +38,9 @@ type Options struct {
 	Resolver driver.Resolver
 	// CaptureTimeout bounds a capture whose request names no timeout.
 	CaptureTimeout time.Duration
+	// Replica names this server among replicas sharing one etcd; it must
+	// stay the same across restarts of one replica (a pod name does).
+	Replica string
 }
 
 // REST is the checkpoints resource, stored in etcd.
@@ -93,6 +97,8 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 		driver:         opts.Driver,
 		resolver:       opts.Resolver,
 		defaultTimeout: opts.CaptureTimeout,
+		replica:        opts.Replica,
+		incarnation:    string(uuid.NewUUID()),
 	}
 	return &Storage{
 		Checkpoint: &REST{store},

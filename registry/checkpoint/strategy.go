@@ -155,7 +155,16 @@ func (StatusStrategy) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
 func (s StatusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object) {
 	cp, oldCp := obj.(*agents.Checkpoint), old.(*agents.Checkpoint)
 	cp.Spec = oldCp.Spec
-	cp.Labels, cp.Annotations = maps.Clone(oldCp.Labels), oldCp.Annotations
+	marker, marked := cp.Annotations[agents.AnnotationCapturedBy]
+	cp.Labels, cp.Annotations = maps.Clone(oldCp.Labels), maps.Clone(oldCp.Annotations)
+	// The capture marker is the one annotation status writes carry: it is
+	// set with Creating and goes when the capture ends.
+	switch {
+	case cp.Status.Phase == agents.PhaseCreating && marked:
+		setAnnotation(cp, agents.AnnotationCapturedBy, marker)
+	case cp.Status.Phase != agents.PhaseCreating:
+		delete(cp.Annotations, agents.AnnotationCapturedBy)
+	}
 	if cp.Status.Phase == agents.PhaseSucceeded && cp.Status.CheckpointID != "" {
 		setLabel(cp, agents.LabelCheckpointID, cp.Status.CheckpointID)
 	}

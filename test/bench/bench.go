@@ -340,6 +340,9 @@ func (r *runner) createAndList(ctx context.Context) error {
 	lat := map[string][]time.Duration{}
 	busy := map[string]time.Duration{}
 	r.res.Memory = &MemoryResult{ServerBaselineBytes: rss(r.cfg.ServerPID), KASBaselineBytes: rss(r.cfg.KASPID)}
+	if err := r.liveHeaps(ctx, &r.res.Memory.ServerHeapBaselineBytes, &r.res.Memory.KASHeapBaselineBytes); err != nil {
+		return err
+	}
 	last := r.cfg.Steps[len(r.cfg.Steps)-1]
 	const chunk = 250
 	for _, step := range r.cfg.Steps {
@@ -373,6 +376,9 @@ func (r *runner) createAndList(ctx context.Context) error {
 		}
 	}
 	for _, name := range []string{Aggregated, CRD, Direct} {
+		if total[name] == 0 {
+			continue
+		}
 		s := Summarize(lat[name])
 		r.res.Create = append(r.res.Create, CreateResult{Target: name, Objects: total[name], Seconds: busy[name].Seconds(),
 			PerSecond: float64(total[name]) / busy[name].Seconds(), Latency: s})
@@ -381,6 +387,37 @@ func (r *runner) createAndList(ctx context.Context) error {
 	m := r.res.Memory
 	m.ServerBytes, m.KASBytes = rss(r.cfg.ServerPID), rss(r.cfg.KASPID)
 	m.ServerObjects, m.CRDObjects = total[Aggregated]+total[Direct], total[CRD]
+	return r.liveHeaps(ctx, &m.ServerHeapBytes, &m.KASHeapBytes)
+}
+
+// liveHeaps reads the live heap of this server and of kube-apiserver: each
+// is made to collect garbage (pprof's heap?gc=1), then its
+// go_memstats_heap_alloc_bytes is read from /metrics.
+func (r *runner) liveHeaps(ctx context.Context, server, kas *int64) error {
+	for _, h := range []struct {
+		t   *target
+		out *int64
+	}{{r.targets[Direct], server}, {r.kas, kas}} {
+		if _, err := h.t.do(ctx, http.MethodGet, h.t.host+"/debug/pprof/heap?gc=1", "*/*", nil, http.StatusOK); err != nil {
+			return fmt.Errorf("collect garbage on %s: %w", h.t.host, err)
+		}
+		metrics, err := h.t.do(ctx, http.MethodGet, h.t.host+"/metrics", "text/plain", nil, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(metrics), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					return fmt.Errorf("go_memstats_heap_alloc_bytes: %w", err)
+				}
+				*h.out = int64(f)
+			}
+		}
+		if *h.out == 0 {
+			return fmt.Errorf("%s/metrics has no go_memstats_heap_alloc_bytes", h.t.host)
+		}
+	}
 	return nil
 }
 

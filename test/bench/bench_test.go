@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -58,6 +59,14 @@ func TestBenchSmoke(t *testing.T) {
 	require.NoError(t, err)
 	res.Capture = MeasureCapture(t, []int{0}, 1)
 
+	// Both sides wrote the same etcd: this server in protobuf, the CRD in JSON.
+	ours := c.EtcdGet("/registry/agents.kruise.io/agents.kruise.io/checkpoints/bench/bench-000000")
+	require.NotNil(t, ours, "this server's object in etcd")
+	assert.True(t, bytes.HasPrefix(ours, []byte("k8s\x00")), "stored as protobuf: %q", ours[:min(len(ours), 40)])
+	peer := c.EtcdGet("/registry/crd.bench.local/checkpoints/bench/bench-000000")
+	require.NotNil(t, peer, "the CRD's object in etcd")
+	assert.True(t, bytes.HasPrefix(peer, []byte("{")), "the CRD stores JSON")
+
 	require.Len(t, res.Create, 3)
 	for _, cr := range res.Create {
 		want := map[string]int{Aggregated: 50, CRD: 50, Direct: 10}[cr.Target]
@@ -78,6 +87,8 @@ func TestBenchSmoke(t *testing.T) {
 	require.NotNil(t, res.Memory)
 	assert.Positive(t, res.Memory.ServerBytes)
 	assert.Positive(t, res.Memory.KASBytes)
+	assert.Positive(t, res.Memory.ServerHeapBytes)
+	assert.Positive(t, res.Memory.KASHeapBytes)
 	assert.Equal(t, 60, res.Memory.ServerObjects)
 	require.Len(t, res.Capture, 1)
 	assert.Positive(t, res.Capture[0].APIMs)
@@ -92,7 +103,7 @@ func TestBenchSmoke(t *testing.T) {
 	assert.Equal(t, res.Rows(), loaded.Rows())
 	table := loaded.Markdown()
 	for _, want := range []string{"create p99 via kube-apiserver", "list 50, resourceVersion unset, aggregated protobuf vs CRD JSON",
-		"watch, create to event", "memory growth per 10,000 objects", "capture, 0 MiB container"} {
+		"watch, create to event", "memory growth per 10,000 objects", "live heap growth", "capture, 0 MiB container"} {
 		assert.Contains(t, table, want)
 	}
 	require.NoError(t, loaded.Plot(dir))

@@ -81,7 +81,7 @@ type WatchResult struct {
 	Latency  Latency `json:"latency"`
 }
 
-// MemoryResult is resident memory before and after the objects were created.
+// MemoryResult is resident memory (and live heap) before and after the objects were created.
 type MemoryResult struct {
 	ServerBaselineBytes int64 `json:"serverBaselineBytes"`
 	ServerBytes         int64 `json:"serverBytes"`
@@ -89,6 +89,11 @@ type MemoryResult struct {
 	KASBaselineBytes    int64 `json:"kasBaselineBytes"`
 	KASBytes            int64 `json:"kasBytes"`
 	CRDObjects          int   `json:"crdObjects"`
+	// Live heap after a forced garbage collection, before and after.
+	ServerHeapBaselineBytes int64 `json:"serverHeapBaselineBytes"`
+	ServerHeapBytes         int64 `json:"serverHeapBytes"`
+	KASHeapBaselineBytes    int64 `json:"kasHeapBaselineBytes"`
+	KASHeapBytes            int64 `json:"kasHeapBytes"`
 }
 
 // CaptureResult is the capture subresource against a bare containerd

@@ -1,7 +1,11 @@
 package framework
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,11 +23,12 @@ import (
 // kube-apiserver, kube-controller-manager and this server behind an
 // APIService, each on a free port under a temporary directory.
 type Cluster struct {
-	t       testing.TB
-	Dir     string
-	Env     []string
-	CPPort  int
-	KASPort int
+	t        testing.TB
+	Dir      string
+	Env      []string
+	CPPort   int
+	KASPort  int
+	EtcdPort int
 }
 
 // LocalUp starts the whole system for t and stops it when t ends.
@@ -39,11 +44,11 @@ func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
 		}
 	}
 	Kubectl(t)
-	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t)}
+	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePort(t)}
 	args := append([]string{"--containerd-address=" + filepath.Join(c.Dir, "no-containerd.sock")}, serverArgs...)
 	c.Env = append(os.Environ(),
 		"LOCAL_UP_DIR="+c.Dir,
-		fmt.Sprintf("ETCD_PORT=%d", FreePort(t)),
+		fmt.Sprintf("ETCD_PORT=%d", c.EtcdPort),
 		fmt.Sprintf("KAS_PORT=%d", c.KASPort),
 		fmt.Sprintf("KCM_PORT=%d", FreePort(t)),
 		fmt.Sprintf("CP_PORT=%d", c.CPPort),
@@ -63,6 +68,26 @@ func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
 		t.Fatalf("local-up: %v", err)
 	}
 	return c
+}
+
+// EtcdGet reads key from etcd through its v3 JSON gateway: the stored
+// bytes, or nil when the key is absent.
+func (c *Cluster) EtcdGet(key string) []byte {
+	c.t.Helper()
+	body, _ := json.Marshal(map[string]string{"key": base64.StdEncoding.EncodeToString([]byte(key))})
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v3/kv/range", c.EtcdPort), "application/json", bytes.NewReader(body))
+	require.NoError(c.t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Kvs []struct {
+			Value []byte `json:"value"`
+		} `json:"kvs"`
+	}
+	require.NoError(c.t, json.NewDecoder(resp.Body).Decode(&out))
+	if len(out.Kvs) == 0 {
+		return nil
+	}
+	return out.Kvs[0].Value
 }
 
 // Kubeconfig is the admin kubeconfig of the kube-apiserver.
