@@ -34,6 +34,65 @@ type Containerd struct {
 	Client    *containerd.Client
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	criu      string
+}
+
+// startDaemon starts containerd on the fixture's config, appending to its log.
+func (c *Containerd) startDaemon() error {
+	logf, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	c.exited = make(chan struct{})
+	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.Dir, "config.toml"))
+	// containerd -> shim -> runc -> criu: criu must be on containerd's PATH.
+	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.criu)+":"+os.Getenv("PATH"))
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	exited := c.exited
+	go func() { _ = c.cmd.Wait(); logf.Close(); close(exited) }()
+	return nil
+}
+
+// waitReady waits up to 30 s for containerd to answer.
+func (c *Containerd) waitReady() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Client.Version(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerd not ready: %v\n%s", err, readTail(filepath.Join(c.Dir, "containerd.log")))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// KillDaemon kills the containerd daemon alone (SIGKILL), as a crash would:
+// the shims and the containers they run go on.
+func (c *Containerd) KillDaemon(t testing.TB) {
+	t.Helper()
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.exited
+}
+
+// RestartDaemon starts containerd again on the same root and state after
+// KillDaemon, and waits until it answers.
+func (c *Containerd) RestartDaemon(t testing.TB) {
+	t.Helper()
+	if err := c.startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitReady(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // criuPath finds CRIU >= 4.1 as hack/install-test-deps.sh installs it.
@@ -93,37 +152,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
+	c.criu = criu
+	if err := c.startDaemon(); err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
-	// containerd -> shim -> runc -> criu: criu must be on containerd's PATH.
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(criu)+":"+os.Getenv("PATH"))
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.exited) }()
 	t.Cleanup(func() { c.Stop(); _ = os.RemoveAll(dir) })
 
 	c.Client, err = containerd.New(c.Address, containerd.WithDefaultNamespace(namespace))
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := c.Client.Version(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd not ready: %v\n%s", err, readTail(filepath.Join(dir, "containerd.log")))
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := c.waitReady(); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.importBusybox(busybox); err != nil {
 		t.Fatalf("import busybox: %v", err)
