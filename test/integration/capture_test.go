@@ -364,7 +364,6 @@ func TestCaptureTimeout(t *testing.T) {
 	framework.WaitCounter(t, src.LogPath, last+3)
 }
 
-
 // bigMemoryScript holds about 256 MiB in a shell variable, then counts: a dump
 // long enough to time out.
 const bigMemoryScript = `a=$(yes 0123456789abcdef | head -c 268435456); i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
