@@ -8,7 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build run up down test fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
+PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
 
 all: build
 
@@ -24,13 +24,11 @@ deps:
 	hack/build-kube-tools.sh
 	cd test/e2b && npm ci --no-audit --no-fund
 
-# Each fuzz target for a bounded time (their seeds also run in every go test).
+# Each fuzz target for a bounded time, from its committed corpus
+# (FUZZ_SAVE=1 hack/fuzz.sh adds what it finds to the corpus).
 FUZZ_TIME ?= 10s
 fuzz:
-	go test -run '^$$' -fuzz '^FuzzParseTTL$$' -fuzztime $(FUZZ_TIME) ./apis/agents/
-	go test -run '^$$' -fuzz '^FuzzDecodeCheckpoint$$' -fuzztime $(FUZZ_TIME) ./apis/agents/install/
-	go test -run '^$$' -fuzz '^FuzzPageToken$$' -fuzztime $(FUZZ_TIME) ./e2b/
-	go test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZ_TIME) ./e2b/
+	FUZZ_TIME=$(FUZZ_TIME) hack/fuzz.sh
 
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
@@ -40,9 +38,23 @@ up: build
 down:
 	hack/local-up.sh down
 
+# Everything but the fault suite, then the fault suite, then the fuzzers.
 test: deps verify build
-	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) ./...
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) $(GO_TEST) $$(go list ./... | grep -v /test/faults)
+	$(MAKE) test-faults
 	$(MAKE) fuzz
+
+# Faults: etcd, containerd and the server killed mid-work, replicas handing
+# over, 32 mixed clients for LOAD_DURATION (60s). See RELIABILITY.md.
+LOAD_DURATION ?= 60s
+test-faults: build
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) LOAD_DURATION=$(LOAD_DURATION) $(GO_TEST) ./test/faults/
+
+# The mixed load for longer (not in CI): make soak SOAK_DURATION=2h
+SOAK_DURATION ?= 30m
+soak: deps build
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) LOAD_DURATION=$(SOAK_DURATION) \
+		go test -v -count=1 -timeout 0 -run TestMixedLoad ./test/faults/
 
 codegen:
 	hack/update-codegen.sh

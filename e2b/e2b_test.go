@@ -98,3 +98,36 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAPIKey: any X-API-Key value either is the one key on file or is
+// refused, and a keys file either parses into identities with a user and a
+// team or is refused, never a panic.
+func FuzzAPIKey(f *testing.F) {
+	const known = "e2b_0123456789abcdef0123456789abcdef01234567"
+	ks := &KeyStore{}
+	table, err := ParseKeys([]byte("keys:\n- {key: " + known + ", user: u, team: t}\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ks.byDigest = table
+	for _, s := range []string{known, "", "e2b_", known + "0", strings.ToUpper(known), "keys:\n- {key: x, user: a, team: b}", "keys: [{sha256: zz, user: a, team: b}]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ks.Lookup(s)
+		if (err == nil) != (s == known) {
+			t.Fatalf("Lookup(%q) = %v, %v", s, id, err)
+		}
+		if err == nil && (id.User != "u" || id.Team != "t") {
+			t.Fatalf("Lookup(%q) = %+v", s, id)
+		}
+		ids, err := ParseKeys([]byte(s))
+		if err == nil {
+			for _, id := range ids {
+				if id.User == "" || id.Team == "" {
+					t.Fatalf("ParseKeys(%q) gave an identity without user or team", s)
+				}
+			}
+		}
+	})
+}

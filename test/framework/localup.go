@@ -113,9 +113,13 @@ func (c *Cluster) PID(name string) int {
 }
 
 // Script runs hack/local-up.sh with args in this cluster's environment.
-func (c *Cluster) Script(args ...string) error {
+func (c *Cluster) Script(args ...string) error { return c.ScriptWith(nil, args...) }
+
+// ScriptWith runs hack/local-up.sh with args in this cluster's environment
+// plus env (for example CP_INSTANCE=-2 CP_PORT=... for a second replica).
+func (c *Cluster) ScriptWith(env []string, args ...string) error {
 	cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "local-up.sh"), args...)
-	cmd.Env = c.Env
+	cmd.Env = append(append([]string(nil), c.Env...), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
