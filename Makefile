@@ -8,7 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
+.PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
 
 all: build
 

@@ -27,6 +27,8 @@ for t in "${targets[@]}"; do
     mkdir -p "$pkg/testdata/fuzz/$name"
     found=$(find "$CACHE/$MODULE/$pkg/$name" -type f 2>/dev/null | head -200 || true)
     [ -n "$found" ] && cp $found "$pkg/testdata/fuzz/$name/"
+    # keep the corpus small: the 60 smallest inputs
+    ls -S "$pkg/testdata/fuzz/$name" | head -n -60 | sed "s#^#$pkg/testdata/fuzz/$name/#" | xargs -r rm -f
     echo "fuzz: $(ls "$pkg/testdata/fuzz/$name" | wc -l) corpus entries in $pkg/testdata/fuzz/$name"
   fi
 done
