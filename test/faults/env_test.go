@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -98,3 +99,8 @@ func readyReason(cp *v1alpha1.Checkpoint) string {
 	}
 	return ""
 }
+
+var listAll = metav1.ListOptions{}
+
+// restHTTPClient is an HTTP client with the server's admin credentials.
+func restHTTPClient(e *env) (*http.Client, error) { return rest.HTTPClientFor(e.srv.Config) }
