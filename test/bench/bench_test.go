@@ -94,6 +94,7 @@ func TestBenchSmoke(t *testing.T) {
 	assert.Positive(t, res.Capture[0].APIMs)
 	assert.Positive(t, res.Capture[0].BareMs)
 	assert.Positive(t, res.Capture[0].RestoreMs)
+	assert.Positive(t, res.Capture[0].DumpMs)
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "results.json")

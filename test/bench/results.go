@@ -104,6 +104,9 @@ type CaptureResult struct {
 	APIMs     float64 `json:"apiMs"`
 	BareMs    float64 `json:"bareMs"`
 	RestoreMs float64 `json:"restoreMs"`
+	// DumpMs is CRIU alone: the task checkpointed into a directory, without
+	// the copy into containerd's content store.
+	DumpMs float64 `json:"dumpMs"`
 }
 
 // ReadMachine describes this machine.
