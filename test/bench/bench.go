@@ -390,35 +390,38 @@ func (r *runner) createAndList(ctx context.Context) error {
 	return r.liveHeaps(ctx, &m.ServerHeapBytes, &m.KASHeapBytes)
 }
 
-// liveHeaps reads the live heap of this server and of kube-apiserver: each
-// is made to collect garbage (pprof's heap?gc=1), then its
-// go_memstats_heap_alloc_bytes is read from /metrics.
+// liveHeaps reads the live heap of this server and of kube-apiserver.
 func (r *runner) liveHeaps(ctx context.Context, server, kas *int64) error {
-	for _, h := range []struct {
-		t   *target
-		out *int64
-	}{{r.targets[Direct], server}, {r.kas, kas}} {
-		if _, err := h.t.do(ctx, http.MethodGet, h.t.host+"/debug/pprof/heap?gc=1", "*/*", nil, http.StatusOK); err != nil {
-			return fmt.Errorf("collect garbage on %s: %w", h.t.host, err)
-		}
-		metrics, err := h.t.do(ctx, http.MethodGet, h.t.host+"/metrics", "text/plain", nil, http.StatusOK)
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(string(metrics), "\n") {
-			if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
-				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil {
-					return fmt.Errorf("go_memstats_heap_alloc_bytes: %w", err)
-				}
-				*h.out = int64(f)
+	var err error
+	if *server, err = LiveHeap(ctx, r.targets[Direct].client, r.targets[Direct].host); err != nil {
+		return err
+	}
+	*kas, err = LiveHeap(ctx, r.kas.client, r.kas.host)
+	return err
+}
+
+// LiveHeap is the live heap of the Go API server at host: it is made to
+// collect garbage (pprof's heap?gc=1), then its go_memstats_heap_alloc_bytes
+// is read from /metrics. client must carry credentials allowed both.
+func LiveHeap(ctx context.Context, client *http.Client, host string) (int64, error) {
+	t := &target{client: client, host: host}
+	if _, err := t.do(ctx, http.MethodGet, host+"/debug/pprof/heap?gc=1", "*/*", nil, http.StatusOK); err != nil {
+		return 0, fmt.Errorf("collect garbage on %s: %w", host, err)
+	}
+	metrics, err := t.do(ctx, http.MethodGet, host+"/metrics", "text/plain", nil, http.StatusOK)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("go_memstats_heap_alloc_bytes: %w", err)
 			}
-		}
-		if *h.out == 0 {
-			return fmt.Errorf("%s/metrics has no go_memstats_heap_alloc_bytes", h.t.host)
+			return int64(f), nil
 		}
 	}
-	return nil
+	return 0, fmt.Errorf("%s/metrics has no go_memstats_heap_alloc_bytes", host)
 }
 
 func (r *runner) listStep(ctx context.Context, step int) error {

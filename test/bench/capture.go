@@ -39,11 +39,7 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 
 	var out []CaptureResult
 	for _, size := range sizes {
-		script := framework.CounterScript
-		if size > 0 {
-			// a shell variable holding size MiB keeps that much resident
-			script = fmt.Sprintf(`a=$(yes 0123456789abcdef | head -c %d); `, size<<20) + framework.CounterScript
-		}
+		script := framework.MemoryScript(size)
 		pod := fmt.Sprintf("bench-%d-%d", size, time.Now().UnixNano())
 		src := ctrd.RunPodContainer(t, captureNS, pod, "main", script)
 		framework.WaitCounter(t, src.LogPath, 3)

@@ -20,7 +20,7 @@ import (
 func TestContainerdKilledMidCapture(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	src := e.ctrd.RunPodContainer(t, ns, "big", "main", memoryScript(256))
+	src := e.ctrd.RunPodContainer(t, ns, "big", "main", framework.MemoryScript(256))
 	framework.WaitCounter(t, src.LogPath, 3)
 
 	e.create(t, "cut", "big")

@@ -86,11 +86,6 @@ func (e *env) leases(t *testing.T) int {
 	return len(ls)
 }
 
-// memoryScript holds mib MiB resident, then counts.
-func memoryScript(mib int) string {
-	return fmt.Sprintf(`a=$(yes 0123456789abcdef | head -c %d); `, mib<<20) + framework.CounterScript
-}
-
 func readyReason(cp *v1alpha1.Checkpoint) string {
 	for _, c := range cp.Status.Conditions {
 		if c.Type == "Ready" {

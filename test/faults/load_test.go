@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,24 +62,9 @@ func codeOf(err error) int {
 // heap is the server's live heap after a forced collection.
 func heap(t *testing.T, c *http.Client, host string) int64 {
 	t.Helper()
-	resp, err := c.Get(host + "/debug/pprof/heap?gc=1")
+	n, err := bench.LiveHeap(context.Background(), c, host)
 	require.NoError(t, err)
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	resp, err = c.Get(host + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return int64(f)
-		}
-	}
-	t.Fatal("no go_memstats_heap_alloc_bytes")
-	return 0
+	return n
 }
 
 // TestMixedLoad runs 32 clients, half on the Kubernetes API and half on the

@@ -33,7 +33,7 @@ func (e *env) blobs(t *testing.T) map[string]bool {
 func TestServerKilledMidCapture(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	src := e.ctrd.RunPodContainer(t, ns, "big", "main", memoryScript(256))
+	src := e.ctrd.RunPodContainer(t, ns, "big", "main", framework.MemoryScript(256))
 	framework.WaitCounter(t, src.LogPath, 2)
 	before := e.blobs(t)
 

@@ -87,3 +87,12 @@ func WaitCounter(t testing.TB, logPath string, min int) int {
 // CounterScript counts in memory only (a shell variable) and leaves a marker
 // file in the writable layer.
 const CounterScript = `echo captured > /data/marker; i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
+
+// MemoryScript holds mib MiB resident in a shell variable, then runs
+// CounterScript: a container whose capture has that much memory to dump.
+func MemoryScript(mib int) string {
+	if mib <= 0 {
+		return CounterScript
+	}
+	return fmt.Sprintf(`a=$(yes 0123456789abcdef | head -c %d); `, mib<<20) + CounterScript
+}

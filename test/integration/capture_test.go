@@ -348,7 +348,7 @@ func TestDeclarativeCaptureWaitsForTheDriver(t *testing.T) {
 func TestCaptureTimeout(t *testing.T) {
 	env := startCaptureEnv(t)
 	ctx := context.Background()
-	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", bigMemoryScript)
+	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", framework.MemoryScript(256))
 	framework.WaitCounter(t, src.LogPath, 2)
 	env.create(t, "cp-slow", v1alpha1.CheckpointSpec{PodName: "slow"})
 	cp, err := env.cps().Capture(ctx, "cp-slow", &v1alpha1.CaptureOptions{TimeoutSeconds: ptr.To[int64](1)}, metav1.CreateOptions{})
@@ -363,7 +363,3 @@ func TestCaptureTimeout(t *testing.T) {
 	_, last, _ := framework.Counter(t, src.LogPath)
 	framework.WaitCounter(t, src.LogPath, last+3)
 }
-
-// bigMemoryScript holds about 256 MiB in a shell variable, then counts: a dump
-// long enough to time out.
-const bigMemoryScript = `a=$(yes 0123456789abcdef | head -c 268435456); i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
