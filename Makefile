@@ -24,11 +24,13 @@ deps:
 	hack/build-kube-tools.sh
 	cd test/e2b && npm ci --no-audit --no-fund
 
-# Each fuzz target for a bounded time, from its committed corpus
-# (FUZZ_SAVE=1 hack/fuzz.sh adds what it finds to the corpus).
-FUZZ_TIME ?= 10s
+# Each fuzz target for a fixed number of executions (about 10 s each here),
+# from its committed corpus; FUZZ_SCALE=10 runs ten times as many, FUZZ_TIME=1m
+# a time instead (FUZZ_SAVE=1 hack/fuzz.sh adds what it finds to the corpus).
+FUZZ_TIME ?=
+FUZZ_SCALE ?= 1
 fuzz:
-	FUZZ_TIME=$(FUZZ_TIME) hack/fuzz.sh
+	FUZZ_TIME=$(FUZZ_TIME) FUZZ_SCALE=$(FUZZ_SCALE) hack/fuzz.sh
 
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
@@ -45,16 +47,18 @@ test: deps verify build
 	$(MAKE) fuzz
 
 # Faults: etcd, containerd and the server killed mid-work, replicas handing
-# over, 32 mixed clients for LOAD_DURATION (60s). See RELIABILITY.md.
+# over, 32 mixed clients for LOAD_DURATION (60s), the leak check. See RELIABILITY.md.
 LOAD_DURATION ?= 60s
 test-faults: build
 	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) LOAD_DURATION=$(LOAD_DURATION) $(GO_TEST) ./test/faults/
 
-# The mixed load for longer (not in CI): make soak SOAK_DURATION=2h
+# The mixed load for longer, then the leak check over more rounds (not in CI):
+# make soak SOAK_DURATION=2h SOAK_ROUNDS=50
 SOAK_DURATION ?= 30m
+SOAK_ROUNDS ?= 20
 soak: deps build
-	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) LOAD_DURATION=$(SOAK_DURATION) \
-		go test -v -count=1 -timeout 0 -run TestMixedLoad ./test/faults/
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) LOAD_DURATION=$(SOAK_DURATION) LOAD_ROUNDS=$(SOAK_ROUNDS) \
+		go test -v -count=1 -timeout 0 -run 'TestMixedLoad|TestNoLeakUnderLoad' ./test/faults/
 
 codegen:
 	hack/update-codegen.sh
@@ -66,7 +70,7 @@ bench: deps build
 
 # The capture part alone.
 bench-capture: deps build
-	CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/bench/
+	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/bench/
 
 verify: verify-codegen fmt-check vet
 

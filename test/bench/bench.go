@@ -401,8 +401,11 @@ func (r *runner) liveHeaps(ctx context.Context, server, kas *int64) error {
 }
 
 // LiveHeap is the live heap of the Go API server at host: it is made to
-// collect garbage (pprof's heap?gc=1), then its go_memstats_heap_alloc_bytes
-// is read from /metrics. client must carry credentials allowed both.
+// collect garbage (pprof's heap?gc=1), then go_gc_heap_live_bytes is read
+// from /metrics: the bytes that collection marked live. (HeapAlloc,
+// go_memstats_heap_alloc_bytes, would also count what was allocated after
+// the collection, by the /metrics request itself among others.) client must
+// carry credentials allowed both.
 func LiveHeap(ctx context.Context, client *http.Client, host string) (int64, error) {
 	t := &target{client: client, host: host}
 	if _, err := t.do(ctx, http.MethodGet, host+"/debug/pprof/heap?gc=1", "*/*", nil, http.StatusOK); err != nil {
@@ -413,15 +416,15 @@ func LiveHeap(ctx context.Context, client *http.Client, host string) (int64, err
 		return 0, err
 	}
 	for _, line := range strings.Split(string(metrics), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+		if v, ok := strings.CutPrefix(line, "go_gc_heap_live_bytes "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				return 0, fmt.Errorf("go_memstats_heap_alloc_bytes: %w", err)
+				return 0, fmt.Errorf("go_gc_heap_live_bytes: %w", err)
 			}
 			return int64(f), nil
 		}
 	}
-	return 0, fmt.Errorf("%s/metrics has no go_memstats_heap_alloc_bytes", host)
+	return 0, fmt.Errorf("%s/metrics has no go_gc_heap_live_bytes", host)
 }
 
 func (r *runner) listStep(ctx context.Context, step int) error {
