@@ -315,6 +315,13 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 	return &Config{GenericConfig: cfg, ExtraConfig: extra}, nil
 }
 
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 // applyDriver builds the driver and the resolver. An unreachable containerd
 // is not fatal: the server serves, and captures fail with DriverUnavailable.
 func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *ExtraConfig) error {
@@ -322,6 +329,8 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		Address:   o.ContainerdAddress,
 		Namespace: o.ContainerdNamespace,
 		LogDir:    filepath.Join(o.DataDir, "containers"),
+		// runc reads it from the host: an absolute path.
+		CRIUConfigDir: absPath(filepath.Join(o.DataDir, "criu")),
 	})
 	if err != nil {
 		return err

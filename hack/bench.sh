@@ -45,7 +45,7 @@ log "system up in $((SECONDS - start))s; driving both sides"
 trap - EXIT
 
 log "API figures done at $((SECONDS - start))s; timing capture"
-(cd "$ROOT" && CHECKPOINT_APISERVER_BIN=$BIN/checkpoint-apiserver BENCH_CAPTURE_OUT=$OUT/capture.json \
+(cd "$ROOT" && PATH="$BIN:$PATH" CHECKPOINT_APISERVER_BIN=$BIN/checkpoint-apiserver BENCH_CAPTURE_OUT=$OUT/capture.json \
   go test -run '^$' -bench BenchmarkCapture -benchtime "${BENCH_CAPTURE_RUNS:-5}x" -timeout 30m ./test/bench/) >"$OUT/capture.log" 2>&1 ||
   { tail -50 "$OUT/capture.log"; exit 1; }
 grep -E 'MiB: capture' "$OUT/capture.log" >&2 || true

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager (k8s.io/kubernetes v1.37.2)
-# and etcd (v3.7.3) from
-# their tools modules under hack/tools into _output/bin, once per go.sum:
-# a cold kube-apiserver build takes about 15 minutes on 2 cores, a rebuild
-# with the same go.sum is skipped.
+# Builds the cluster's parts from their tools modules under hack/tools into
+# _output/bin, once per go.mod+go.sum: etcd v3.7.3; kube-apiserver,
+# kube-controller-manager, kube-scheduler and the kubelet (k8s.io/kubernetes
+# v1.37.2); and for the nodes containerd, its runc shim and ctr (v2.3.x,
+# CGO_ENABLED=0, -tags no_btrfs). A cold kube-apiserver build takes about
+# 15 minutes on 2 cores; a rebuild with the same go.sum is skipped.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,9 +14,9 @@ mkdir -p "$BIN"
 KUBE_VERSION=v1.37.2
 LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
 
-# build <tools module dir> <package> <binary name> [ldflags]
+# build <tools module dir> <package> <binary name> [ldflags [tags]]
 build() {
-  local mod=$ROOT/hack/tools/$1 pkg=$2 name=$3 ldflags=${4:-"-s -w"}
+  local mod=$ROOT/hack/tools/$1 pkg=$2 name=$3 ldflags=${4:-"-s -w"} tags=${5:-}
   local stamp
   stamp=$BIN/.$name-$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)
   if [ -x "$BIN/$name" ] && [ -e "$stamp" ]; then
@@ -23,7 +24,7 @@ build() {
   fi
   echo "build-kube-tools: building $name from hack/tools/$1 (slow the first time)"
   local start=$SECONDS
-  (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$BIN/$name" "$pkg")
+  (cd "$mod" && go build -trimpath ${tags:+-tags "$tags"} -ldflags "$ldflags" -o "$BIN/$name" "$pkg")
   rm -f "$BIN/.$name-"*
   touch "$stamp"
   echo "build-kube-tools: $name built in $((SECONDS - start))s"
@@ -39,3 +40,12 @@ if [ -z "$minor" ] || [ "$minor" -lt 30 ]; then
 fi
 build kube k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDFLAGS"
 build kube k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$LDFLAGS"
+build kube k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler "$LDFLAGS"
+build kube k8s.io/kubernetes/cmd/kubelet kubelet "$LDFLAGS"
+
+# containerd for the nodes: static, so its shim runs in any mount namespace.
+CONTAINERD_VERSION=$(sed -n 's#^require github.com/containerd/containerd/v2 \(v[^ ]*\)$#\1#p' "$ROOT/hack/tools/containerd/go.mod")
+CTRD_LDFLAGS="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+for cmd in containerd containerd-shim-runc-v2 ctr; do
+  CGO_ENABLED=0 build containerd "github.com/containerd/containerd/v2/cmd/$cmd" "$cmd" "$CTRD_LDFLAGS" no_btrfs
+done

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs beyond Go: protoc (code generation),
-# containerd, runc, iptables and busybox-static from Debian, and CRIU 4.1.1
-# built from Debian trixie's source package (Debian 12's CRIU 3.17 fails on
-# kernels >= 6.13; trixie's binary package would pull a newer glibc).
+# runc, iptables, busybox-static and the CNI plugins from Debian (containerd
+# 2.3 is built by hack/build-kube-tools.sh),
+# and CRIU 4.2.1 built from Debian unstable's source package (Debian 12's
+# CRIU 3.17 fails on kernels >= 6.13, and CRIU < 4.2 cannot dump TCP or UDP
+# sockets on kernels >= 6.16; unstable's binary package would pull a newer
+# glibc).
 # Idempotent: a second run takes seconds. Runs as root.
 set -o errexit -o nounset -o pipefail
 
-CRIU_VERSION=4.1.1
-CRIU_ORIG_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+CRIU_VERSION=4.2.1
+CRIU_SUITE=unstable
+# As Debian's signed Sources index lists it.
+CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 CRIU_CACHE=${CRIU_CACHE:-/var/cache/checkpoint-apiserver/criu-$CRIU_VERSION}
 CRIU_BIN=/usr/local/sbin/criu
 export DEBIAN_FRONTEND=noninteractive
@@ -32,10 +37,11 @@ apt_install() {
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v iptables >/dev/null || need+=(iptables)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v ip >/dev/null || need+=(iproute2)
 command -v git >/dev/null || need+=(git)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
@@ -46,10 +52,10 @@ criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }
 
 if ! criu_ok "$CRIU_BIN"; then
   if ! criu_ok "$CRIU_CACHE/criu"; then
-    log "building CRIU $CRIU_VERSION from Debian trixie's source package (about 2 minutes)"
+    log "building CRIU $CRIU_VERSION from Debian $CRIU_SUITE's source package (about a minute)"
     apt_install build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler \
       protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev \
-      libnftables-dev libgnutls28-dev uuid-dev libaio-dev xz-utils
+      libnftables-dev libgnutls28-dev uuid-dev libaio-dev libdrm-dev xz-utils
     src=$(mktemp -d)
     trap 'rm -rf "$src"' EXIT
     mkdir -p "$src/lists/partial" "$src/dl"
@@ -59,10 +65,11 @@ if ! criu_ok "$CRIU_BIN"; then
       mirror=$(sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\/debian\/*\) .*/\2/p' /etc/apt/sources.list 2>/dev/null | head -1)
     fi
     [ -n "$mirror" ] || { log "no Debian mirror found in the apt configuration"; exit 1; }
-    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" >"$src/sources.list"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $CRIU_SUITE main" >"$src/sources.list"
     apt_opts=(-o "Dir::Etc::SourceList=$src/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$src/lists")
     $SUDO apt-get "${apt_opts[@]}" update -qq
-    # Only the upstream tarball is needed; the .dsc may fail to verify.
+    # Only the upstream tarball is needed; the .dsc may fail to verify and
+    # the .debian.tar.xz may be missing from the mirror.
     (cd "$src/dl" && apt-get "${apt_opts[@]}" source --download-only "criu=$CRIU_VERSION-1" >/dev/null 2>&1 || true)
     echo "$CRIU_ORIG_SHA256  $src/dl/criu_$CRIU_VERSION.orig.tar.xz" | sha256sum -c --quiet -
     tar -C "$src" -xf "$src/dl/criu_$CRIU_VERSION.orig.tar.xz"
@@ -80,7 +87,7 @@ if ! out=$("$CRIU_BIN" check 2>&1); then
   log "criu check failed: $out"
   exit 1
 fi
-log "ok: $(protoc --version), containerd $(containerd --version | awk '{print $3}'), $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p')"
+log "ok: $(protoc --version), $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p')"
 
 if ! command -v kubectl >/dev/null; then
   log "kubectl not found: kubectl tests will skip (and fail under REQUIRE_REAL=1)"

@@ -61,12 +61,30 @@ type Config struct {
 	LogDir string
 	// StopGracePeriod is how long Stop waits after SIGTERM before SIGKILL.
 	StopGracePeriod time.Duration
+	// CRIUConfigDir receives the CRIU configuration restored containers are
+	// given (runc reads the file the spec's org.criu.config annotation names).
+	// It must be a path runc on this node can read.
+	CRIUConfigDir string
 }
+
+// criuConfigAnnotation names the CRIU configuration file runc hands CRIU
+// for a container's checkpoint and restore.
+const criuConfigAnnotation = "org.criu.config"
+
+// restoreCRIUConfig is what CRIU reads when it restores a clone. A capture
+// dumps established TCP connections (runc --tcp-established), so the source,
+// which keeps running, keeps them. A clone is another sandbox, with its own
+// network namespace and, as a Pod, its own address: it cannot take over the
+// source's connections, so they come back closed (the clone's processes see
+// them end) while listening sockets come back listening.
+const restoreCRIUConfig = "# Written by checkpoint-apiserver's containerd driver.\ntcp-close\n"
 
 // Driver is the containerd + CRIU checkpoint driver.
 type Driver struct {
 	cfg    Config
 	client *containerd.Client
+	// restoreConfig is the path of the CRIU configuration for clones.
+	restoreConfig string
 	// busy serializes captures of one container (container ID -> *sync.Mutex):
 	// two CRIU dumps of one process at once fail.
 	busy sync.Map
@@ -98,11 +116,21 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("containerd driver log dir: %w", err)
 		}
 	}
+	if cfg.CRIUConfigDir == "" {
+		cfg.CRIUConfigDir = filepath.Join(os.TempDir(), "checkpoint-apiserver-criu")
+	}
+	restoreConfig := filepath.Join(cfg.CRIUConfigDir, "restore.conf")
+	if err := os.MkdirAll(cfg.CRIUConfigDir, 0o755); err != nil {
+		return nil, fmt.Errorf("containerd driver CRIU config dir: %w", err)
+	}
+	if err := os.WriteFile(restoreConfig, []byte(restoreCRIUConfig), 0o644); err != nil {
+		return nil, fmt.Errorf("containerd driver CRIU config: %w", err)
+	}
 	client, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace))
 	if err != nil {
 		return nil, fmt.Errorf("%w: containerd at %s: %v", driver.ErrUnavailable, cfg.Address, err)
 	}
-	return &Driver{cfg: cfg, client: client}, nil
+	return &Driver{cfg: cfg, client: client, restoreConfig: restoreConfig}, nil
 }
 
 // Close releases the connection.
@@ -244,7 +272,7 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			if err := d.requireRunning(ctx, ctr); err != nil {
 				return fail(err)
 			}
-			opts = append(opts, containerd.WithCheckpointTask)
+			opts = append(opts, withEstablishedTCP, containerd.WithCheckpointTask)
 		} else {
 			opts = append(opts, withCheckpointSpec)
 		}
@@ -302,6 +330,14 @@ func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) e
 	if st.Status != containerd.Running {
 		return fmt.Errorf("%w: container %s is %s, so its memory cannot be captured", driver.ErrTargetNotFound, ctr.ID(), st.Status)
 	}
+	return nil
+}
+
+// withEstablishedTCP dumps established TCP connections (runc
+// --tcp-established) instead of failing on them: every real sandbox holds
+// some. It must come before WithCheckpointTask, which reads the options.
+func withEstablishedTCP(_ context.Context, _ *containerd.Client, _ *containers.Container, _ *ocispec.Index, copts *options.CheckpointOptions) error {
+	copts.OpenTcp = true
 	return nil
 }
 
@@ -465,7 +501,7 @@ func (d *Driver) Restore(ctx context.Context, checkpointID string, req driver.Re
 
 		img := containerd.NewImage(d.client, im)
 		opts := []containerd.RestoreOpts{containerd.WithRestoreImage, containerd.WithRestoreRuntime, containerd.WithRestoreSpec,
-			withCloneSpec, withLabels(labels)}
+			d.withCloneSpec, withLabels(labels)}
 		if hasRW {
 			opts = append(opts, containerd.WithRestoreRW)
 		}
@@ -527,9 +563,10 @@ func withLabels(labels map[string]string) containerd.RestoreOpts {
 	}
 }
 
-// withCloneSpec gives the clone a cgroup of its own: the spec restored from
-// the checkpoint still names the source's, which is per container ID.
-func withCloneSpec(_ context.Context, id string, _ *containerd.Client, _ containerd.Image, _ *ocispec.Index) containerd.NewContainerOpts {
+// withCloneSpec gives the clone a cgroup of its own (the spec restored from
+// the checkpoint still names the source's, which is per container ID) and
+// the CRIU configuration that closes the source's established connections.
+func (d *Driver) withCloneSpec(_ context.Context, id string, _ *containerd.Client, _ containerd.Image, _ *ocispec.Index) containerd.NewContainerOpts {
 	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
 		if c.Spec == nil {
 			return errors.New("checkpoint has no runtime spec")
@@ -545,6 +582,10 @@ func withCloneSpec(_ context.Context, id string, _ *containerd.Client, _ contain
 		if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 			spec.Linux.CgroupsPath = cloneCgroupsPath(spec.Linux.CgroupsPath, id)
 		}
+		if spec.Annotations == nil {
+			spec.Annotations = map[string]string{}
+		}
+		spec.Annotations[criuConfigAnnotation] = d.restoreConfig
 		c.Spec, err = typeurl.MarshalAny(spec)
 		return err
 	}

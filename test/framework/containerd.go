@@ -95,7 +95,7 @@ func (c *Containerd) RestartDaemon(t testing.TB) {
 	}
 }
 
-// criuPath finds CRIU >= 4.1 as hack/install-test-deps.sh installs it.
+// criuPath finds CRIU >= 4.2 as hack/install-test-deps.sh installs it.
 func criuPath() (string, error) {
 	for _, p := range []string{"/usr/local/sbin/criu"} {
 		if _, err := os.Stat(p); err == nil {
@@ -116,16 +116,15 @@ func StartContainerd(t testing.TB, namespace string) *Containerd {
 	}
 	for _, bin := range []string{"containerd", "runc", "iptables"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			Missing(t, "%s not on PATH (run hack/install-test-deps.sh)", bin)
+			Missing(t, "%s not on PATH (run make deps: hack/install-test-deps.sh and hack/build-kube-tools.sh, then put _output/bin first on PATH)", bin)
 		}
 	}
-	criu, err := criuPath()
-	if err != nil {
-		Missing(t, "criu not found (run hack/install-test-deps.sh)")
+	// The nodes run containerd 2.3 (2.4 dropped CRI's restore from a
+	// checkpoint image): the driver is tested against the same.
+	if out, err := exec.Command("containerd", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), " v2.3.") {
+		Missing(t, "containerd v2.3.x needed on PATH (hack/build-kube-tools.sh builds it into _output/bin), got %q", out)
 	}
-	if out, err := exec.Command(criu, "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "Version: 4.") {
-		Missing(t, "CRIU >= 4.1 needed at %s, got %q", criu, out)
-	}
+	criu := RequireCRIU(t)
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		busybox = "/bin/busybox"
@@ -226,6 +225,32 @@ func unmountUnder(dir string) {
 	}
 }
 
+// RequireCRIU returns the path of CRIU >= 4.2, or skips (fails under
+// REQUIRE_REAL=1) when there is none: CRIU < 4.2 cannot dump TCP or UDP
+// sockets on kernels >= 6.16.
+func RequireCRIU(t testing.TB) string {
+	t.Helper()
+	criu, err := criuPath()
+	if err != nil {
+		Missing(t, "criu not found (run hack/install-test-deps.sh)")
+	}
+	if out, err := exec.Command(criu, "--version").CombinedOutput(); err != nil || !criuAtLeast42(string(out)) {
+		Missing(t, "CRIU >= 4.2 needed at %s, got %q", criu, out)
+	}
+	return criu
+}
+
+// criuAtLeast42 reads `criu --version` output ("Version: 4.2.1").
+func criuAtLeast42(out string) bool {
+	var major, minor int
+	for _, line := range strings.Split(out, "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "Version: %d.%d", &major, &minor); err == nil {
+			return major > 4 || (major == 4 && minor >= 2)
+		}
+	}
+	return false
+}
+
 func readTail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 4000 {
@@ -254,7 +279,8 @@ func (c *Containerd) importBusybox(busybox string) error {
 	if _, err := tw.Write(bin); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "cat", "echo", "sleep", "ls", "ps", "date", "head", "dd", "true", "test", "yes"} {
+	for _, applet := range []string{"sh", "cat", "echo", "sleep", "ls", "ps", "date", "head", "dd", "true", "test", "yes",
+		"httpd", "nc", "wget", "mkdir", "mkfifo", "grep", "netstat", "kill"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", ModTime: epoch}); err != nil {
 			return err
 		}
@@ -370,6 +396,25 @@ func (c *Containerd) RunPodContainer(t testing.TB, namespace, pod, name, script 
 		t.Fatal(err)
 	}
 	return &PodContainer{Container: ctr, Task: task, LogPath: logPath}
+}
+
+// LoopbackUp brings up the loopback interface in the network namespace of
+// container id's task, as a CNI plugin would: the fixture's containers get
+// a network namespace of their own with lo down, and no CAP_NET_ADMIN.
+func (c *Containerd) LoopbackUp(t testing.TB, id string) {
+	t.Helper()
+	ctr, err := c.Client.LoadContainer(c.Ctx(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(c.Ctx(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", task.Pid()), "ip", "link", "set", "lo", "up").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lo up in %s: %v: %s", id, err, out)
+	}
 }
 
 // RemovePod kills and deletes every container labelled as a container of pod

@@ -88,6 +88,21 @@ func WaitCounter(t testing.TB, logPath string, min int) int {
 // file in the writable layer.
 const CounterScript = `echo captured > /data/marker; i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
 
+// WebScript is a web sandbox: an HTTP server listening on 127.0.0.1:8080,
+// and one established TCP connection held open between two processes of
+// the container (a client on 127.0.0.1:9000), which prints "conn-closed"
+// when the connection ends; then CounterScript. It waits for the loopback
+// interface (Containerd.LoopbackUp) before it opens anything.
+const WebScript = `mkdir -p /www; echo web-sandbox > /www/index.html; httpd -f -p 127.0.0.1:8080 -h /www &
+until wget -q -O /dev/null http://127.0.0.1:8080/; do sleep 0.1; done
+sleep 1000000 | nc -l -p 9000 >/dev/null &
+sleep 0.3
+mkfifo /tmp/hold; sleep 1000000 >/tmp/hold &
+(nc 127.0.0.1 9000 </tmp/hold; echo conn-closed) &
+until netstat -tn | grep -q '127.0.0.1:9000 .*ESTABLISHED'; do sleep 0.1; done
+echo web-ready
+` + CounterScript
+
 // MemoryScript holds mib MiB resident in a shell variable, then runs
 // CounterScript: a container whose capture has that much memory to dump.
 func MemoryScript(mib int) string {
