@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The whole system on this machine: etcd, kube-apiserver with the aggregation
 # layer (front-proxy certificates, requestheader flags), kube-controller-manager
-# (namespace deletion, garbage collection), and
-# checkpoint-apiserver behind it with delegated authentication and
-# authorization, registered by an APIService that carries a caBundle.
+# (namespaces, garbage collection, service accounts, workloads), kube-scheduler,
+# LOCAL_UP_NODES (1) real nodes, each a containerd 2.3 with CRI and CRIU and a
+# kubelet, and checkpoint-apiserver behind an APIService that carries a
+# caBundle, with delegated authentication and authorization, capturing
+# through the first node's containerd.
 #
-#   hack/local-up.sh up             start everything, wait for the APIService, print the KUBECONFIG line
-#   hack/local-up.sh down           stop everything it started
-#   hack/local-up.sh stop-server    stop checkpoint-apiserver only
-#   hack/local-up.sh start-server   start checkpoint-apiserver again (same etcd, same data)
+#   hack/local-up.sh up               start everything, wait for the APIService and the nodes, print the KUBECONFIG line
+#   hack/local-up.sh down             stop everything it started and clean the host (processes, mounts,
+#                                     cgroups, network namespaces, links, sysctls, the kubelet's fixed paths)
+#   hack/local-up.sh stop-server      stop checkpoint-apiserver only
+#   hack/local-up.sh start-server     start checkpoint-apiserver again (same etcd, same data)
+#   hack/local-up.sh load-image FILE  import an OCI image archive into every node's containerd
+#
+# Nodes get addresses no other host has: a veth pair holds 198.18.0.1
+# (reserved for tests) and 198.18.0.1<i> for node i; each node's Pods are on
+# a bridge of its own (10.88.<i>.0/24). No traffic leaves the machine.
 #
 # CP_INSTANCE=-2 CP_PORT=<port> with start-server/stop-server runs another
 # replica beside the first (same etcd, same kube-apiserver), not behind the APIService.
@@ -27,7 +35,14 @@ KCM_PORT=${KCM_PORT:-20257}
 CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
 CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
+KSCHED_PORT=${KSCHED_PORT:-20259}
+NODES=${LOCAL_UP_NODES:-1}
 PKI=$WORK/pki
+# Sockets need short paths (108 bytes with a shim's 64-hex name).
+RUNDIR=/run/cpup-$(echo "$WORK" | sha256sum | cut -c1-8)
+NET_LINK=cpup0
+HOST_IP=198.18.0.1
+SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 export KUBECONFIG=$WORK/admin.kubeconfig
 export KUBECACHEDIR=$WORK/kubecache
 
@@ -62,23 +77,26 @@ wait_for() { # what seconds command...
   done
 }
 
+# sign NAME SUBJECT CA EXTENSIONS: a key and a certificate signed by CA.
+sign() { # name subject ca extensions
+  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -out "$PKI/$1.csr" -subj "$2" 2>/dev/null
+  printf '%b\n' "$4" >"$PKI/$1.ext"
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$3.crt" -CAkey "$PKI/$3.key" -CAcreateserial -days 365 \
+    -out "$PKI/$1.crt" -extfile "$PKI/$1.ext" 2>/dev/null
+}
+
 certs() {
   [ -f "$PKI/done" ] && return
   mkdir -p "$PKI"
   local o="openssl"
   $o req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -days 365 -subj /CN=local-up-ca 2>/dev/null
   $o req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -days 365 -subj /CN=front-proxy-ca 2>/dev/null
-  sign() { # name subject ca extensions
-    $o req -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -out "$PKI/$1.csr" -subj "$2" 2>/dev/null
-    printf '%b\n' "$4" >"$PKI/$1.ext"
-    $o x509 -req -in "$PKI/$1.csr" -CA "$PKI/$3.crt" -CAkey "$PKI/$3.key" -CAcreateserial -days 365 \
-      -out "$PKI/$1.crt" -extfile "$PKI/$1.ext" 2>/dev/null
-  }
   sign kube-apiserver /CN=kube-apiserver ca "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
   sign admin "/O=system:masters/CN=local-up-admin" ca "extendedKeyUsage=clientAuth"
   sign front-proxy-client /CN=front-proxy-client front-proxy-ca "extendedKeyUsage=clientAuth"
   sign checkpoint-apiserver /CN=$CP_SERVICE.$CP_NAMESPACE.svc ca \
     "subjectAltName=DNS:$CP_SERVICE.$CP_NAMESPACE.svc,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+  sign apiserver-kubelet-client /CN=kube-apiserver-kubelet-client ca "extendedKeyUsage=clientAuth"
   $o genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   $o rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   cat >"$KUBECONFIG" <<KC
@@ -92,16 +110,272 @@ KC
   touch "$PKI/done"
 }
 
+node_name() { echo "node-$1"; }
+node_ip() { echo "198.18.0.$((10 + $1))"; }
+node_dir() { echo "$WORK/nodes/$(node_name "$1")"; }
+node_sock() { echo "$RUNDIR/$(node_name "$1")/containerd.sock"; }
+ctr_node() { local i=$1; shift; "$BIN/ctr" --address "$(node_sock "$i")" -n k8s.io "$@"; }
+
+# node_certs I: the kubelet's client identity (system:node:<name>, which the
+# Node authorizer limits to its own Pods) and its serving certificate.
+node_certs() {
+  local i=$1 n; n=$(node_name "$1")
+  [ -f "$PKI/kubelet-$n.done" ] && return
+  sign "kubelet-$n" "/O=system:nodes/CN=system:node:$n" ca "extendedKeyUsage=clientAuth"
+  sign "kubelet-serving-$n" "/CN=$n" ca "subjectAltName=IP:$(node_ip "$i"),DNS:$n\nextendedKeyUsage=serverAuth"
+  cat >"$WORK/kubelet-$n.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: local-up, cluster: {server: "https://127.0.0.1:$KAS_PORT", certificate-authority: $PKI/ca.crt}}]
+users: [{name: $n, user: {client-certificate: $PKI/kubelet-$n.crt, client-key: $PKI/kubelet-$n.key}}]
+contexts: [{name: local-up, context: {cluster: local-up, user: $n}}]
+current-context: local-up
+KC
+  touch "$PKI/kubelet-$n.done"
+}
+
+net_up() {
+  # No dummy interfaces on this kernel: a veth pair, both ends up, holds the addresses.
+  ip link show "$NET_LINK" >/dev/null 2>&1 || ip link add "$NET_LINK" type veth peer name "${NET_LINK}p"
+  ip link set "${NET_LINK}p" up
+  ip link set "$NET_LINK" up
+  local a
+  for a in "$HOST_IP" $(for i in $(seq 1 "$NODES"); do node_ip "$i"; done); do
+    ip addr show dev "$NET_LINK" | grep -q "inet $a/" || ip addr add "$a/32" dev "$NET_LINK"
+  done
+}
+
+cgroup_dirs() { for h in /sys/fs/cgroup/*/; do [ -f "$h/cgroup.procs" ] && echo "${h%/}"; done; }
+
+# node_config I: containerd (CRI with CRIU and restore from checkpoint
+# images, its own sockets, state, shim socket dir and runc root), the CNI
+# network (a bridge of its own) and the kubelet.
+node_config() {
+  local i=$1 n d r
+  n=$(node_name "$i"); d=$(node_dir "$i"); r=$RUNDIR/$n
+  mkdir -p "$d/cni" "$d/kubelet" "$d/pod-logs" "$r/s"
+  cat >"$d/containerd.toml" <<TOML
+# version 3: with version 4 the [grpc] address below is ignored.
+version = 3
+root = "$d/root"
+state = "$r/state"
+temp = "$d/tmp"
+
+[grpc]
+  address = "$r/containerd.sock"
+[ttrpc]
+  address = "$r/containerd.sock.ttrpc"
+
+# NRI would take the machine-wide /var/run/nri/nri.sock.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+[plugins."io.containerd.shim.v1.manager"]
+  env = ["PATH=$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+  socket_dir = "$r/s"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.k8s.io/pause:local"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_criu = true
+  enable_experimental_restore_via_create = true
+  netns_mounts_under_state_dir = true
+  # root here lacks CAP_SYS_RESOURCE: a sandbox's oom_score_adj of -998 would fail runc.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$BIN/containerd-shim-runc-v2"
+      # A Pod may name the CRIU configuration runc uses for it.
+      pod_annotations = ["org.criu.config"]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+        Root = "$r/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$d/cni"
+    max_conf_num = 1
+
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+TOML
+  cat >"$d/cni/10-$n.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "cpup-$n",
+  "plugins": [
+    {"type": "bridge", "bridge": "cpupbr$i", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.$i.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
+              "dataDir": "$d/cni-ipam"}},
+    {"type": "loopback"}
+  ]
+}
+JSON
+  cat >"$d/kubelet-config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# No systemd, cgroup v1 (hybrid) on these machines.
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+cgroupRoot: /cpup-$n
+cgroupsPerQOS: true
+containerRuntimeEndpoint: unix://$r/containerd.sock
+imageServiceEndpoint: unix://$r/containerd.sock
+address: $(node_ip "$i")
+port: $((20250 + 10 * i))
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $((20248 + 10 * i))
+tlsCertFile: $PKI/kubelet-serving-$n.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving-$n.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization:
+  mode: Webhook
+podLogsDir: $d/pod-logs
+staticPodPath: ""
+enforceNodeAllocatable: []
+localStorageCapacityIsolation: false
+evictionHard: {}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+# Images are imported, never pulled: don't ask for pull credentials again.
+imagePullCredentialsVerificationPolicy: NeverVerify
+resolvConf: /etc/resolv.conf
+serializeImagePulls: false
+maxPods: 30
+YAML
+}
+
+start_node() {
+  local i=$1 n d
+  n=$(node_name "$i"); d=$(node_dir "$i")
+  node_certs "$i"
+  node_config "$i"
+  # containerd must serve its own socket, never the machine's.
+  "$BIN/containerd" --config "$d/containerd.toml" config dump 2>/dev/null | grep -q "address = '$(node_sock "$i")'" ||
+    { log "$n: containerd.toml does not set its own gRPC address"; return 1; }
+  # criu on the shim's PATH: containerd -> shim -> runc -> criu.
+  start "containerd-$n" env PATH="/usr/local/sbin:$BIN:$PATH" "$BIN/containerd" --config "$d/containerd.toml"
+  wait_for "containerd of $n" 60 ctr_node "$i" version
+  local img
+  for img in pause busybox; do
+    ctr_node "$i" images import "$WORK/images/$img.tar" >/dev/null
+  done
+  # The kubelet's cgroupRoot must exist in every hierarchy (cpusets filled in).
+  local h
+  for h in $(cgroup_dirs); do
+    mkdir -p "$h/cpup-$n"
+    if [ -f "$h/cpuset.cpus" ]; then
+      cat "$h/cpuset.cpus" >"$h/cpup-$n/cpuset.cpus"
+      cat "$h/cpuset.mems" >"$h/cpup-$n/cpuset.mems"
+    fi
+  done
+  # Without iptables on its PATH the kubelet adds no KUBE-* chains to the host.
+  start "kubelet-$n" env PATH="$BIN:/usr/local/bin:/usr/bin:/bin" "$BIN/kubelet" --config="$d/kubelet-config.yaml" \
+    --kubeconfig="$WORK/kubelet-$n.kubeconfig" --hostname-override="$n" --node-ip="$(node_ip "$i")" \
+    --root-dir="$d/kubelet" --cert-dir="$d/kubelet/pki" --v=2
+}
+
+node_ready() {
+  kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
+}
+
+# stop_node I: its Pods deleted (the kubelet tears down their networks),
+# then the kubelet, containerd and its shims stopped.
+stop_node() {
+  local i=$1 n d
+  n=$(node_name "$i"); d=$(node_dir "$i")
+  if [ -f "$WORK/kubelet-$n.pid" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
+    kubectl delete pods -A --field-selector "spec.nodeName=$n" --grace-period=1 --wait=false >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + 60))
+    while [ $SECONDS -lt $deadline ] && [ -n "$(ctr_node "$i" tasks ls -q 2>/dev/null)" ]; do sleep 0.5; done
+  fi
+  stop "kubelet-$n"
+  if [ -f "$WORK/containerd-$n.pid" ]; then
+    local t
+    for t in $(ctr_node "$i" tasks ls -q 2>/dev/null); do ctr_node "$i" tasks kill -s KILL "$t" >/dev/null 2>&1 || true; done
+  fi
+  stop "containerd-$n"
+  local p
+  for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $RUNDIR/$n/" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+}
+
+# clean_host: what containerd, the CNI plugins and the kubelet leave on the
+# host once stopped.
+clean_host() {
+  local m i n h
+  # Pod processes whose shim is gone still hold their cgroups.
+  for i in $(seq 1 "$NODES"); do
+    n=$(node_name "$i")
+    for h in $(cgroup_dirs); do
+      [ -d "$h/cpup-$n" ] || continue
+      find "$h/cpup-$n" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    done
+  done
+  sleep 0.2
+  awk -v a="$WORK/" -v b="$RUNDIR/" 'index($2, a) == 1 || index($2, b) == 1 {print $2}' /proc/self/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for i in $(seq 1 "$NODES"); do
+    n=$(node_name "$i")
+    ip link del "cpupbr$i" 2>/dev/null || true
+    for h in $(cgroup_dirs); do
+      [ -d "$h/cpup-$n" ] && find "$h/cpup-$n" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    rm -f /var/lib/cni/results/cpup-"$n"-*
+  done
+  ip link del "$NET_LINK" 2>/dev/null || true
+  rm -rf "$RUNDIR"
+  # Paths the kubelet and libcni fix, whatever their configuration says.
+  find /var/log/containers -maxdepth 1 -lname "$WORK/*" -delete 2>/dev/null || true
+  rmdir /var/log/containers 2>/dev/null || true
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+  for m in /var/lib/cni/results/cni-loopback-*; do
+    [ -e "$m" ] && grep -q "cpup-\|$WORK" "$m" 2>/dev/null && rm -f "$m"
+  done
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # The kubelet sets these for itself.
+  if [ -f "$WORK/sysctl.orig" ]; then
+    sed 's/ = /=/' "$WORK/sysctl.orig" | xargs sysctl -q -w && rm -f "$WORK/sysctl.orig"
+  fi
+}
+
+load_image() { # FILE
+  local f=$1 i
+  [ -f "$f" ] || { log "load-image: no such file: $f"; exit 1; }
+  for i in $(seq 1 "$NODES"); do
+    ctr_node "$i" images import "$f" | sed "s/^/local-up: $(node_name "$i"): /" >&2
+  done
+}
+
 start_server() {
   local args=(
     --etcd-servers="http://127.0.0.1:$ETCD_PORT"
     --bind-address=127.0.0.1 --secure-port="$CP_PORT"
     --tls-cert-file="$PKI/checkpoint-apiserver.crt" --tls-private-key-file="$PKI/checkpoint-apiserver.key"
     --kubeconfig="$KUBECONFIG" --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG"
-    --data-dir="$WORK/$CP_NAME" --resolver=labels --replica-name="$CP_NAME"
+    --data-dir="$WORK/$CP_NAME" --replica-name="$CP_NAME"
   )
+  # It captures through the first node's containerd, finding Pods by their
+  # status (the kube-apiserver's), or through CONTAINERD_ADDRESS by labels.
   if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
-    args+=(--containerd-address="$CONTAINERD_ADDRESS")
+    args+=(--containerd-address="$CONTAINERD_ADDRESS" --resolver=labels)
+  elif [ "$NODES" -gt 0 ]; then
+    args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod)
+  else
+    args+=(--resolver=labels)
   fi
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
   wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/readyz"
@@ -117,6 +391,10 @@ up() {
   (cd "$ROOT" && go build -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
+  if [ "$NODES" -gt 0 ]; then
+    "$ROOT/hack/test-images.sh" "$WORK/images" >/dev/null
+    net_up
+  fi
 
   start etcd "$BIN/etcd" --data-dir "$WORK/etcd" --name local-up \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -130,7 +408,9 @@ up() {
     --tls-cert-file="$PKI/kube-apiserver.crt" --tls-private-key-file="$PKI/kube-apiserver.key" --client-ca-file="$PKI/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
@@ -139,13 +419,36 @@ up() {
   log "kube-apiserver ready"
 
   # Its namespace controller finishes namespace deletion (with our
-  # Checkpoints inside), its garbage collector follows owner references, and
-  # its aggregation controller folds checkpoint-view/edit/admin into view/edit/admin.
+  # Checkpoints inside), its garbage collector follows owner references, its
+  # aggregation controller folds checkpoint-view/edit/admin into
+  # view/edit/admin; the others make service accounts and run workloads.
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-    --controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller \
-    --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
+    --controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
+    --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
+
+  if [ "$NODES" -gt 0 ]; then
+    start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" \
+      --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
+      --bind-address=127.0.0.1 --secure-port="$KSCHED_PORT" --leader-elect=false
+    # The kube-apiserver's kubelet client: exec, logs, port-forward, and
+    # the checkpoint subresource system:kubelet-api-admin lacks.
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-up:kube-apiserver-kubelet-client}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:kubelet-api-admin}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}]
+YAML
+    [ -f "$WORK/sysctl.orig" ] || sysctl $SYSCTLS >"$WORK/sysctl.orig"
+    local i
+    for i in $(seq 1 "$NODES"); do start_node "$i"; done
+    for i in $(seq 1 "$NODES"); do
+      wait_for "$(node_name "$i")" 120 node_ready "$(node_name "$i")"
+      log "$(node_name "$i") Ready ($(node_ip "$i"), containerd at $(node_sock "$i"))"
+    done
+  fi
 
   start_server
   log "checkpoint-apiserver ready"
@@ -179,9 +482,14 @@ down() {
   for pidfile in "$WORK"/checkpoint-apiserver*.pid; do
     [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"
   done
+  local i
+  for i in $(seq 1 "$NODES"); do stop_node "$i"; done
+  stop kube-scheduler
   stop kube-controller-manager
   stop kube-apiserver
   stop etcd
+  [ "$NODES" -gt 0 ] && clean_host
+  return 0
 }
 
 case "${1:-up}" in
@@ -189,5 +497,6 @@ case "${1:-up}" in
   down) down ;;
   stop-server) stop "$CP_NAME" ;;
   start-server) start_server; wait_available ;;
-  *) echo "usage: $0 [up|down|stop-server|start-server]" >&2; exit 2 ;;
+  load-image) load_image "${2:?usage: $0 load-image FILE}" ;;
+  *) echo "usage: $0 [up|down|stop-server|start-server|load-image FILE]" >&2; exit 2 ;;
 esac

@@ -29,13 +29,37 @@ type Cluster struct {
 	CPPort   int
 	KASPort  int
 	EtcdPort int
+	Nodes    int
 }
 
-// LocalUp starts the whole system for t and stops it when t ends.
-// serverArgs are extra flags for checkpoint-apiserver. There is no kubelet,
-// so the server finds containers by containerd's labels; unless serverArgs
-// name a containerd, it points at one that does not exist.
+// LocalUp starts the whole system for t, with no node, and stops it when t
+// ends. serverArgs are extra flags for checkpoint-apiserver. There is no
+// kubelet, so the server finds containers by containerd's labels; unless
+// serverArgs name a containerd, it points at one that does not exist.
 func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
+	t.Helper()
+	return localUp(t, 0, append([]string{"--containerd-address=" + filepath.Join(t.TempDir(), "no-containerd.sock")}, serverArgs...))
+}
+
+// LocalUpNodes starts the whole system with nodes real nodes (containerd
+// 2.3 with CRI and CRIU, and a kubelet each), kube-scheduler, and the
+// server capturing through the first node's containerd. The nodes use
+// fixed names, addresses and ports: one such cluster runs at a time.
+func LocalUpNodes(t testing.TB, nodes int, serverArgs ...string) *Cluster {
+	t.Helper()
+	for _, bin := range []string{"kubelet", "kube-scheduler", "containerd", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := os.Stat(filepath.Join(RepoRoot(), "_output", "bin", bin)); err != nil {
+			Missing(t, "_output/bin/%s not built (run hack/build-kube-tools.sh)", bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		Missing(t, "a kubelet node needs root")
+	}
+	RequireCRIU(t)
+	return localUp(t, nodes, serverArgs)
+}
+
+func localUp(t testing.TB, nodes int, args []string) *Cluster {
 	t.Helper()
 	root := RepoRoot()
 	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
@@ -44,9 +68,10 @@ func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
 		}
 	}
 	Kubectl(t)
-	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePort(t)}
-	args := append([]string{"--containerd-address=" + filepath.Join(c.Dir, "no-containerd.sock")}, serverArgs...)
+	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePort(t), Nodes: nodes}
 	c.Env = append(os.Environ(),
+		fmt.Sprintf("LOCAL_UP_NODES=%d", nodes),
+		fmt.Sprintf("KSCHED_PORT=%d", FreePort(t)),
 		"LOCAL_UP_DIR="+c.Dir,
 		fmt.Sprintf("ETCD_PORT=%d", c.EtcdPort),
 		fmt.Sprintf("KAS_PORT=%d", c.KASPort),
@@ -58,7 +83,7 @@ func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
 	)
 	t.Cleanup(func() { _ = c.Script("down") })
 	if err := c.Script("up"); err != nil {
-		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "checkpoint-apiserver"} {
+		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd-node-1", "kubelet-node-1", "checkpoint-apiserver"} {
 			b, _ := os.ReadFile(filepath.Join(c.Dir, log+".log"))
 			if len(b) > 3000 {
 				b = b[len(b)-3000:]
