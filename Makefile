@@ -22,6 +22,7 @@ run: build
 deps:
 	hack/install-test-deps.sh
 	hack/build-kube-tools.sh
+	hack/test-images.sh
 	cd test/e2b && npm ci --no-audit --no-fund
 
 # Each fuzz target for a fixed number of executions (about 10 s each here),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs beyond Go: protoc (code generation),
-# runc, iptables, busybox-static and the CNI plugins from Debian (containerd
+# runc, iptables, busybox-static, debootstrap and the CNI plugins from Debian (containerd
 # 2.3 is built by hack/build-kube-tools.sh),
 # and CRIU 4.2.1 built from Debian unstable's source package (Debian 12's
 # CRIU 3.17 fails on kernels >= 6.13, and CRIU < 4.2 cannot dump TCP or UDP
@@ -42,6 +42,7 @@ command -v iptables >/dev/null || need+=(iptables)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ip >/dev/null || need+=(iproute2)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v git >/dev/null || need+=(git)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)

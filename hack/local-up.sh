@@ -36,6 +36,7 @@ CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
 CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
 KSCHED_PORT=${KSCHED_PORT:-20259}
+IMAGES=$ROOT/_output/images
 NODES=${LOCAL_UP_NODES:-1}
 PKI=$WORK/pki
 # Sockets need short paths (108 bytes with a shim's 64-hex name).
@@ -270,8 +271,8 @@ start_node() {
   start "containerd-$n" env PATH="/usr/local/sbin:$BIN:$PATH" "$BIN/containerd" --config "$d/containerd.toml"
   wait_for "containerd of $n" 60 ctr_node "$i" version
   local img
-  for img in pause busybox; do
-    ctr_node "$i" images import "$WORK/images/$img.tar" >/dev/null
+  for img in pause busybox python; do
+    ctr_node "$i" images import "$IMAGES/$img.tar" >/dev/null
   done
   # The kubelet's cgroupRoot must exist in every hierarchy (cpusets filled in).
   local h
@@ -392,7 +393,7 @@ up() {
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
   if [ "$NODES" -gt 0 ]; then
-    "$ROOT/hack/test-images.sh" "$WORK/images" >/dev/null
+    "$ROOT/hack/test-images.sh" "$IMAGES" >/dev/null
     net_up
   fi
 

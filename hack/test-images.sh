@@ -7,9 +7,15 @@
 #
 #   pause.tar    registry.k8s.io/pause:local      the pod sandbox (busybox sleep)
 #   busybox.tar  docker.io/library/busybox:local  every busybox applet
+#   python.tar   docker.io/library/python-sandbox:local
+#                a Debian bookworm rootfs (debootstrap, minbase) with python3,
+#                running test/images/python-sandbox.py: state in memory,
+#                served on a listening TCP socket (E2B's code interpreter shape)
 #
-# Each archive is rebuilt only when missing. Needs busybox-static
-# (hack/install-test-deps.sh).
+# Each archive is rebuilt only when missing or when its inputs changed; the
+# debootstrapped rootfs is cached under /var/cache/checkpoint-apiserver (about
+# 45 s to make, from the Debian mirror of the machine's apt configuration).
+# Needs busybox-static and debootstrap (hack/install-test-deps.sh).
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +25,9 @@ mkdir -p "$OUT"
 
 TAR=(tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner)
 
-# oci_archive NAME ROOTFS CONFIG_JSON OUT: a one-layer image of ROOTFS
-# named NAME, whose image config is CONFIG_JSON ("config" part), into OUT.
+# oci_archive NAME ROOTFS CONFIG_JSON OUT: a one-layer image of ROOTFS (a
+# directory, or a tar to use as the layer) named NAME, whose image config is
+# CONFIG_JSON ("config" part), into OUT.
 oci_archive() {
   local name=$1 rootfs=$2 config=$3 out=$4
   local w; w=$(mktemp -d)
@@ -31,7 +38,11 @@ oci_archive() {
     echo "$d $(stat -c %s "$w/oci/blobs/sha256/$d")"
   }
   local ld ls cd cs md ms
-  "${TAR[@]}" -C "$rootfs" -cf "$w/layer.tar" .
+  if [ -d "$rootfs" ]; then
+    "${TAR[@]}" -C "$rootfs" -cf "$w/layer.tar" .
+  else
+    cp "$rootfs" "$w/layer.tar"
+  fi
   read -r ld ls < <(blob "$w/layer.tar")
   printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
     "$config" "$ld" >"$w/config.json"
@@ -73,5 +84,40 @@ if [ ! -s "$OUT/busybox.tar" ]; then
   busybox_rootfs "$r/rootfs"
   oci_archive docker.io/library/busybox:local "$r/rootfs" '{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}' "$OUT/busybox.tar"
   rm -rf "$r"
+fi
+# The Python sandbox: the rootfs is cached by suite and packages, the image
+# rebuilt when the program changes.
+PY_SUITE=bookworm
+PY_PACKAGES=python3
+PY_CACHE=${TEST_IMAGES_CACHE:-/var/cache/checkpoint-apiserver}/rootfs-$PY_SUITE-minbase-$PY_PACKAGES.tar
+PY_PROGRAM=$ROOT/test/images/python-sandbox.py
+py_stamp=$OUT/.python-$(sha256sum "$PY_PROGRAM" | cut -c1-16)
+if [ ! -s "$OUT/python.tar" ] || [ ! -e "$py_stamp" ]; then
+  if [ ! -s "$PY_CACHE" ]; then
+    mirror=$(sed -n 's/^URIs: *\([^ ]*\/debian\/*\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    if [ -z "$mirror" ]; then
+      mirror=$(sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\/debian\/*\) .*/\2/p' /etc/apt/sources.list 2>/dev/null | head -1)
+    fi
+    [ -n "$mirror" ] || { echo "test-images: no Debian mirror in the apt configuration" >&2; exit 1; }
+    echo "test-images: debootstrap $PY_SUITE (minbase, $PY_PACKAGES) from $mirror" >&2
+    r=$(mktemp -d)
+    debootstrap --variant=minbase --include="$PY_PACKAGES" "$PY_SUITE" "$r/rootfs" "$mirror" >"$r/debootstrap.log" 2>&1 ||
+      { tail -20 "$r/debootstrap.log" >&2; rm -rf "$r"; exit 1; }
+    # What a sandbox never reads: package caches and lists, docs, locales.
+    rm -rf "$r/rootfs"/var/cache/apt/* "$r/rootfs"/var/lib/apt/lists/* "$r/rootfs"/usr/share/doc/* \
+      "$r/rootfs"/usr/share/locale/* "$r/rootfs"/usr/share/man/* "$r/rootfs"/var/log/*
+    mkdir -p "$(dirname "$PY_CACHE")"
+    "${TAR[@]}" -C "$r/rootfs" -cf "$PY_CACHE.tmp" .
+    mv "$PY_CACHE.tmp" "$PY_CACHE"
+    rm -rf "$r"
+  fi
+  r=$(mktemp -d)
+  mkdir -p "$r/rootfs"
+  tar -C "$r/rootfs" -xf "$PY_CACHE"
+  install -m 0644 "$PY_PROGRAM" "$r/rootfs/sandbox.py"
+  oci_archive docker.io/library/python-sandbox:local "$r/rootfs" \
+    '{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","PYTHONUNBUFFERED=1"],"Cmd":["python3","/sandbox.py"]}' "$OUT/python.tar"
+  rm -rf "$r" "$OUT"/.python-*
+  touch "$py_stamp"
 fi
 echo "test-images: $(cd "$OUT" && ls ./*.tar | tr '\n' ' ')in $OUT"

@@ -158,19 +158,75 @@ func TestCaptureWebSandbox(t *testing.T) {
 	assert.True(t, execOK(t, c, src.Container.ID(), established), "the source keeps its established connection")
 	assert.False(t, logHasLine(src.LogPath, "conn-closed"), "the source's connection was not closed")
 
-	clone, err := d.Restore(ctx, "ckpt-web", driver.RestoreRequest{Namespace: "team-a", Name: "web-clone"})
-	require.NoError(t, err)
-	first := restoredCounter(t, d, clone)
-	assert.GreaterOrEqual(t, first, before, "the clone continues from the captured counter (%d..%d)", before, after)
-	assert.LessOrEqual(t, first, after+1, "the clone continues from the captured counter (%d..%d)", before, after)
-	id := clone.Containers[0].ID
-	// The clone has a network namespace of its own, its loopback down until
-	// brought up (in a Pod, the sandbox's CNI has done that).
-	c.LoopbackUp(t, id)
+	id := restoreContinuing(t, c, d, "ckpt-web", "web-clone", before, after)
 	assert.True(t, execOK(t, c, id, serves), "the clone's HTTP server listens again and answers")
 	assert.Eventually(t, func() bool { return logHasLine(d.LogPath(id), "conn-closed") }, 10*time.Second, 100*time.Millisecond,
 		"the established connection comes back closed in the clone")
 	assert.False(t, execOK(t, c, id, established), "the clone holds no established connection")
+}
+
+// restoreContinuing restores checkpoint id into sandbox, asserts that its
+// one container's counter continues from the captured one (before..after),
+// brings its loopback up (in a Pod, the sandbox's CNI has done that: a clone
+// has a network namespace of its own) and returns the container's ID.
+func restoreContinuing(t *testing.T, c *framework.Containerd, d *containerd.Driver, id, sandbox string, before, after int) string {
+	t.Helper()
+	clone, err := d.Restore(context.Background(), id, driver.RestoreRequest{Namespace: "team-a", Name: sandbox})
+	require.NoError(t, err)
+	first := restoredCounter(t, d, clone)
+	assert.GreaterOrEqual(t, first, before, "the clone continues from the captured counter (%d..%d)", before, after)
+	assert.LessOrEqual(t, first, after+1, "the clone continues from the captured counter (%d..%d)", before, after)
+	c.LoopbackUp(t, clone.Containers[0].ID)
+	return clone.Containers[0].ID
+}
+
+// secretOf reads the secret a Python sandbox printed at start.
+func secretOf(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "secret="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// A Python sandbox, E2B's code interpreter in shape: an interpreter holding
+// state in memory and serving it on a listening TCP socket. The clone's
+// interpreter answers with the source's secret and a counter that went on
+// from the capture: its memory, not a fresh start.
+func TestCapturePythonSandbox(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	c.ImportTestImage(t, "python.tar")
+	d := newDriver(t, c)
+	ctx := context.Background()
+	src := c.RunPodImage(t, "team-a", "py", "main", framework.PythonImage)
+	c.LoopbackUp(t, src.Container.ID())
+	framework.WaitCounter(t, src.LogPath, 3)
+	secret := secretOf(t, src.LogPath)
+	require.NotEmpty(t, secret)
+	// Exit code 0 when the interpreter answers with secret and a counter >= min.
+	answers := func(min int) string {
+		return fmt.Sprintf(`python3 -c "
+import sys, urllib.request
+b = urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode().split()
+sys.exit(0 if b[1] == 'secret=%s' and int(b[0][2:]) >= %d else 1)"`, secret, min)
+	}
+	require.True(t, execOK(t, c, src.Container.ID(), answers(1)), "the source's interpreter answers")
+
+	target, err := d.Resolve(ctx, "team-a", "py")
+	require.NoError(t, err)
+	_, before, _ := framework.Counter(t, src.LogPath)
+	res, err := d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-py", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+	require.NoError(t, err)
+	_, after, _ := framework.Counter(t, src.LogPath)
+	t.Logf("captured the Python sandbox: %d bytes", res.SizeBytes)
+	framework.WaitCounter(t, src.LogPath, after+3)
+
+	id := restoreContinuing(t, c, d, "ckpt-py", "py-clone", before, after)
+	assert.True(t, execOK(t, c, id, answers(before)), "the clone's interpreter answers with the source's secret and its counter")
 }
 
 // logHasLine says whether the container log at path has a line equal to line.

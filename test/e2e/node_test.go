@@ -42,6 +42,18 @@ func lastCount(t *testing.T, c *framework.Cluster, ns, pod string) int {
 	return last
 }
 
+// captureByApply applies a Checkpoint of pod and requires it to end Succeeded.
+func captureByApply(t *testing.T, c *framework.Cluster, ns, name, pod string) {
+	t.Helper()
+	c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q}}`, name, ns, pod))
+	var phase string
+	c.Eventually("the Checkpoint ends", func() bool {
+		phase, _ = c.Kubectl("get", "cp", name, "-n", ns, "-o", "jsonpath={.status.phase}")
+		return phase == "Succeeded" || phase == "Failed"
+	})
+	require.Equal(t, "Succeeded", phase, c.Must("get", "cp", name, "-n", ns, "-o", "jsonpath={.status.message}"))
+}
+
 // TestRealNode runs Pods on a real kubelet (containerd 2.3, CRIU 4.2) and
 // captures them through Checkpoints applied with kubectl.
 func TestRealNode(t *testing.T) {
@@ -61,7 +73,7 @@ func TestRealNode(t *testing.T) {
 		assert.Contains(t, c.Must("exec", "-n", ns, "x", "--", "sh", "-c", "echo exec-$(hostname)"), "exec-x")
 		assert.Contains(t, c.Must("logs", "-n", ns, "x"), "started")
 		// load-image imports an OCI archive into every node.
-		require.NoError(t, c.Script("load-image", filepath.Join(c.Dir, "images", "busybox.tar")))
+		require.NoError(t, c.Script("load-image", filepath.Join(framework.RepoRoot(), "_output", "images", "busybox.tar")))
 	})
 
 	t.Run("CaptureACounter", func(t *testing.T) {
@@ -102,17 +114,31 @@ func TestRealNode(t *testing.T) {
 			out, _ := c.Kubectl("logs", "-n", ns, "web")
 			return strings.Contains(out, "web-ready")
 		})
-		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-web","namespace":"%s"},"spec":{"podName":"web"}}`, ns))
-		var phase string
-		c.Eventually("the Checkpoint ends", func() bool {
-			phase, _ = c.Kubectl("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.phase}")
-			return phase == "Succeeded" || phase == "Failed"
-		})
-		require.Equal(t, "Succeeded", phase, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.message}"))
+		captureByApply(t, c, ns, "cp-web", "web")
 		assert.Contains(t, c.Must("exec", "-n", ns, "web", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox",
 			"the source still serves")
 		assert.Contains(t, c.Must("exec", "-n", ns, "web", "--", "netstat", "-tn"), "ESTABLISHED",
 			"the source keeps its established connection")
 		assert.NotContains(t, c.Must("logs", "-n", ns, "web"), "conn-closed")
+	})
+
+	t.Run("CaptureAPythonSandbox", func(t *testing.T) {
+		c.Apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: py, namespace: %s}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: %s, imagePullPolicy: Never}
+`, ns, framework.PythonImage))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/py", "--timeout=120s")
+		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
+		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
+			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
+		before := c.Must(get...)
+		require.Contains(t, before, "secret=")
+		captureByApply(t, c, ns, "cp-py", "py")
+		after := c.Must(get...)
+		assert.Equal(t, strings.Fields(before)[1], strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
 	})
 }

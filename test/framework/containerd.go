@@ -365,10 +365,48 @@ type PodContainer struct {
 // namespace/pod, labelled as containerd's CRI plugin labels pod containers.
 func (c *Containerd) RunPodContainer(t testing.TB, namespace, pod, name, script string) *PodContainer {
 	t.Helper()
+	return c.RunPodImage(t, namespace, pod, name, BusyboxImage, "/bin/sh", "-c", script)
+}
+
+// PythonImage is the Python sandbox image hack/test-images.sh builds.
+const PythonImage = "docker.io/library/python-sandbox:local"
+
+// ImportTestImage imports an image archive hack/test-images.sh built
+// (_output/images/<file>), or skips (fails under REQUIRE_REAL=1) when it is
+// not built.
+func (c *Containerd) ImportTestImage(t testing.TB, file string) {
+	t.Helper()
+	path := filepath.Join(RepoRoot(), "_output", "images", file)
+	f, err := os.Open(path)
+	if err != nil {
+		Missing(t, "%s not built (run hack/test-images.sh)", path)
+	}
+	defer f.Close()
 	ctx := c.Ctx()
-	img, err := c.Client.GetImage(ctx, BusyboxImage)
+	imgs, err := c.Client.Import(ctx, f)
+	if err != nil {
+		t.Fatalf("import %s: %v", path, err)
+	}
+	for _, im := range imgs {
+		if err := containerd.NewImage(c.Client, im).Unpack(ctx, "overlayfs"); err != nil {
+			t.Fatalf("unpack %s: %v", im.Name, err)
+		}
+	}
+}
+
+// RunPodImage starts image running args (its own command when none) as
+// container name of pod namespace/pod, labelled as containerd's CRI plugin
+// labels pod containers.
+func (c *Containerd) RunPodImage(t testing.TB, namespace, pod, name, image string, args ...string) *PodContainer {
+	t.Helper()
+	ctx := c.Ctx()
+	img, err := c.Client.GetImage(ctx, image)
 	if err != nil {
 		t.Fatal(err)
+	}
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithHostname(pod)}
+	if len(args) > 0 {
+		specOpts = append(specOpts, oci.WithProcessArgs(args...))
 	}
 	id := fmt.Sprintf("%s-%s-%d", pod, name, time.Now().UnixNano())
 	ctr, err := c.Client.NewContainer(ctx, id,
@@ -376,7 +414,7 @@ func (c *Containerd) RunPodContainer(t testing.TB, namespace, pod, name, script 
 		containerd.WithSnapshotter("overlayfs"),
 		containerd.WithNewSnapshot(id+"-snapshot", img),
 		containerd.WithRuntime("io.containerd.runc.v2", nil),
-		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/bin/sh", "-c", script), oci.WithHostname(pod)),
+		containerd.WithNewSpec(specOpts...),
 		containerd.WithContainerLabels(map[string]string{
 			"io.kubernetes.pod.namespace":  namespace,
 			"io.kubernetes.pod.name":       pod,
