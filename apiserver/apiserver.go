@@ -35,6 +35,8 @@ type ExtraConfig struct {
 	// Driver captures and restores; Resolver finds what to capture.
 	Driver   driver.Driver
 	Resolver driver.Resolver
+	// Stopper ends the source of a keepRunning=false capture (nil: the Driver).
+	Stopper driver.Stopper
 	// CaptureTimeout bounds a capture whose request names none.
 	CaptureTimeout time.Duration
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
@@ -98,6 +100,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		AdminGroups:    c.ExtraConfig.AdminGroups,
 		Driver:         c.ExtraConfig.Driver,
 		Resolver:       c.ExtraConfig.Resolver,
+		Stopper:        c.ExtraConfig.Stopper,
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
 		Replica:        c.ExtraConfig.ReplicaName,
 	})

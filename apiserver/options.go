@@ -351,6 +351,8 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
 		}
 		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
+		// A kubelet runs the Pod: keepRunning=false ends it through the API.
+		extra.Stopper = &kuberesolver.PodStopper{Client: client}
 	}
 	if o.LeaderElect && client != nil {
 		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}

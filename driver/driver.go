@@ -42,8 +42,10 @@ type Container struct {
 
 // Target is a sandbox: a pod's app containers.
 type Target struct {
-	Namespace  string
-	Name       string
+	Namespace string
+	Name      string
+	// UID is the Pod's, when the target was found through the API.
+	UID        string
 	Node       string
 	Containers []Container
 }
@@ -78,6 +80,13 @@ type Driver interface {
 	// Delete removes captured state; deleting what is not there succeeds.
 	Delete(ctx context.Context, checkpointID string) error
 	// Stop stops the target's containers (for keepRunning=false).
+	Stop(ctx context.Context, target Target) error
+}
+
+// Stopper stops a captured source for keepRunning=false. A Driver stops
+// containers itself; on a node a kubelet manages, the Pod must be ended
+// through the API (driver/kube.PodStopper), or the kubelet restarts them.
+type Stopper interface {
 	Stop(ctx context.Context, target Target) error
 }
 

@@ -34,7 +34,7 @@ func (r *PodResolver) Resolve(ctx context.Context, namespace, name string) (driv
 	if err != nil {
 		return driver.Target{}, fmt.Errorf("%w: read pod %s/%s: %v", driver.ErrUnavailable, namespace, name, err)
 	}
-	t := driver.Target{Namespace: namespace, Name: name, Node: pod.Spec.NodeName}
+	t := driver.Target{Namespace: namespace, Name: name, UID: string(pod.UID), Node: pod.Spec.NodeName}
 	statuses := map[string]string{}
 	running := map[string]bool{}
 	for _, st := range pod.Status.ContainerStatuses {

@@ -49,6 +49,7 @@ type Capturer struct {
 	status         *genericregistry.Store
 	driver         driver.Driver
 	resolver       driver.Resolver
+	stopper        driver.Stopper
 	defaultTimeout time.Duration
 	// replica and incarnation go into the marker of the captures this process runs.
 	replica, incarnation string
@@ -219,7 +220,7 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 
 	msg := fmt.Sprintf("captured %s of %s/%s", joinContents(contents), cp.Namespace, targetName)
 	if cp.Spec.KeepRunning != nil && !*cp.Spec.KeepRunning {
-		if err := c.driver.Stop(context.WithoutCancel(ctx), target); err != nil {
+		if err := c.stopper.Stop(context.WithoutCancel(ctx), target); err != nil {
 			msg += fmt.Sprintf("; stopping the source failed: %v", err)
 		} else {
 			msg += "; the source was stopped"

@@ -36,6 +36,8 @@ type Options struct {
 	// Driver captures, restores and deletes state; Resolver finds targets.
 	Driver   driver.Driver
 	Resolver driver.Resolver
+	// Stopper stops the source of a keepRunning=false capture (the Driver when nil).
+	Stopper driver.Stopper
 	// CaptureTimeout bounds a capture whose request names no timeout.
 	CaptureTimeout time.Duration
 	// Replica names this server among replicas sharing one etcd; it must
@@ -91,11 +93,15 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 	statusStore.UpdateStrategy = statusStrategy
 	statusStore.ResetFieldsStrategy = statusStrategy
 
+	if opts.Stopper == nil {
+		opts.Stopper = opts.Driver
+	}
 	capturer := &Capturer{
 		store:          store,
 		status:         &statusStore,
 		driver:         opts.Driver,
 		resolver:       opts.Resolver,
+		stopper:        opts.Stopper,
 		defaultTimeout: opts.CaptureTimeout,
 		replica:        opts.Replica,
 		incarnation:    string(uuid.NewUUID()),

@@ -42,10 +42,12 @@ func lastCount(t *testing.T, c *framework.Cluster, ns, pod string) int {
 	return last
 }
 
-// captureByApply applies a Checkpoint of pod and requires it to end Succeeded.
-func captureByApply(t *testing.T, c *framework.Cluster, ns, name, pod string) {
+// captureByApply applies a Checkpoint of pod (with keepRunning) and
+// requires it to end Succeeded.
+func captureByApply(t *testing.T, c *framework.Cluster, ns, name, pod string, keepRunning bool) {
 	t.Helper()
-	c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q}}`, name, ns, pod))
+	c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q,"keepRunning":%t}}`,
+		name, ns, pod, keepRunning))
 	var phase string
 	c.Eventually("the Checkpoint ends", func() bool {
 		phase, _ = c.Kubectl("get", "cp", name, "-n", ns, "-o", "jsonpath={.status.phase}")
@@ -114,7 +116,7 @@ func TestRealNode(t *testing.T) {
 			out, _ := c.Kubectl("logs", "-n", ns, "web")
 			return strings.Contains(out, "web-ready")
 		})
-		captureByApply(t, c, ns, "cp-web", "web")
+		captureByApply(t, c, ns, "cp-web", "web", true)
 		assert.Contains(t, c.Must("exec", "-n", ns, "web", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox",
 			"the source still serves")
 		assert.Contains(t, c.Must("exec", "-n", ns, "web", "--", "netstat", "-tn"), "ESTABLISHED",
@@ -137,8 +139,22 @@ spec:
 			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
 		before := c.Must(get...)
 		require.Contains(t, before, "secret=")
-		captureByApply(t, c, ns, "cp-py", "py")
+		captureByApply(t, c, ns, "cp-py", "py", true)
 		after := c.Must(get...)
 		assert.Equal(t, strings.Fields(before)[1], strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
+	})
+
+	t.Run("KeepRunningFalseEndsThePod", func(t *testing.T) {
+		// restartPolicy Always (the default): killing the container would only
+		// make the kubelet start it afresh, so the server deletes the Pod.
+		c.Apply(podYAML(ns, "once", framework.CounterScript))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/once", "--timeout=120s")
+		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "once") >= 3 })
+		captureByApply(t, c, ns, "cp-once", "once", false)
+		assert.Contains(t, c.Must("get", "cp", "cp-once", "-n", ns, "-o", "jsonpath={.status.message}"), "the source was stopped")
+		c.Eventually("the source Pod is deleted", func() bool {
+			out, err := c.Kubectl("get", "pod", "once", "-n", ns)
+			return err != nil && strings.Contains(out, "NotFound")
+		})
 	})
 }

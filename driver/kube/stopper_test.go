@@ -1,0 +1,42 @@
+package kube
+
+import (
+	"context"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// The client is client-go's fake clientset: this tests what PodStopper asks
+// of the API; the kubelet stopping the deleted Pod is tested on a real node
+// (test/e2e TestRealNode).
+func TestPodStopper(t *testing.T) {
+	src := pod("src", running("main", "containerd://aaa"))
+	src.UID = "uid-src"
+	other := pod("renamed", running("main", "containerd://bbb"))
+	other.UID = "uid-new"
+	client := fake.NewSimpleClientset(src, other)
+	s := &PodStopper{Client: client}
+	ctx := context.Background()
+
+	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "src", UID: "uid-src"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "src", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the captured Pod is not deleted: %v", err)
+	}
+	// A Pod of the same name that is not the one captured stays; a Pod gone is no error.
+	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "renamed", UID: "uid-old"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "renamed", metav1.GetOptions{}); err != nil {
+		t.Errorf("another Pod of that name was deleted: %v", err)
+	}
+	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "gone"}); err != nil {
+		t.Errorf("pod gone: %v", err)
+	}
+}
