@@ -24,7 +24,8 @@ import (
 const ns = "k8s.io"
 
 func newDriver(t *testing.T, c *framework.Containerd) *containerd.Driver {
-	d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"), StopGracePeriod: 2 * time.Second})
+	d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
+		CRIUConfigDir: filepath.Join(c.Dir, "criu"), StopGracePeriod: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	return d
@@ -327,7 +328,7 @@ func TestStopAndErrors(t *testing.T) {
 	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-stopped", Contents: []driver.Content{driver.Memory}})
 	assert.ErrorIs(t, err, driver.ErrTargetNotFound, "memory of a stopped container cannot be captured")
 
-	gone, err := containerd.New(containerd.Config{Address: filepath.Join(t.TempDir(), "nothing.sock"), Namespace: ns})
+	gone, err := containerd.New(containerd.Config{Address: filepath.Join(t.TempDir(), "nothing.sock"), Namespace: ns, CRIUConfigDir: t.TempDir()})
 	require.NoError(t, err)
 	_, err = gone.Capture(ctx, target, driver.CaptureRequest{ID: "x", Contents: []driver.Content{driver.Memory}})
 	assert.True(t, errors.Is(err, driver.ErrUnavailable), "unreachable containerd: %v", err)

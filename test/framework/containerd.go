@@ -46,7 +46,13 @@ func (c *Containerd) startDaemon() error {
 	c.exited = make(chan struct{})
 	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.Dir, "config.toml"))
 	// containerd -> shim -> runc -> criu: criu must be on containerd's PATH.
-	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.criu)+":"+os.Getenv("PATH"))
+	// XDG_RUNTIME_DIR, when set, would take the checkpoint temporaries instead of temp.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XDG_RUNTIME_DIR=") {
+			c.cmd.Env = append(c.cmd.Env, kv)
+		}
+	}
+	c.cmd.Env = append(c.cmd.Env, "PATH="+filepath.Dir(c.criu)+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
@@ -138,16 +144,23 @@ func StartContainerd(t testing.TB, namespace string) *Containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	c := &Containerd{Address: filepath.Join(dir, "containerd.sock"), Dir: dir, Namespace: namespace, exited: make(chan struct{})}
+	// temp: containerd dumps a task checkpoint into a temporary directory it
+	// removes only when the call returns; a daemon killed mid-capture (as the
+	// fault tests do) leaves it, here under dir, not in the machine's /tmp.
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
+temp = %q
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc")
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), filepath.Join(dir, "tmp"), c.Address, c.Address+".ttrpc")
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
