@@ -21,6 +21,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$ROOT/_output/bin
 OUT=${BENCH_OUT:-$ROOT/_output/bench}
 export LOCAL_UP_DIR=$OUT/cluster
+# The API figures need no kubelet: no node, as in the published runs.
+export LOCAL_UP_NODES=${LOCAL_UP_NODES:-0}
 export ETCD_PORT=${ETCD_PORT:-33790} KAS_PORT=${KAS_PORT:-36443} CP_PORT=${CP_PORT:-38443} KCM_PORT=${KCM_PORT:-30257}
 # Objects stay Pending on both sides: the CRD has no controller, so neither
 # side's figures include declarative captures.
