@@ -37,6 +37,10 @@ type ExtraConfig struct {
 	Resolver driver.Resolver
 	// Stopper ends the source of a keepRunning=false capture (nil: the Driver).
 	Stopper driver.Stopper
+	// Restorer makes clones (nil: the Driver's bare containers).
+	Restorer driver.Restorer
+	// Sandboxes are what the E2B front's sandbox routes act on.
+	Sandboxes e2b.Sandboxes
 	// CaptureTimeout bounds a capture whose request names none.
 	CaptureTimeout time.Duration
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
@@ -101,6 +105,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		Driver:         c.ExtraConfig.Driver,
 		Resolver:       c.ExtraConfig.Resolver,
 		Stopper:        c.ExtraConfig.Stopper,
+		Restorer:       c.ExtraConfig.Restorer,
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
 		Replica:        c.ExtraConfig.ReplicaName,
 	})
@@ -147,7 +152,7 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig)
 	}
 	front := e2b.New(e2b.Config{
 		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig, AdminGroup: adminGroup,
-		Resolver: extra.Resolver, Driver: extra.Driver,
+		Sandboxes: extra.Sandboxes,
 	})
 	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

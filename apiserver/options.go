@@ -56,6 +56,9 @@ type Options struct {
 	Driver              string
 	ContainerdAddress   string
 	ContainerdNamespace string
+	// NodeName is the node whose containerd the driver speaks to; clones
+	// restored from its checkpoints are bound to it.
+	NodeName string
 	// Resolver says how targets are found: "pod" (the Pod's container
 	// statuses, through the kube-apiserver), "labels" (containerd's CRI
 	// labels) or "auto" (pod when a kube-apiserver is configured).
@@ -114,6 +117,7 @@ func NewOptions(out io.Writer) *Options {
 		AdminGroups:             []string{"system:masters"},
 		Driver:                  "containerd",
 		ContainerdAddress:       "/run/containerd/containerd.sock",
+		NodeName:                os.Getenv("NODE_NAME"),
 		ContainerdNamespace:     "k8s.io",
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
@@ -140,6 +144,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
 	fs.StringVar(&o.Driver, "driver", o.Driver, "Checkpoint driver: containerd.")
 	fs.StringVar(&o.ContainerdAddress, "containerd-address", o.ContainerdAddress, "containerd's gRPC socket.")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName,
+		"Name of the Kubernetes node whose containerd --containerd-address is (default $NODE_NAME); Pods restored from its checkpoints are bound to it.")
 	fs.StringVar(&o.ContainerdNamespace, "containerd-namespace", o.ContainerdNamespace,
 		"containerd namespace of the pod containers (k8s.io on a Kubernetes node).")
 	fs.StringVar(&o.Resolver, "resolver", o.Resolver,
@@ -331,6 +337,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		LogDir:    filepath.Join(o.DataDir, "containers"),
 		// runc reads it from the host: an absolute path.
 		CRIUConfigDir: absPath(filepath.Join(o.DataDir, "criu")),
+		Node:          o.NodeName,
 	})
 	if err != nil {
 		return err
@@ -340,6 +347,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	}
 	extra.Driver = d
 	extra.Resolver = d
+	extra.Sandboxes = driverSandboxes{resolver: d, driver: d}
 	var client kubernetes.Interface
 	if cfg.ClientConfig != nil {
 		if client, err = kubernetes.NewForConfig(cfg.ClientConfig); err != nil {
@@ -351,8 +359,11 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
 		}
 		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
-		// A kubelet runs the Pod: keepRunning=false ends it through the API.
+		// A kubelet runs the Pod: keepRunning=false ends it through the API,
+		// and a restore makes a Pod the kubelet runs.
 		extra.Stopper = &kuberesolver.PodStopper{Client: client}
+		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer}
+		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	}
 	if o.LeaderElect && client != nil {
 		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}

@@ -48,6 +48,9 @@ type Target struct {
 	UID        string
 	Node       string
 	Containers []Container
+	// Template is what a restore remakes the sandbox from (for a Pod, its
+	// app containers), opaque to the driver, which keeps it with the state.
+	Template []byte
 }
 
 // CaptureRequest says what to capture and under which ID.
@@ -75,12 +78,45 @@ type RestoreRequest struct {
 type Driver interface {
 	// Capture records the target's state; on error nothing of it is left behind.
 	Capture(ctx context.Context, target Target, req CaptureRequest) (CaptureResult, error)
-	// Restore creates and starts a new sandbox from captured state.
-	Restore(ctx context.Context, checkpointID string, req RestoreRequest) (Target, error)
+	Restorer
 	// Delete removes captured state; deleting what is not there succeeds.
 	Delete(ctx context.Context, checkpointID string) error
 	// Stop stops the target's containers (for keepRunning=false).
 	Stop(ctx context.Context, target Target) error
+}
+
+// Restorer creates and starts a new sandbox from captured state. A Driver
+// makes bare containers; on a node a kubelet manages, the clone is a Pod
+// (driver/kube.PodRestorer) restored from images a RestorePreparer made.
+type Restorer interface {
+	Restore(ctx context.Context, checkpointID string, req RestoreRequest) (Target, error)
+}
+
+// ContainerImage names the image a container runtime restores one
+// container from.
+type ContainerImage struct {
+	Container string
+	Image     string
+}
+
+// PreparedRestore is captured state made ready for a node's container
+// runtime (its CRI) to restore.
+type PreparedRestore struct {
+	// Node holds the images ("" when the driver cannot tell).
+	Node string
+	// Template is the Target's, as captured.
+	Template []byte
+	// Images are per container, in the order they were captured.
+	Images []ContainerImage
+	// CRIUConfig is the path, on the node, of the CRIU configuration a
+	// clone's runtime is given (through the org.criu.config annotation).
+	CRIUConfig string
+}
+
+// RestorePreparer turns captured state into images a node's CRI restores
+// from; preparing one checkpoint twice reuses the first images.
+type RestorePreparer interface {
+	PrepareRestore(ctx context.Context, checkpointID string) (PreparedRestore, error)
 }
 
 // Stopper stops a captured source for keepRunning=false. A Driver stops

@@ -19,11 +19,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
-	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 )
 
@@ -52,9 +52,8 @@ type Config struct {
 	Loopback *rest.Config
 	// AdminGroup is given to the admin team's users.
 	AdminGroup string
-	// Resolver finds sandboxes; Driver stops them.
-	Resolver driver.Resolver
-	Driver   driver.Driver
+	// Sandboxes finds and ends sandboxes as each key's user.
+	Sandboxes Sandboxes
 }
 
 // Server is the E2B front.
@@ -124,6 +123,15 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 	}
 }
 
+// userOf is the user an API key acts as.
+func (s *Server) userOf(id Identity) user.Info {
+	groups := []string{TeamGroupPrefix + id.Team, user.AllAuthenticated}
+	if id.Team == AdminTeam && s.cfg.AdminGroup != "" {
+		groups = append(groups, s.cfg.AdminGroup)
+	}
+	return &user.DefaultInfo{Name: id.User, Groups: groups}
+}
+
 // client impersonates id's user on this server.
 func (s *Server) client(id Identity) (versioned.Interface, error) {
 	s.mu.Lock()
@@ -132,11 +140,8 @@ func (s *Server) client(id Identity) (versioned.Interface, error) {
 		return c, nil
 	}
 	cfg := rest.CopyConfig(s.cfg.Loopback)
-	groups := []string{TeamGroupPrefix + id.Team, "system:authenticated"}
-	if id.Team == AdminTeam && s.cfg.AdminGroup != "" {
-		groups = append(groups, s.cfg.AdminGroup)
-	}
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: groups}
+	u := s.userOf(id)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: u.GetName(), Groups: u.GetGroups()}
 	cfg.Timeout = 60 * time.Second
 	c, err := versioned.NewForConfig(cfg)
 	if err != nil {
@@ -217,19 +222,25 @@ func listNamespace(id Identity) string {
 	return id.Team
 }
 
-func (s *Server) resolve(w http.ResponseWriter, r *http.Request, id Identity, sandboxID string) (driver.Target, bool) {
-	t, err := s.cfg.Resolver.Resolve(r.Context(), namespace(id), sandboxID)
-	switch {
-	case err == nil:
-		return t, true
-	case errors.Is(err, driver.ErrTargetNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %s not found", sandboxID))
-	case errors.Is(err, driver.ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
+// sandbox finds sandboxID for id, or writes the error.
+func (s *Server) sandbox(w http.ResponseWriter, r *http.Request, id Identity, sandboxID string) (Sandbox, bool) {
+	sb, err := s.cfg.Sandboxes.Get(r.Context(), s.userOf(id), id.Team == AdminTeam, namespace(id), sandboxID)
+	if err != nil {
+		writeSandboxError(w, sandboxID, err)
+		return Sandbox{}, false
 	}
-	return driver.Target{}, false
+	return sb, true
+}
+
+func writeSandboxError(w http.ResponseWriter, sandboxID string, err error) {
+	switch {
+	case errors.Is(err, ErrSandboxNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %s not found", sandboxID))
+	case errors.Is(err, ErrSandboxForbidden):
+		writeError(w, http.StatusForbidden, err.Error())
+	default:
+		writeAPIError(w, err)
+	}
 }
 
 type snapshotBody struct {
@@ -254,7 +265,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 		return
 	}
 	sandboxID := r.PathValue("sandboxID")
-	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
+	if _, ok := s.sandbox(w, r, id, sandboxID); !ok {
 		return
 	}
 	ctx := r.Context()
@@ -472,33 +483,45 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identi
 	writeJSON(w, http.StatusCreated, sandboxBody{TemplateID: snapshotID, SandboxID: res.Status.SandboxName, ClientID: clientID, EnvdVersion: envdVersion})
 }
 
-// getSandbox: GET /sandboxes/{sandboxID}.
+// getSandbox: GET /sandboxes/{sandboxID}: what the sandbox's Pod says.
 func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
 	sandboxID := r.PathValue("sandboxID")
-	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]interface{}{
-		"templateID": "", "sandboxID": sandboxID, "clientID": clientID, "envdVersion": envdVersion,
-		"state": "running", "cpuCount": 1, "memoryMB": 512, "diskSizeMB": 0, "metadata": map[string]string{},
-		"startedAt": time.Now().UTC().Format(time.RFC3339), "endAt": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
-	})
-}
-
-// deleteSandbox: DELETE /sandboxes/{sandboxID} stops the sandbox's containers.
-func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
-	t, ok := s.resolve(w, r, id, r.PathValue("sandboxID"))
+	sb, ok := s.sandbox(w, r, id, sandboxID)
 	if !ok {
 		return
 	}
-	if err := s.cfg.Driver.Stop(r.Context(), t); err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+	state := "paused"
+	if sb.Running {
+		state = "running"
+	}
+	metadata := map[string]string{}
+	for k, v := range sb.Labels {
+		metadata[k] = v
+	}
+	body := map[string]interface{}{
+		"templateID": sb.TemplateID, "sandboxID": sb.Name, "clientID": clientID, "envdVersion": envdVersion,
+		"state": state, "cpuCount": (sb.CPUMillis + 999) / 1000, "memoryMB": sb.MemoryBytes >> 20, "diskSizeMB": 0,
+		"metadata": metadata,
+	}
+	if !sb.StartedAt.IsZero() {
+		body["startedAt"] = sb.StartedAt.UTC().Format(time.RFC3339)
+		// A Pod has no end of life; none is made up.
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// deleteSandbox: DELETE /sandboxes/{sandboxID} ends the sandbox, as the key's user.
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+	sandboxID := r.PathValue("sandboxID")
+	if err := s.cfg.Sandboxes.Delete(r.Context(), s.userOf(id), id.Team == AdminTeam, namespace(id), sandboxID); err != nil {
+		writeSandboxError(w, sandboxID, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// connectSandbox: POST /sandboxes/{id}/connect and /v2/...: the sandbox runs.
+// connectSandbox: POST /sandboxes/{id}/connect and /v2/...: 200 while the
+// sandbox runs; one that does not run cannot be resumed here (409).
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
 	var body struct {
 		Timeout *int64 `json:"timeout"`
@@ -507,7 +530,12 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Ident
 		return
 	}
 	sandboxID := r.PathValue("sandboxID")
-	if _, ok := s.resolve(w, r, id, sandboxID); !ok {
+	sb, ok := s.sandbox(w, r, id, sandboxID)
+	if !ok {
+		return
+	}
+	if !sb.Running {
+		writeError(w, http.StatusConflict, fmt.Sprintf("sandbox %s is not running", sandboxID))
 		return
 	}
 	writeJSON(w, http.StatusOK, sandboxBody{SandboxID: sandboxID, ClientID: clientID, EnvdVersion: envdVersion})

@@ -374,7 +374,7 @@ start_server() {
   if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS" --resolver=labels)
   elif [ "$NODES" -gt 0 ]; then
-    args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod)
+    args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod --node-name="$(node_name 1)")
   else
     args+=(--resolver=labels)
   fi

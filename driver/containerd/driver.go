@@ -65,6 +65,11 @@ type Config struct {
 	// given (runc reads the file the spec's org.criu.config annotation names).
 	// It must be a path runc on this node can read.
 	CRIUConfigDir string
+	// Node is the name of the node this containerd runs on, if known.
+	Node string
+	// Snapshotter unpacks restore images ("" is containerd's default,
+	// overlayfs, which the CRI uses too).
+	Snapshotter string
 }
 
 // criuConfigAnnotation names the CRIU configuration file runc hands CRIU
@@ -98,8 +103,9 @@ func (d *Driver) lockContainer(id string) func() {
 }
 
 var (
-	_ driver.Driver   = &Driver{}
-	_ driver.Resolver = &Driver{}
+	_ driver.Driver          = &Driver{}
+	_ driver.Resolver        = &Driver{}
+	_ driver.RestorePreparer = &Driver{}
 )
 
 // New returns a driver for the containerd at cfg.Address. It does not dial:
@@ -276,6 +282,7 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 		} else {
 			opts = append(opts, withCheckpointSpec)
 		}
+		opts = append(opts, withContainerRecord(c.Name, target.Template))
 		name := imageName(req.ID, c.Name)
 		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
@@ -457,15 +464,9 @@ func (d *Driver) States(ctx context.Context) (map[string]time.Time, error) {
 // as a pod container of the new sandbox so that it can itself be captured.
 func (d *Driver) Restore(ctx context.Context, checkpointID string, req driver.RestoreRequest) (driver.Target, error) {
 	ctx = d.ctx(ctx)
-	if err := d.Ping(ctx); err != nil {
-		return driver.Target{}, err
-	}
-	imgs, err := d.checkpointImages(ctx, checkpointID)
+	imgs, err := d.capturedState(ctx, checkpointID)
 	if err != nil {
 		return driver.Target{}, err
-	}
-	if len(imgs) == 0 {
-		return driver.Target{}, fmt.Errorf("%w: %s", driver.ErrCheckpointNotFound, checkpointID)
 	}
 	if existing, err := d.Resolve(ctx, req.Namespace, req.Name); err == nil {
 		return driver.Target{}, fmt.Errorf("%w: sandbox %s/%s already has %d containers", driver.ErrSandboxExists, req.Namespace, req.Name, len(existing.Containers))

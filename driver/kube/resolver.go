@@ -56,5 +56,8 @@ func (r *PodResolver) Resolve(ctx context.Context, namespace, name string) (driv
 	if len(t.Containers) == 0 {
 		return driver.Target{}, fmt.Errorf("%w: pod %s/%s has no containers", driver.ErrTargetNotFound, namespace, name)
 	}
+	if t.Template, err = Template(pod); err != nil {
+		return driver.Target{}, fmt.Errorf("template of pod %s/%s: %w", namespace, name, err)
+	}
 	return t, nil
 }

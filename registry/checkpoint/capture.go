@@ -50,6 +50,7 @@ type Capturer struct {
 	driver         driver.Driver
 	resolver       driver.Resolver
 	stopper        driver.Stopper
+	restorer       driver.Restorer
 	defaultTimeout time.Duration
 	// replica and incarnation go into the marker of the captures this process runs.
 	replica, incarnation string

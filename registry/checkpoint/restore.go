@@ -82,7 +82,7 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 	if len(options.DryRun) > 0 {
 		return out, nil
 	}
-	target, err := r.capturer.driver.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
+	target, err := r.capturer.restorer.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
 		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels,
 	})
 	if err != nil {
@@ -97,7 +97,12 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 
 func restoreError(name, sandbox string, err error) error {
 	msg := fmt.Sprintf("restore of %s into sandbox %s: %v", name, sandbox, err)
+	var status apierrors.APIStatus
 	switch {
+	case errors.As(err, &status):
+		return err // the API said why (the caller may not create the Pod, admission refused it)
+	case errors.Is(err, driver.ErrUnsupported):
+		return apierrors.NewBadRequest(msg)
 	case errors.Is(err, driver.ErrUnavailable):
 		return apierrors.NewServiceUnavailable(msg)
 	case errors.Is(err, driver.ErrSandboxExists):

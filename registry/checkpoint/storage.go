@@ -38,6 +38,8 @@ type Options struct {
 	Resolver driver.Resolver
 	// Stopper stops the source of a keepRunning=false capture (the Driver when nil).
 	Stopper driver.Stopper
+	// Restorer makes clones (the Driver when nil).
+	Restorer driver.Restorer
 	// CaptureTimeout bounds a capture whose request names no timeout.
 	CaptureTimeout time.Duration
 	// Replica names this server among replicas sharing one etcd; it must
@@ -96,12 +98,16 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 	if opts.Stopper == nil {
 		opts.Stopper = opts.Driver
 	}
+	if opts.Restorer == nil {
+		opts.Restorer = opts.Driver
+	}
 	capturer := &Capturer{
 		store:          store,
 		status:         &statusStore,
 		driver:         opts.Driver,
 		resolver:       opts.Resolver,
 		stopper:        opts.Stopper,
+		restorer:       opts.Restorer,
 		defaultTimeout: opts.CaptureTimeout,
 		replica:        opts.Replica,
 		incarnation:    string(uuid.NewUUID()),

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,7 +18,10 @@ import (
 )
 
 // podYAML is a Pod running script in the local busybox image.
-func podYAML(ns, name, script string) string {
+func podYAML(ns, name, script string) string { return podYAMLWith(ns, name, script, "{}") }
+
+// podYAMLWith is podYAML with the container's resources.
+func podYAMLWith(ns, name, script, resources string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
@@ -26,7 +32,8 @@ spec:
     image: docker.io/library/busybox:local
     imagePullPolicy: Never
     command: ["sh", "-c", %q]
-`, name, ns, script)
+    resources: %s
+`, name, ns, script, resources)
 }
 
 // lastCount is the last number a counting Pod printed.
@@ -56,11 +63,81 @@ func captureByApply(t *testing.T, c *framework.Cluster, ns, name, pod string, ke
 	require.Equal(t, "Succeeded", phase, c.Must("get", "cp", name, "-n", ns, "-o", "jsonpath={.status.message}"))
 }
 
+// Keys of the E2B test on Pods.
+const (
+	keyAlice = "e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	keyBob   = "e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	keyCarol = "e2b_cccccccccccccccccccccccccccccccccccccccc"
+)
+
+// e2bStep runs one STEP of test/e2b/pods.mjs with the SDK pkg and key, and
+// decodes the JSON line it prints into out.
+func e2bStep(t *testing.T, url, pkg, key, step, sandbox string, out interface{}) {
+	t.Helper()
+	cmd := exec.Command("node", "pods.mjs")
+	cmd.Dir = framework.E2BSDK(t)
+	cmd.Env = append(os.Environ(), "E2B_API_URL="+url, "E2B_API_KEY="+key, "E2B_PACKAGE="+pkg, "STEP="+step, "SANDBOX_ID="+sandbox)
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "node pods.mjs STEP=%s with %s:\n%s", step, pkg, b)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), out), "%s", b)
+}
+
+// restoreByKubectl restores Checkpoint cp into Pod sandbox through the
+// restore subresource and requires the clone to be a Ready Pod on the node,
+// annotated with where it came from.
+func restoreByKubectl(t *testing.T, c *framework.Cluster, ns, cp, sandbox string) {
+	t.Helper()
+	out, err := requestRestore(c, ns, cp, sandbox)
+	require.NoError(t, err, out)
+	checkClone(t, c, ns, cp, sandbox, out)
+}
+
+// requestRestore POSTs to the restore subresource with kubectl.
+func requestRestore(c *framework.Cluster, ns, cp, sandbox string) (string, error) {
+	body := fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":%q}}`, sandbox)
+	return c.KubectlStdin(body, "create", "--raw", "/apis/agents.kruise.io/v1alpha1/namespaces/"+ns+"/checkpoints/"+cp+"/restore", "-f", "-")
+}
+
+// checkClone checks the clone a restore answered with out.
+func checkClone(t *testing.T, c *framework.Cluster, ns, cp, sandbox, out string) {
+	t.Helper()
+	assert.Contains(t, out, `"node":"node-1"`)
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+sandbox, "--timeout=60s")
+	id := c.Must("get", "cp", cp, "-n", ns, "-o", "jsonpath={.status.checkpointId}")
+	assert.Equal(t, id, c.Must("get", "pod", sandbox, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/restore-from}`))
+	assert.Equal(t, "local-up-admin", c.Must("get", "pod", sandbox, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
+	assert.Equal(t, "0", c.Must("get", "pod", sandbox, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"),
+		"the kubelet runs the restored container as it is, without restarting it")
+	assert.Empty(t, c.Must("exec", "-n", ns, sandbox, "--", "ls", "/var/run/secrets/kubernetes.io/serviceaccount"),
+		"the clone gets no service-account token")
+}
+
+// firstCount is the first number a Pod printed.
+func firstCount(t *testing.T, c *framework.Cluster, ns, pod string) int {
+	t.Helper()
+	for _, l := range strings.Split(c.Must("logs", "-n", ns, pod), "\n") {
+		if n, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
+			return n
+		}
+	}
+	return -1
+}
+
 // TestRealNode runs Pods on a real kubelet (containerd 2.3, CRIU 4.2) and
 // captures them through Checkpoints applied with kubectl.
 func TestRealNode(t *testing.T) {
-	c := framework.LocalUpNodes(t, 1, "--declarative-capture-delay=1s")
 	const ns = "sandboxes"
+	keys := filepath.Join(t.TempDir(), "e2b-keys.yaml")
+	// alice and bob are in the sandboxes team (namespace), carol in another.
+	require.NoError(t, os.WriteFile(keys, []byte(fmt.Sprintf(`keys:
+- {key: %s, user: alice, team: %s}
+- {key: %s, user: bob, team: %s}
+- {key: %s, user: carol, team: other}
+`, keyAlice, ns, keyBob, ns, keyCarol)), 0o600))
+	e2bAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
+	c := framework.LocalUpNodes(t, 1, "--declarative-capture-delay=1s",
+		"--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys)
 	c.Must("create", "namespace", ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
@@ -105,6 +182,16 @@ func TestRealNode(t *testing.T) {
 		after := lastCount(t, c, ns, "counter")
 		c.Eventually("the source keeps counting", func() bool { return lastCount(t, c, ns, "counter") > after+2 })
 		assert.Equal(t, "0", c.Must("get", "pod", "counter", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
+
+		// The clone is a Pod that goes on counting from the captured value,
+		// with the file the source wrote in its writable layer.
+		restoreByKubectl(t, c, ns, "cp-counter", "counter-clone")
+		assert.Greater(t, firstCount(t, c, ns, "counter-clone"), 3, "the clone counts on from the captured value, not from 1")
+		from := lastCount(t, c, ns, "counter-clone")
+		c.Eventually("the clone counts", func() bool { return lastCount(t, c, ns, "counter-clone") > from })
+		assert.Equal(t, "captured", strings.TrimSpace(c.Must("exec", "-n", ns, "counter-clone", "--", "cat", "/data/marker")))
+		// Deleting the clone stops it, as any Pod.
+		c.Must("delete", "pod", "counter-clone", "-n", ns, "--wait=true", "--timeout=60s")
 	})
 
 	t.Run("CaptureAWebSandbox", func(t *testing.T) {
@@ -122,6 +209,18 @@ func TestRealNode(t *testing.T) {
 		assert.Contains(t, c.Must("exec", "-n", ns, "web", "--", "netstat", "-tn"), "ESTABLISHED",
 			"the source keeps its established connection")
 		assert.NotContains(t, c.Must("logs", "-n", ns, "web"), "conn-closed")
+
+		// In the clone the server listens again and answers; the established
+		// connection comes back closed (CRIU tcp-close), as its peer is the
+		// source's, and the client in the clone sees it end.
+		restoreByKubectl(t, c, ns, "cp-web", "web-clone")
+		assert.Contains(t, c.Must("exec", "-n", ns, "web-clone", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox",
+			"the clone's HTTP server answers")
+		c.Eventually("the clone's established connection is closed", func() bool {
+			out, _ := c.Kubectl("logs", "-n", ns, "web-clone")
+			return strings.Contains(out, "conn-closed")
+		})
+		assert.NotContains(t, c.Must("logs", "-n", ns, "web"), "conn-closed", "the source's connection is untouched")
 	})
 
 	t.Run("CaptureAPythonSandbox", func(t *testing.T) {
@@ -139,9 +238,41 @@ spec:
 			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
 		before := c.Must(get...)
 		require.Contains(t, before, "secret=")
+		c.Must("exec", "-n", ns, "py", "--", "python3", "-c", "open('/root/note', 'w').write('written before the capture')")
 		captureByApply(t, c, ns, "cp-py", "py", true)
 		after := c.Must(get...)
-		assert.Equal(t, strings.Fields(before)[1], strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
+		secret := strings.Fields(before)[1]
+		assert.Equal(t, secret, strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
+		captured, err := strconv.Atoi(strings.TrimPrefix(strings.Fields(after)[0], "n="))
+		require.NoError(t, err)
+
+		// One to many: three clones of the checkpoint at once, each a Running
+		// Pod whose interpreter has the source's secret, went on counting
+		// from the captured value, and serves on its listening socket.
+		var wg sync.WaitGroup
+		outs, errs := make([]string, 3), make([]error, 3)
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[i], errs[i] = requestRestore(c, ns, "cp-py", fmt.Sprintf("py-clone-%d", i+1))
+			}()
+		}
+		wg.Wait()
+		for i := range 3 {
+			clone := fmt.Sprintf("py-clone-%d", i+1)
+			require.NoError(t, errs[i], outs[i])
+			checkClone(t, c, ns, "cp-py", clone, outs[i])
+			assert.Equal(t, "Running", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.phase}"))
+			get[3] = clone
+			fields := strings.Fields(c.Must(get...))
+			require.Len(t, fields, 2)
+			assert.Equal(t, secret, fields[1], "the clone's interpreter state is the source's")
+			n, err := strconv.Atoi(strings.TrimPrefix(fields[0], "n="))
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, n, captured-20, "the clone counts on from about the captured value (%d), not from 1", captured)
+			assert.Equal(t, "written before the capture", c.Must("exec", "-n", ns, clone, "--", "cat", "/root/note"))
+		}
 	})
 
 	t.Run("KeepRunningFalseEndsThePod", func(t *testing.T) {
@@ -156,5 +287,60 @@ spec:
 			out, err := c.Kubectl("get", "pod", "once", "-n", ns)
 			return err != nil && strings.Contains(out, "NotFound")
 		})
+		// The checkpoint keeps what it takes to remake the Pod without it.
+		restoreByKubectl(t, c, ns, "cp-once", "once-clone")
+		assert.Greater(t, firstCount(t, c, ns, "once-clone"), 3)
+	})
+
+	t.Run("E2BSDKOnPods", func(t *testing.T) {
+		// The team's users may work with Pods and Checkpoints in their namespace.
+		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--clusterrole=edit", "--group=agents.kruise.io:e2b-team:"+ns)
+		c.Must("create", "namespace", "other")
+		c.Must("create", "rolebinding", "e2b-team", "-n", "other", "--clusterrole=edit", "--group=agents.kruise.io:e2b-team:other")
+		c.Apply(podYAMLWith(ns, "e2b-src", framework.CounterScript,
+			"{requests: {cpu: 250m, memory: 32Mi}, limits: {cpu: 1500m, memory: 96Mi}}"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/e2b-src", "--timeout=120s")
+		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "e2b-src") >= 5 })
+		url := "http://" + e2bAddr
+		for _, pkg := range []string{"e2b", "e2b-2-20"} {
+			t.Run(pkg, func(t *testing.T) {
+				var made struct {
+					SnapshotID, CloneID, TemplateID, StartedAt string
+					CPUCount, MemoryMB                         int
+				}
+				e2bStep(t, url, pkg, keyAlice, "create", "e2b-src", &made)
+				// The clone is a Pod of alice's, restored from the snapshot,
+				// whose counter went on from the captured value.
+				clone := made.CloneID
+				assert.Equal(t, "Running", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.phase}"))
+				assert.Equal(t, "alice", c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
+				assert.Equal(t, made.SnapshotID, c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/restore-from}`))
+				assert.Greater(t, firstCount(t, c, ns, clone), 5, "the clone counts on from the captured value")
+				// GET reads the Pod: its limits, its start.
+				assert.Equal(t, 2, made.CPUCount, "1500m of CPU is 2 CPUs")
+				assert.Equal(t, 96, made.MemoryMB)
+				assert.Equal(t, made.SnapshotID, made.TemplateID)
+				assert.Equal(t, c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.startTime}"), made.StartedAt[:19]+"Z")
+
+				// bob (same team, so RBAC lets him at the namespace's Pods: the
+				// owner annotation stops him) and carol (another team, whose
+				// namespace holds no such Pod) do not find alice's clone: GET,
+				// connect and DELETE all answer 404, and the clone runs on.
+				var refused struct{ Refused bool }
+				e2bStep(t, url, pkg, keyBob, "other", clone, &refused)
+				assert.True(t, refused.Refused)
+				e2bStep(t, url, pkg, keyCarol, "other", clone, &refused)
+				assert.Equal(t, "Running", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.phase}"))
+
+				// alice's kill deletes the Pod.
+				var killed struct{ Killed bool }
+				e2bStep(t, url, pkg, keyAlice, "kill", clone, &killed)
+				assert.True(t, killed.Killed)
+				c.Eventually("the killed clone's Pod is gone", func() bool {
+					out, err := c.Kubectl("get", "pod", clone, "-n", ns)
+					return err != nil && strings.Contains(out, "NotFound")
+				})
+			})
+		}
 	})
 }

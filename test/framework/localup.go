@@ -160,6 +160,15 @@ func (c *Cluster) Kubectl(args ...string) (string, error) {
 	return string(out), err
 }
 
+// KubectlStdin runs kubectl with stdin (for "-f -").
+func (c *Cluster) KubectlStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command("kubectl", args...)
+	cmd.Env = c.Env
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // Must runs kubectl and fails the test when it fails.
 func (c *Cluster) Must(args ...string) string {
 	c.t.Helper()
@@ -171,10 +180,7 @@ func (c *Cluster) Must(args ...string) string {
 // Apply runs kubectl apply on a YAML document.
 func (c *Cluster) Apply(yaml string) {
 	c.t.Helper()
-	cmd := exec.Command("kubectl", "apply", "-f", "-")
-	cmd.Env = c.Env
-	cmd.Stdin = strings.NewReader(yaml)
-	out, err := cmd.CombinedOutput()
+	out, err := c.KubectlStdin(yaml, "apply", "-f", "-")
 	require.NoError(c.t, err, "%s", out)
 }
 

@@ -3,6 +3,7 @@ package framework
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -29,4 +30,17 @@ func Kubectl(t testing.TB) string {
 		Missing(t, "kubectl not on PATH")
 	}
 	return path
+}
+
+// E2BSDK is the folder of the E2B SDK test scripts, with the real E2B JS
+// SDK installed from npm (Missing when node or the package is not there).
+func E2BSDK(t testing.TB) string {
+	dir := filepath.Join(RepoRoot(), "test", "e2b")
+	if _, err := exec.LookPath("node"); err != nil {
+		Missing(t, "node not on PATH")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "e2b")); err != nil {
+		Missing(t, "the e2b npm package is not installed (cd test/e2b && npm ci)")
+	}
+	return dir
 }

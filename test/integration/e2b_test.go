@@ -81,20 +81,9 @@ func wantError(t *testing.T, code int, status int, body []byte, what string) {
 	assert.NotEmpty(t, e.Message, what)
 }
 
-func npmSDK(t *testing.T) string {
-	dir := filepath.Join(framework.RepoRoot(), "test", "e2b")
-	if _, err := exec.LookPath("node"); err != nil {
-		framework.Missing(t, "node not on PATH")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "e2b")); err != nil {
-		framework.Missing(t, "the e2b npm package is not installed (cd test/e2b && npm ci)")
-	}
-	return dir
-}
-
 // TestE2BSDK runs the real E2B JS SDK, at 2.51.0 and 2.20.1, against the front.
 func TestE2BSDK(t *testing.T) {
-	sdkDir := npmSDK(t)
+	sdkDir := framework.E2BSDK(t)
 	env := startE2BEnv(t)
 	for _, pkg := range []string{"e2b", "e2b-2-20"} {
 		t.Run(pkg, func(t *testing.T) {

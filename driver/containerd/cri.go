@@ -1,0 +1,494 @@
+package containerd
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// How a checkpoint becomes a Pod: the capture keeps, beside containerd's own
+// checkpoint image, a record of each container as the CRI saw it. A restore
+// into a Pod turns both into the checkpoint image containerd's CRI restores
+// from when a Pod's container names it (CreateContainer with a checkpoint
+// image, containerd 2.3): one layer laid out as the kubelet's checkpoint
+// archive (checkpoint/ with CRIU's images, rootfs-diff.tar, spec.dump,
+// config.dump, status.dump), its index annotated with the container's name.
+
+const (
+	// MediaTypeContainerRecord is the capture's record of one container.
+	MediaTypeContainerRecord = "application/vnd.agents.kruise.io.checkpoint.container.v1+json"
+	// CheckpointAnnotationName marks a CRI checkpoint image and names its container.
+	CheckpointAnnotationName = "org.criu.checkpoint.container.name"
+	// LabelImageKind tells the images made for restores from the captured ones.
+	LabelImageKind   = "agents.kruise.io/image-kind"
+	imageKindRestore = "restore"
+
+	criContainerMetadata = "io.cri-containerd.container.metadata"
+	// hashAnnotation and restartCountAnnotation must be in status.dump for
+	// the CRI to replace them with the clone's: without the hash, the
+	// kubelet sees a changed container and restarts it afresh.
+	hashAnnotation         = "io.kubernetes.container.hash"
+	restartCountAnnotation = "io.kubernetes.container.restartCount"
+)
+
+// containerRecord is what a CRI restore needs to know of a captured
+// container besides its state.
+type containerRecord struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Image is the base image by name, ImageRef the runtime's ID of it.
+	Image          string            `json:"image"`
+	ImageRef       string            `json:"imageRef"`
+	Runtime        string            `json:"runtime"`
+	CreatedAt      time.Time         `json:"createdAt"`
+	CheckpointedAt time.Time         `json:"checkpointedAt"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	// Template is the Target's.
+	Template []byte `json:"template,omitempty"`
+}
+
+// criConfig is the part of the CRI's container metadata a restore reads.
+type criConfig struct {
+	Metadata struct {
+		ImageRef string
+		Config   *struct {
+			Image *struct {
+				Image              string `json:"image"`
+				UserSpecifiedImage string `json:"user_specified_image"`
+			} `json:"image"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		}
+	}
+}
+
+// withContainerRecord adds the container's record to its checkpoint image.
+func withContainerRecord(name string, template []byte) containerd.CheckpointOpts {
+	return func(ctx context.Context, client *containerd.Client, c *containers.Container, index *ocispec.Index, _ *options.CheckpointOptions) error {
+		rec := containerRecord{ID: c.ID, Name: name, Image: c.Image, Runtime: c.Runtime.Name,
+			CreatedAt: c.CreatedAt, CheckpointedAt: time.Now().UTC(), Template: template}
+		if ext, ok := c.Extensions[criContainerMetadata]; ok && ext != nil {
+			var meta criConfig
+			if err := json.Unmarshal(ext.GetValue(), &meta); err == nil {
+				rec.ImageRef = meta.Metadata.ImageRef
+				if cfg := meta.Metadata.Config; cfg != nil {
+					rec.Labels, rec.Annotations = cfg.Labels, cfg.Annotations
+					if cfg.Image != nil && cfg.Image.UserSpecifiedImage != "" {
+						rec.Image = cfg.Image.UserSpecifiedImage
+					}
+				}
+			}
+		}
+		if rec.ImageRef == "" && c.Image != "" {
+			img, err := client.GetImage(ctx, c.Image)
+			if err != nil {
+				return fmt.Errorf("base image %s of %s: %w", c.Image, c.ID, err)
+			}
+			cfg, err := img.Config(ctx)
+			if err != nil {
+				return fmt.Errorf("config of base image %s: %w", c.Image, err)
+			}
+			rec.ImageRef = cfg.Digest.String()
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		desc := ocispec.Descriptor{MediaType: MediaTypeContainerRecord, Digest: digest.FromBytes(data), Size: int64(len(data))}
+		if err := content.WriteBlob(ctx, client.ContentStore(), c.ID+"-checkpoint-record", bytes.NewReader(data), desc); err != nil {
+			return fmt.Errorf("store record of %s: %w", c.ID, err)
+		}
+		index.Manifests = append(index.Manifests, desc)
+		return nil
+	}
+}
+
+func restoreImageName(id, container string) string {
+	return imageName(id, container) + ":" + imageKindRestore
+}
+
+// PrepareRestore makes, once per checkpoint, one CRI checkpoint image per
+// captured container, unpacked, so a Pod naming it restores that container.
+func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (driver.PreparedRestore, error) {
+	ctx = d.ctx(ctx)
+	imgs, err := d.capturedState(ctx, checkpointID)
+	if err != nil {
+		return driver.PreparedRestore{}, err
+	}
+	out := driver.PreparedRestore{Node: d.cfg.Node, CRIUConfig: d.restoreConfig}
+	for _, im := range imgs {
+		rec, err := d.readRecord(ctx, im)
+		if err != nil {
+			return driver.PreparedRestore{}, err
+		}
+		if out.Template == nil {
+			out.Template = rec.Template
+		}
+		name := restoreImageName(checkpointID, rec.Name)
+		if err := d.ensureRestoreImage(ctx, name, checkpointID, im, rec); err != nil {
+			return driver.PreparedRestore{}, d.classify("prepare restore image "+name, err)
+		}
+		out.Images = append(out.Images, driver.ContainerImage{Container: rec.Name, Image: name})
+	}
+	return out, nil
+}
+
+// capturedState are the images of a checkpoint that must exist.
+func (d *Driver) capturedState(ctx context.Context, checkpointID string) ([]images.Image, error) {
+	if err := d.Ping(ctx); err != nil {
+		return nil, err
+	}
+	imgs, err := d.capturedImages(ctx, checkpointID)
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("%w: %s", driver.ErrCheckpointNotFound, checkpointID)
+	}
+	return imgs, nil
+}
+
+// capturedImages are the checkpoint's images a capture wrote (not those
+// made for restores), oldest first.
+func (d *Driver) capturedImages(ctx context.Context, id string) ([]images.Image, error) {
+	all, err := d.checkpointImages(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []images.Image
+	for _, im := range all {
+		if im.Labels[LabelImageKind] != imageKindRestore {
+			out = append(out, im)
+		}
+	}
+	return out, nil
+}
+
+func (d *Driver) readRecord(ctx context.Context, im images.Image) (containerRecord, error) {
+	index, err := d.readIndex(ctx, im.Target)
+	if err != nil {
+		return containerRecord{}, d.classify("read checkpoint "+im.Name, err)
+	}
+	for _, m := range index.Manifests {
+		if m.MediaType != MediaTypeContainerRecord {
+			continue
+		}
+		data, err := content.ReadBlob(ctx, d.client.ContentStore(), m)
+		if err != nil {
+			return containerRecord{}, d.classify("read container record of "+im.Name, err)
+		}
+		var rec containerRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return containerRecord{}, fmt.Errorf("container record of %s: %w", im.Name, err)
+		}
+		return rec, nil
+	}
+	return containerRecord{}, fmt.Errorf("%w: checkpoint %s was captured without a container record, so it cannot be restored into a Pod",
+		driver.ErrUnsupported, im.Name)
+}
+
+// ensureRestoreImage writes and unpacks the CRI checkpoint image name,
+// unless it is there already.
+func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID string, captured images.Image, rec containerRecord) error {
+	if existing, err := d.client.ImageService().Get(ctx, name); err == nil {
+		return d.unpack(ctx, existing)
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	index, err := d.readIndex(ctx, captured.Target)
+	if err != nil {
+		return err
+	}
+	// The blobs are referenced by nothing until the image is: a lease holds them.
+	lease, err := d.client.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = d.client.LeasesService().Delete(context.WithoutCancel(ctx), lease)
+	}()
+	ctx = leases.WithLease(ctx, lease.ID)
+	cs := d.client.ContentStore()
+
+	layer, err := d.writeArchiveLayer(ctx, name, index, rec)
+	if err != nil {
+		return err
+	}
+	platform := ocispec.Platform{OS: "linux", Architecture: goruntime.GOARCH}
+	configDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageConfig, ocispec.Image{
+		Created:  &rec.CheckpointedAt,
+		Platform: platform,
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}},
+	}, nil)
+	if err != nil {
+		return err
+	}
+	annotations := map[string]string{
+		CheckpointAnnotationName:              rec.Name,
+		"org.criu.checkpoint.engine.name":     "checkpoint-apiserver",
+		"org.criu.checkpoint.rootfsImageName": rec.Image,
+		"org.criu.checkpoint.rootfsImageID":   rec.ImageRef,
+		"org.criu.checkpoint.runtime.name":    rec.Runtime,
+		"org.criu.checkpoint.host.arch":       goruntime.GOARCH,
+		"org.opencontainers.image.created":    rec.CheckpointedAt.Format(time.RFC3339),
+	}
+	if ns, pod := rec.Labels[LabelPodNamespace], rec.Labels[LabelPodName]; pod != "" {
+		annotations["org.criu.checkpoint.pod.namespace"] = ns
+		annotations["org.criu.checkpoint.pod.name"] = pod
+	}
+	manifestDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageManifest, ocispec.Manifest{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      configDesc,
+		Layers:      []ocispec.Descriptor{layer},
+		Annotations: annotations,
+	}, map[string]string{
+		"containerd.io/gc.ref.content.config": configDesc.Digest.String(),
+		"containerd.io/gc.ref.content.l.0":    layer.Digest.String(),
+	})
+	if err != nil {
+		return err
+	}
+	manifestDesc.Platform = &platform
+	indexDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageIndex, ocispec.Index{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageIndex,
+		Manifests:   []ocispec.Descriptor{manifestDesc},
+		Annotations: annotations,
+	}, map[string]string{
+		"containerd.io/gc.ref.content.m.0": manifestDesc.Digest.String(),
+	})
+	if err != nil {
+		return err
+	}
+	img, err := d.client.ImageService().Create(ctx, images.Image{
+		Name:   name,
+		Target: indexDesc,
+		Labels: map[string]string{LabelCheckpointID: checkpointID, LabelContainerName: rec.Name, LabelImageKind: imageKindRestore},
+	})
+	if errdefs.IsAlreadyExists(err) {
+		img, err = d.client.ImageService().Get(ctx, name)
+	}
+	if err != nil {
+		return err
+	}
+	return d.unpack(ctx, img)
+}
+
+// unpack makes the image's snapshot, which the CRI mounts to read the archive.
+func (d *Driver) unpack(ctx context.Context, img images.Image) error {
+	i := containerd.NewImage(d.client, img)
+	if ok, err := i.IsUnpacked(ctx, d.cfg.Snapshotter); err == nil && ok {
+		return nil
+	}
+	return i.Unpack(ctx, d.cfg.Snapshotter)
+}
+
+// writeJSONBlob stores v as JSON, labelled (with the references that keep
+// what it names from garbage collection).
+func writeJSONBlob(ctx context.Context, cs content.Store, mediaType string, v interface{}, labels map[string]string) (ocispec.Descriptor, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	var opts []content.Opt
+	if labels != nil {
+		opts = append(opts, content.WithLabels(labels))
+	}
+	if err := content.WriteBlob(ctx, cs, "agents.kruise.io-"+desc.Digest.Encoded(), bytes.NewReader(data), desc, opts...); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return desc, nil
+}
+
+// criStatus is the part of the CRI's ContainerStatus that status.dump
+// carries and a restore reads (its JSON names are the CRI API's).
+type criStatus struct {
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Image struct {
+		Image              string `json:"image"`
+		UserSpecifiedImage string `json:"user_specified_image,omitempty"`
+	} `json:"image"`
+	ImageRef    string            `json:"image_ref"`
+	CreatedAt   int64             `json:"created_at"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// criContainerConfig is the kubelet checkpoint archive's config.dump.
+type criContainerConfig struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	RootfsImage     string    `json:"rootfsImage,omitempty"`
+	RootfsImageRef  string    `json:"rootfsImageRef,omitempty"`
+	RootfsImageName string    `json:"rootfsImageName,omitempty"`
+	OCIRuntime      string    `json:"runtime,omitempty"`
+	CreatedTime     time.Time `json:"createdTime"`
+	CheckpointedAt  time.Time `json:"checkpointedTime"`
+}
+
+// writeArchiveLayer streams the kubelet checkpoint archive's layout, made
+// from the captured blobs, into one uncompressed layer.
+func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocispec.Index, rec containerRecord) (ocispec.Descriptor, error) {
+	cs := d.client.ContentStore()
+	var criuTar, rwLayer, specBlob *ocispec.Descriptor
+	for i := range index.Manifests {
+		m := &index.Manifests[i]
+		switch m.MediaType {
+		case images.MediaTypeContainerd1Checkpoint:
+			criuTar = m
+		case ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayer, images.MediaTypeDockerSchema2LayerGzip:
+			rwLayer = m
+		case images.MediaTypeContainerd1CheckpointConfig:
+			specBlob = m
+		}
+	}
+	if criuTar == nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: checkpoint of container %s holds no memory: a Pod can only be restored from a memory capture",
+			driver.ErrUnsupported, rec.Name)
+	}
+	if specBlob == nil {
+		return ocispec.Descriptor{}, fmt.Errorf("checkpoint of container %s holds no runtime spec", rec.Name)
+	}
+	specData, err := content.ReadBlob(ctx, cs, *specBlob)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var specAny anypb.Any
+	if err := proto.Unmarshal(specData, &specAny); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("decode runtime spec of %s: %w", rec.Name, err)
+	}
+	configDump, err := json.Marshal(criContainerConfig{
+		ID: rec.ID, Name: rec.Name, RootfsImage: rec.Image, RootfsImageRef: rec.ImageRef, RootfsImageName: rec.Image,
+		OCIRuntime: rec.Runtime, CreatedTime: rec.CreatedAt, CheckpointedAt: rec.CheckpointedAt,
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	st := criStatus{ImageRef: rec.ImageRef, CreatedAt: rec.CreatedAt.UnixNano(), Labels: rec.Labels, Annotations: map[string]string{}}
+	st.Metadata.Name = rec.Name
+	st.Image.Image = rec.Image
+	for k, v := range rec.Annotations {
+		st.Annotations[k] = v
+	}
+	for _, k := range []string{hashAnnotation, restartCountAnnotation} {
+		if _, ok := st.Annotations[k]; !ok {
+			st.Annotations[k] = "0"
+		}
+	}
+	statusDump, err := json.Marshal(st)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+
+	w, err := content.OpenWriter(ctx, cs, content.WithRef("agents.kruise.io-restore-"+strings.NewReplacer("/", "-", ":", "-").Replace(name)))
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer w.Close()
+	counter := &countingWriter{w: w}
+	tw := tar.NewWriter(counter)
+	modTime := rec.CheckpointedAt
+	file := func(name string, size int64, r io.Reader) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: size, ModTime: modTime, Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		n, err := io.Copy(tw, r)
+		if err == nil && n != size {
+			err = fmt.Errorf("%s: wrote %d of %d bytes", name, n, size)
+		}
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"config.dump", configDump}, {"spec.dump", specAny.GetValue()}, {"status.dump", statusDump}} {
+		if err := file(f.name, int64(len(f.data)), bytes.NewReader(f.data)); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "checkpoint/", Mode: 0o700, ModTime: modTime, Typeflag: tar.TypeDir}); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	ra, err := cs.ReaderAt(ctx, *criuTar)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer ra.Close()
+	tr := tar.NewReader(content.NewReader(ra))
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("read CRIU images of %s: %w", rec.Name, err)
+		}
+		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+			continue
+		}
+		base := strings.TrimPrefix(hdr.Name, "./")
+		if base == "" || strings.Contains(base, "/") || strings.Contains(base, "..") {
+			return ocispec.Descriptor{}, fmt.Errorf("unexpected entry %q in the CRIU images of %s", hdr.Name, rec.Name)
+		}
+		if err := file("checkpoint/"+base, hdr.Size, tr); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+	}
+	if rwLayer != nil {
+		rra, err := cs.ReaderAt(ctx, *rwLayer)
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		err = file("rootfs-diff.tar", rwLayer.Size, content.NewReader(rra))
+		rra.Close()
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	dgst := w.Digest()
+	if err := w.Commit(ctx, counter.n, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: counter.n}, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

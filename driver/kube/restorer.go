@@ -1,0 +1,318 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// AnnotationRestoreFrom marks a clone with the checkpoint it was restored from.
+const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
+
+// criuConfigAnnotation names, on a Pod, the CRIU configuration file runc
+// hands CRIU (the node's containerd must pass it: pod_annotations).
+const criuConfigAnnotation = "org.criu.config"
+
+// template is what a capture keeps of a Pod to remake it: the node it ran
+// on and its spec, with nothing a restore must not copy.
+type template struct {
+	Node string         `json:"node,omitempty"`
+	Spec corev1.PodSpec `json:"spec"`
+}
+
+// Template is pod's template as the driver keeps it with a capture.
+func Template(pod *corev1.Pod) ([]byte, error) {
+	return json.Marshal(template{Node: pod.Spec.NodeName, Spec: cloneSpec(&pod.Spec)})
+}
+
+// cloneSpec is the spec of a clone of a Pod with spec src: its app
+// containers (image, command, env, resources, ports, probes, the mount
+// points their processes were captured with), its pod-level settings that
+// the restored processes depend on, and nothing of its credentials. The
+// service-account token volume becomes an empty directory at the same
+// place: CRIU must find every mount point the captured processes had.
+func cloneSpec(src *corev1.PodSpec) corev1.PodSpec {
+	spec := corev1.PodSpec{
+		RestartPolicy:                 src.RestartPolicy,
+		TerminationGracePeriodSeconds: src.TerminationGracePeriodSeconds,
+		DNSPolicy:                     src.DNSPolicy,
+		DNSConfig:                     src.DNSConfig.DeepCopy(),
+		SecurityContext:               src.SecurityContext.DeepCopy(),
+		HostNetwork:                   src.HostNetwork,
+		HostPID:                       src.HostPID,
+		HostIPC:                       src.HostIPC,
+		ShareProcessNamespace:         src.ShareProcessNamespace,
+		HostUsers:                     src.HostUsers,
+		RuntimeClassName:              src.RuntimeClassName,
+		EnableServiceLinks:            src.EnableServiceLinks,
+		ImagePullSecrets:              append([]corev1.LocalObjectReference(nil), src.ImagePullSecrets...),
+		Tolerations:                   append([]corev1.Toleration(nil), src.Tolerations...),
+		ServiceAccountName:            src.ServiceAccountName,
+		AutomountServiceAccountToken:  ptr.To(false),
+	}
+	for _, v := range src.Volumes {
+		switch {
+		case v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.EmptyDir != nil:
+			spec.Volumes = append(spec.Volumes, *v.DeepCopy())
+		default:
+			// Tokens, host paths and claims are not the clone's to have.
+			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}
+	}
+	for _, c := range src.Containers {
+		out := corev1.Container{
+			Name: c.Name, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
+			Ports: c.Ports, EnvFrom: c.EnvFrom, Env: c.Env, Resources: *c.Resources.DeepCopy(),
+			VolumeMounts: c.VolumeMounts, LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe,
+			StartupProbe: c.StartupProbe, TerminationMessagePath: c.TerminationMessagePath,
+			TerminationMessagePolicy: c.TerminationMessagePolicy, SecurityContext: c.SecurityContext,
+			Stdin: c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY,
+		}
+		// A postStart hook ran in the source already.
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+			out.Lifecycle = &corev1.Lifecycle{PreStop: c.Lifecycle.PreStop}
+		}
+		spec.Containers = append(spec.Containers, *out.DeepCopy())
+	}
+	return spec
+}
+
+// PodRestorer restores a checkpoint into a new Pod: the driver on the node
+// holding the checkpoint prepares one CRI checkpoint image per container,
+// and the kubelet creates the Pod's containers from them, which the
+// node's containerd restores instead of starting. The caller must be
+// allowed to create Pods in the namespace; the Pod is then created with
+// the server's own rights, and carries the caller as its owner.
+type PodRestorer struct {
+	Client   kubernetes.Interface
+	Preparer driver.RestorePreparer
+	// Authorizer decides whether the caller may create the Pod (nil: no check).
+	Authorizer authorizer.Authorizer
+	// Timeout bounds the wait for the clone to run (default 45 s, and never
+	// past the request's deadline).
+	Timeout time.Duration
+}
+
+var _ driver.Restorer = &PodRestorer{}
+
+// Restore creates Pod req.Namespace/req.Name from checkpoint checkpointID
+// and waits for its containers to run. A clone that does not come up is
+// deleted: a failed restore leaves nothing behind.
+func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driver.RestoreRequest) (driver.Target, error) {
+	owner, err := r.authorize(ctx, req)
+	if err != nil {
+		return driver.Target{}, err
+	}
+	pods := r.Client.CoreV1().Pods(req.Namespace)
+	if _, err := pods.Get(ctx, req.Name, metav1.GetOptions{}); err == nil {
+		return driver.Target{}, apierrors.NewAlreadyExists(corev1.Resource("pods"), req.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return driver.Target{}, fmt.Errorf("%w: read pod %s/%s: %v", driver.ErrUnavailable, req.Namespace, req.Name, err)
+	}
+	prepared, err := r.Preparer.PrepareRestore(ctx, checkpointID)
+	if err != nil {
+		return driver.Target{}, err
+	}
+	pod, err := clonePod(checkpointID, owner, req, prepared)
+	if err != nil {
+		return driver.Target{}, err
+	}
+	created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		var status apierrors.APIStatus
+		if errors.As(err, &status) && (apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err)) {
+			return driver.Target{}, err // admission or validation said no: the caller's to read
+		}
+		return driver.Target{}, fmt.Errorf("%w: create pod %s/%s: %v", driver.ErrUnavailable, req.Namespace, req.Name, err)
+	}
+	running, err := r.waitRunning(ctx, created)
+	if err != nil {
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = pods.Delete(cleanupCtx, created.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &created.UID},
+		})
+		return driver.Target{}, err
+	}
+	t := driver.Target{Namespace: running.Namespace, Name: running.Name, UID: string(running.UID), Node: running.Spec.NodeName}
+	for _, st := range running.Status.ContainerStatuses {
+		_, id, _ := strings.Cut(st.ContainerID, "://")
+		t.Containers = append(t.Containers, driver.Container{ID: id, Name: st.Name})
+	}
+	return t, nil
+}
+
+// authorize asks whether the caller may create the Pod, and returns its name.
+func (r *PodRestorer) authorize(ctx context.Context, req driver.RestoreRequest) (string, error) {
+	u, ok := genericapirequest.UserFrom(ctx)
+	if !ok {
+		return "", apierrors.NewUnauthorized("a restore needs an authenticated user")
+	}
+	if r.Authorizer == nil {
+		return u.GetName(), nil
+	}
+	decision, reason, err := r.Authorizer.Authorize(ctx, authorizer.AttributesRecord{
+		User: u, Verb: "create", Namespace: req.Namespace, APIVersion: "v1", Resource: "pods", Name: req.Name, ResourceRequest: true,
+	})
+	if decision == authorizer.DecisionAllow {
+		return u.GetName(), nil
+	}
+	msg := fmt.Sprintf("user %q may not create pods in namespace %q, and a restore creates one", u.GetName(), req.Namespace)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	if err != nil {
+		msg += fmt.Sprintf(" (%v)", err)
+	}
+	return "", apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, req.Name, errors.New(msg))
+}
+
+// clonePod is the Pod a restore creates.
+func clonePod(checkpointID, owner string, req driver.RestoreRequest, prepared driver.PreparedRestore) (*corev1.Pod, error) {
+	if len(prepared.Template) == 0 {
+		return nil, fmt.Errorf("%w: checkpoint %s was not captured from a Pod, so it cannot be restored into one", driver.ErrUnsupported, checkpointID)
+	}
+	var tmpl template
+	if err := json.Unmarshal(prepared.Template, &tmpl); err != nil {
+		return nil, fmt.Errorf("pod template of checkpoint %s: %w", checkpointID, err)
+	}
+	images := map[string]string{}
+	for _, im := range prepared.Images {
+		images[im.Container] = im.Image
+	}
+	spec := tmpl.Spec
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		img, ok := images[c.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: checkpoint %s holds no state of container %s", driver.ErrUnsupported, checkpointID, c.Name)
+		}
+		c.Image, c.ImagePullPolicy = img, corev1.PullNever
+	}
+	// The images are on the node that holds the checkpoint.
+	spec.NodeName = prepared.Node
+	if spec.NodeName == "" {
+		spec.NodeName = tmpl.Node
+	}
+	annotations := map[string]string{AnnotationRestoreFrom: checkpointID}
+	if owner != "" {
+		annotations[agents.AnnotationOwner] = owner
+	}
+	if prepared.CRIUConfig != "" {
+		annotations[criuConfigAnnotation] = prepared.CRIUConfig
+	}
+	labels := map[string]string{}
+	for k, v := range req.Labels {
+		labels[k] = v
+	}
+	labels[agents.LabelCheckpointID] = checkpointID
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: req.Namespace, Labels: labels, Annotations: annotations},
+		Spec:       spec,
+	}, nil
+}
+
+// waitRunning waits until every container of pod runs, and fails at once
+// when one cannot be restored.
+func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 45 * time.Second
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl)-2*time.Second < timeout {
+		timeout = time.Until(dl) - 2*time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last *corev1.Pod
+	var failure error
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		p, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			if apierrors.IsNotFound(err) {
+				failure = fmt.Errorf("clone pod %s/%s was deleted while it started", pod.Namespace, pod.Name)
+				return false, failure
+			}
+			return false, nil
+		}
+		if p.UID != pod.UID {
+			failure = fmt.Errorf("clone pod %s/%s was replaced while it started", pod.Namespace, pod.Name)
+			return false, failure
+		}
+		last = p
+		if failure = restoreFailure(p); failure != nil {
+			return false, failure
+		}
+		return allRunning(p), nil
+	})
+	if err == nil {
+		return last, nil
+	}
+	if failure != nil {
+		return nil, failure
+	}
+	state := "not created"
+	if last != nil {
+		state = describe(last)
+	}
+	return nil, fmt.Errorf("%w: clone pod %s/%s did not run within %s: %s", driver.ErrUnavailable, pod.Namespace, pod.Name, timeout.Round(time.Second), state)
+}
+
+func allRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) < len(p.Spec.Containers) {
+		return false
+	}
+	for _, st := range p.Status.ContainerStatuses {
+		if st.State.Running == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// restoreFailure says why a clone's container cannot come up, if it cannot.
+func restoreFailure(p *corev1.Pod) error {
+	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return fmt.Errorf("clone pod %s/%s ended %s before it ran: %s", p.Namespace, p.Name, p.Status.Phase, describe(p))
+	}
+	for _, st := range p.Status.ContainerStatuses {
+		if w := st.State.Waiting; w != nil {
+			switch w.Reason {
+			case "CreateContainerError", "CreateContainerConfigError", "RunContainerError", "ErrImageNeverPull",
+				"InvalidImageName", "CrashLoopBackOff", "StartError":
+				return fmt.Errorf("container %s of clone pod %s/%s could not be restored: %s: %s", st.Name, p.Namespace, p.Name, w.Reason, w.Message)
+			}
+		}
+		if t := st.State.Terminated; t != nil {
+			return fmt.Errorf("container %s of clone pod %s/%s exited (%s, code %d) right after its restore: %s",
+				st.Name, p.Namespace, p.Name, t.Reason, t.ExitCode, t.Message)
+		}
+	}
+	return nil
+}
+
+func describe(p *corev1.Pod) string {
+	parts := []string{"phase " + string(p.Status.Phase)}
+	for _, st := range p.Status.ContainerStatuses {
+		if w := st.State.Waiting; w != nil {
+			parts = append(parts, fmt.Sprintf("%s waiting (%s: %s)", st.Name, w.Reason, w.Message))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
