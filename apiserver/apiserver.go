@@ -7,19 +7,25 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
@@ -51,6 +57,8 @@ type ExtraConfig struct {
 	// LeaderElection, when set, runs the lifecycle controller only on the
 	// replica that holds the Lease (several replicas share one etcd).
 	LeaderElection *LeaderElection
+	// Registration, when set, registers the APIService (never over CRDs).
+	Registration *registration.Config
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
 	E2BBindAddress string
 	E2BKeys        *e2b.KeyStore
@@ -124,6 +132,11 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, fmt.Errorf("install %s: %w", agents.GroupName, err)
 	}
 	extra := c.ExtraConfig
+	if extra.Registration != nil {
+		if err := s.addRegistration(*extra.Registration); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
 		return startLifecycle(hookCtx, store.Capturer, extra)
 	}); err != nil {
@@ -137,6 +150,25 @@ func (c CompletedConfig) New() (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// addRegistration registers the APIService once serving, reporting a
+// conflict with CRDs on readyz, in the log, as Events and as a metric.
+func (s *Server) addRegistration(cfg registration.Config) error {
+	reg := registration.New(cfg)
+	if err := s.GenericAPIServer.AddReadyzChecks(healthz.NamedCheck("apiservice-registration", reg.Check)); err != nil {
+		return err
+	}
+	return s.GenericAPIServer.AddPostStartHook("apiservice-registration", func(hookCtx genericapiserver.PostStartHookContext) error {
+		if cfg.Recorder == nil && cfg.Events != nil {
+			broadcaster := record.NewBroadcaster(record.WithContext(hookCtx))
+			broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Events.CoreV1().Events("")})
+			reg.SetRecorder(broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "checkpoint-apiserver"}))
+			go func() { <-hookCtx.Done(); broadcaster.Shutdown() }()
+		}
+		go reg.Run(hookCtx)
+		return nil
+	})
 }
 
 // startE2B serves the E2B front; it reaches this server through the loopback

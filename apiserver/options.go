@@ -24,6 +24,7 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	basecompatibility "k8s.io/component-base/compatibility"
@@ -31,7 +32,9 @@ import (
 	"k8s.io/klog/v2"
 	netutils "k8s.io/utils/net"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
 	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
@@ -69,6 +72,13 @@ type Options struct {
 	// is how often driver state no Checkpoint owns is deleted.
 	ReplicaName         string
 	OrphanSweepInterval time.Duration
+	// APIServiceService (namespace/name) and APIServicePort are where the
+	// aggregator reaches this server; when set, the server registers its
+	// own APIService, with the CA bundle in APIServiceCAFile, unless CRDs
+	// serve its group-version.
+	APIServiceService string
+	APIServicePort    int32
+	APIServiceCAFile  string
 	// LeaderElect runs the lifecycle controller on one replica only, by a
 	// Lease in LeaderElectNamespace (needs a kube-apiserver).
 	LeaderElect          bool
@@ -118,6 +128,7 @@ func NewOptions(out io.Writer) *Options {
 		Driver:                  "containerd",
 		ContainerdAddress:       "/run/containerd/containerd.sock",
 		NodeName:                os.Getenv("NODE_NAME"),
+		APIServicePort:          443,
 		ContainerdNamespace:     "k8s.io",
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
@@ -156,6 +167,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
 		"With a kube-apiserver, run the lifecycle controller (declarative capture, TTL, finalizer) on the replica holding a Lease only. Standalone mode never elects.")
 	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", o.LeaderElectNamespace, "Namespace of the leader-election Lease.")
+	fs.StringVar(&o.APIServiceService, "apiservice-service", o.APIServiceService,
+		"namespace/name of the Service in front of this server. When set (with a kube-apiserver), the server registers and keeps current "+
+			"its APIService v1alpha1.agents.kruise.io, unless CRDs serve agents.kruise.io/v1alpha1: then it does not register, and says so.")
+	fs.Int32Var(&o.APIServicePort, "apiservice-port", o.APIServicePort, "Port of the Service named by --apiservice-service.")
+	fs.StringVar(&o.APIServiceCAFile, "apiservice-ca-file", o.APIServiceCAFile,
+		"PEM CA bundle that signed the serving certificate: the APIService's caBundle (read again as it changes).")
 	fs.StringVar(&o.E2BBindAddress, "e2b-bind-address", o.E2BBindAddress,
 		"Serve the E2B-compatible API (plain HTTP) at this address, such as 127.0.0.1:3000. Off when empty.")
 	fs.StringVar(&o.E2BKeysFile, "e2b-api-keys-file", o.E2BKeysFile,
@@ -365,10 +382,41 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	}
+	if o.APIServiceService != "" {
+		reg, err := o.registration(cfg)
+		if err != nil {
+			return err
+		}
+		reg.Events = client
+		extra.Registration = reg
+	}
 	if o.LeaderElect && client != nil {
 		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}
 	}
 	return nil
+}
+
+// registration configures the APIService registrar.
+func (o *Options) registration(cfg *genericapiserver.RecommendedConfig) (*registration.Config, error) {
+	ns, name, ok := strings.Cut(o.APIServiceService, "/")
+	if !ok || ns == "" || name == "" {
+		return nil, fmt.Errorf("--apiservice-service=%q: must be namespace/name", o.APIServiceService)
+	}
+	if o.APIServiceCAFile == "" {
+		return nil, errors.New("--apiservice-service needs --apiservice-ca-file (the APIService's caBundle; it is never skipped)")
+	}
+	if cfg.ClientConfig == nil {
+		return nil, errors.New("--apiservice-service needs a kube-apiserver (--kubeconfig)")
+	}
+	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &registration.Config{
+		Client: dyn, Group: agents.GroupName, Version: v1alpha1.SchemeGroupVersion.Version,
+		ServiceNamespace: ns, ServiceName: name, ServicePort: o.APIServicePort, CAFile: o.APIServiceCAFile,
+		GroupPriorityMinimum: 1000, VersionPriority: 15,
+	}, nil
 }
 
 // writeDefaultE2BKeys makes, once, a keys file with one key for user

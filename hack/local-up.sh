@@ -378,11 +378,19 @@ start_server() {
   else
     args+=(--resolver=labels)
   fi
+  # It registers its own APIService (unless CRDs serve its group-version),
+  # pointing at the Service every replica shares: the first replica's port.
+  args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
+    --apiservice-ca-file="$PKI/ca.crt")
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
-  wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/readyz"
+  # CP_WAIT=livez when the server is expected not to register (CRDs serve
+  # its group-version, so it is not ready, and says why on /readyz).
+  wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}"
 }
 
 wait_available() {
+  [ "${CP_WAIT:-readyz}" = readyz ] || return 0
+  wait_for "APIService v1alpha1.agents.kruise.io" 90 kubectl get apiservice v1alpha1.agents.kruise.io
   kubectl wait --for=condition=Available apiservice/v1alpha1.agents.kruise.io --timeout=90s >/dev/null
 }
 
@@ -451,29 +459,18 @@ YAML
     done
   fi
 
-  start_server
-  log "checkpoint-apiserver ready"
-
   kubectl apply -f "$ROOT/artifacts/deploy/namespace.yaml" -f "$ROOT/artifacts/deploy/rbac-users.yaml" >/dev/null
+  echo "$CP_PORT" >"$WORK/service-port"
   kubectl apply -f - >/dev/null <<YAML
-# The server runs on this machine: the APIService reaches it through an
+# The server runs on this machine: its APIService reaches it through an
 # ExternalName Service pointing at localhost.
 apiVersion: v1
 kind: Service
 metadata: {name: $CP_SERVICE, namespace: $CP_NAMESPACE}
 spec: {type: ExternalName, externalName: localhost, ports: [{port: $CP_PORT}]}
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {name: v1alpha1.agents.kruise.io}
-spec:
-  group: agents.kruise.io
-  version: v1alpha1
-  groupPriorityMinimum: 1000
-  versionPriority: 15
-  caBundle: $(base64 -w0 "$PKI/ca.crt")
-  service: {name: $CP_SERVICE, namespace: $CP_NAMESPACE, port: $CP_PORT}
 YAML
+  start_server
+  log "checkpoint-apiserver ready"
   wait_available
   log "APIService v1alpha1.agents.kruise.io is Available"
   echo "export KUBECONFIG=$KUBECONFIG"

@@ -221,13 +221,17 @@ func TestAggregation(t *testing.T) {
 		out, err := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "gen-deploy-certs.sh"), filepath.Join(dir, "certs")).CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		applied := c.Must("apply", "-k", dir, "--dry-run=server")
-		for _, want := range []string{"deployment.apps/checkpoint-apiserver", "apiservice.apiregistration.k8s.io/v1alpha1.agents.kruise.io",
+		for _, want := range []string{"deployment.apps/checkpoint-apiserver",
 			"clusterrole.rbac.authorization.k8s.io/checkpoint-edit", "rolebinding.rbac.authorization.k8s.io/checkpoint-apiserver-auth-reader"} {
 			assert.Contains(t, applied, want)
 		}
 		rendered := c.Must("kustomize", dir)
 		assert.NotContains(t, rendered, "insecureSkipTLSVerify")
-		assert.Regexp(t, `caBundle: \|?\s*LS0t`, rendered, "the APIService carries the CA")
+		// No APIService is applied blindly: the server registers its own,
+		// with the serving Secret's CA, only when no CRD serves the group.
+		assert.NotContains(t, rendered, "kind: APIService")
+		assert.Contains(t, rendered, "--apiservice-ca-file=/etc/checkpoint-apiserver/serving/ca.crt")
+		assert.Regexp(t, `ca\.crt: \|?\s*LS0t`, rendered, "the serving Secret carries the CA")
 	})
 
 	t.Run("OneLeaderAmongReplicas", func(t *testing.T) {
