@@ -6,6 +6,7 @@ BIN_DIR   := $(CURDIR)/_output/bin
 SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
+MODE      ?= aggregated
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
 .PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
@@ -35,8 +36,9 @@ fuzz:
 
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
+# MODE=crd: beside OpenKruise Agents' CRDs, capturing its Checkpoint custom resources.
 up: build
-	hack/local-up.sh up
+	MODE=$(MODE) hack/local-up.sh up
 
 down:
 	hack/local-up.sh down

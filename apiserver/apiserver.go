@@ -57,6 +57,10 @@ type ExtraConfig struct {
 	// LeaderElection, when set, runs the lifecycle controller only on the
 	// replica that holds the Lease (several replicas share one etcd).
 	LeaderElection *LeaderElection
+	// CRDMode captures Checkpoint custom resources in the kube-apiserver
+	// (through KubeClientConfig) instead of serving agents.kruise.io itself.
+	CRDMode          bool
+	KubeClientConfig *restclient.Config
 	// Registration, when set, registers the APIService (never over CRDs).
 	Registration *registration.Config
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
@@ -107,8 +111,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		return nil, fmt.Errorf("create generic server: %w", err)
 	}
 	s := &Server{GenericAPIServer: generic}
-
-	store, err := checkpointstorage.NewStorage(Scheme, c.GenericConfig.RESTOptionsGetter, checkpointstorage.Options{
+	opts := checkpointstorage.Options{
 		AdminGroups:    c.ExtraConfig.AdminGroups,
 		Driver:         c.ExtraConfig.Driver,
 		Resolver:       c.ExtraConfig.Resolver,
@@ -116,7 +119,12 @@ func (c CompletedConfig) New() (*Server, error) {
 		Restorer:       c.ExtraConfig.Restorer,
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
 		Replica:        c.ExtraConfig.ReplicaName,
-	})
+	}
+	if c.ExtraConfig.CRDMode {
+		return s, s.runCRDMode(c.ExtraConfig, opts)
+	}
+
+	store, err := checkpointstorage.NewStorage(Scheme, c.GenericConfig.RESTOptionsGetter, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +146,12 @@ func (c CompletedConfig) New() (*Server, error) {
 		}
 	}
 	if err := s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
-		return startLifecycle(hookCtx, store.Capturer, extra)
+		// Protobuf over loopback: cheaper to decode than JSON, and what it
+		// decodes is the informer's copy of every Checkpoint.
+		loopback := restclient.CopyConfig(hookCtx.LoopbackClientConfig)
+		loopback.ContentType = runtime.ContentTypeProtobuf
+		loopback.AcceptContentTypes = runtime.ContentTypeProtobuf
+		return startLifecycle(hookCtx, loopback, store.Capturer, extra)
 	}); err != nil {
 		return nil, err
 	}
@@ -203,16 +216,34 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig)
 	return nil
 }
 
+// runCRDMode is the executor for OpenKruise Agents' Checkpoint CRD: the
+// same Capturer, driver and lifecycle controller, on the custom resources
+// in the kube-apiserver. This server installs no API group of its own.
+func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) error {
+	if extra.KubeClientConfig == nil {
+		return fmt.Errorf("--mode=crd needs a kube-apiserver (--kubeconfig)")
+	}
+	kube := restclient.CopyConfig(extra.KubeClientConfig)
+	kube.ContentType, kube.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON // a CRD speaks JSON
+	client, err := versioned.NewForConfig(kube)
+	if err != nil {
+		return err
+	}
+	capturer, err := checkpointstorage.NewCRDCapturer(checkpointstorage.NewCRDStore(client), opts)
+	if err != nil {
+		return err
+	}
+	return s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
+		klog.InfoS("Capturing the Checkpoint custom resources of the kube-apiserver (--mode=crd)")
+		return startLifecycle(hookCtx, kube, capturer, extra)
+	})
+}
+
 // startLifecycle runs the lifecycle controller over an informer that reads
-// this server through its loopback connection, on the leader only when
-// leader election is configured.
-func startLifecycle(hookCtx genericapiserver.PostStartHookContext, capturer *checkpointstorage.Capturer, extra *ExtraConfig) error {
-	// Protobuf over loopback: cheaper to decode than JSON, and what it decodes
-	// is the informer's copy of every Checkpoint.
-	loopback := restclient.CopyConfig(hookCtx.LoopbackClientConfig)
-	loopback.ContentType = runtime.ContentTypeProtobuf
-	loopback.AcceptContentTypes = runtime.ContentTypeProtobuf
-	client, err := versioned.NewForConfig(loopback)
+// Checkpoints through clientConfig (this server's loopback, or in crd mode
+// the kube-apiserver), on the leader only when leader election is configured.
+func startLifecycle(hookCtx genericapiserver.PostStartHookContext, clientConfig *restclient.Config, capturer *checkpointstorage.Capturer, extra *ExtraConfig) error {
+	client, err := versioned.NewForConfig(clientConfig)
 	if err != nil {
 		return fmt.Errorf("lifecycle client: %w", err)
 	}

@@ -72,6 +72,10 @@ type Options struct {
 	// is how often driver state no Checkpoint owns is deleted.
 	ReplicaName         string
 	OrphanSweepInterval time.Duration
+	// Mode is "aggregated" (this server owns agents.kruise.io/v1alpha1,
+	// stored in its etcd) or "crd" (it captures OpenKruise Agents'
+	// Checkpoint custom resources in the kube-apiserver).
+	Mode string
 	// APIServiceService (namespace/name) and APIServicePort are where the
 	// aggregator reaches this server; when set, the server registers its
 	// own APIService, with the CA bundle in APIServiceCAFile, unless CRDs
@@ -129,6 +133,7 @@ func NewOptions(out io.Writer) *Options {
 		ContainerdAddress:       "/run/containerd/containerd.sock",
 		NodeName:                os.Getenv("NODE_NAME"),
 		APIServicePort:          443,
+		Mode:                    ModeAggregated,
 		ContainerdNamespace:     "k8s.io",
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
@@ -167,6 +172,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
 		"With a kube-apiserver, run the lifecycle controller (declarative capture, TTL, finalizer) on the replica holding a Lease only. Standalone mode never elects.")
 	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", o.LeaderElectNamespace, "Namespace of the leader-election Lease.")
+	fs.StringVar(&o.Mode, "mode", o.Mode,
+		"aggregated: serve agents.kruise.io/v1alpha1 from this server's etcd behind an APIService. "+
+			"crd: capture the Checkpoint custom resources of OpenKruise Agents' CRD in the kube-apiserver (no etcd, no APIService).")
 	fs.StringVar(&o.APIServiceService, "apiservice-service", o.APIServiceService,
 		"namespace/name of the Service in front of this server. When set (with a kube-apiserver), the server registers and keeps current "+
 			"its APIService v1alpha1.agents.kruise.io, unless CRDs serve agents.kruise.io/v1alpha1: then it does not register, and says so.")
@@ -212,8 +220,23 @@ func (o *Options) Validate() error {
 	if o.CaptureTimeout <= 0 || o.CaptureTimeout > 55*time.Second {
 		errs = append(errs, fmt.Errorf("--capture-timeout=%s: must be in (0, 55s]", o.CaptureTimeout))
 	}
-	if !o.Standalone && len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
-		errs = append(errs, errors.New("--etcd-servers must be set unless --standalone"))
+	switch o.Mode {
+	case ModeAggregated:
+		if !o.Standalone && len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
+			errs = append(errs, errors.New("--etcd-servers must be set unless --standalone"))
+		}
+	case ModeCRD:
+		if o.Standalone {
+			errs = append(errs, errors.New("--mode=crd works on custom resources in a kube-apiserver: it cannot be --standalone"))
+		}
+		if o.E2BBindAddress != "" {
+			errs = append(errs, errors.New("--e2b-bind-address: the E2B front is not served in --mode=crd yet"))
+		}
+		if o.APIServiceService != "" {
+			errs = append(errs, errors.New("--apiservice-service: --mode=crd registers no APIService (the CRD serves agents.kruise.io/v1alpha1)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--mode=%q: must be aggregated or crd", o.Mode))
 	}
 	return utilerrors.NewAggregate(errs)
 }
@@ -239,6 +262,9 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 		o.useStandalone(sa)
+	}
+	if o.Mode == ModeCRD {
+		o.RecommendedOptions.Etcd = nil // Checkpoints are the kube-apiserver's custom resources
 	}
 	if errs := o.RecommendedOptions.Validate(); len(errs) > 0 {
 		return utilerrors.NewAggregate(errs)
@@ -281,6 +307,12 @@ func (o *Options) useStandalone(sa *standalone) {
 	}
 }
 
+// The server's modes.
+const (
+	ModeAggregated = "aggregated"
+	ModeCRD        = "crd"
+)
+
 // Config builds the server configuration from the options.
 func (o *Options) Config(sa *standalone) (*Config, error) {
 	ro := o.RecommendedOptions
@@ -314,6 +346,7 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 		DeclarativeCaptureDelay: o.DeclarativeCaptureDelay,
 		ReplicaName:             o.ReplicaName,
 		OrphanSweepInterval:     o.OrphanSweepInterval,
+		CRDMode:                 o.Mode == ModeCRD,
 	}
 	if err := o.applyDriver(cfg, &extra); err != nil {
 		return nil, err
@@ -364,6 +397,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	}
 	extra.Driver = d
 	extra.Resolver = d
+	extra.KubeClientConfig = cfg.ClientConfig
 	extra.Sandboxes = driverSandboxes{resolver: d, driver: d}
 	var client kubernetes.Interface
 	if cfg.ClientConfig != nil {

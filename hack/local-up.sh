@@ -35,6 +35,9 @@ KCM_PORT=${KCM_PORT:-20257}
 CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
 CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
+# MODE=crd: OpenKruise Agents' CRDs (test/crds) are installed and the server
+# captures their Checkpoint custom resources (--mode=crd), with no APIService.
+MODE=${MODE:-aggregated}
 KSCHED_PORT=${KSCHED_PORT:-20259}
 IMAGES=$ROOT/_output/images
 NODES=${LOCAL_UP_NODES:-1}
@@ -380,8 +383,12 @@ start_server() {
   fi
   # It registers its own APIService (unless CRDs serve its group-version),
   # pointing at the Service every replica shares: the first replica's port.
-  args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
-    --apiservice-ca-file="$PKI/ca.crt")
+  if [ "$MODE" = crd ]; then
+    args+=(--mode=crd)
+  else
+    args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
+      --apiservice-ca-file="$PKI/ca.crt")
+  fi
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
   # CP_WAIT=livez when the server is expected not to register (CRDs serve
   # its group-version, so it is not ready, and says why on /readyz).
@@ -389,7 +396,7 @@ start_server() {
 }
 
 wait_available() {
-  [ "${CP_WAIT:-readyz}" = readyz ] || return 0
+  [ "${CP_WAIT:-readyz}" = readyz ] && [ "$MODE" != crd ] || return 0
   wait_for "APIService v1alpha1.agents.kruise.io" 90 kubectl get apiservice v1alpha1.agents.kruise.io
   kubectl wait --for=condition=Available apiservice/v1alpha1.agents.kruise.io --timeout=90s >/dev/null
 }
@@ -469,10 +476,17 @@ kind: Service
 metadata: {name: $CP_SERVICE, namespace: $CP_NAMESPACE}
 spec: {type: ExternalName, externalName: localhost, ports: [{port: $CP_PORT}]}
 YAML
+  if [ "$MODE" = crd ]; then
+    kubectl apply -f "$ROOT/test/crds/openkruise-agents.yaml" >/dev/null
+    kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+    log "OpenKruise Agents' CRDs installed (test/crds)"
+  fi
   start_server
-  log "checkpoint-apiserver ready"
-  wait_available
-  log "APIService v1alpha1.agents.kruise.io is Available"
+  log "checkpoint-apiserver ready (mode $MODE)"
+  if [ "$MODE" != crd ]; then
+    wait_available
+    log "APIService v1alpha1.agents.kruise.io is Available"
+  fi
   echo "export KUBECONFIG=$KUBECONFIG"
 }
 

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
-	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
@@ -45,8 +44,7 @@ const MaxCaptureTimeout = 55 * time.Second
 // Capturer runs captures: the capture subresource and the declarative
 // controller both go through it, so a Checkpoint is captured at most once.
 type Capturer struct {
-	store          *genericregistry.Store
-	status         *genericregistry.Store
+	store          Store
 	driver         driver.Driver
 	resolver       driver.Resolver
 	stopper        driver.Stopper
@@ -82,22 +80,13 @@ func (c *Capturer) InFlight(uid types.UID) bool {
 }
 
 func (c *Capturer) get(ctx context.Context, namespace, name string) (*agents.Checkpoint, error) {
-	obj, err := c.store.Get(genericapirequest.WithNamespace(ctx, namespace), name, &metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	return obj.(*agents.Checkpoint), nil
+	return c.store.Get(ctx, namespace, name)
 }
 
 // writeStatus writes status through the status store: conflict-checked
 // against cp's resourceVersion.
 func (c *Capturer) writeStatus(ctx context.Context, cp *agents.Checkpoint) (*agents.Checkpoint, error) {
-	obj, _, err := c.status.Update(genericapirequest.WithNamespace(ctx, cp.Namespace), cp.Name,
-		rest.DefaultUpdatedObjectInfo(cp), rest.ValidateAllObjectFunc, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
-	if err != nil {
-		return nil, err
-	}
-	return obj.(*agents.Checkpoint), nil
+	return c.store.UpdateStatus(ctx, cp)
 }
 
 // finishBackoff retries a final status write for about two minutes: long
@@ -149,9 +138,13 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	if cp.DeletionTimestamp != nil {
 		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("the checkpoint is being deleted"))
 	}
-	if cp.Status.Phase != agents.PhasePending {
+	// A custom resource starts with no status at all (crd mode): that is Pending.
+	if cp.Status.Phase != agents.PhasePending && cp.Status.Phase != "" {
 		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name,
 			fmt.Errorf("the checkpoint is %s: only a Pending checkpoint can be captured", cp.Status.Phase))
+	}
+	if podInfoOnly(cp.Spec.PersistentContents) {
+		return c.podInfoOnly(ctx, cp, dryRun)
 	}
 	cp.Status = agents.CheckpointStatus{
 		Phase:              agents.PhaseCreating,
@@ -178,6 +171,34 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	return c.run(ctx, creating, timeout)
 }
 
+// podInfoOnly says whether contents are OpenKruise's podInfo alone.
+func podInfoOnly(contents []agents.ContentType) bool {
+	for _, ct := range contents {
+		if ct != ContentPodInfo {
+			return false
+		}
+	}
+	return len(contents) > 0
+}
+
+// podInfoOnly ends a Checkpoint of podInfo alone Succeeded at once: there
+// is no state to capture (the Pod's definition is the Pod's), and so no
+// finalizer.
+func (c *Capturer) podInfoOnly(ctx context.Context, cp *agents.Checkpoint, dryRun bool) (*agents.Checkpoint, error) {
+	now := metav1.Now()
+	msg := "podInfo only: nothing to capture"
+	cp.Status = agents.CheckpointStatus{
+		Phase: agents.PhaseSucceeded, ObservedGeneration: cp.Generation, CheckpointID: CheckpointID(cp.UID),
+		CompletionTime: &now, Message: msg, Contents: []agents.ContentType{ContentPodInfo},
+		CaptureDuration: &metav1.Duration{},
+		Conditions:      []metav1.Condition{condition(metav1.ConditionTrue, ReasonCaptured, msg, cp.Generation)},
+	}
+	if dryRun {
+		return cp, nil
+	}
+	return c.writeStatus(ctx, cp)
+}
+
 // run does the capture of a Checkpoint already moved to Creating.
 func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.Duration) (*agents.Checkpoint, error) {
 	logger := klog.FromContext(ctx).WithValues("checkpoint", klog.KObj(cp))
@@ -192,7 +213,9 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	}
 	req := driver.CaptureRequest{ID: CheckpointID(cp.UID)}
 	for _, ct := range contents {
-		req.Contents = append(req.Contents, driver.Content(ct))
+		if ct != ContentPodInfo {
+			req.Contents = append(req.Contents, driver.Content(ct))
+		}
 	}
 	targetName := cp.Spec.PodName
 	if targetName == "" {

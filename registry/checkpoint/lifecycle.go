@@ -7,15 +7,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
-	"k8s.io/apiserver/pkg/registry/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
@@ -108,14 +104,12 @@ func (l *Lifecycle) Run(ctx context.Context, workers int) {
 // process is gone, and removes whatever state that capture wrote. Captures
 // another live replica may still be running are looked at again later.
 func (l *Lifecycle) recoverInterrupted(ctx context.Context) error {
-	obj, err := l.capturer.store.List(ctx, &metainternalversion.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("status.phase", string(agents.PhaseCreating)),
-	})
+	creating, err := l.capturer.store.ListCreating(ctx)
 	if err != nil {
 		return err
 	}
-	for i := range obj.(*agents.CheckpointList).Items {
-		cp := &obj.(*agents.CheckpointList).Items[i]
+	for i := range creating {
+		cp := &creating[i]
 		if err := l.checkCreating(ctx, cache.ObjectName{Namespace: cp.Namespace, Name: cp.Name}); err != nil {
 			return err
 		}
@@ -255,7 +249,7 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 		return l.finalize(ctx, key, cp)
 	}
 	switch cp.Status.Phase {
-	case v1alpha1.PhasePending:
+	case v1alpha1.PhasePending, "": // a custom resource starts with no status (crd mode)
 		if wait := cp.CreationTimestamp.Add(l.captureDelay).Sub(l.now()); wait > 0 {
 			l.queue.AddAfter(key, wait)
 			return nil
@@ -284,7 +278,7 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 func (l *Lifecycle) waitForDriver(ctx context.Context, key cache.ObjectName, driverErr error) error {
 	msg := fmt.Sprintf("waiting for the checkpoint driver: %v", driverErr)
 	_, err := l.capturer.finish(ctx, key.Namespace, key.Name, func(s *agents.CheckpointStatus) {
-		if s.Phase != agents.PhasePending {
+		if s.Phase != agents.PhasePending && s.Phase != "" {
 			return
 		}
 		s.Message = msg
@@ -309,9 +303,7 @@ func (l *Lifecycle) expire(ctx context.Context, key cache.ObjectName, cp *v1alph
 		l.queue.AddAfter(key, wait)
 		return nil
 	}
-	uid := cp.UID
-	_, _, err = l.capturer.store.Delete(genericapirequest.WithNamespace(ctx, key.Namespace), key.Name,
-		rest.ValidateAllObjectFunc, &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	err = l.capturer.store.Delete(ctx, key.Namespace, key.Name, cp.UID)
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
@@ -323,7 +315,8 @@ func (l *Lifecycle) expire(ctx context.Context, key cache.ObjectName, cp *v1alph
 
 // finalize deletes the driver's state of a deleted Checkpoint, then lets it go.
 func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1alpha1.Checkpoint) error {
-	if !hasFinalizer(cp.Finalizers) {
+	finalizer := l.capturer.store.Finalizer()
+	if !hasFinalizer(cp.Finalizers, finalizer) {
 		return nil
 	}
 	if l.capturer.InFlight(cp.UID) {
@@ -347,19 +340,16 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 			return fmt.Errorf("delete captured state: %w", err)
 		}
 	}
-	ctx = genericapirequest.WithNamespace(ctx, key.Namespace)
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		obj, err := l.capturer.store.Get(ctx, key.Name, &metav1.GetOptions{})
+		latest, err := l.capturer.store.Get(ctx, key.Namespace, key.Name)
 		if err != nil {
 			return err
 		}
-		latest := obj.(*agents.Checkpoint)
-		if latest.UID != cp.UID || !hasFinalizer(latest.Finalizers) {
+		if latest.UID != cp.UID || !hasFinalizer(latest.Finalizers, finalizer) {
 			return nil
 		}
-		latest.Finalizers = removeFinalizer(latest.Finalizers)
-		_, _, err = l.capturer.store.Update(ctx, key.Name, rest.DefaultUpdatedObjectInfo(latest),
-			rest.ValidateAllObjectFunc, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
+		latest.Finalizers = removeFinalizer(latest.Finalizers, finalizer)
+		_, err = l.capturer.store.Update(ctx, latest)
 		return err
 	})
 	if apierrors.IsNotFound(err) {
@@ -376,19 +366,19 @@ func (l *Lifecycle) deleteState(ctx context.Context, uid types.UID) error {
 	return l.capturer.driver.Delete(ctx, CheckpointID(uid))
 }
 
-func hasFinalizer(fs []string) bool {
+func hasFinalizer(fs []string, finalizer string) bool {
 	for _, f := range fs {
-		if f == Finalizer {
+		if f == finalizer {
 			return true
 		}
 	}
 	return false
 }
 
-func removeFinalizer(fs []string) []string {
+func removeFinalizer(fs []string, finalizer string) []string {
 	out := fs[:0:0]
 	for _, f := range fs {
-		if f != Finalizer {
+		if f != finalizer {
 			out = append(out, f)
 		}
 	}

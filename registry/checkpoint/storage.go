@@ -60,11 +60,8 @@ var (
 
 // NewStorage builds the etcd-backed storage of checkpoints and checkpoints/status.
 func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, opts Options) (*Storage, error) {
-	if opts.Driver == nil || opts.Resolver == nil {
-		return nil, fmt.Errorf("checkpoints storage needs a driver and a resolver")
-	}
-	if opts.CaptureTimeout <= 0 || opts.CaptureTimeout > MaxCaptureTimeout {
-		return nil, fmt.Errorf("capture timeout %s must be in (0, %s]", opts.CaptureTimeout, MaxCaptureTimeout)
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	strategy, statusStrategy := NewStrategy(scheme, opts.AdminGroups)
 	store := &genericregistry.Store{
@@ -95,23 +92,7 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 	statusStore.UpdateStrategy = statusStrategy
 	statusStore.ResetFieldsStrategy = statusStrategy
 
-	if opts.Stopper == nil {
-		opts.Stopper = opts.Driver
-	}
-	if opts.Restorer == nil {
-		opts.Restorer = opts.Driver
-	}
-	capturer := &Capturer{
-		store:          store,
-		status:         &statusStore,
-		driver:         opts.Driver,
-		resolver:       opts.Resolver,
-		stopper:        opts.Stopper,
-		restorer:       opts.Restorer,
-		defaultTimeout: opts.CaptureTimeout,
-		replica:        opts.Replica,
-		incarnation:    string(uuid.NewUUID()),
-	}
+	capturer := newCapturer(registryStore{store: store, status: &statusStore}, opts)
 	return &Storage{
 		Checkpoint: &REST{store},
 		Status:     &StatusREST{store: &statusStore},
@@ -119,6 +100,38 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 		Restore:    &RestoreREST{capturer: capturer, isAdmin: strategy.isAdmin},
 		Capturer:   capturer,
 	}, nil
+}
+
+// NewCRDCapturer returns the Capturer of crd mode: the same captures, on
+// the Checkpoint custom resources of store (NewCRDStore).
+func NewCRDCapturer(store Store, opts Options) (*Capturer, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	return newCapturer(store, opts), nil
+}
+
+func (opts Options) check() error {
+	if opts.Driver == nil || opts.Resolver == nil {
+		return fmt.Errorf("checkpoints need a driver and a resolver")
+	}
+	if opts.CaptureTimeout <= 0 || opts.CaptureTimeout > MaxCaptureTimeout {
+		return fmt.Errorf("capture timeout %s must be in (0, %s]", opts.CaptureTimeout, MaxCaptureTimeout)
+	}
+	return nil
+}
+
+func newCapturer(store Store, opts Options) *Capturer {
+	if opts.Stopper == nil {
+		opts.Stopper = opts.Driver
+	}
+	if opts.Restorer == nil {
+		opts.Restorer = opts.Driver
+	}
+	return &Capturer{
+		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer,
+		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: string(uuid.NewUUID()),
+	}
 }
 
 // ShortNames lets kubectl say "cp".

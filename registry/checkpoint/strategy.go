@@ -68,7 +68,7 @@ func (s Strategy) PrepareForCreate(ctx context.Context, obj runtime.Object) {
 	cp.Generation = 1
 	setLabel(cp, agents.LabelSandboxName, sandboxName(&cp.Spec))
 	delete(cp.Labels, agents.LabelCheckpointID)
-	if !hasFinalizer(cp.Finalizers) {
+	if !hasFinalizer(cp.Finalizers, Finalizer) {
 		cp.Finalizers = append(cp.Finalizers, Finalizer)
 	}
 	s.stampOwner(ctx, cp)

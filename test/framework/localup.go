@@ -2,7 +2,9 @@ package framework
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -47,6 +49,18 @@ func LocalUp(t testing.TB, serverArgs ...string) *Cluster {
 // fixed names, addresses and ports: one such cluster runs at a time.
 func LocalUpNodes(t testing.TB, nodes int, serverArgs ...string) *Cluster {
 	t.Helper()
+	return localUpNodes(t, nodes, nil, serverArgs)
+}
+
+// LocalUpNodesCRDMode is LocalUpNodes with OpenKruise Agents' CRDs
+// (test/crds) installed and the server in --mode=crd (local-up MODE=crd).
+func LocalUpNodesCRDMode(t testing.TB, nodes int, serverArgs ...string) *Cluster {
+	t.Helper()
+	return localUpNodes(t, nodes, []string{"MODE=crd"}, serverArgs)
+}
+
+func localUpNodes(t testing.TB, nodes int, env, serverArgs []string) *Cluster {
+	t.Helper()
 	for _, bin := range []string{"kubelet", "kube-scheduler", "containerd", "containerd-shim-runc-v2", "ctr"} {
 		if _, err := os.Stat(filepath.Join(RepoRoot(), "_output", "bin", bin)); err != nil {
 			Missing(t, "_output/bin/%s not built (run hack/build-kube-tools.sh)", bin)
@@ -56,10 +70,10 @@ func LocalUpNodes(t testing.TB, nodes int, serverArgs ...string) *Cluster {
 		Missing(t, "a kubelet node needs root")
 	}
 	RequireCRIU(t)
-	return localUp(t, nodes, serverArgs)
+	return localUp(t, nodes, serverArgs, env...)
 }
 
-func localUp(t testing.TB, nodes int, args []string) *Cluster {
+func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 	t.Helper()
 	root := RepoRoot()
 	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
@@ -81,6 +95,7 @@ func localUp(t testing.TB, nodes int, args []string) *Cluster {
 		"KUBECACHEDIR="+filepath.Join(c.Dir, "kubecache"),
 		"CHECKPOINT_APISERVER_ARGS="+strings.Join(args, " "),
 	)
+	c.Env = append(c.Env, env...)
 	t.Cleanup(func() { _ = c.Script("down") })
 	if err := c.Script("up"); err != nil {
 		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd-node-1", "kubelet-node-1", "checkpoint-apiserver"} {
@@ -113,6 +128,16 @@ func (c *Cluster) EtcdGet(key string) []byte {
 		return nil
 	}
 	return out.Kvs[0].Value
+}
+
+// NodeCtr runs ctr, in containerd namespace k8s.io, against node i's
+// containerd (its socket is where hack/local-up.sh puts it).
+func (c *Cluster) NodeCtr(i int, args ...string) (string, error) {
+	sum := sha256.Sum256([]byte(c.Dir + "\n")) // as `echo "$WORK" | sha256sum`
+	sock := fmt.Sprintf("/run/cpup-%s/node-%d/containerd.sock", hex.EncodeToString(sum[:])[:8], i)
+	cmd := exec.Command(filepath.Join(RepoRoot(), "_output", "bin", "ctr"), append([]string{"--address", sock, "-n", "k8s.io"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // Kubeconfig is the admin kubeconfig of the kube-apiserver.

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// TestCRDMode: beside OpenKruise Agents' CRDs, --mode=crd captures its
+// Checkpoint custom resources on a real node, keeping the contract its
+// sandbox-manager and sandbox-controller rely on.
+func TestCRDMode(t *testing.T) {
+	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=1s")
+	const ns = "sandboxes"
+	c.Must("create", "namespace", ns)
+	c.Eventually("the namespace's default ServiceAccount", func() bool {
+		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
+		return err == nil
+	})
+	get := func(kind, name, path string) string {
+		out, _ := c.Kubectl("get", kind, name, "-n", ns, "-o", "jsonpath="+path)
+		return out
+	}
+	c.Apply(podYAML(ns, "src", framework.CounterScript))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/src", "--timeout=120s")
+	c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "src") >= 3 })
+
+	// OpenKruise's other kinds stay served: the server registered no APIService.
+	_, err := c.Kubectl("get", "apiservice", "v1alpha1.agents.kruise.io", "-o", "jsonpath={.spec.service}")
+	require.NoError(t, err)
+	assert.Empty(t, get("apiservice", "v1alpha1.agents.kruise.io", "{.spec.service}"))
+	c.Must("get", "sandboxes", "-n", ns)
+
+	var name, id string
+	t.Run("AsTheSandboxManagerCreatesIt", func(t *testing.T) {
+		// generateName <sandbox>-, podName, the API key's ID as owner, then a
+		// SandboxTemplate of the same name owned by the Checkpoint.
+		out, err := c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint",
+"metadata":{"generateName":"src-","namespace":%q,"annotations":{"agents.kruise.io/owner":"key-0123"}},
+"spec":{"podName":"src","keepRunning":true}}`, ns), "create", "-f", "-", "-o", "jsonpath={.metadata.name} {.metadata.uid}")
+		require.NoError(t, err, out)
+		fields := strings.Fields(out)
+		require.Len(t, fields, 2, out)
+		name = fields[0]
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"SandboxTemplate","metadata":{"name":%q,"namespace":%q,
+"ownerReferences":[{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","name":%q,"uid":%q,"controller":true}]},"spec":{}}`,
+			name, ns, name, fields[1]))
+
+		c.Eventually("the Checkpoint CR Succeeded", func() bool { return get("cp", name, "{.status.phase}") == "Succeeded" })
+		id = get("cp", name, "{.status.checkpointId}")
+		assert.NotEmpty(t, id)
+		assert.NotEmpty(t, get("cp", name, "{.status.completionTime}"))
+		assert.Equal(t, "1", get("cp", name, "{.status.observedGeneration}"))
+		assert.Contains(t, get("cp", name, "{.status.message}"), "captured")
+		assert.Equal(t, id, get("cp", name, `{.metadata.labels.agents\.kruise\.io/checkpoint-id}`))
+		assert.Equal(t, "key-0123", get("cp", name, `{.metadata.annotations.agents\.kruise\.io/owner}`), "the owner is kept as it is")
+		assert.Contains(t, get("cp", name, "{.metadata.finalizers}"), "agents.kruise.io/checkpoint")
+		images, err := c.NodeCtr(1, "images", "ls", "-q")
+		require.NoError(t, err, images)
+		assert.Contains(t, images, "checkpoint.agents.kruise.io/"+id+"/main", "the state is on the node")
+		// keepRunning: the source goes on.
+		after := lastCount(t, c, ns, "src")
+		c.Eventually("the source keeps counting", func() bool { return lastCount(t, c, ns, "src") > after+2 })
+	})
+
+	t.Run("DeleteRemovesTheStateAndTheTemplate", func(t *testing.T) {
+		require.NotEmpty(t, name)
+		watch := exec.Command("kubectl", "get", "cp", name, "-n", ns, "-w", "--no-headers")
+		watch.Env = c.Env
+		var buf framework.SafeBuffer
+		watch.Stdout, watch.Stderr = &buf, &buf
+		require.NoError(t, watch.Start())
+		defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
+		c.Must("delete", "cp", name, "-n", ns, "--wait=false")
+		c.Eventually("the Checkpoint is gone", func() bool {
+			out, err := c.Kubectl("get", "cp", name, "-n", ns)
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+		images, err := c.NodeCtr(1, "images", "ls", "-q")
+		require.NoError(t, err, images)
+		assert.NotContains(t, images, id, "the finalizer deleted the state")
+		c.Eventually("the SandboxTemplate is garbage-collected", func() bool {
+			out, err := c.Kubectl("get", "sandboxtemplate", name, "-n", ns)
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+		assert.Contains(t, buf.String(), "Terminating", "the Checkpoint went through phase Terminating")
+	})
+
+	t.Run("TTLDeletesIt", func(t *testing.T) {
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"short","namespace":%q},
+"spec":{"podName":"src","ttlAfterFinished":"3s"}}`, ns))
+		c.Eventually("it Succeeded, then expired", func() bool {
+			out, err := c.Kubectl("get", "cp", "short", "-n", ns)
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+	})
+
+	t.Run("PodInfoOnlySucceedsAtOnce", func(t *testing.T) {
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"info","namespace":%q},
+"spec":{"podName":"src","persistentContents":["podInfo"]}}`, ns))
+		c.Eventually("it Succeeded", func() bool { return get("cp", "info", "{.status.phase}") == "Succeeded" })
+		assert.NotEmpty(t, get("cp", "info", "{.status.checkpointId}"))
+		assert.Empty(t, get("cp", "info", "{.metadata.finalizers}"), "nothing captured, nothing to finalize")
+		c.Must("delete", "cp", "info", "-n", ns, "--timeout=30s")
+	})
+
+	t.Run("KeepRunningFalseEndsThePod", func(t *testing.T) {
+		c.Apply(podYAML(ns, "once", framework.CounterScript))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/once", "--timeout=120s")
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"last","namespace":%q},
+"spec":{"podName":"once","keepRunning":false}}`, ns))
+		c.Eventually("it Succeeded", func() bool { return get("cp", "last", "{.status.phase}") == "Succeeded" })
+		c.Eventually("the source Pod is deleted", func() bool {
+			out, err := c.Kubectl("get", "pod", "once", "-n", ns)
+			return err != nil && strings.Contains(out, "NotFound")
+		})
+	})
+}
