@@ -61,6 +61,8 @@ type ExtraConfig struct {
 	// (through KubeClientConfig) instead of serving agents.kruise.io itself.
 	CRDMode          bool
 	KubeClientConfig *restclient.Config
+	// Webhook, in crd mode, serves (and registers) the admission webhook.
+	Webhook *WebhookServing
 	// Registration, when set, registers the APIService (never over CRDs).
 	Registration *registration.Config
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
@@ -232,6 +234,32 @@ func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) 
 	capturer, err := checkpointstorage.NewCRDCapturer(checkpointstorage.NewCRDStore(client), opts)
 	if err != nil {
 		return err
+	}
+	// The subresources OpenKruise's CRD cannot have, in a group of this
+	// server's own (as KubeVirt serves subresources.kubevirt.io).
+	crs := checkpointstorage.NewCRDREST(client)
+	group := genericapiserver.NewDefaultAPIGroupInfo(SubresourcesGroupVersion.Group, CRDModeScheme, metav1.ParameterCodec, CRDModeCodecs)
+	group.VersionedResourcesStorageMap[SubresourcesGroupVersion.Version] = map[string]rest.Storage{
+		"checkpoints":         crs,
+		"checkpoints/capture": capturer.CaptureREST(),
+		"checkpoints/restore": capturer.RestoreREST(extra.AdminGroups),
+		"snapshots":           snapshotstorage.NewREST(crs, extra.AdminGroups),
+	}
+	if err := s.GenericAPIServer.InstallAPIGroup(&group); err != nil {
+		return fmt.Errorf("install %s: %w", SubresourcesGroupVersion.Group, err)
+	}
+	if extra.Registration != nil {
+		if err := s.addRegistration(*extra.Registration); err != nil {
+			return err
+		}
+	}
+	if extra.Webhook != nil {
+		wh := *extra.Webhook
+		if err := s.GenericAPIServer.AddPostStartHook("checkpoint-webhook", func(hookCtx genericapiserver.PostStartHookContext) error {
+			return wh.start(hookCtx)
+		}); err != nil {
+			return err
+		}
 	}
 	return s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
 		klog.InfoS("Capturing the Checkpoint custom resources of the kube-apiserver (--mode=crd)")

@@ -40,6 +40,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
+	"github.com/agents-kruise/checkpoint-apiserver/webhook"
 )
 
 const etcdPathPrefix = "/registry/agents.kruise.io"
@@ -76,6 +77,12 @@ type Options struct {
 	// stored in its etcd) or "crd" (it captures OpenKruise Agents'
 	// Checkpoint custom resources in the kube-apiserver).
 	Mode string
+	// WebhookPort serves the admission webhook of crd mode (0: off), with
+	// the serving certificate; WebhookService (namespace/name) and
+	// WebhookCAFile, when set, register it.
+	WebhookPort    int
+	WebhookService string
+	WebhookCAFile  string
 	// APIServiceService (namespace/name) and APIServicePort are where the
 	// aggregator reaches this server; when set, the server registers its
 	// own APIService, with the CA bundle in APIServiceCAFile, unless CRDs
@@ -175,9 +182,16 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Mode, "mode", o.Mode,
 		"aggregated: serve agents.kruise.io/v1alpha1 from this server's etcd behind an APIService. "+
 			"crd: capture the Checkpoint custom resources of OpenKruise Agents' CRD in the kube-apiserver (no etcd, no APIService).")
+	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort,
+		"In --mode=crd, serve the validating and defaulting admission webhook for Checkpoint custom resources on this port (TLS, the serving certificate). 0: off.")
+	fs.StringVar(&o.WebhookService, "webhook-service", o.WebhookService,
+		"namespace/name of the Service in front of --webhook-port. When set, the server registers and keeps current its "+
+			"Validating- and MutatingWebhookConfiguration (only Checkpoints, failurePolicy Fail), with --webhook-ca-file as caBundle.")
+	fs.StringVar(&o.WebhookCAFile, "webhook-ca-file", o.WebhookCAFile, "PEM CA bundle that signed the serving certificate, for the webhooks' caBundle.")
 	fs.StringVar(&o.APIServiceService, "apiservice-service", o.APIServiceService,
 		"namespace/name of the Service in front of this server. When set (with a kube-apiserver), the server registers and keeps current "+
-			"its APIService v1alpha1.agents.kruise.io, unless CRDs serve agents.kruise.io/v1alpha1: then it does not register, and says so.")
+			"its APIService v1alpha1.agents.kruise.io, unless CRDs serve agents.kruise.io/v1alpha1: then it does not register, and says so. "+
+			"In --mode=crd it registers v1alpha1.subresources.agents.kruise.io instead (capture, restore, snapshots).")
 	fs.Int32Var(&o.APIServicePort, "apiservice-port", o.APIServicePort, "Port of the Service named by --apiservice-service.")
 	fs.StringVar(&o.APIServiceCAFile, "apiservice-ca-file", o.APIServiceCAFile,
 		"PEM CA bundle that signed the serving certificate: the APIService's caBundle (read again as it changes).")
@@ -232,8 +246,8 @@ func (o *Options) Validate() error {
 		if o.E2BBindAddress != "" {
 			errs = append(errs, errors.New("--e2b-bind-address: the E2B front is not served in --mode=crd yet"))
 		}
-		if o.APIServiceService != "" {
-			errs = append(errs, errors.New("--apiservice-service: --mode=crd registers no APIService (the CRD serves agents.kruise.io/v1alpha1)"))
+		if o.WebhookService != "" && (o.WebhookPort <= 0 || o.WebhookCAFile == "") {
+			errs = append(errs, errors.New("--webhook-service needs --webhook-port and --webhook-ca-file"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--mode=%q: must be aggregated or crd", o.Mode))
@@ -321,8 +335,12 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 		return nil, fmt.Errorf("create self-signed certificates: %w", err)
 	}
 
-	cfg := genericapiserver.NewRecommendedConfig(Codecs)
-	namer := openapinamer.NewDefinitionNamer(Scheme)
+	codecs, scheme := Codecs, Scheme
+	if o.Mode == ModeCRD {
+		codecs, scheme = CRDModeCodecs, CRDModeScheme
+	}
+	cfg := genericapiserver.NewRecommendedConfig(codecs)
+	namer := openapinamer.NewDefinitionNamer(scheme)
 	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
 	cfg.OpenAPIConfig.Info.Title = "checkpoint-apiserver"
 	cfg.OpenAPIConfig.Info.Version = "v1alpha1"
@@ -424,6 +442,24 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		reg.Events = client
 		extra.Registration = reg
 	}
+	if o.Mode == ModeCRD && o.WebhookPort > 0 {
+		ro := o.RecommendedOptions.SecureServing
+		extra.Webhook = &WebhookServing{
+			Address:  net.JoinHostPort(hostFor(ro.BindAddress), strconv.Itoa(o.WebhookPort)),
+			CertFile: ro.ServerCert.CertKey.CertFile, KeyFile: ro.ServerCert.CertKey.KeyFile,
+		}
+		if o.WebhookService != "" {
+			ns, name, ok := strings.Cut(o.WebhookService, "/")
+			if !ok || ns == "" || name == "" || client == nil {
+				return fmt.Errorf("--webhook-service=%q: must be namespace/name, with a kube-apiserver", o.WebhookService)
+			}
+			extra.Webhook.Registration = &registration.WebhookConfig{
+				Client: client, Name: "checkpoint-apiserver", Group: agents.GroupName, Version: v1alpha1.SchemeGroupVersion.Version,
+				Resource: "checkpoints", ServiceNamespace: ns, ServiceName: name, ServicePort: int32(o.WebhookPort),
+				ValidatePath: webhook.ValidatePath, MutatePath: webhook.MutatePath, CAFile: o.WebhookCAFile,
+			}
+		}
+	}
 	if o.LeaderElect && client != nil {
 		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}
 	}
@@ -446,8 +482,13 @@ func (o *Options) registration(cfg *genericapiserver.RecommendedConfig) (*regist
 	if err != nil {
 		return nil, err
 	}
+	group := agents.GroupName
+	if o.Mode == ModeCRD {
+		// agents.kruise.io/v1alpha1 is the CRDs'; this server owns only its subresources group.
+		group = SubresourcesGroupVersion.Group
+	}
 	return &registration.Config{
-		Client: dyn, Group: agents.GroupName, Version: v1alpha1.SchemeGroupVersion.Version,
+		Client: dyn, Group: group, Version: v1alpha1.SchemeGroupVersion.Version,
 		ServiceNamespace: ns, ServiceName: name, ServicePort: o.APIServicePort, CAFile: o.APIServiceCAFile,
 		GroupPriorityMinimum: 1000, VersionPriority: 15,
 	}, nil

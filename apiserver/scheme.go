@@ -6,7 +6,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/install"
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 )
 
 var (
@@ -16,14 +20,47 @@ var (
 	Codecs = serializer.NewCodecFactory(Scheme)
 )
 
+// SubresourcesGroupVersion is the group crd mode serves alone: the capture
+// and restore subresources and the snapshots view over the Checkpoint
+// custom resources, whose own group-version is the CRD's.
+var SubresourcesGroupVersion = schema.GroupVersion{Group: "subresources.agents.kruise.io", Version: "v1alpha1"}
+
+var (
+	// CRDModeScheme knows the subresources group only: in crd mode this
+	// server serves nothing of agents.kruise.io.
+	CRDModeScheme = runtime.NewScheme()
+	// CRDModeCodecs encodes and decodes it.
+	CRDModeCodecs = serializer.NewCodecFactory(CRDModeScheme)
+)
+
 func init() {
 	install.Install(Scheme)
+	addMetaTypes(Scheme)
+	installSubresources(CRDModeScheme)
+	addMetaTypes(CRDModeScheme)
+}
 
+// installSubresources registers the agents types under the subresources
+// group, with the same conversions and defaults (they are keyed by type).
+func installSubresources(s *runtime.Scheme) {
+	internal := schema.GroupVersion{Group: SubresourcesGroupVersion.Group, Version: runtime.APIVersionInternal}
+	s.AddKnownTypes(internal, &agents.Checkpoint{}, &agents.CheckpointList{}, &agents.CaptureOptions{},
+		&agents.CheckpointRestore{}, &agents.Snapshot{}, &agents.SnapshotList{})
+	s.AddKnownTypes(SubresourcesGroupVersion, &v1alpha1.Checkpoint{}, &v1alpha1.CheckpointList{}, &v1alpha1.CaptureOptions{},
+		&v1alpha1.CheckpointRestore{}, &v1alpha1.Snapshot{}, &v1alpha1.SnapshotList{})
+	metav1.AddToGroupVersion(s, SubresourcesGroupVersion)
+	utilruntime.Must(v1alpha1.RegisterConversions(s))
+	utilruntime.Must(v1alpha1.RegisterDefaults(s))
+	utilruntime.Must(v1alpha1.AddFieldLabelConversions(s, SubresourcesGroupVersion))
+	utilruntime.Must(s.SetVersionPriority(SubresourcesGroupVersion))
+}
+
+func addMetaTypes(s *runtime.Scheme) {
 	// Options types (ListOptions, GetOptions ...) are decoded from query
 	// parameters as the unversioned v1.
-	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	unversioned := schema.GroupVersion{Group: "", Version: "v1"}
-	Scheme.AddUnversionedTypes(unversioned,
+	s.AddUnversionedTypes(unversioned,
 		&metav1.Status{},
 		&metav1.APIVersions{},
 		&metav1.APIGroupList{},

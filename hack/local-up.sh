@@ -383,11 +383,13 @@ start_server() {
   fi
   # It registers its own APIService (unless CRDs serve its group-version),
   # pointing at the Service every replica shares: the first replica's port.
+  # In crd mode the APIService is the subresources group's, and the
+  # admission webhook for the Checkpoint CRs sits behind the same Service.
+  args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
+    --apiservice-ca-file="$PKI/ca.crt")
   if [ "$MODE" = crd ]; then
-    args+=(--mode=crd)
-  else
-    args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
-      --apiservice-ca-file="$PKI/ca.crt")
+    args+=(--mode=crd --webhook-port="${CP_WEBHOOK_PORT:-$((CP_PORT + 1))}" --webhook-service="$CP_NAMESPACE/$CP_SERVICE"
+      --webhook-ca-file="$PKI/ca.crt")
   fi
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
   # CP_WAIT=livez when the server is expected not to register (CRDs serve
@@ -395,10 +397,13 @@ start_server() {
   wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}"
 }
 
+APISERVICE=v1alpha1.agents.kruise.io
+[ "$MODE" = crd ] && APISERVICE=v1alpha1.subresources.agents.kruise.io
+
 wait_available() {
-  [ "${CP_WAIT:-readyz}" = readyz ] && [ "$MODE" != crd ] || return 0
-  wait_for "APIService v1alpha1.agents.kruise.io" 90 kubectl get apiservice v1alpha1.agents.kruise.io
-  kubectl wait --for=condition=Available apiservice/v1alpha1.agents.kruise.io --timeout=90s >/dev/null
+  [ "${CP_WAIT:-readyz}" = readyz ] || return 0
+  wait_for "APIService $APISERVICE" 90 kubectl get apiservice "$APISERVICE"
+  kubectl wait --for=condition=Available "apiservice/$APISERVICE" --timeout=90s >/dev/null
 }
 
 up() {
@@ -483,10 +488,8 @@ YAML
   fi
   start_server
   log "checkpoint-apiserver ready (mode $MODE)"
-  if [ "$MODE" != crd ]; then
-    wait_available
-    log "APIService v1alpha1.agents.kruise.io is Available"
-  fi
+  wait_available
+  log "APIService $APISERVICE is Available"
   echo "export KUBECONFIG=$KUBECONFIG"
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/validation"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 )
 
@@ -20,7 +21,7 @@ const CRDFinalizer = "agents.kruise.io/checkpoint"
 
 // ContentPodInfo is OpenKruise's content kind for the Pod's definition
 // alone: a Checkpoint of only that succeeds at once, capturing nothing.
-const ContentPodInfo agents.ContentType = "podInfo"
+const ContentPodInfo = validation.ContentPodInfo
 
 // crdStore keeps Checkpoints as custom resources of OpenKruise Agents'
 // Checkpoint CRD in the kube-apiserver (crd mode), through the same typed

@@ -5,7 +5,10 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
@@ -54,5 +57,38 @@ func TestCRDStoreWritesTheMetadataWithTheStatus(t *testing.T) {
 	stale.ResourceVersion = "0"
 	if _, err := s.UpdateStatus(ctx, stale); !apierrors.IsConflict(err) {
 		t.Errorf("stale write: %v, want a conflict", err)
+	}
+}
+
+// The snapshots view's owner selector, and any other, is applied by
+// CRDREST itself: a CRD has no field selectors but metadata's.
+func TestCRDRESTSelectsFields(t *testing.T) {
+	cr := func(name, owner string, phase v1alpha1.CheckpointPhase) *v1alpha1.Checkpoint {
+		return &v1alpha1.Checkpoint{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns",
+			Annotations: map[string]string{agents.AnnotationOwner: owner}}, Status: v1alpha1.CheckpointStatus{Phase: phase}}
+	}
+	r := NewCRDREST(fake.NewSimpleClientset(cr("a", "alice", v1alpha1.PhaseSucceeded), cr("b", "bob", v1alpha1.PhaseSucceeded),
+		cr("c", "alice", v1alpha1.PhaseFailed)))
+	ctx := genericapirequest.WithNamespace(context.Background(), "ns")
+	names := func(sel string) []string {
+		t.Helper()
+		obj, err := r.List(ctx, &metainternalversion.ListOptions{FieldSelector: fields.ParseSelectorOrDie(sel)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, cp := range obj.(*agents.CheckpointList).Items {
+			out = append(out, cp.Name)
+		}
+		return out
+	}
+	if got := names("owner=alice"); len(got) != 2 || got[0] != "a" || got[1] != "c" {
+		t.Errorf("owner=alice: %v", got)
+	}
+	if got := names("owner=alice,status.phase=Succeeded"); len(got) != 1 || got[0] != "a" {
+		t.Errorf("owner=alice,status.phase=Succeeded: %v", got)
+	}
+	if _, err := r.List(ctx, &metainternalversion.ListOptions{FieldSelector: fields.ParseSelectorOrDie("spec.nope=x")}); !apierrors.IsBadRequest(err) {
+		t.Errorf("an unknown field: %v, want 400", err)
 	}
 }

@@ -12,16 +12,24 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/watch"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
-	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
 )
 
+// Checkpoints is where snapshots come from: this server's checkpoints
+// store, or in crd mode the Checkpoint custom resources (checkpoint.CRDREST).
+type Checkpoints interface {
+	rest.Getter
+	rest.Lister
+	rest.Watcher
+	rest.GracefulDeleter
+}
+
 // REST serves snapshots from the checkpoints store.
 type REST struct {
-	checkpoints *genericregistry.Store
+	checkpoints Checkpoints
 	adminGroups sets.Set[string]
 }
 
@@ -35,7 +43,7 @@ var (
 )
 
 // NewREST returns the snapshots view over the checkpoints store.
-func NewREST(checkpoints *genericregistry.Store, adminGroups []string) *REST {
+func NewREST(checkpoints Checkpoints, adminGroups []string) *REST {
 	return &REST{checkpoints: checkpoints, adminGroups: sets.New(adminGroups...)}
 }
 

@@ -215,8 +215,9 @@ func TestAggregation(t *testing.T) {
 
 	t.Run("ArtifactsApply", func(t *testing.T) {
 		// What an operator applies, checked by the real API server (server-side dry run).
-		dir := filepath.Join(t.TempDir(), "deploy")
-		require.NoError(t, exec.Command("cp", "-r", filepath.Join(framework.RepoRoot(), "artifacts", "deploy"), dir).Run())
+		artifacts := filepath.Join(t.TempDir(), "artifacts")
+		require.NoError(t, exec.Command("cp", "-r", filepath.Join(framework.RepoRoot(), "artifacts"), artifacts).Run())
+		dir := filepath.Join(artifacts, "deploy")
 		_ = os.RemoveAll(filepath.Join(dir, "certs"))
 		out, err := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "gen-deploy-certs.sh"), filepath.Join(dir, "certs")).CombinedOutput()
 		require.NoError(t, err, "%s", out)
@@ -232,6 +233,15 @@ func TestAggregation(t *testing.T) {
 		assert.NotContains(t, rendered, "kind: APIService")
 		assert.Contains(t, rendered, "--apiservice-ca-file=/etc/checkpoint-apiserver/serving/ca.crt")
 		assert.Regexp(t, `ca\.crt: \|?\s*LS0t`, rendered, "the serving Secret carries the CA")
+
+		// The crd-mode overlay: the executor of OpenKruise's Checkpoint CRD.
+		crd := c.Must("kustomize", filepath.Join(artifacts, "crd-mode"))
+		assert.Contains(t, crd, "--mode=crd")
+		assert.Contains(t, crd, "--webhook-ca-file=")
+		assert.NotContains(t, crd, "--etcd-servers")
+		assert.NotContains(t, crd, "kind: APIService")
+		assert.Contains(t, c.Must("apply", "-k", filepath.Join(artifacts, "crd-mode"), "--dry-run=server"),
+			"clusterrole.rbac.authorization.k8s.io/checkpoint-apiserver-crd-mode")
 	})
 
 	t.Run("OneLeaderAmongReplicas", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -16,7 +17,9 @@ import (
 // Checkpoint custom resources on a real node, keeping the contract its
 // sandbox-manager and sandbox-controller rely on.
 func TestCRDMode(t *testing.T) {
-	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=1s")
+	// Declarative captures wait 6 s: long enough for the capture
+	// subresource's calls to come first where a subtest makes them.
+	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s")
 	const ns = "sandboxes"
 	c.Must("create", "namespace", ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
@@ -77,6 +80,7 @@ func TestCRDMode(t *testing.T) {
 		watch.Stdout, watch.Stderr = &buf, &buf
 		require.NoError(t, watch.Start())
 		defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
+		c.Eventually("the watch shows the Checkpoint", func() bool { return strings.Contains(buf.String(), "Succeeded") })
 		c.Must("delete", "cp", name, "-n", ns, "--wait=false")
 		c.Eventually("the Checkpoint is gone", func() bool {
 			out, err := c.Kubectl("get", "cp", name, "-n", ns)
@@ -90,6 +94,101 @@ func TestCRDMode(t *testing.T) {
 			return err != nil && strings.Contains(out, "NotFound")
 		})
 		assert.Contains(t, buf.String(), "Terminating", "the Checkpoint went through phase Terminating")
+	})
+
+	t.Run("TheWebhookChecksAndDefaults", func(t *testing.T) {
+		cr := func(name, spec string) string {
+			return fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":%s}`, name, ns, spec)
+		}
+		for _, bad := range []struct{ spec, field string }{
+			{`{"podName":"src","ttlAfterFinished":"30x"}`, "spec.ttlAfterFinished"},
+			{`{"podName":"src","persistentContents":["cpu"]}`, "spec.persistentContents[0]"},
+			{`{"podName":"Not_A_Name"}`, "spec.podName"},
+		} {
+			out, err := c.KubectlStdin(cr("bad", bad.spec), "create", "-f", "-")
+			require.Error(t, err, bad.spec)
+			assert.Contains(t, out, `The Checkpoint "bad" is invalid`, bad.spec)
+			assert.Contains(t, out, bad.field, bad.spec)
+		}
+		_, err := c.Kubectl("get", "cp", "bad", "-n", ns)
+		assert.Error(t, err, "nothing was created")
+		// A good one gets the API's defaults and its sandbox's label.
+		c.Apply(cr("good", `{"podName":"src","ttlAfterFinished":"1d"}`))
+		assert.Equal(t, "true", get("cp", "good", "{.spec.keepRunning}"))
+		assert.Equal(t, `["memory","filesystem"]`, get("cp", "good", "{.spec.persistentContents}"))
+		assert.Equal(t, "src", get("cp", "good", `{.metadata.labels.agents\.kruise\.io/sandbox-name}`))
+		// Its spec cannot change.
+		out, err := c.Kubectl("patch", "cp", "good", "-n", ns, "--type=merge", "-p", `{"spec":{"podName":"other"}}`)
+		require.Error(t, err)
+		assert.Contains(t, out, "spec.podName")
+		assert.Contains(t, out, "immutable")
+		c.Eventually("the good one Succeeded", func() bool { return get("cp", "good", "{.status.phase}") == "Succeeded" })
+		c.Must("delete", "cp", "good", "-n", ns, "--timeout=60s")
+	})
+
+	t.Run("WebhookDownFailsClosed", func(t *testing.T) {
+		require.NoError(t, c.Script("stop-server"))
+		out, err := c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"unchecked","namespace":%q},"spec":{"podName":"src"}}`, ns),
+			"create", "-f", "-")
+		assert.Error(t, err, "no Checkpoint is written unchecked")
+		assert.Contains(t, out, "failed calling webhook")
+		// Other kinds do not depend on the server.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","metadata":{"name":"still","namespace":%q},"spec":{}}`, ns))
+		require.NoError(t, c.Script("start-server"))
+	})
+
+	t.Run("SubresourcesGroup", func(t *testing.T) {
+		base := "/apis/subresources.agents.kruise.io/v1alpha1/namespaces/" + ns + "/checkpoints/"
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"sync","namespace":%q,
+"annotations":{"agents.kruise.io/owner":"alice"}},"spec":{"podName":"src"}}`, ns))
+		// Two capture calls at once: one captures and answers with the
+		// finished Checkpoint; the other gets 409.
+		var wg sync.WaitGroup
+		outs, errs := make([]string, 2), make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[i], errs[i] = c.KubectlStdin(`{"timeoutSeconds":30}`, "create", "--raw", base+"sync/capture", "-f", "-")
+			}()
+		}
+		wg.Wait()
+		succeeded, conflicts := 0, 0
+		for i := range 2 {
+			switch {
+			case errs[i] == nil && strings.Contains(outs[i], `"phase":"Succeeded"`):
+				succeeded++
+			case errs[i] != nil && strings.Contains(outs[i], "Conflict"):
+				conflicts++
+			default:
+				t.Errorf("capture call %d: %v %s", i, errs[i], outs[i])
+			}
+		}
+		assert.Equal(t, 1, succeeded, "one call captured, synchronously")
+		assert.Equal(t, 1, conflicts, "the other got 409")
+		assert.Equal(t, "Succeeded", get("cp", "sync", "{.status.phase}"), "the CR says so too")
+
+		// The captured state clones into a Pod.
+		out, err := c.KubectlStdin(`{"spec":{"sandboxName":"sync-clone"}}`, "create", "--raw", base+"sync/restore", "-f", "-")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/sync-clone", "--timeout=60s")
+		assert.Greater(t, firstCount(t, c, ns, "sync-clone"), 3, "the clone counts on from the capture")
+
+		// snapshots shows each caller only their own.
+		c.Apply(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"snapshot-reader"},
+"rules":[{"apiGroups":["subresources.agents.kruise.io"],"resources":["snapshots"],"verbs":["get","list"]}]}`)
+		c.Must("create", "clusterrolebinding", "snapshot-readers", "--clusterrole=snapshot-reader", "--user=alice", "--user=bob")
+		snaps := "/apis/subresources.agents.kruise.io/v1alpha1/namespaces/" + ns + "/snapshots"
+		c.Eventually("alice sees her snapshot", func() bool {
+			out, err := c.Kubectl("get", "--raw", snaps, "--as=alice")
+			return err == nil && strings.Contains(out, `"name":"sync"`)
+		})
+		out, err = c.Kubectl("get", "--raw", snaps, "--as=bob")
+		require.NoError(t, err, out)
+		assert.NotContains(t, out, `"name":"sync"`, "bob does not see alice's")
+		out, err = c.Kubectl("get", "--raw", snaps+"/sync", "--as=bob")
+		assert.Error(t, err)
+		assert.Contains(t, out, "NotFound")
 	})
 
 	t.Run("TTLDeletesIt", func(t *testing.T) {

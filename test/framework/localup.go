@@ -91,6 +91,7 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 		fmt.Sprintf("KAS_PORT=%d", c.KASPort),
 		fmt.Sprintf("KCM_PORT=%d", FreePort(t)),
 		fmt.Sprintf("CP_PORT=%d", c.CPPort),
+		fmt.Sprintf("CP_WEBHOOK_PORT=%d", FreePort(t)),
 		"KUBECONFIG="+c.Kubeconfig(),
 		"KUBECACHEDIR="+filepath.Join(c.Dir, "kubecache"),
 		"CHECKPOINT_APISERVER_ARGS="+strings.Join(args, " "),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Field selectors the server accepts on checkpoints and snapshots. The
@@ -20,8 +21,14 @@ var selectableFields = map[string]bool{
 }
 
 func addFieldLabelConversionFuncs(scheme *runtime.Scheme) error {
+	return AddFieldLabelConversions(scheme, SchemeGroupVersion)
+}
+
+// AddFieldLabelConversions accepts the selectable fields of Checkpoint and
+// Snapshot in group-version gv (this group's, or crd mode's subresources group).
+func AddFieldLabelConversions(scheme *runtime.Scheme, gv schema.GroupVersion) error {
 	for _, kind := range []string{"Checkpoint", "Snapshot"} {
-		if err := scheme.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind(kind),
+		if err := scheme.AddFieldLabelConversionFunc(gv.WithKind(kind),
 			func(label, value string) (string, string, error) {
 				if selectableFields[label] {
 					return label, value, nil

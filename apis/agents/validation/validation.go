@@ -32,15 +32,32 @@ func ValidateCheckpoint(cp *agents.Checkpoint) field.ErrorList {
 	return append(allErrs, ValidateCheckpointSpec(&cp.Spec, specPath)...)
 }
 
+// ContentPodInfo is OpenKruise Agents' content kind for the Pod's
+// definition alone; its Checkpoint CRD (crd mode) allows it.
+const ContentPodInfo agents.ContentType = "podInfo"
+
+// ValidateCheckpointCR checks a Checkpoint custom resource of OpenKruise
+// Agents' CRD being created (the admission webhook of crd mode): the same
+// rules, with podInfo among the contents.
+func ValidateCheckpointCR(cp *agents.Checkpoint) field.ErrorList {
+	allErrs := apimachineryvalidation.ValidateObjectMeta(&cp.ObjectMeta, true,
+		apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+	return append(allErrs, validateSpec(&cp.Spec, specPath, ContentPodInfo)...)
+}
+
 // ValidateCheckpointSpec checks the target, the contents and the TTL.
 func ValidateCheckpointSpec(spec *agents.CheckpointSpec, fldPath *field.Path) field.ErrorList {
+	return validateSpec(spec, fldPath)
+}
+
+func validateSpec(spec *agents.CheckpointSpec, fldPath *field.Path, extraContents ...agents.ContentType) field.ErrorList {
 	var allErrs field.ErrorList
 	if spec.PodName == "" && spec.SandboxName == "" {
 		allErrs = append(allErrs, field.Required(fldPath.Child("podName"), "one of podName or sandboxName is required"))
 	}
 	allErrs = append(allErrs, validateDNSSubdomain(spec.PodName, fldPath.Child("podName"))...)
 	allErrs = append(allErrs, validateDNSSubdomain(spec.SandboxName, fldPath.Child("sandboxName"))...)
-	allErrs = append(allErrs, validateContents(spec.PersistentContents, fldPath.Child("persistentContents"))...)
+	allErrs = append(allErrs, validateContents(spec.PersistentContents, fldPath.Child("persistentContents"), extraContents...)...)
 	if spec.TTLAfterFinished != "" {
 		if _, err := agents.ParseTTL(spec.TTLAfterFinished); err != nil {
 			allErrs = append(allErrs, field.Invalid(fldPath.Child("ttlAfterFinished"), spec.TTLAfterFinished,
@@ -61,13 +78,18 @@ func validateDNSSubdomain(name string, fldPath *field.Path) field.ErrorList {
 	return allErrs
 }
 
-func validateContents(contents []agents.ContentType, fldPath *field.Path) field.ErrorList {
+func validateContents(contents []agents.ContentType, fldPath *field.Path, extra ...agents.ContentType) field.ErrorList {
 	var allErrs field.ErrorList
+	allowed := sets.New(agents.ContentMemory, agents.ContentFilesystem).Insert(extra...)
+	values := append([]string(nil), contentValues...)
+	for _, c := range extra {
+		values = append(values, string(c))
+	}
 	seen := sets.New[agents.ContentType]()
 	for i, c := range contents {
 		switch {
-		case c != agents.ContentMemory && c != agents.ContentFilesystem:
-			allErrs = append(allErrs, field.NotSupported(fldPath.Index(i), c, contentValues))
+		case !allowed.Has(c):
+			allErrs = append(allErrs, field.NotSupported(fldPath.Index(i), c, values))
 		case seen.Has(c):
 			allErrs = append(allErrs, field.Duplicate(fldPath.Index(i), c))
 		}
@@ -81,6 +103,13 @@ func validateContents(contents []agents.ContentType, fldPath *field.Path) field.
 func ValidateCheckpointUpdate(cp, old *agents.Checkpoint) field.ErrorList {
 	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&cp.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))
 	return append(allErrs, validateSpecUnchanged(&cp.Spec, &old.Spec)...)
+}
+
+// ValidateCheckpointCRUpdate checks an update of a Checkpoint custom
+// resource (crd mode): its spec may not change. The kube-apiserver checks
+// its metadata itself.
+func ValidateCheckpointCRUpdate(cp, old *agents.Checkpoint) field.ErrorList {
+	return validateSpecUnchanged(&cp.Spec, &old.Spec)
 }
 
 // validateSpecUnchanged names each spec field that an update tried to change,

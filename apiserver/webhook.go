@@ -1,0 +1,90 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
+	"github.com/agents-kruise/checkpoint-apiserver/webhook"
+)
+
+// WebhookServing is where crd mode serves its admission webhook.
+type WebhookServing struct {
+	Address           string
+	CertFile, KeyFile string
+	// Registration, when set, registers the webhook configurations.
+	Registration *registration.WebhookConfig
+}
+
+// start serves the webhook over TLS with the serving certificate (read
+// again when its file changes) and keeps its configurations registered.
+// The kube-apiserver verifies the server by the caBundle; the webhook
+// answers only admission reviews, deciding nothing for its caller.
+func (w WebhookServing) start(hookCtx genericapiserver.PostStartHookContext) error {
+	certs := &reloadingCert{certFile: w.CertFile, keyFile: w.KeyFile}
+	if _, err := certs.get(nil); err != nil {
+		return fmt.Errorf("webhook serving certificate: %w", err)
+	}
+	ln, err := net.Listen("tcp", w.Address)
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	srv := &http.Server{Handler: webhook.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}}
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
+			klog.ErrorS(err, "Admission webhook stopped")
+		}
+	}()
+	go func() {
+		<-hookCtx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	if w.Registration != nil {
+		go registration.RunWebhooks(hookCtx, *w.Registration)
+	}
+	klog.InfoS("Admission webhook for Checkpoint custom resources serving", "address", ln.Addr().String())
+	return nil
+}
+
+// reloadingCert reads a key pair again when its certificate file changes.
+type reloadingCert struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	mtime             time.Time
+	cert              *tls.Certificate
+}
+
+func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := os.Stat(r.certFile)
+	if err != nil {
+		if r.cert != nil {
+			return r.cert, nil
+		}
+		return nil, err
+	}
+	if r.cert == nil || !st.ModTime().Equal(r.mtime) {
+		c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+		if err != nil {
+			if r.cert != nil {
+				return r.cert, nil // keep serving with the last good pair
+			}
+			return nil, err
+		}
+		r.cert, r.mtime = &c, st.ModTime()
+	}
+	return r.cert, nil
+}
