@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
@@ -61,6 +62,9 @@ type ExtraConfig struct {
 	// (through KubeClientConfig) instead of serving agents.kruise.io itself.
 	CRDMode          bool
 	KubeClientConfig *restclient.Config
+	// Authorizer is the server's (delegated) authorizer, asked on behalf of
+	// callers before acting for them with the server's rights.
+	Authorizer authorizer.Authorizer
 	// Webhook, in crd mode, serves (and registers) the admission webhook.
 	Webhook *WebhookServing
 	// Registration, when set, registers the APIService (never over CRDs).
@@ -68,6 +72,8 @@ type ExtraConfig struct {
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
 	E2BBindAddress string
 	E2BKeys        *e2b.KeyStore
+	// e2bCRD is the front's backend in crd mode.
+	e2bCRD *e2b.CRDBackend
 }
 
 // LeaderElection says where the replicas' Lease lives.
@@ -199,7 +205,7 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig)
 	}
 	front := e2b.New(e2b.Config{
 		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig, AdminGroup: adminGroup,
-		Sandboxes: extra.Sandboxes,
+		Sandboxes: extra.Sandboxes, CRD: extra.e2bCRD,
 	})
 	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -250,6 +256,15 @@ func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) 
 	}
 	if extra.Registration != nil {
 		if err := s.addRegistration(*extra.Registration); err != nil {
+			return err
+		}
+	}
+	if extra.E2BBindAddress != "" {
+		crdExtra := *extra
+		crdExtra.e2bCRD = &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer}
+		if err := s.GenericAPIServer.AddPostStartHook("e2b-front", func(hookCtx genericapiserver.PostStartHookContext) error {
+			return startE2B(hookCtx, &crdExtra)
+		}); err != nil {
 			return err
 		}
 	}

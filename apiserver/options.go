@@ -243,9 +243,6 @@ func (o *Options) Validate() error {
 		if o.Standalone {
 			errs = append(errs, errors.New("--mode=crd works on custom resources in a kube-apiserver: it cannot be --standalone"))
 		}
-		if o.E2BBindAddress != "" {
-			errs = append(errs, errors.New("--e2b-bind-address: the E2B front is not served in --mode=crd yet"))
-		}
 		if o.WebhookService != "" && (o.WebhookPort <= 0 || o.WebhookCAFile == "") {
 			errs = append(errs, errors.New("--webhook-service needs --webhook-port and --webhook-ca-file"))
 		}
@@ -416,6 +413,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	extra.Driver = d
 	extra.Resolver = d
 	extra.KubeClientConfig = cfg.ClientConfig
+	extra.Authorizer = cfg.Authorization.Authorizer
 	extra.Sandboxes = driverSandboxes{resolver: d, driver: d}
 	var client kubernetes.Interface
 	if cfg.ClientConfig != nil {

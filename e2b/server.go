@@ -54,18 +54,21 @@ type Config struct {
 	AdminGroup string
 	// Sandboxes finds and ends sandboxes as each key's user.
 	Sandboxes Sandboxes
+	// CRD, in crd mode, creates Checkpoint custom resources; capture,
+	// restore and snapshots are then this server's subresources group's.
+	CRD *CRDBackend
 }
 
 // Server is the E2B front.
 type Server struct {
 	cfg     Config
 	mu      sync.Mutex
-	clients map[Identity]versioned.Interface
+	clients map[Identity]Checkpoints
 }
 
 // New returns the front.
 func New(cfg Config) *Server {
-	return &Server{cfg: cfg, clients: map[Identity]versioned.Interface{}}
+	return &Server{cfg: cfg, clients: map[Identity]Checkpoints{}}
 }
 
 // Handler routes the E2B REST API.
@@ -99,7 +102,7 @@ func recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-type handler func(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface)
+type handler func(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints)
 
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -132,8 +135,9 @@ func (s *Server) userOf(id Identity) user.Info {
 	return &user.DefaultInfo{Name: id.User, Groups: groups}
 }
 
-// client impersonates id's user on this server.
-func (s *Server) client(id Identity) (versioned.Interface, error) {
+// client acts as id's user: it impersonates the user on this server
+// (and in crd mode asks RBAC before creating a Checkpoint CR for them).
+func (s *Server) client(id Identity) (Checkpoints, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c, ok := s.clients[id]; ok {
@@ -143,9 +147,19 @@ func (s *Server) client(id Identity) (versioned.Interface, error) {
 	u := s.userOf(id)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: u.GetName(), Groups: u.GetGroups()}
 	cfg.Timeout = 60 * time.Second
-	c, err := versioned.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
+	var c Checkpoints
+	if s.cfg.CRD != nil {
+		sub, err := subresourcesClient(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c = crdCheckpoints{user: u, backend: s.cfg.CRD, sub: sub}
+	} else {
+		vc, err := versioned.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c = apiCheckpoints{c: vc}
 	}
 	s.clients[id] = c
 	return c, nil
@@ -257,7 +271,7 @@ func snapshotOf(cp *v1alpha1.Snapshot) snapshotBody {
 }
 
 // createSnapshot: POST /sandboxes/{sandboxID}/snapshots, synchronous.
-func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	var body struct {
 		Name *string `json:"name"`
 	}
@@ -279,20 +293,20 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 	if body.Name != nil && *body.Name != "" {
 		cp.Annotations[AnnotationSnapshotName] = *body.Name
 	}
-	cps := c.AgentsV1alpha1().Checkpoints(namespace(id))
-	created, err := cps.Create(ctx, cp, metav1.CreateOptions{})
+	ns := namespace(id)
+	created, err := c.Create(ctx, ns, cp)
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
 	timeout := int64(captureLimit)
-	done, err := cps.Capture(ctx, created.Name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout}, metav1.CreateOptions{})
+	done, err := c.Capture(ctx, ns, created.Name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout})
 	if err == nil && done.Status.Phase != v1alpha1.PhaseSucceeded {
 		err = captureFailure(done)
 	}
 	if err != nil {
 		// A failed capture is no snapshot: do not leave it listed.
-		_ = cps.Delete(context.WithoutCancel(ctx), created.Name, metav1.DeleteOptions{})
+		_ = c.DeleteSnapshot(context.WithoutCancel(ctx), ns, created.Name, metav1.DeleteOptions{})
 		writeAPIError(w, err)
 		return
 	}
@@ -318,7 +332,7 @@ func captureFailure(cp *v1alpha1.Checkpoint) error {
 }
 
 // listSnapshots: GET /snapshots, newest first, paginated.
-func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "malformed query: "+err.Error())
@@ -342,7 +356,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 	if sb := q.Get("sandboxID"); sb != "" {
 		selector["spec.sandboxName"] = sb
 	}
-	list, err := c.AgentsV1alpha1().Snapshots(listNamespace(id)).List(r.Context(), metav1.ListOptions{FieldSelector: selector.String()})
+	list, err := c.ListSnapshots(r.Context(), listNamespace(id), metav1.ListOptions{FieldSelector: selector.String()})
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -386,8 +400,8 @@ func createdAt(s *v1alpha1.Snapshot) time.Time {
 }
 
 // findSnapshot returns id's snapshot with snapshotID, or nil.
-func (s *Server) findSnapshot(ctx context.Context, id Identity, c versioned.Interface, snapshotID string) (*v1alpha1.Snapshot, error) {
-	list, err := c.AgentsV1alpha1().Snapshots(listNamespace(id)).List(ctx, metav1.ListOptions{
+func (s *Server) findSnapshot(ctx context.Context, id Identity, c Checkpoints, snapshotID string) (*v1alpha1.Snapshot, error) {
+	list, err := c.ListSnapshots(ctx, listNamespace(id), metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("status.checkpointId", snapshotID).String(),
 	})
 	if err != nil {
@@ -413,7 +427,7 @@ func snapshotIDFrom(templateID string) string {
 }
 
 // deleteSnapshot: DELETE /templates/{templateID}.
-func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	snapshotID := snapshotIDFrom(r.PathValue("templateID"))
 	snap, err := s.findSnapshot(r.Context(), id, c, snapshotID)
 	if err != nil {
@@ -425,7 +439,7 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 		return
 	}
 	uid := snap.UID
-	err = c.AgentsV1alpha1().Snapshots(snap.Namespace).Delete(r.Context(), snap.Name,
+	err = c.DeleteSnapshot(r.Context(), snap.Namespace, snap.Name,
 		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if apierrors.IsNotFound(err) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("snapshot %s not found", snapshotID))
@@ -447,7 +461,7 @@ type sandboxBody struct {
 }
 
 // createSandbox: POST /sandboxes and /v2/sandboxes clone a sandbox from a snapshot.
-func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identity, c versioned.Interface) {
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	var body struct {
 		TemplateID string            `json:"templateID"`
 		Timeout    *int64            `json:"timeout"`
@@ -473,9 +487,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identi
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	sandboxID := "sbx-" + hex.EncodeToString(b)
-	res, err := c.AgentsV1alpha1().Checkpoints(snap.Namespace).Restore(r.Context(), snap.Name, &v1alpha1.CheckpointRestore{
+	res, err := c.Restore(r.Context(), snap.Namespace, snap.Name, &v1alpha1.CheckpointRestore{
 		Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: sandboxID},
-	}, metav1.CreateOptions{})
+	})
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -484,7 +498,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identi
 }
 
 // getSandbox: GET /sandboxes/{sandboxID}: what the sandbox's Pod says.
-func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
 	sandboxID := r.PathValue("sandboxID")
 	sb, ok := s.sandbox(w, r, id, sandboxID)
 	if !ok {
@@ -511,7 +525,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity,
 }
 
 // deleteSandbox: DELETE /sandboxes/{sandboxID} ends the sandbox, as the key's user.
-func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
 	sandboxID := r.PathValue("sandboxID")
 	if err := s.cfg.Sandboxes.Delete(r.Context(), s.userOf(id), id.Team == AdminTeam, namespace(id), sandboxID); err != nil {
 		writeSandboxError(w, sandboxID, err)
@@ -522,7 +536,7 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identi
 
 // connectSandbox: POST /sandboxes/{id}/connect and /v2/...: 200 while the
 // sandbox runs; one that does not run cannot be resumed here (409).
-func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ versioned.Interface) {
+func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
 	var body struct {
 		Timeout *int64 `json:"timeout"`
 	}

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +21,12 @@ import (
 func TestCRDMode(t *testing.T) {
 	// Declarative captures wait 6 s: long enough for the capture
 	// subresource's calls to come first where a subtest makes them.
-	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s")
 	const ns = "sandboxes"
+	keys := filepath.Join(t.TempDir(), "e2b-keys.yaml")
+	require.NoError(t, os.WriteFile(keys, []byte(fmt.Sprintf("keys:\n- {key: %s, user: alice, team: %s}\n- {key: %s, user: bob, team: %s}\n",
+		keyAlice, ns, keyBob, ns)), 0o600))
+	e2bAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
+	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s", "--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys)
 	c.Must("create", "namespace", ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
@@ -189,6 +195,31 @@ func TestCRDMode(t *testing.T) {
 		out, err = c.Kubectl("get", "--raw", snaps+"/sync", "--as=bob")
 		assert.Error(t, err)
 		assert.Contains(t, out, "NotFound")
+	})
+
+	t.Run("E2BSDK", func(t *testing.T) {
+		// The team may create Checkpoint CRs, use the subresources group and Pods.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"e2b-team","namespace":%q},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["get","list","create"]},
+{"apiGroups":["subresources.agents.kruise.io"],"resources":["checkpoints/capture","checkpoints/restore"],"verbs":["create"]},
+{"apiGroups":["subresources.agents.kruise.io"],"resources":["snapshots"],"verbs":["get","list","delete"]},
+{"apiGroups":[""],"resources":["pods"],"verbs":["get","create","delete"]}]}`, ns))
+		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--role=e2b-team", "--group=agents.kruise.io:e2b-team:"+ns)
+		url := "http://" + e2bAddr
+		var made struct{ SnapshotID, CloneID, TemplateID string }
+		e2bStep(t, url, "e2b", keyAlice, "create", "src", &made)
+		// The snapshot is a Checkpoint CR of alice's; the clone a Pod.
+		out := c.Must("get", "cp", "-n", ns, "-l", "agents.kruise.io/checkpoint-id="+made.SnapshotID,
+			"-o", `jsonpath={.items[0].metadata.annotations.agents\.kruise\.io/owner}`)
+		assert.Equal(t, "alice", out)
+		assert.Equal(t, "Running", get("pod", made.CloneID, "{.status.phase}"))
+		assert.Greater(t, firstCount(t, c, ns, made.CloneID), 3, "the clone counts on from the capture")
+		var refused struct{ Refused bool }
+		e2bStep(t, url, "e2b", keyBob, "other", made.CloneID, &refused)
+		assert.True(t, refused.Refused)
+		var killed struct{ Killed bool }
+		e2bStep(t, url, "e2b", keyAlice, "kill", made.CloneID, &killed)
+		assert.True(t, killed.Killed)
 	})
 
 	t.Run("TTLDeletesIt", func(t *testing.T) {

@@ -1,0 +1,137 @@
+package e2b
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/client-go/rest"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+)
+
+// Checkpoints is what the front does with Checkpoints for one key's user.
+type Checkpoints interface {
+	Create(ctx context.Context, namespace string, cp *v1alpha1.Checkpoint) (*v1alpha1.Checkpoint, error)
+	Capture(ctx context.Context, namespace, name string, opts *v1alpha1.CaptureOptions) (*v1alpha1.Checkpoint, error)
+	Restore(ctx context.Context, namespace, name string, req *v1alpha1.CheckpointRestore) (*v1alpha1.CheckpointRestore, error)
+	ListSnapshots(ctx context.Context, namespace string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error)
+	DeleteSnapshot(ctx context.Context, namespace, name string, opts metav1.DeleteOptions) error
+}
+
+// apiCheckpoints are this server's own Checkpoints (aggregated mode),
+// reached as the key's user through the impersonating loopback client.
+type apiCheckpoints struct{ c versioned.Interface }
+
+func (a apiCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Checkpoint) (*v1alpha1.Checkpoint, error) {
+	return a.c.AgentsV1alpha1().Checkpoints(ns).Create(ctx, cp, metav1.CreateOptions{})
+}
+
+func (a apiCheckpoints) Capture(ctx context.Context, ns, name string, opts *v1alpha1.CaptureOptions) (*v1alpha1.Checkpoint, error) {
+	return a.c.AgentsV1alpha1().Checkpoints(ns).Capture(ctx, name, opts, metav1.CreateOptions{})
+}
+
+func (a apiCheckpoints) Restore(ctx context.Context, ns, name string, req *v1alpha1.CheckpointRestore) (*v1alpha1.CheckpointRestore, error) {
+	return a.c.AgentsV1alpha1().Checkpoints(ns).Restore(ctx, name, req, metav1.CreateOptions{})
+}
+
+func (a apiCheckpoints) ListSnapshots(ctx context.Context, ns string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error) {
+	return a.c.AgentsV1alpha1().Snapshots(ns).List(ctx, opts)
+}
+
+func (a apiCheckpoints) DeleteSnapshot(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+	return a.c.AgentsV1alpha1().Snapshots(ns).Delete(ctx, name, opts)
+}
+
+// SubresourcesGroupVersion is where crd mode serves capture, restore and snapshots.
+var SubresourcesGroupVersion = schema.GroupVersion{Group: "subresources.agents.kruise.io", Version: "v1alpha1"}
+
+// CRDBackend is what the front needs in crd mode, where Checkpoints are
+// OpenKruise Agents' custom resources in the kube-apiserver.
+type CRDBackend struct {
+	// Kube creates Checkpoint CRs with the server's rights, once
+	// Authorizer said the key's user may.
+	Kube       versioned.Interface
+	Authorizer authorizer.Authorizer
+}
+
+// crdCheckpoints acts for one key's user in crd mode: it creates the CR
+// after asking RBAC (SubjectAccessReview) whether the user may, stamping
+// the user as owner (nothing else does for a CR); capture, restore and
+// snapshots go to this server's subresources group as the user.
+type crdCheckpoints struct {
+	user    user.Info
+	backend *CRDBackend
+	sub     rest.Interface
+}
+
+var subScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	s.AddKnownTypes(SubresourcesGroupVersion, &v1alpha1.Checkpoint{}, &v1alpha1.CheckpointList{}, &v1alpha1.CaptureOptions{},
+		&v1alpha1.CheckpointRestore{}, &v1alpha1.Snapshot{}, &v1alpha1.SnapshotList{})
+	metav1.AddToGroupVersion(s, SubresourcesGroupVersion)
+	return s
+}()
+
+// subresourcesClient reaches this server's subresources group with cfg.
+func subresourcesClient(cfg *rest.Config) (rest.Interface, error) {
+	c := rest.CopyConfig(cfg)
+	c.APIPath = "/apis"
+	c.GroupVersion = &SubresourcesGroupVersion
+	c.ContentType = runtime.ContentTypeJSON
+	c.NegotiatedSerializer = serializer.NewCodecFactory(subScheme).WithoutConversion()
+	return rest.RESTClientFor(c)
+}
+
+func (c crdCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Checkpoint) (*v1alpha1.Checkpoint, error) {
+	decision, reason, err := c.backend.Authorizer.Authorize(ctx, authorizer.AttributesRecord{
+		User: c.user, Verb: "create", Namespace: ns, APIGroup: v1alpha1.SchemeGroupVersion.Group,
+		APIVersion: v1alpha1.SchemeGroupVersion.Version, Resource: "checkpoints", ResourceRequest: true,
+	})
+	if decision != authorizer.DecisionAllow {
+		msg := fmt.Sprintf("user %q may not create checkpoints in namespace %q", c.user.GetName(), ns)
+		if reason != "" {
+			msg += ": " + reason
+		}
+		if err != nil {
+			msg += fmt.Sprintf(" (%v)", err)
+		}
+		return nil, apierrors.NewForbidden(v1alpha1.Resource("checkpoints"), "", errors.New(msg))
+	}
+	cp = cp.DeepCopy()
+	if cp.Annotations == nil {
+		cp.Annotations = map[string]string{}
+	}
+	cp.Annotations[AnnotationOwner] = c.user.GetName()
+	return c.backend.Kube.AgentsV1alpha1().Checkpoints(ns).Create(ctx, cp, metav1.CreateOptions{})
+}
+
+func (c crdCheckpoints) Capture(ctx context.Context, ns, name string, opts *v1alpha1.CaptureOptions) (*v1alpha1.Checkpoint, error) {
+	out := &v1alpha1.Checkpoint{}
+	err := c.sub.Post().Namespace(ns).Resource("checkpoints").Name(name).SubResource("capture").Body(opts).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c crdCheckpoints) Restore(ctx context.Context, ns, name string, req *v1alpha1.CheckpointRestore) (*v1alpha1.CheckpointRestore, error) {
+	out := &v1alpha1.CheckpointRestore{}
+	err := c.sub.Post().Namespace(ns).Resource("checkpoints").Name(name).SubResource("restore").Body(req).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c crdCheckpoints) ListSnapshots(ctx context.Context, ns string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error) {
+	out := &v1alpha1.SnapshotList{}
+	err := c.sub.Get().Namespace(ns).Resource("snapshots").VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c crdCheckpoints) DeleteSnapshot(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+	return c.sub.Delete().Namespace(ns).Resource("snapshots").Name(name).Body(&opts).Do(ctx).Error()
+}
