@@ -14,7 +14,7 @@ GO_TEST   ?= go test -v -count=1 -timeout 30m
 all: build
 
 build:
-	go build -o $(SERVER) ./cmd/checkpoint-apiserver
+	go build -ldflags "$$(hack/version.sh)" -o $(SERVER) ./cmd/checkpoint-apiserver
 
 # Standalone on embedded defaults; ARGS come last so they override them.
 run: build

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -16,8 +15,6 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -62,6 +59,8 @@ type ExtraConfig struct {
 	// (through KubeClientConfig) instead of serving agents.kruise.io itself.
 	CRDMode          bool
 	KubeClientConfig *restclient.Config
+	// Recorder records Events in the kube-apiserver (nil without one).
+	Recorder record.EventRecorder
 	// Authorizer is the server's (delegated) authorizer, asked on behalf of
 	// callers before acting for them with the server's rights.
 	Authorizer authorizer.Authorizer
@@ -127,6 +126,7 @@ func (c CompletedConfig) New() (*Server, error) {
 		Restorer:       c.ExtraConfig.Restorer,
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
 		Replica:        c.ExtraConfig.ReplicaName,
+		Recorder:       c.ExtraConfig.Recorder,
 	}
 	if c.ExtraConfig.CRDMode {
 		return s, s.runCRDMode(c.ExtraConfig, opts)
@@ -181,12 +181,6 @@ func (s *Server) addRegistration(cfg registration.Config) error {
 		return err
 	}
 	return s.GenericAPIServer.AddPostStartHook("apiservice-registration", func(hookCtx genericapiserver.PostStartHookContext) error {
-		if cfg.Recorder == nil && cfg.Events != nil {
-			broadcaster := record.NewBroadcaster(record.WithContext(hookCtx))
-			broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Events.CoreV1().Events("")})
-			reg.SetRecorder(broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "checkpoint-apiserver"}))
-			go func() { <-hookCtx.Done(); broadcaster.Shutdown() }()
-		}
 		go reg.Run(hookCtx)
 		return nil
 	})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -26,7 +27,10 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 	basecompatibility "k8s.io/component-base/compatibility"
 	baseversion "k8s.io/component-base/version"
 	"k8s.io/klog/v2"
@@ -421,6 +425,13 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 			return fmt.Errorf("kube-apiserver client: %w", err)
 		}
 	}
+	if client != nil {
+		// Events on Checkpoints (and on the APIService and CRDs when they
+		// conflict) go to the kube-apiserver.
+		broadcaster := record.NewBroadcaster()
+		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		extra.Recorder = broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "checkpoint-apiserver", Host: o.ReplicaName})
+	}
 	if o.Resolver == "pod" || (o.Resolver == "auto" && client != nil) {
 		if client == nil {
 			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
@@ -437,7 +448,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		if err != nil {
 			return err
 		}
-		reg.Events = client
+		reg.Recorder = extra.Recorder
 		extra.Registration = reg
 	}
 	if o.Mode == ModeCRD && o.WebhookPort > 0 {

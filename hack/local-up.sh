@@ -409,7 +409,7 @@ wait_available() {
 up() {
   mkdir -p "$WORK"
   "$ROOT/hack/build-kube-tools.sh"
-  (cd "$ROOT" && go build -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
+  (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
   if [ "$NODES" -gt 0 ]; then

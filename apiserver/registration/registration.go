@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -66,9 +65,7 @@ var registerMetrics sync.Once
 // Config says what to register.
 type Config struct {
 	Client dynamic.Interface
-	// Events, when set, receives the Events that report a conflict, unless
-	// Recorder is given.
-	Events   kubernetes.Interface
+	// Recorder, when set, records the Events that report a conflict.
 	Recorder record.EventRecorder
 	// Group and Version are the group-version served.
 	Group, Version string
@@ -104,9 +101,6 @@ func New(cfg Config) *Registrar {
 	registerMetrics.Do(func() { legacyregistry.MustRegister(conflictingCRDs) })
 	return &Registrar{cfg: cfg}
 }
-
-// SetRecorder sets where Events go; call it before Run.
-func (r *Registrar) SetRecorder(rec record.EventRecorder) { r.cfg.Recorder = rec }
 
 // Name is the APIService's name.
 func (r *Registrar) Name() string { return r.cfg.Version + "." + r.cfg.Group }

@@ -9,6 +9,9 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/klog/v2"
 
+	// workqueue_depth{name="checkpoint-lifecycle"} and the other queue metrics on /metrics.
+	_ "k8s.io/component-base/metrics/prometheus/workqueue"
+
 	"github.com/agents-kruise/checkpoint-apiserver/apiserver"
 )
 

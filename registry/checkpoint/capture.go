@@ -11,8 +11,10 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
@@ -49,6 +52,7 @@ type Capturer struct {
 	resolver       driver.Resolver
 	stopper        driver.Stopper
 	restorer       driver.Restorer
+	recorder       record.EventRecorder
 	defaultTimeout time.Duration
 	// replica and incarnation go into the marker of the captures this process runs.
 	replica, incarnation string
@@ -168,7 +172,27 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	if err != nil {
 		return nil, err
 	}
+	capturesInFlight.Inc()
+	defer capturesInFlight.Dec()
+	c.event(creating, corev1.EventTypeNormal, EventCapturing, "Capturing %s of %s/%s",
+		joinContents(contentsOf(creating)), creating.Namespace, targetOf(creating))
 	return c.run(ctx, creating, timeout)
+}
+
+// contentsOf is what a Checkpoint captures (both, when it names none).
+func contentsOf(cp *agents.Checkpoint) []agents.ContentType {
+	if len(cp.Spec.PersistentContents) == 0 {
+		return agents.AllContents
+	}
+	return cp.Spec.PersistentContents
+}
+
+// targetOf is the Pod or sandbox a Checkpoint captures.
+func targetOf(cp *agents.Checkpoint) string {
+	if cp.Spec.PodName != "" {
+		return cp.Spec.PodName
+	}
+	return cp.Spec.SandboxName
 }
 
 // podInfoOnly says whether contents are OpenKruise's podInfo alone.
@@ -207,20 +231,14 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	defer cancel()
 	start := time.Now()
 
-	contents := cp.Spec.PersistentContents
-	if len(contents) == 0 {
-		contents = agents.AllContents
-	}
+	contents := contentsOf(cp)
 	req := driver.CaptureRequest{ID: CheckpointID(cp.UID)}
 	for _, ct := range contents {
 		if ct != ContentPodInfo {
 			req.Contents = append(req.Contents, driver.Content(ct))
 		}
 	}
-	targetName := cp.Spec.PodName
-	if targetName == "" {
-		targetName = cp.Spec.SandboxName
-	}
+	targetName := targetOf(cp)
 
 	target, err := c.resolver.Resolve(captureCtx, cp.Namespace, targetName)
 	var result driver.CaptureResult
@@ -232,6 +250,9 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		reason := failureReason(captureCtx, err)
 		logger.Info("Capture failed", "reason", reason, "err", err)
 		msg := fmt.Sprintf("capture of %s/%s failed: %v", cp.Namespace, targetName, err)
+		captureDuration.WithLabelValues(string(agents.PhaseFailed), reason).Observe(elapsed.Seconds())
+		driverErrors.WithLabelValues("capture", reason).Inc()
+		c.event(cp, corev1.EventTypeWarning, EventCaptureFailed, "%s: %s", reason, msg)
 		return c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
 			now := metav1.Now()
 			s.Phase = agents.PhaseFailed
@@ -251,6 +272,10 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		}
 	}
 	logger.Info("Captured", "id", result.ID, "bytes", result.SizeBytes, "duration", elapsed)
+	captureDuration.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(elapsed.Seconds())
+	captureSize.WithLabelValues(string(agents.PhaseSucceeded)).Observe(float64(result.SizeBytes))
+	c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s, checkpoint %s", msg,
+		resource.NewQuantity(result.SizeBytes, resource.BinarySI), elapsed.Round(time.Millisecond), result.ID)
 	out, err := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
 		now := metav1.Now()
 		s.Phase = agents.PhaseSucceeded

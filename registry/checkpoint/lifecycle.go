@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -157,6 +158,7 @@ func (l *Lifecycle) checkCreating(ctx context.Context, key cache.ObjectName) err
 		return err
 	}
 	klog.FromContext(ctx).Info("Failed an interrupted capture", "checkpoint", klog.KObj(cp), "capturedBy", marker)
+	l.capturer.event(cp, corev1.EventTypeWarning, EventInterrupted, "%s (its capture was started by %s)", msg, marker)
 	return nil
 }
 
@@ -309,6 +311,7 @@ func (l *Lifecycle) expire(ctx context.Context, key cache.ObjectName, cp *v1alph
 	}
 	if err == nil {
 		klog.FromContext(ctx).Info("Deleted an expired checkpoint", "checkpoint", key, "ttlAfterFinished", cp.Spec.TTLAfterFinished)
+		l.capturer.event(internalRef(cp), corev1.EventTypeNormal, EventExpired, "Deleted: ttlAfterFinished %s passed", cp.Spec.TTLAfterFinished)
 	}
 	return err
 }
@@ -337,8 +340,10 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 		fallthrough
 	case v1alpha1.PhaseTerminating:
 		if err := l.deleteState(ctx, cp.UID); err != nil {
+			driverErrors.WithLabelValues("delete", failureReason(ctx, err)).Inc()
 			return fmt.Errorf("delete captured state: %w", err)
 		}
+		l.capturer.event(internalRef(cp), corev1.EventTypeNormal, EventStateDeleted, "Deleted the captured state %s", CheckpointID(cp.UID))
 	}
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		latest, err := l.capturer.store.Get(ctx, key.Namespace, key.Name)
@@ -364,6 +369,11 @@ func (l *Lifecycle) deleteState(ctx context.Context, uid types.UID) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return l.capturer.driver.Delete(ctx, CheckpointID(uid))
+}
+
+// internalRef is enough of an informer's Checkpoint to name it in an Event.
+func internalRef(cp *v1alpha1.Checkpoint) *agents.Checkpoint {
+	return &agents.Checkpoint{ObjectMeta: cp.ObjectMeta}
 }
 
 func hasFinalizer(fs []string, finalizer string) bool {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -82,17 +84,41 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 	if len(options.DryRun) > 0 {
 		return out, nil
 	}
+	start := time.Now()
 	target, err := r.capturer.restorer.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
 		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels,
 	})
 	if err != nil {
+		restoreDuration.WithLabelValues(string(agents.PhaseFailed)).Observe(time.Since(start).Seconds())
+		driverErrors.WithLabelValues("restore", restoreErrorKind(err)).Inc()
+		r.capturer.event(cp, corev1.EventTypeWarning, EventRestoreFailed, "Restore into %s failed: %v", req.Spec.SandboxName, err)
 		return nil, restoreError(name, req.Spec.SandboxName, err)
 	}
+	restoreDuration.WithLabelValues(string(agents.PhaseSucceeded)).Observe(time.Since(start).Seconds())
+	r.capturer.event(cp, corev1.EventTypeNormal, EventRestored, "Restored into %s/%s on node %q in %s",
+		namespace, target.Name, target.Node, time.Since(start).Round(time.Millisecond))
 	out.Status.Node = target.Node
 	for _, c := range target.Containers {
 		out.Status.Containers = append(out.Status.Containers, agents.RestoredContainer{Name: c.Name, ContainerID: c.ID})
 	}
 	return out, nil
+}
+
+// restoreErrorKind names a failed restore's kind for the error metric.
+func restoreErrorKind(err error) string {
+	var status apierrors.APIStatus
+	switch {
+	case errors.As(err, &status):
+		return string(apierrors.ReasonForError(err))
+	case errors.Is(err, driver.ErrUnavailable):
+		return ReasonDriverUnavailable
+	case errors.Is(err, driver.ErrCheckpointNotFound):
+		return "CheckpointNotFound"
+	case errors.Is(err, driver.ErrUnsupported):
+		return "Unsupported"
+	default:
+		return "RestoreFailed"
+	}
 }
 
 func restoreError(name, sandbox string, err error) error {

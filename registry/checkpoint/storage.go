@@ -13,6 +13,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
@@ -40,6 +41,8 @@ type Options struct {
 	Stopper driver.Stopper
 	// Restorer makes clones (the Driver when nil).
 	Restorer driver.Restorer
+	// Recorder, when set, records Events on Checkpoints.
+	Recorder record.EventRecorder
 	// CaptureTimeout bounds a capture whose request names no timeout.
 	CaptureTimeout time.Duration
 	// Replica names this server among replicas sharing one etcd; it must
@@ -128,8 +131,9 @@ func newCapturer(store Store, opts Options) *Capturer {
 	if opts.Restorer == nil {
 		opts.Restorer = opts.Driver
 	}
+	registerMetrics()
 	return &Capturer{
-		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer,
+		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
 		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: string(uuid.NewUUID()),
 	}
 }

@@ -109,7 +109,7 @@ func checkClone(t *testing.T, c *framework.Cluster, ns, cp, sandbox, out string)
 	assert.Equal(t, "local-up-admin", c.Must("get", "pod", sandbox, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
 	assert.Equal(t, "0", c.Must("get", "pod", sandbox, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"),
 		"the kubelet runs the restored container as it is, without restarting it")
-	assert.Empty(t, c.Must("exec", "-n", ns, sandbox, "--", "ls", "/var/run/secrets/kubernetes.io/serviceaccount"),
+	assert.Empty(t, c.MustStdout("exec", "-n", ns, sandbox, "--", "ls", "/var/run/secrets/kubernetes.io/serviceaccount"),
 		"the clone gets no service-account token")
 }
 
@@ -189,7 +189,7 @@ func TestRealNode(t *testing.T) {
 		assert.Greater(t, firstCount(t, c, ns, "counter-clone"), 3, "the clone counts on from the captured value, not from 1")
 		from := lastCount(t, c, ns, "counter-clone")
 		c.Eventually("the clone counts", func() bool { return lastCount(t, c, ns, "counter-clone") > from })
-		assert.Equal(t, "captured", strings.TrimSpace(c.Must("exec", "-n", ns, "counter-clone", "--", "cat", "/data/marker")))
+		assert.Equal(t, "captured", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "counter-clone", "--", "cat", "/data/marker")))
 		// Deleting the clone stops it, as any Pod.
 		c.Must("delete", "pod", "counter-clone", "-n", ns, "--wait=true", "--timeout=60s")
 	})
@@ -236,11 +236,11 @@ spec:
 		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
 		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
 			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
-		before := c.Must(get...)
+		before := c.MustStdout(get...)
 		require.Contains(t, before, "secret=")
 		c.Must("exec", "-n", ns, "py", "--", "python3", "-c", "open('/root/note', 'w').write('written before the capture')")
 		captureByApply(t, c, ns, "cp-py", "py", true)
-		after := c.Must(get...)
+		after := c.MustStdout(get...)
 		secret := strings.Fields(before)[1]
 		assert.Equal(t, secret, strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
 		captured, err := strconv.Atoi(strings.TrimPrefix(strings.Fields(after)[0], "n="))
@@ -265,13 +265,13 @@ spec:
 			checkClone(t, c, ns, "cp-py", clone, outs[i])
 			assert.Equal(t, "Running", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.phase}"))
 			get[3] = clone
-			fields := strings.Fields(c.Must(get...))
+			fields := strings.Fields(c.MustStdout(get...))
 			require.Len(t, fields, 2)
 			assert.Equal(t, secret, fields[1], "the clone's interpreter state is the source's")
 			n, err := strconv.Atoi(strings.TrimPrefix(fields[0], "n="))
 			require.NoError(t, err)
 			assert.GreaterOrEqual(t, n, captured-20, "the clone counts on from about the captured value (%d), not from 1", captured)
-			assert.Equal(t, "written before the capture", c.Must("exec", "-n", ns, clone, "--", "cat", "/root/note"))
+			assert.Equal(t, "written before the capture", c.MustStdout("exec", "-n", ns, clone, "--", "cat", "/root/note"))
 		}
 	})
 
@@ -290,6 +290,29 @@ spec:
 		// The checkpoint keeps what it takes to remake the Pod without it.
 		restoreByKubectl(t, c, ns, "cp-once", "once-clone")
 		assert.Greater(t, firstCount(t, c, ns, "once-clone"), 3)
+	})
+
+	t.Run("EventsOnCheckpoints", func(t *testing.T) {
+		// kubectl describe shows what happened to a Checkpoint.
+		c.Eventually("describe shows the capture and the restore", func() bool {
+			out, _ := c.Kubectl("describe", "cp", "cp-counter", "-n", ns)
+			return strings.Contains(out, "Capturing") && strings.Contains(out, "Captured") && strings.Contains(out, "Restored")
+		})
+		out := c.Must("describe", "cp", "cp-counter", "-n", ns)
+		assert.Regexp(t, `Captured\s.*captured memory,filesystem of `+ns+`/counter: \S+ in \S+, checkpoint ckpt-`, out)
+		assert.Contains(t, out, "Restored into "+ns+`/counter-clone on node "node-1"`)
+		// A capture that fails says why.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-nothing","namespace":%q},"spec":{"podName":"no-such-pod"}}`, ns))
+		c.Eventually("a failed capture's Event", func() bool {
+			out, _ := c.Kubectl("describe", "cp", "cp-nothing", "-n", ns)
+			return strings.Contains(out, "CaptureFailed") && strings.Contains(out, "TargetNotFound")
+		})
+		// Deleting a Checkpoint deletes its state, and says so.
+		c.Must("delete", "cp", "cp-counter", "-n", ns, "--timeout=60s")
+		c.Eventually("the StateDeleted Event", func() bool {
+			out, _ := c.Kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=cp-counter,reason=StateDeleted")
+			return strings.Contains(out, "Deleted the captured state ckpt-")
+		})
 	})
 
 	t.Run("E2BSDKOnPods", func(t *testing.T) {

@@ -186,6 +186,20 @@ func (c *Cluster) Kubectl(args ...string) (string, error) {
 	return string(out), err
 }
 
+// MustStdout runs kubectl and returns its stdout alone, failing the test
+// when it fails: for output that is parsed, which kubectl's warnings on
+// stderr (such as a streaming hiccup of exec) must not pollute.
+func (c *Cluster) MustStdout(args ...string) string {
+	c.t.Helper()
+	cmd := exec.Command("kubectl", args...)
+	cmd.Env = c.Env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(c.t, err, "kubectl %s:\n%s%s", strings.Join(args, " "), out, stderr.String())
+	return string(out)
+}
+
 // KubectlStdin runs kubectl with stdin (for "-f -").
 func (c *Cluster) KubectlStdin(stdin string, args ...string) (string, error) {
 	cmd := exec.Command("kubectl", args...)

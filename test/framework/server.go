@@ -57,7 +57,12 @@ func ServerBinary(t testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "checkpoint-apiserver")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/checkpoint-apiserver")
+		ldflags, err := exec.Command(filepath.Join(RepoRoot(), "hack", "version.sh")).Output()
+		if err != nil {
+			buildErr = fmt.Errorf("hack/version.sh: %w", err)
+			return
+		}
+		cmd := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", builtBin, "./cmd/checkpoint-apiserver")
 		cmd.Dir = RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

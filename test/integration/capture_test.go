@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -199,6 +201,30 @@ func TestCaptureThroughTheAPI(t *testing.T) {
 		assert.True(t, apierrors.IsConflict(err), "restore of a Failed checkpoint: %v", err)
 		_, err = env.cps().Capture(ctx, "cp-missing", &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
 		assert.True(t, apierrors.IsConflict(err), "capturing a finished checkpoint again: %v", err)
+	})
+
+	t.Run("Metrics", func(t *testing.T) {
+		// What the subtests above did, as /metrics counts it (this server's
+		// process only; the subtests above ran in it).
+		raw, err := env.client.AgentsV1alpha1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		require.NoError(t, err)
+		metric := func(series string) float64 {
+			t.Helper()
+			m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(string(raw))
+			require.NotNil(t, m, "/metrics has no %s", series)
+			v, err := strconv.ParseFloat(m[1], 64)
+			require.NoError(t, err)
+			return v
+		}
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_capture_duration_seconds_count{reason="Captured",result="Succeeded"}`), 4.0)
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_capture_duration_seconds_count{reason="TargetNotFound",result="Failed"}`), 1.0)
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_capture_size_bytes_count{result="Succeeded"}`), 4.0)
+		assert.Positive(t, metric(`checkpoint_apiserver_capture_size_bytes_sum{result="Succeeded"}`))
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_restore_duration_seconds_count{result="Succeeded"}`), 6.0)
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_restore_duration_seconds_count{result="Failed"}`), 1.0)
+		assert.GreaterOrEqual(t, metric(`checkpoint_apiserver_driver_errors_total{kind="TargetNotFound",operation="capture"}`), 1.0)
+		assert.Equal(t, 0.0, metric(`checkpoint_apiserver_captures_in_flight`))
+		metric(`workqueue_depth{name="checkpoint-lifecycle"}`)
 	})
 
 	t.Run("ConcurrentCaptures", func(t *testing.T) {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,21 @@ func TestKubectlWalkthrough(t *testing.T) {
 		return string(out)
 	}
 	example := filepath.Join(framework.RepoRoot(), "artifacts", "examples", "checkpoint.yaml")
+
+	// The server says which build it is: its version, commit and tree state.
+	var version struct {
+		Server struct{ GitVersion, GitCommit, GitTreeState string } `json:"serverVersion"`
+	}
+	versionCmd := exec.Command(kubectlBin, "--kubeconfig", srv.Kubeconfig, "version", "-o", "json")
+	versionCmd.Env = append(versionCmd.Environ(), "KUBECACHEDIR="+cacheDir)
+	versionOut, err := versionCmd.Output() // stdout only: a version-skew warning goes to stderr
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(versionOut, &version), "%s", versionOut)
+	head, err := exec.Command("git", "-C", framework.RepoRoot(), "rev-parse", "HEAD").Output()
+	require.NoError(t, err)
+	assert.Regexp(t, `^v0\.1\.0-alpha\.\d+\+[0-9a-f]{12}`, version.Server.GitVersion)
+	assert.Equal(t, strings.TrimSpace(string(head)), version.Server.GitCommit)
+	assert.Contains(t, []string{"clean", "dirty"}, version.Server.GitTreeState)
 
 	out := kubectl("apply", "-f", example)
 	assert.Contains(t, out, "checkpoint.agents.kruise.io/checkpoint-code-demo-01 created")
