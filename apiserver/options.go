@@ -439,7 +439,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
 		// A kubelet runs the Pod: keepRunning=false ends it through the API,
 		// and a restore makes a Pod the kubelet runs.
-		extra.Stopper = &kuberesolver.PodStopper{Client: client}
+		extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: d}
 		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	}

@@ -601,8 +601,20 @@ func cloneCgroupsPath(p, id string) string {
 	return path.Join(path.Dir(p), id)
 }
 
-// Stop stops every container of target: SIGTERM, then SIGKILL after the grace period.
+// Stop stops every container of target: SIGTERM, then SIGKILL after the
+// grace period, and deletes its task.
 func (d *Driver) Stop(ctx context.Context, target driver.Target) error {
+	return d.stop(ctx, target, true)
+}
+
+// Terminate ends the processes of every container of target as Stop does,
+// but leaves their tasks to whoever owns them: the CRI records the exit
+// (and the kubelet ends the Pod by it).
+func (d *Driver) Terminate(ctx context.Context, target driver.Target) error {
+	return d.stop(ctx, target, false)
+}
+
+func (d *Driver) stop(ctx context.Context, target driver.Target, deleteTask bool) error {
 	ctx = d.ctx(ctx)
 	if err := d.Ping(ctx); err != nil {
 		return err
@@ -615,14 +627,14 @@ func (d *Driver) Stop(ctx context.Context, target driver.Target) error {
 		if err != nil {
 			return d.classify("load container "+c.ID, err)
 		}
-		if err := d.stopTask(ctx, ctr); err != nil {
+		if err := d.stopTask(ctx, ctr, deleteTask); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container) error {
+func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container, deleteTask bool) error {
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return nil
@@ -646,6 +658,9 @@ func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container) error {
 		<-exited
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if !deleteTask {
+		return nil
 	}
 	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		return d.classify("delete task of "+ctr.ID(), err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -11,25 +12,30 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
 
-// PodStopper ends a captured Pod for keepRunning=false by deleting it
-// through the API (gracefully, and only the Pod that was captured: its UID
-// is a precondition). The kubelet then stops its containers.
+// PodStopper ends a captured Pod for keepRunning=false.
 //
-// Why not stop the containers, or end the Pod in phase Succeeded: a kubelet
-// restarts a killed container of a Pod whose restartPolicy is Always (and,
-// with OnFailure, one that exited non-zero, as a killed one does), starting
-// it afresh; and a phase written through pods/status is overwritten by the
-// kubelet's status manager, since the kubelet does not sync a Pod whose only
-// change is its status (tried on kubelet v1.37.2: Succeeded was back to
-// Running within the second, the container still running).
+// A Pod whose restartPolicy is Never or OnFailure has its processes ended
+// (SIGTERM, then SIGKILL after the grace period) through Processes: the
+// kubelet then ends the Pod by their exit, Succeeded when they exit 0 on
+// SIGTERM, Failed otherwise (a process killed by a signal exits non-zero).
+// A Pod whose restartPolicy is Always is deleted through the API instead
+// (gracefully, its UID a precondition): the kubelet would only start killed
+// containers afresh. (A phase written through pods/status is no way out:
+// the kubelet's status manager puts it back within the second, tried on
+// kubelet v1.37.2.)
 type PodStopper struct {
 	Client kubernetes.Interface
+	// Processes ends the containers' processes and leaves their tasks to
+	// the CRI (the containerd driver's Terminate). Without it every Pod is deleted.
+	Processes interface {
+		Terminate(ctx context.Context, target driver.Target) error
+	}
 }
 
 var _ driver.Stopper = &PodStopper{}
 
-// Stop deletes Pod target.Namespace/target.Name; a Pod already gone, or
-// replaced by another of the same name, is left alone.
+// Stop ends Pod target.Namespace/target.Name as above; a Pod already gone,
+// or replaced by another of the same name, is left alone.
 func (s *PodStopper) Stop(ctx context.Context, target driver.Target) error {
 	pods := s.Client.CoreV1().Pods(target.Namespace)
 	pod, err := pods.Get(ctx, target.Name, metav1.GetOptions{})
@@ -41,6 +47,9 @@ func (s *PodStopper) Stop(ctx context.Context, target driver.Target) error {
 	}
 	if target.UID != "" && string(pod.UID) != target.UID {
 		return nil
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyAlways && s.Processes != nil {
+		return s.Processes.Terminate(ctx, target)
 	}
 	err = pods.Delete(ctx, target.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -38,5 +39,40 @@ func TestPodStopper(t *testing.T) {
 	}
 	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "gone"}); err != nil {
 		t.Errorf("pod gone: %v", err)
+	}
+}
+
+// fakeProcesses stands in for the containerd driver's Terminate.
+type fakeProcesses struct{ ended []string }
+
+func (f *fakeProcesses) Terminate(_ context.Context, t driver.Target) error {
+	f.ended = append(f.ended, t.Name)
+	return nil
+}
+
+// A Pod that is not restarted has its processes ended (the kubelet then
+// ends the Pod by their exit); one with restartPolicy Always is deleted.
+func TestPodStopperByRestartPolicy(t *testing.T) {
+	never := pod("never", running("main", "containerd://aaa"))
+	never.Spec.RestartPolicy = corev1.RestartPolicyNever
+	always := pod("always", running("main", "containerd://bbb"))
+	always.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	client := fake.NewSimpleClientset(never, always)
+	procs := &fakeProcesses{}
+	s := &PodStopper{Client: client, Processes: procs}
+	ctx := context.Background()
+	for _, name := range []string{"never", "always"} {
+		if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(procs.ended) != 1 || procs.ended[0] != "never" {
+		t.Errorf("processes ended: %v, want only never's", procs.ended)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "never", metav1.GetOptions{}); err != nil {
+		t.Errorf("the Never Pod was deleted: %v", err)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "always", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Always Pod is not deleted: %v", err)
 	}
 }

@@ -250,5 +250,12 @@ func TestCRDMode(t *testing.T) {
 			out, err := c.Kubectl("get", "pod", "once", "-n", ns)
 			return err != nil && strings.Contains(out, "NotFound")
 		})
+		// restartPolicy Never: the Pod ends Succeeded (its process exits 0 on SIGTERM).
+		c.Apply(neverPodYAML(ns, "done"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done", "--timeout=120s")
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"fin","namespace":%q},
+"spec":{"podName":"done","keepRunning":false}}`, ns))
+		c.Eventually("it Succeeded", func() bool { return get("cp", "fin", "{.status.phase}") == "Succeeded" })
+		c.Eventually("the source Pod ends Succeeded", func() bool { return get("pod", "done", "{.status.phase}") == "Succeeded" })
 	})
 }

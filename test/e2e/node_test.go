@@ -20,6 +20,13 @@ import (
 // podYAML is a Pod running script in the local busybox image.
 func podYAML(ns, name, script string) string { return podYAMLWith(ns, name, script, "{}") }
 
+// neverPodYAML is a counting Pod with restartPolicy Never whose process
+// exits 0 on SIGTERM.
+func neverPodYAML(ns, name string) string {
+	return strings.Replace(podYAML(ns, name, "trap 'exit 0' TERM; "+framework.CounterScript),
+		"  terminationGracePeriodSeconds: 1\n", "  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n", 1)
+}
+
 // podYAMLWith is podYAML with the container's resources.
 func podYAMLWith(ns, name, script, resources string) string {
 	return fmt.Sprintf(`apiVersion: v1
@@ -290,6 +297,19 @@ spec:
 		// The checkpoint keeps what it takes to remake the Pod without it.
 		restoreByKubectl(t, c, ns, "cp-once", "once-clone")
 		assert.Greater(t, firstCount(t, c, ns, "once-clone"), 3)
+
+		// restartPolicy Never: the server ends the processes (SIGTERM), the
+		// kubelet ends the Pod by their exit: Succeeded, as this sandbox
+		// exits 0 on SIGTERM.
+		c.Apply(neverPodYAML(ns, "done"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done", "--timeout=120s")
+		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "done") >= 3 })
+		captureByApply(t, c, ns, "cp-done", "done", false)
+		c.Eventually("the source Pod ends Succeeded", func() bool {
+			out, _ := c.Kubectl("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.phase}")
+			return out == "Succeeded"
+		})
+		assert.Equal(t, "0", c.Must("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"))
 	})
 
 	t.Run("EventsOnCheckpoints", func(t *testing.T) {
