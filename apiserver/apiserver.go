@@ -71,8 +71,6 @@ type ExtraConfig struct {
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
 	E2BBindAddress string
 	E2BKeys        *e2b.KeyStore
-	// e2bCRD is the front's backend in crd mode.
-	e2bCRD *e2b.CRDBackend
 }
 
 // LeaderElection says where the replicas' Lease lives.
@@ -163,14 +161,21 @@ func (c CompletedConfig) New() (*Server, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if c.ExtraConfig.E2BBindAddress != "" {
-		if err := s.GenericAPIServer.AddPostStartHook("e2b-front", func(hookCtx genericapiserver.PostStartHookContext) error {
-			return startE2B(hookCtx, extra)
-		}); err != nil {
-			return nil, err
-		}
+	if err := s.addE2B(extra, nil); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// addE2B serves the E2B front once serving, when it is configured; crd is
+// its backend in crd mode (nil: this server's own Checkpoints).
+func (s *Server) addE2B(extra *ExtraConfig, crd *e2b.CRDBackend) error {
+	if extra.E2BBindAddress == "" {
+		return nil
+	}
+	return s.GenericAPIServer.AddPostStartHook("e2b-front", func(hookCtx genericapiserver.PostStartHookContext) error {
+		return startE2B(hookCtx, extra, crd)
+	})
 }
 
 // addRegistration registers the APIService once serving, reporting a
@@ -188,7 +193,7 @@ func (s *Server) addRegistration(cfg registration.Config) error {
 
 // startE2B serves the E2B front; it reaches this server through the loopback
 // connection, impersonating each API key's user.
-func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig) error {
+func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig, crd *e2b.CRDBackend) error {
 	ln, err := net.Listen("tcp", extra.E2BBindAddress)
 	if err != nil {
 		return fmt.Errorf("e2b front: %w", err)
@@ -199,7 +204,7 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig)
 	}
 	front := e2b.New(e2b.Config{
 		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig, AdminGroup: adminGroup,
-		Sandboxes: extra.Sandboxes, CRD: extra.e2bCRD,
+		Sandboxes: extra.Sandboxes, CRD: crd,
 	})
 	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -253,14 +258,8 @@ func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) 
 			return err
 		}
 	}
-	if extra.E2BBindAddress != "" {
-		crdExtra := *extra
-		crdExtra.e2bCRD = &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer}
-		if err := s.GenericAPIServer.AddPostStartHook("e2b-front", func(hookCtx genericapiserver.PostStartHookContext) error {
-			return startE2B(hookCtx, &crdExtra)
-		}); err != nil {
-			return err
-		}
+	if err := s.addE2B(extra, &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer}); err != nil {
+		return err
 	}
 	if extra.Webhook != nil {
 		wh := *extra.Webhook

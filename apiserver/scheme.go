@@ -20,10 +20,8 @@ var (
 	Codecs = serializer.NewCodecFactory(Scheme)
 )
 
-// SubresourcesGroupVersion is the group crd mode serves alone: the capture
-// and restore subresources and the snapshots view over the Checkpoint
-// custom resources, whose own group-version is the CRD's.
-var SubresourcesGroupVersion = schema.GroupVersion{Group: "subresources.agents.kruise.io", Version: "v1alpha1"}
+// SubresourcesGroupVersion is the group crd mode serves alone.
+var SubresourcesGroupVersion = v1alpha1.SubresourcesGroupVersion
 
 var (
 	// CRDModeScheme knows the subresources group only: in crd mode this
@@ -46,12 +44,9 @@ func installSubresources(s *runtime.Scheme) {
 	internal := schema.GroupVersion{Group: SubresourcesGroupVersion.Group, Version: runtime.APIVersionInternal}
 	s.AddKnownTypes(internal, &agents.Checkpoint{}, &agents.CheckpointList{}, &agents.CaptureOptions{},
 		&agents.CheckpointRestore{}, &agents.Snapshot{}, &agents.SnapshotList{})
-	s.AddKnownTypes(SubresourcesGroupVersion, &v1alpha1.Checkpoint{}, &v1alpha1.CheckpointList{}, &v1alpha1.CaptureOptions{},
-		&v1alpha1.CheckpointRestore{}, &v1alpha1.Snapshot{}, &v1alpha1.SnapshotList{})
-	metav1.AddToGroupVersion(s, SubresourcesGroupVersion)
+	utilruntime.Must(v1alpha1.AddToSchemeAsSubresources(s))
 	utilruntime.Must(v1alpha1.RegisterConversions(s))
 	utilruntime.Must(v1alpha1.RegisterDefaults(s))
-	utilruntime.Must(v1alpha1.AddFieldLabelConversions(s, SubresourcesGroupVersion))
 	utilruntime.Must(s.SetVersionPriority(SubresourcesGroupVersion))
 }
 

@@ -2,18 +2,17 @@ package e2b
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/client-go/rest"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 )
@@ -51,9 +50,6 @@ func (a apiCheckpoints) DeleteSnapshot(ctx context.Context, ns, name string, opt
 	return a.c.AgentsV1alpha1().Snapshots(ns).Delete(ctx, name, opts)
 }
 
-// SubresourcesGroupVersion is where crd mode serves capture, restore and snapshots.
-var SubresourcesGroupVersion = schema.GroupVersion{Group: "subresources.agents.kruise.io", Version: "v1alpha1"}
-
 // CRDBackend is what the front needs in crd mode, where Checkpoints are
 // OpenKruise Agents' custom resources in the kube-apiserver.
 type CRDBackend struct {
@@ -75,9 +71,7 @@ type crdCheckpoints struct {
 
 var subScheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
-	s.AddKnownTypes(SubresourcesGroupVersion, &v1alpha1.Checkpoint{}, &v1alpha1.CheckpointList{}, &v1alpha1.CaptureOptions{},
-		&v1alpha1.CheckpointRestore{}, &v1alpha1.Snapshot{}, &v1alpha1.SnapshotList{})
-	metav1.AddToGroupVersion(s, SubresourcesGroupVersion)
+	utilruntime.Must(v1alpha1.AddToSchemeAsSubresources(s))
 	return s
 }()
 
@@ -85,26 +79,15 @@ var subScheme = func() *runtime.Scheme {
 func subresourcesClient(cfg *rest.Config) (rest.Interface, error) {
 	c := rest.CopyConfig(cfg)
 	c.APIPath = "/apis"
-	c.GroupVersion = &SubresourcesGroupVersion
+	c.GroupVersion = &v1alpha1.SubresourcesGroupVersion
 	c.ContentType = runtime.ContentTypeJSON
 	c.NegotiatedSerializer = serializer.NewCodecFactory(subScheme).WithoutConversion()
 	return rest.RESTClientFor(c)
 }
 
 func (c crdCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Checkpoint) (*v1alpha1.Checkpoint, error) {
-	decision, reason, err := c.backend.Authorizer.Authorize(ctx, authorizer.AttributesRecord{
-		User: c.user, Verb: "create", Namespace: ns, APIGroup: v1alpha1.SchemeGroupVersion.Group,
-		APIVersion: v1alpha1.SchemeGroupVersion.Version, Resource: "checkpoints", ResourceRequest: true,
-	})
-	if decision != authorizer.DecisionAllow {
-		msg := fmt.Sprintf("user %q may not create checkpoints in namespace %q", c.user.GetName(), ns)
-		if reason != "" {
-			msg += ": " + reason
-		}
-		if err != nil {
-			msg += fmt.Sprintf(" (%v)", err)
-		}
-		return nil, apierrors.NewForbidden(v1alpha1.Resource("checkpoints"), "", errors.New(msg))
+	if err := access.Check(ctx, c.backend.Authorizer, c.user, "create", v1alpha1.SchemeGroupVersion.WithResource("checkpoints"), ns, ""); err != nil {
+		return nil, apierrors.NewForbidden(v1alpha1.Resource("checkpoints"), "", err)
 	}
 	cp = cp.DeepCopy()
 	if cp.Annotations == nil {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 )
 
 // Owner and origin annotations a clone Pod carries (set by the restore).
@@ -65,23 +67,10 @@ type PodSandboxes struct {
 var _ Sandboxes = &PodSandboxes{}
 
 func (p *PodSandboxes) authorize(ctx context.Context, u user.Info, verb, namespace, name string) error {
-	if p.Authorizer == nil {
-		return nil
+	if err := access.Check(ctx, p.Authorizer, u, verb, corev1.SchemeGroupVersion.WithResource("pods"), namespace, name); err != nil {
+		return fmt.Errorf("%w: %v", ErrSandboxForbidden, err)
 	}
-	decision, reason, err := p.Authorizer.Authorize(ctx, authorizer.AttributesRecord{
-		User: u, Verb: verb, Namespace: namespace, APIVersion: "v1", Resource: "pods", Name: name, ResourceRequest: true,
-	})
-	if decision == authorizer.DecisionAllow {
-		return nil
-	}
-	msg := fmt.Sprintf("user %q may not %s pods in namespace %q", u.GetName(), verb, namespace)
-	if reason != "" {
-		msg += ": " + reason
-	}
-	if err != nil {
-		msg += fmt.Sprintf(" (%v)", err)
-	}
-	return fmt.Errorf("%w: %s", ErrSandboxForbidden, msg)
+	return nil
 }
 
 // find reads the Pod, in namespace, or for an admin in any namespace when

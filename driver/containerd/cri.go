@@ -140,7 +140,11 @@ func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (drive
 	}
 	out := driver.PreparedRestore{Node: d.cfg.Node, CRIUConfig: d.restoreConfig}
 	for _, im := range imgs {
-		rec, err := d.readRecord(ctx, im)
+		index, err := d.readIndex(ctx, im.Target)
+		if err != nil {
+			return driver.PreparedRestore{}, d.classify("read checkpoint "+im.Name, err)
+		}
+		rec, err := d.readRecord(ctx, im.Name, index)
 		if err != nil {
 			return driver.PreparedRestore{}, err
 		}
@@ -148,7 +152,7 @@ func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (drive
 			out.Template = rec.Template
 		}
 		name := restoreImageName(checkpointID, rec.Name)
-		if err := d.ensureRestoreImage(ctx, name, checkpointID, im, rec); err != nil {
+		if err := d.ensureRestoreImage(ctx, name, checkpointID, index, rec); err != nil {
 			return driver.PreparedRestore{}, d.classify("prepare restore image "+name, err)
 		}
 		out.Images = append(out.Images, driver.ContainerImage{Container: rec.Name, Image: name})
@@ -187,39 +191,31 @@ func (d *Driver) capturedImages(ctx context.Context, id string) ([]images.Image,
 	return out, nil
 }
 
-func (d *Driver) readRecord(ctx context.Context, im images.Image) (containerRecord, error) {
-	index, err := d.readIndex(ctx, im.Target)
-	if err != nil {
-		return containerRecord{}, d.classify("read checkpoint "+im.Name, err)
-	}
+func (d *Driver) readRecord(ctx context.Context, image string, index *ocispec.Index) (containerRecord, error) {
 	for _, m := range index.Manifests {
 		if m.MediaType != MediaTypeContainerRecord {
 			continue
 		}
 		data, err := content.ReadBlob(ctx, d.client.ContentStore(), m)
 		if err != nil {
-			return containerRecord{}, d.classify("read container record of "+im.Name, err)
+			return containerRecord{}, d.classify("read container record of "+image, err)
 		}
 		var rec containerRecord
 		if err := json.Unmarshal(data, &rec); err != nil {
-			return containerRecord{}, fmt.Errorf("container record of %s: %w", im.Name, err)
+			return containerRecord{}, fmt.Errorf("container record of %s: %w", image, err)
 		}
 		return rec, nil
 	}
 	return containerRecord{}, fmt.Errorf("%w: checkpoint %s was captured without a container record, so it cannot be restored into a Pod",
-		driver.ErrUnsupported, im.Name)
+		driver.ErrUnsupported, image)
 }
 
 // ensureRestoreImage writes and unpacks the CRI checkpoint image name,
 // unless it is there already.
-func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID string, captured images.Image, rec containerRecord) error {
+func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID string, index *ocispec.Index, rec containerRecord) error {
 	if existing, err := d.client.ImageService().Get(ctx, name); err == nil {
 		return d.unpack(ctx, existing)
 	} else if !errdefs.IsNotFound(err) {
-		return err
-	}
-	index, err := d.readIndex(ctx, captured.Target)
-	if err != nil {
 		return err
 	}
 	// The blobs are referenced by nothing until the image is: a lease holds them.

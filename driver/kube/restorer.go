@@ -11,13 +11,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -164,23 +164,10 @@ func (r *PodRestorer) authorize(ctx context.Context, req driver.RestoreRequest) 
 	if !ok {
 		return "", apierrors.NewUnauthorized("a restore needs an authenticated user")
 	}
-	if r.Authorizer == nil {
-		return u.GetName(), nil
+	if err := access.Check(ctx, r.Authorizer, u, "create", corev1.SchemeGroupVersion.WithResource("pods"), req.Namespace, req.Name); err != nil {
+		return "", apierrors.NewForbidden(corev1.Resource("pods"), req.Name, fmt.Errorf("%v (a restore creates a Pod)", err))
 	}
-	decision, reason, err := r.Authorizer.Authorize(ctx, authorizer.AttributesRecord{
-		User: u, Verb: "create", Namespace: req.Namespace, APIVersion: "v1", Resource: "pods", Name: req.Name, ResourceRequest: true,
-	})
-	if decision == authorizer.DecisionAllow {
-		return u.GetName(), nil
-	}
-	msg := fmt.Sprintf("user %q may not create pods in namespace %q, and a restore creates one", u.GetName(), req.Namespace)
-	if reason != "" {
-		msg += ": " + reason
-	}
-	if err != nil {
-		msg += fmt.Sprintf(" (%v)", err)
-	}
-	return "", apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, req.Name, errors.New(msg))
+	return u.GetName(), nil
 }
 
 // clonePod is the Pod a restore creates.

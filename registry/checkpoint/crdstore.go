@@ -3,11 +3,12 @@ package checkpoint
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
@@ -100,35 +101,8 @@ func (s crdStore) UpdateStatus(ctx context.Context, cp *agents.Checkpoint) (*age
 }
 
 func sameMetadata(have *v1alpha1.Checkpoint, want *agents.Checkpoint) bool {
-	return equalMaps(have.Labels, want.Labels) && equalMaps(have.Annotations, want.Annotations) &&
-		equalSets(have.Finalizers, want.Finalizers)
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
-
-func equalSets(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	x, y := append([]string(nil), a...), append([]string(nil), b...)
-	sort.Strings(x)
-	sort.Strings(y)
-	for i := range x {
-		if x[i] != y[i] {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(have.Labels, want.Labels) && maps.Equal(have.Annotations, want.Annotations) &&
+		sets.New(have.Finalizers...).Equal(sets.New(want.Finalizers...))
 }
 
 func (s crdStore) Update(ctx context.Context, cp *agents.Checkpoint) (*agents.Checkpoint, error) {

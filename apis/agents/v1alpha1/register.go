@@ -33,7 +33,13 @@ func init() {
 }
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion,
+	addKnownTypesAs(scheme, SchemeGroupVersion)
+	return nil
+}
+
+// addKnownTypesAs registers these types under group-version gv.
+func addKnownTypesAs(scheme *runtime.Scheme, gv schema.GroupVersion) {
+	scheme.AddKnownTypes(gv,
 		&Checkpoint{},
 		&CheckpointList{},
 		&CaptureOptions{},
@@ -41,6 +47,17 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&Snapshot{},
 		&SnapshotList{},
 	)
-	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
-	return nil
+	metav1.AddToGroupVersion(scheme, gv)
+}
+
+// SubresourcesGroupVersion is the group crd mode serves alone: the capture
+// and restore subresources and the snapshots view over OpenKruise Agents'
+// Checkpoint custom resources, whose own group-version is the CRD's.
+var SubresourcesGroupVersion = schema.GroupVersion{Group: "subresources.agents.kruise.io", Version: "v1alpha1"}
+
+// AddToSchemeAsSubresources registers these types, with their field label
+// conversions, under SubresourcesGroupVersion.
+func AddToSchemeAsSubresources(scheme *runtime.Scheme) error {
+	addKnownTypesAs(scheme, SubresourcesGroupVersion)
+	return AddFieldLabelConversions(scheme, SubresourcesGroupVersion)
 }

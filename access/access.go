@@ -1,0 +1,38 @@
+// Package access asks the server's authorizer (a SubjectAccessReview to the
+// kube-apiserver) whether a caller may do something the server is about to
+// do for it with its own rights.
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+)
+
+// Check returns nil when u may verb resource in namespace (name may be
+// empty), and otherwise an error saying who may not do what, with RBAC's
+// reason. A nil authorizer allows everything.
+func Check(ctx context.Context, a authorizer.Authorizer, u user.Info, verb string, resource schema.GroupVersionResource, namespace, name string) error {
+	if a == nil {
+		return nil
+	}
+	decision, reason, err := a.Authorize(ctx, authorizer.AttributesRecord{
+		User: u, Verb: verb, Namespace: namespace, APIGroup: resource.Group, APIVersion: resource.Version,
+		Resource: resource.Resource, Name: name, ResourceRequest: true,
+	})
+	if decision == authorizer.DecisionAllow {
+		return nil
+	}
+	msg := fmt.Sprintf("user %q may not %s %s in namespace %q", u.GetName(), verb, resource.GroupResource(), namespace)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	if err != nil {
+		msg += fmt.Sprintf(" (%v)", err)
+	}
+	return errors.New(msg)
+}
