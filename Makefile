@@ -7,6 +7,7 @@ SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 MODE      ?= aggregated
+NODES     ?= 1
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
 .PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
@@ -15,6 +16,7 @@ all: build
 
 build:
 	go build -ldflags "$$(hack/version.sh)" -o $(SERVER) ./cmd/checkpoint-apiserver
+	go build -ldflags "$$(hack/version.sh)" -o $(BIN_DIR)/checkpoint-node-agent ./cmd/checkpoint-node-agent
 
 # Standalone on embedded defaults; ARGS come last so they override them.
 run: build
@@ -37,8 +39,9 @@ fuzz:
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
 # MODE=crd: beside OpenKruise Agents' CRDs, capturing its Checkpoint custom resources.
+# NODES=2: two nodes, a node agent on each, checkpoints through a TLS registry.
 up: build
-	MODE=$(MODE) hack/local-up.sh up
+	MODE=$(MODE) LOCAL_UP_NODES=$(NODES) hack/local-up.sh up
 
 down:
 	hack/local-up.sh down

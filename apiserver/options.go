@@ -36,6 +36,7 @@ import (
 	"k8s.io/klog/v2"
 	netutils "k8s.io/utils/net"
 
+	"github.com/agents-kruise/checkpoint-apiserver/agent"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
@@ -43,6 +44,7 @@ import (
 	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 	"github.com/agents-kruise/checkpoint-apiserver/webhook"
 )
@@ -102,6 +104,21 @@ type Options struct {
 	E2BBindAddress string
 	E2BKeysFile    string
 
+	// NodeAgents hands captures, stops and deletes to the node agent on
+	// the Pod's node (at its InternalIP, AgentPort, TLS verified with
+	// AgentCAFile), authenticated by the client certificate pair or, without
+	// one, the server's own bearer token. It needs a CheckpointRegistry.
+	NodeAgents                              bool
+	AgentPort                               int
+	AgentCAFile                             string
+	AgentClientCertFile, AgentClientKeyFile string
+	// CheckpointRegistry receives every capture (through the agents); clone
+	// Pods pull from it with CheckpointRegistryPullSecrets; NodeCRIUConfig
+	// is the agents' CRIU configuration for restores, on every node.
+	CheckpointRegistry            ociregistry.Config
+	CheckpointRegistryPullSecrets []string
+	NodeCRIUConfig                string
+
 	// Out receives the "ready" message with the kubeconfig's path.
 	Out io.Writer
 }
@@ -151,6 +168,8 @@ func NewOptions(out io.Writer) *Options {
 		DeclarativeCaptureDelay: 2 * time.Second,
 		ReplicaName:             defaultReplicaName(),
 		OrphanSweepInterval:     5 * time.Minute,
+		AgentPort:               10370,
+		NodeCRIUConfig:          "/var/lib/checkpoint-agent/criu/restore.conf",
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		Out:                     out,
@@ -171,6 +190,23 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
 	fs.StringVar(&o.Driver, "driver", o.Driver, "Checkpoint driver: containerd.")
 	fs.StringVar(&o.ContainerdAddress, "containerd-address", o.ContainerdAddress, "containerd's gRPC socket.")
+	fs.BoolVar(&o.NodeAgents, "node-agents", o.NodeAgents,
+		"Capture through the node agent (checkpoint-node-agent) of each Pod's node instead of a local containerd; needs --checkpoint-registry.")
+	fs.IntVar(&o.AgentPort, "agent-port", o.AgentPort, "Port the node agents serve on, at their node's InternalIP.")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA of the node agents' serving certificates.")
+	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile,
+		"Client certificate the server presents to node agents (empty: its own bearer token from --kubeconfig or the service account).")
+	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of --agent-client-cert-file.")
+	fs.StringVar(&o.CheckpointRegistry.Repository, "checkpoint-registry", o.CheckpointRegistry.Repository,
+		"host[:port]/repository of the OCI registry that holds checkpoints, so that clones start on any node.")
+	fs.StringVar(&o.CheckpointRegistry.CAFile, "checkpoint-registry-ca-file", o.CheckpointRegistry.CAFile,
+		"CA of the checkpoint registry's serving certificate (empty: the system's roots). TLS is always verified.")
+	fs.StringVar(&o.CheckpointRegistry.AuthFile, "checkpoint-registry-auth-file", o.CheckpointRegistry.AuthFile,
+		"Docker config.json with the registry's credentials (the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret).")
+	fs.StringSliceVar(&o.CheckpointRegistryPullSecrets, "checkpoint-registry-pull-secret", o.CheckpointRegistryPullSecrets,
+		"imagePullSecrets of clone Pods, to pull from the checkpoint registry (each must exist in the clone's namespace).")
+	fs.StringVar(&o.NodeCRIUConfig, "node-criu-config", o.NodeCRIUConfig,
+		"Path, on every node, of the node agents' CRIU configuration for restores.")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName,
 		"Name of the Kubernetes node whose containerd --containerd-address is (default $NODE_NAME); Pods restored from its checkpoints are bound to it.")
 	fs.StringVar(&o.ContainerdNamespace, "containerd-namespace", o.ContainerdNamespace,
@@ -231,6 +267,18 @@ func (o *Options) Validate() error {
 	}
 	if o.ReplicaName == "" || strings.Contains(o.ReplicaName, "/") {
 		errs = append(errs, fmt.Errorf("--replica-name=%q: must be set and must not contain '/'", o.ReplicaName))
+	}
+	if o.NodeAgents && o.CheckpointRegistry.Repository == "" {
+		errs = append(errs, errors.New("--node-agents needs --checkpoint-registry: a checkpoint must outlive the node it was taken on"))
+	}
+	if o.NodeAgents && o.Standalone {
+		errs = append(errs, errors.New("--node-agents needs a cluster: the standalone server captures in process"))
+	}
+	if o.NodeAgents && o.AgentCAFile == "" {
+		errs = append(errs, errors.New("--node-agents needs --agent-ca-file: agents' certificates are always verified"))
+	}
+	if (o.AgentClientCertFile == "") != (o.AgentClientKeyFile == "") {
+		errs = append(errs, errors.New("--agent-client-cert-file and --agent-client-key-file go together"))
 	}
 	if o.OrphanSweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("--orphan-sweep-interval=%s: must not be negative", o.OrphanSweepInterval))
@@ -400,6 +448,9 @@ func absPath(p string) string {
 // applyDriver builds the driver and the resolver. An unreachable containerd
 // is not fatal: the server serves, and captures fail with DriverUnavailable.
 func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *ExtraConfig) error {
+	if o.NodeAgents {
+		return o.applyNodeAgents(cfg, extra)
+	}
 	d, err := containerddriver.New(containerddriver.Config{
 		Address:   o.ContainerdAddress,
 		Namespace: o.ContainerdNamespace,
@@ -425,13 +476,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 			return fmt.Errorf("kube-apiserver client: %w", err)
 		}
 	}
-	if client != nil {
-		// Events on Checkpoints (and on the APIService and CRDs when they
-		// conflict) go to the kube-apiserver.
-		broadcaster := record.NewBroadcaster()
-		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-		extra.Recorder = broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "checkpoint-apiserver", Host: o.ReplicaName})
-	}
+	o.recorder(client, extra)
 	if o.Resolver == "pod" || (o.Resolver == "auto" && client != nil) {
 		if client == nil {
 			return errors.New("--resolver=pod needs a kube-apiserver (--kubeconfig)")
@@ -443,6 +488,65 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	}
+	return o.applyRegistrations(cfg, client, extra)
+}
+
+// recorder sends Events on Checkpoints (and on the APIService and CRDs
+// when they conflict) to the kube-apiserver.
+func (o *Options) recorder(client kubernetes.Interface, extra *ExtraConfig) {
+	if client == nil {
+		return
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	extra.Recorder = broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "checkpoint-apiserver", Host: o.ReplicaName})
+}
+
+// applyNodeAgents makes the server a client of the node agents: they
+// capture on each Pod's node and push to the checkpoint registry, from
+// which clone Pods are pulled on any node.
+func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra *ExtraConfig) error {
+	if cfg.ClientConfig == nil {
+		return errors.New("--node-agents needs a kube-apiserver (--kubeconfig)")
+	}
+	client, err := kubernetes.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return fmt.Errorf("kube-apiserver client: %w", err)
+	}
+	reg, err := ociregistry.New(o.CheckpointRegistry)
+	if err != nil {
+		return err
+	}
+	token := cfg.ClientConfig.BearerToken
+	if token == "" && cfg.ClientConfig.BearerTokenFile != "" {
+		data, err := os.ReadFile(cfg.ClientConfig.BearerTokenFile)
+		if err != nil {
+			return fmt.Errorf("the server's token for node agents: %w", err)
+		}
+		token = strings.TrimSpace(string(data))
+	}
+	agents, err := agent.NewClient(agent.ClientConfig{
+		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile,
+		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, BearerToken: token, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	extra.Driver = agents
+	extra.KubeClientConfig = cfg.ClientConfig
+	extra.Authorizer = cfg.Authorization.Authorizer
+	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
+	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents}
+	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer,
+		Preparer: &ociregistry.Preparer{Registry: reg, CRIUConfig: o.NodeCRIUConfig, PullSecrets: o.CheckpointRegistryPullSecrets}}
+	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
+	o.recorder(client, extra)
+	return o.applyRegistrations(cfg, client, extra)
+}
+
+// applyRegistrations configures what the server registers in the
+// kube-apiserver: its APIService, its webhooks, its leader election.
+func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, client kubernetes.Interface, extra *ExtraConfig) error {
 	if o.APIServiceService != "" {
 		reg, err := o.registration(cfg)
 		if err != nil {

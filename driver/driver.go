@@ -65,6 +65,16 @@ type CaptureResult struct {
 	ID        string
 	SizeBytes int64
 	Contents  []Content
+	// Published is set when the capture was pushed to a registry.
+	Published *Published
+}
+
+// Published is a checkpoint pushed to a checkpoint registry.
+type Published struct {
+	// Image is the checkpoint's index by digest (registry/repository@sha256:...).
+	Image string
+	// Digest is the index's digest.
+	Digest string
 }
 
 // RestoreRequest names the sandbox to create from captured state.
@@ -72,6 +82,8 @@ type RestoreRequest struct {
 	Namespace string
 	Name      string
 	Labels    map[string]string
+	// Node is the node to restore on ("": the scheduler's or the driver's choice).
+	Node string
 }
 
 // Driver captures, restores, deletes and stops sandboxes.
@@ -111,6 +123,10 @@ type PreparedRestore struct {
 	// CRIUConfig is the path, on the node, of the CRIU configuration a
 	// clone's runtime is given (through the org.criu.config annotation).
 	CRIUConfig string
+	// Pulled: the images are in a registry, and any node pulls them (with
+	// PullSecrets); otherwise they are on Node only.
+	Pulled      bool
+	PullSecrets []string
 }
 
 // RestorePreparer turns captured state into images a node's CRI restores

@@ -3,7 +3,7 @@
 # _output/bin, once per go.mod+go.sum: etcd v3.7.3; kube-apiserver,
 # kube-controller-manager, kube-scheduler and the kubelet (k8s.io/kubernetes
 # v1.37.2); and for the nodes containerd, its runc shim and ctr (v2.3.x,
-# CGO_ENABLED=0, -tags no_btrfs). A cold kube-apiserver build takes about
+# CGO_ENABLED=0, -tags no_btrfs); checkpointctl (a test tool). A cold kube-apiserver build takes about
 # 15 minutes on 2 cores; a rebuild with the same go.sum is skipped.
 set -o errexit -o nounset -o pipefail
 
@@ -49,3 +49,6 @@ CTRD_LDFLAGS="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONT
 for cmd in containerd containerd-shim-runc-v2 ctr; do
   CGO_ENABLED=0 build containerd "github.com/containerd/containerd/v2/cmd/$cmd" "$cmd" "$CTRD_LDFLAGS" no_btrfs
 done
+
+# checkpointctl, a test tool: reads the checkpoint images made here.
+build checkpointctl github.com/checkpoint-restore/checkpointctl checkpointctl

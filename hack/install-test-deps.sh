@@ -47,6 +47,11 @@ command -v git >/dev/null || need+=(git)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(nodejs npm)
+# The checkpoint registry of the multi-node tests (Distribution 2.8), what
+# inspects it, and htpasswd for its users.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }

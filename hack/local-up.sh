@@ -13,6 +13,7 @@
 #   hack/local-up.sh stop-server      stop checkpoint-apiserver only
 #   hack/local-up.sh start-server     start checkpoint-apiserver again (same etcd, same data)
 #   hack/local-up.sh load-image FILE  import an OCI image archive into every node's containerd
+#   hack/local-up.sh stop-agent I     stop node I's agent; start-agent I starts it again
 #
 # Nodes get addresses no other host has: a veth pair holds 198.18.0.1
 # (reserved for tests) and 198.18.0.1<i> for node i; each node's Pods are on
@@ -41,6 +42,14 @@ MODE=${MODE:-aggregated}
 KSCHED_PORT=${KSCHED_PORT:-20259}
 IMAGES=$ROOT/_output/images
 NODES=${LOCAL_UP_NODES:-1}
+# What up started is what down stops.
+if [ -z "${LOCAL_UP_NODES:-}" ] && [ -f "$WORK/topology" ]; then read -r NODES AGENTS <"$WORK/topology"; fi
+# AGENTS=1 (the default with more than one node): a node agent on every
+# node captures its Pods, and checkpoints travel through a TLS registry
+# with basic auth (Debian's docker-registry) at $HOST_IP:$REGISTRY_PORT.
+AGENTS=${AGENTS:-$([ "$NODES" -gt 1 ] && echo 1 || echo 0)}
+AGENT_PORT=${AGENT_PORT:-10370}
+REGISTRY_PORT=${REGISTRY_PORT:-5443}
 PKI=$WORK/pki
 # Sockets need short paths (108 bytes with a shim's 64-hex name).
 RUNDIR=/run/cpup-$(echo "$WORK" | sha256sum | cut -c1-8)
@@ -101,6 +110,9 @@ certs() {
   sign checkpoint-apiserver /CN=$CP_SERVICE.$CP_NAMESPACE.svc ca \
     "subjectAltName=DNS:$CP_SERVICE.$CP_NAMESPACE.svc,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
   sign apiserver-kubelet-client /CN=kube-apiserver-kubelet-client ca "extendedKeyUsage=clientAuth"
+  # The server's identity towards the node agents, and the registry's serving certificate.
+  sign checkpoint-apiserver-client /CN=checkpoint-apiserver ca "extendedKeyUsage=clientAuth"
+  sign registry /CN=checkpoint-registry ca "subjectAltName=IP:$HOST_IP\nextendedKeyUsage=serverAuth"
   $o genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   $o rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   cat >"$KUBECONFIG" <<KC
@@ -127,6 +139,18 @@ node_certs() {
   [ -f "$PKI/kubelet-$n.done" ] && return
   sign "kubelet-$n" "/O=system:nodes/CN=system:node:$n" ca "extendedKeyUsage=clientAuth"
   sign "kubelet-serving-$n" "/CN=$n" ca "subjectAltName=IP:$(node_ip "$i"),DNS:$n\nextendedKeyUsage=serverAuth"
+  # The node agent: its serving certificate, and its own identity (the
+  # checkpoint:node-agents group may read Pods and review tokens, nothing more).
+  sign "agent-serving-$n" "/CN=checkpoint-node-agent-$n" ca "subjectAltName=IP:$(node_ip "$i"),DNS:$n\nextendedKeyUsage=serverAuth"
+  sign "agent-$n" "/O=checkpoint:node-agents/CN=checkpoint:node-agent:$n" ca "extendedKeyUsage=clientAuth"
+  cat >"$WORK/agent-$n.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: local-up, cluster: {server: "https://127.0.0.1:$KAS_PORT", certificate-authority: $PKI/ca.crt}}]
+users: [{name: agent, user: {client-certificate: $PKI/agent-$n.crt, client-key: $PKI/agent-$n.key}}]
+contexts: [{name: local-up, context: {cluster: local-up, user: agent}}]
+current-context: local-up
+KC
   cat >"$WORK/kubelet-$n.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -183,6 +207,9 @@ temp = "$d/tmp"
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "registry.k8s.io/pause:local"
+  # The checkpoint registry's CA (hosts.toml); Pods pull with their imagePullSecrets.
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$WORK/certs.d"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_criu = true
@@ -292,6 +319,57 @@ start_node() {
     --root-dir="$d/kubelet" --cert-dir="$d/kubelet/pki" --v=2
 }
 
+# registry_up: the checkpoint registry (Distribution 2.8, Debian's
+# docker-registry) on $HOST_IP, TLS from the local CA, one htpasswd user;
+# deleting manifests is allowed (a Checkpoint's delete removes its image).
+registry_up() {
+  local d=$WORK/registry
+  mkdir -p "$d/data" "$WORK/certs.d/$HOST_IP:$REGISTRY_PORT"
+  if [ ! -f "$d/password" ]; then
+    openssl rand -hex 16 >"$d/password"
+    htpasswd -Bbn checkpoints "$(cat "$d/password")" >"$d/htpasswd"
+  fi
+  # Who reads the CA: containerd (hosts.toml) and skopeo (--cert-dir).
+  cp "$PKI/ca.crt" "$WORK/certs.d/$HOST_IP:$REGISTRY_PORT/ca.crt"
+  cat >"$WORK/certs.d/$HOST_IP:$REGISTRY_PORT/hosts.toml" <<TOML
+server = "https://$HOST_IP:$REGISTRY_PORT"
+[host."https://$HOST_IP:$REGISTRY_PORT"]
+  capabilities = ["pull", "resolve"]
+  ca = "$PKI/ca.crt"
+TOML
+  printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$HOST_IP:$REGISTRY_PORT" \
+    "$(printf 'checkpoints:%s' "$(cat "$d/password")" | base64 -w0)" >"$d/auth.json"
+  chmod 600 "$d/auth.json" "$d/password"
+  cat >"$d/config.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $d/data}
+  delete: {enabled: true}
+http:
+  addr: $HOST_IP:$REGISTRY_PORT
+  tls: {certificate: $PKI/registry.crt, key: $PKI/registry.key}
+auth:
+  htpasswd: {realm: checkpoint-registry, path: $d/htpasswd}
+YAML
+  start registry docker-registry serve "$d/config.yml"
+  wait_for registry 30 curl -s -o /dev/null --cacert "$PKI/ca.crt" "https://$HOST_IP:$REGISTRY_PORT/v2/"
+  log "checkpoint registry at $HOST_IP:$REGISTRY_PORT/checkpoints (user checkpoints, password in $d/password)"
+}
+
+# start_agent I: the node agent of node I, on the node's address.
+start_agent() {
+  local i=$1 n; n=$(node_name "$i")
+  start "agent-$n" "$BIN/checkpoint-node-agent" --node-name="$n" --kubeconfig="$WORK/agent-$n.kubeconfig" \
+    --containerd-address="$(node_sock "$i")" --data-dir="$(node_dir "$i")/agent" --criu-config-dir="$WORK/agent-criu" \
+    --bind-address="$(node_ip "$i")" --port="$AGENT_PORT" \
+    --tls-cert-file="$PKI/agent-serving-$n.crt" --tls-private-key-file="$PKI/agent-serving-$n.key" \
+    --client-ca-file="$PKI/ca.crt" --server-user=checkpoint-apiserver \
+    --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt" \
+    --checkpoint-registry-auth-file="$WORK/registry/auth.json"
+  wait_for "agent of $n" 30 sh -c "curl -s --cacert '$PKI/ca.crt' https://$(node_ip "$i"):$AGENT_PORT/v1/states -X POST -o /dev/null -w '%{http_code}' | grep -q 401"
+}
+
 node_ready() {
   kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True
 }
@@ -374,7 +452,13 @@ start_server() {
   )
   # It captures through the first node's containerd, finding Pods by their
   # status (the kube-apiserver's), or through CONTAINERD_ADDRESS by labels.
-  if [ -n "${CONTAINERD_ADDRESS:-}" ]; then
+  if [ "$AGENTS" = 1 ]; then
+    args+=(--node-agents --agent-port="$AGENT_PORT" --agent-ca-file="$PKI/ca.crt"
+      --agent-client-cert-file="$PKI/checkpoint-apiserver-client.crt" --agent-client-key-file="$PKI/checkpoint-apiserver-client.key"
+      --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt"
+      --checkpoint-registry-auth-file="$WORK/registry/auth.json" --checkpoint-registry-pull-secret=checkpoint-registry
+      --node-criu-config="$WORK/agent-criu/restore.conf" --resolver=pod)
+  elif [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS" --resolver=labels)
   elif [ "$NODES" -gt 0 ]; then
     args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod --node-name="$(node_name 1)")
@@ -410,8 +494,12 @@ up() {
   mkdir -p "$WORK"
   "$ROOT/hack/build-kube-tools.sh"
   (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
+  if [ "$AGENTS" = 1 ]; then
+    (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-node-agent" ./cmd/checkpoint-node-agent)
+  fi
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
+  echo "$NODES $AGENTS" >"$WORK/topology"
   if [ "$NODES" -gt 0 ]; then
     "$ROOT/hack/test-images.sh" "$IMAGES" >/dev/null
     net_up
@@ -463,12 +551,34 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:k
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}]
 YAML
     [ -f "$WORK/sysctl.orig" ] || sysctl $SYSCTLS >"$WORK/sysctl.orig"
+    [ "$AGENTS" = 1 ] && registry_up
     local i
     for i in $(seq 1 "$NODES"); do start_node "$i"; done
     for i in $(seq 1 "$NODES"); do
       wait_for "$(node_name "$i")" 120 node_ready "$(node_name "$i")"
       log "$(node_name "$i") Ready ($(node_ip "$i"), containerd at $(node_sock "$i"))"
     done
+    if [ "$AGENTS" = 1 ]; then
+      kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: local-up:checkpoint-node-agent}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get]}
+- {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-up:checkpoint-node-agent}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-up:checkpoint-node-agent}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "checkpoint:node-agents"}]
+YAML
+      # Clone Pods in default pull with it; other namespaces need their own copy.
+      kubectl -n default create secret docker-registry checkpoint-registry --docker-server="$HOST_IP:$REGISTRY_PORT" \
+        --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+      for i in $(seq 1 "$NODES"); do start_agent "$i"; done
+      log "node agents serving on :$AGENT_PORT of every node"
+    fi
   fi
 
   kubectl apply -f "$ROOT/artifacts/deploy/namespace.yaml" -f "$ROOT/artifacts/deploy/rbac-users.yaml" >/dev/null
@@ -498,12 +608,15 @@ down() {
     [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"
   done
   local i
+  for i in $(seq 1 "$NODES"); do stop "agent-$(node_name "$i")"; done
   for i in $(seq 1 "$NODES"); do stop_node "$i"; done
+  stop registry
   stop kube-scheduler
   stop kube-controller-manager
   stop kube-apiserver
   stop etcd
   [ "$NODES" -gt 0 ] && clean_host
+  rm -f "$WORK/topology"
   return 0
 }
 
@@ -513,5 +626,7 @@ case "${1:-up}" in
   stop-server) stop "$CP_NAME" ;;
   start-server) start_server; wait_available ;;
   load-image) load_image "${2:?usage: $0 load-image FILE}" ;;
-  *) echo "usage: $0 [up|down|stop-server|start-server|load-image FILE]" >&2; exit 2 ;;
+  stop-agent) stop "agent-$(node_name "${2:?usage: $0 stop-agent I}")" ;;
+  start-agent) start_agent "${2:?usage: $0 start-agent I}" ;;
+  *) echo "usage: $0 [up|down|stop-server|start-server|load-image FILE|stop-agent I|start-agent I]" >&2; exit 2 ;;
 esac

@@ -84,6 +84,9 @@ type CheckpointStatus struct {
 	Contents           []ContentType
 	SizeBytes          int64
 	CaptureDuration    *metav1.Duration
+	// Image is the checkpoint image in the registry, by digest; ImageDigest its digest.
+	Image       string
+	ImageDigest string
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -124,6 +127,8 @@ type CheckpointRestoreSpec struct {
 	SandboxName string
 	// Labels are put on the new sandbox's containers.
 	Labels map[string]string
+	// NodeName is the node to restore on ("": the scheduler's choice, or the node holding the checkpoint).
+	NodeName string
 }
 
 // CheckpointRestoreStatus is the sandbox that was made.

@@ -184,7 +184,7 @@ func (d *Driver) capturedImages(ctx context.Context, id string) ([]images.Image,
 	}
 	var out []images.Image
 	for _, im := range all {
-		if im.Labels[LabelImageKind] != imageKindRestore {
+		if im.Labels[LabelImageKind] == "" { // not made from the capture
 			out = append(out, im)
 		}
 	}

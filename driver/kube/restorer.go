@@ -191,11 +191,26 @@ func clonePod(checkpointID, owner string, req driver.RestoreRequest, prepared dr
 			return nil, fmt.Errorf("%w: checkpoint %s holds no state of container %s", driver.ErrUnsupported, checkpointID, c.Name)
 		}
 		c.Image, c.ImagePullPolicy = img, corev1.PullNever
+		if prepared.Pulled {
+			c.ImagePullPolicy = corev1.PullIfNotPresent
+		}
 	}
-	// The images are on the node that holds the checkpoint.
-	spec.NodeName = prepared.Node
-	if spec.NodeName == "" {
-		spec.NodeName = tmpl.Node
+	if prepared.Pulled {
+		// Any node pulls the images: the one asked for, or the scheduler's.
+		spec.NodeName = req.Node
+		for _, s := range prepared.PullSecrets {
+			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
+		}
+	} else {
+		// The images are on the node that holds the checkpoint.
+		spec.NodeName = prepared.Node
+		if spec.NodeName == "" {
+			spec.NodeName = tmpl.Node
+		}
+		if req.Node != "" && req.Node != spec.NodeName {
+			return nil, fmt.Errorf("%w: checkpoint %s is held on node %s only (no checkpoint registry is configured), not on %s",
+				driver.ErrUnsupported, checkpointID, spec.NodeName, req.Node)
+		}
 	}
 	annotations := map[string]string{AnnotationRestoreFrom: checkpointID}
 	if owner != "" {

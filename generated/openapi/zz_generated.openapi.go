@@ -317,6 +317,13 @@ func schema_checkpoint_apiserver_apis_agents_v1alpha1_CheckpointRestoreSpec(ref 
 							},
 						},
 					},
+					"nodeName": {
+						SchemaProps: spec.SchemaProps{
+							Description: "NodeName is the node to restore on. Unset, the scheduler places the clone when the checkpoint is in a registry, and it goes to the node that holds the checkpoint otherwise.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
 				},
 				Required: []string{"sandboxName"},
 			},
@@ -526,6 +533,20 @@ func schema_checkpoint_apiserver_apis_agents_v1alpha1_CheckpointStatus(ref commo
 						SchemaProps: spec.SchemaProps{
 							Description: "CaptureDuration is how long the capture took.",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
+						},
+					},
+					"image": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Image is the checkpoint image in the checkpoint registry, by digest (registry/repository@sha256:...), when the server ships checkpoints through one: an OCI index of one CRI checkpoint image per container.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"imageDigest": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ImageDigest is the digest of Image.",
+							Type:        []string{"string"},
+							Format:      "",
 						},
 					},
 				},

@@ -284,6 +284,10 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		s.Message = msg
 		s.SizeBytes = result.SizeBytes
 		s.CaptureDuration = &metav1.Duration{Duration: elapsed}
+		s.Image, s.ImageDigest = "", ""
+		if p := result.Published; p != nil {
+			s.Image, s.ImageDigest = p.Image, p.Digest
+		}
 		s.Contents = nil
 		for _, ct := range result.Contents {
 			s.Contents = append(s.Contents, agents.ContentType(ct))

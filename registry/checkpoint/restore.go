@@ -50,6 +50,11 @@ func validateRestore(name string, req *agents.CheckpointRestore) field.ErrorList
 			errs = append(errs, field.Invalid(p, req.Spec.SandboxName, msg))
 		}
 	}
+	if n := req.Spec.NodeName; n != "" {
+		for _, msg := range utilvalidation.IsDNS1123Subdomain(n) {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "nodeName"), n, msg))
+		}
+	}
 	return append(errs, metav1validation.ValidateLabels(req.Spec.Labels, field.NewPath("spec", "labels"))...)
 }
 
@@ -86,7 +91,7 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 	}
 	start := time.Now()
 	target, err := r.capturer.restorer.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
-		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels,
+		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels, Node: req.Spec.NodeName,
 	})
 	if err != nil {
 		restoreDuration.WithLabelValues(string(agents.PhaseFailed)).Observe(time.Since(start).Seconds())

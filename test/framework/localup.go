@@ -99,7 +99,8 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 	c.Env = append(c.Env, env...)
 	t.Cleanup(func() { _ = c.Script("down") })
 	if err := c.Script("up"); err != nil {
-		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd-node-1", "kubelet-node-1", "checkpoint-apiserver"} {
+		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd-node-1", "kubelet-node-1",
+			"agent-node-1", "agent-node-2", "registry", "checkpoint-apiserver"} {
 			b, _ := os.ReadFile(filepath.Join(c.Dir, log+".log"))
 			if len(b) > 3000 {
 				b = b[len(b)-3000:]

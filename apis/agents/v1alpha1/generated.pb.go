@@ -255,6 +255,11 @@ func (m *CheckpointRestoreSpec) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
+	i -= len(m.NodeName)
+	copy(dAtA[i:], m.NodeName)
+	i = encodeVarintGenerated(dAtA, i, uint64(len(m.NodeName)))
+	i--
+	dAtA[i] = 0x1a
 	if len(m.Labels) > 0 {
 		keysForLabels := make([]string, 0, len(m.Labels))
 		for k := range m.Labels {
@@ -411,6 +416,16 @@ func (m *CheckpointStatus) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
+	i -= len(m.ImageDigest)
+	copy(dAtA[i:], m.ImageDigest)
+	i = encodeVarintGenerated(dAtA, i, uint64(len(m.ImageDigest)))
+	i--
+	dAtA[i] = 0x5a
+	i -= len(m.Image)
+	copy(dAtA[i:], m.Image)
+	i = encodeVarintGenerated(dAtA, i, uint64(len(m.Image)))
+	i--
+	dAtA[i] = 0x52
 	if m.CaptureDuration != nil {
 		{
 			size, err := m.CaptureDuration.MarshalToSizedBuffer(dAtA[:i])
@@ -701,6 +716,8 @@ func (m *CheckpointRestoreSpec) Size() (n int) {
 			n += mapEntrySize + 1 + sovGenerated(uint64(mapEntrySize))
 		}
 	}
+	l = len(m.NodeName)
+	n += 1 + l + sovGenerated(uint64(l))
 	return n
 }
 
@@ -781,6 +798,10 @@ func (m *CheckpointStatus) Size() (n int) {
 		l = m.CaptureDuration.Size()
 		n += 1 + l + sovGenerated(uint64(l))
 	}
+	l = len(m.Image)
+	n += 1 + l + sovGenerated(uint64(l))
+	l = len(m.ImageDigest)
+	n += 1 + l + sovGenerated(uint64(l))
 	return n
 }
 
@@ -902,6 +923,7 @@ func (this *CheckpointRestoreSpec) String() string {
 	s := strings.Join([]string{`&CheckpointRestoreSpec{`,
 		`SandboxName:` + fmt.Sprintf("%v", this.SandboxName) + `,`,
 		`Labels:` + mapStringForLabels + `,`,
+		`NodeName:` + fmt.Sprintf("%v", this.NodeName) + `,`,
 		`}`,
 	}, "")
 	return s
@@ -956,6 +978,8 @@ func (this *CheckpointStatus) String() string {
 		`Contents:` + fmt.Sprintf("%v", this.Contents) + `,`,
 		`SizeBytes:` + fmt.Sprintf("%v", this.SizeBytes) + `,`,
 		`CaptureDuration:` + strings.Replace(fmt.Sprintf("%v", this.CaptureDuration), "Duration", "v1.Duration", 1) + `,`,
+		`Image:` + fmt.Sprintf("%v", this.Image) + `,`,
+		`ImageDigest:` + fmt.Sprintf("%v", this.ImageDigest) + `,`,
 		`}`,
 	}, "")
 	return s
@@ -1680,6 +1704,38 @@ func (m *CheckpointRestoreSpec) Unmarshal(dAtA []byte) error {
 			}
 			m.Labels[mapkey] = mapvalue
 			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field NodeName", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowGenerated
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.NodeName = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
 			skippy, err := skipGenerated(dAtA[iNdEx:])
@@ -2348,6 +2404,70 @@ func (m *CheckpointStatus) Unmarshal(dAtA []byte) error {
 			if err := m.CaptureDuration.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
+			iNdEx = postIndex
+		case 10:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Image", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowGenerated
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Image = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 11:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ImageDigest", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowGenerated
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.ImageDigest = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex

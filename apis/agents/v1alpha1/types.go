@@ -105,6 +105,14 @@ type CheckpointStatus struct {
 	// CaptureDuration is how long the capture took.
 	// +optional
 	CaptureDuration *metav1.Duration `json:"captureDuration,omitempty" protobuf:"bytes,9,opt,name=captureDuration"`
+	// Image is the checkpoint image in the checkpoint registry, by digest
+	// (registry/repository@sha256:...), when the server ships checkpoints
+	// through one: an OCI index of one CRI checkpoint image per container.
+	// +optional
+	Image string `json:"image,omitempty" protobuf:"bytes,10,opt,name=image"`
+	// ImageDigest is the digest of Image.
+	// +optional
+	ImageDigest string `json:"imageDigest,omitempty" protobuf:"bytes,11,opt,name=imageDigest"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -158,6 +166,11 @@ type CheckpointRestoreSpec struct {
 	// Labels are put on the new sandbox's containers.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty" protobuf:"bytes,2,rep,name=labels"`
+	// NodeName is the node to restore on. Unset, the scheduler places the
+	// clone when the checkpoint is in a registry, and it goes to the node
+	// that holds the checkpoint otherwise.
+	// +optional
+	NodeName string `json:"nodeName,omitempty" protobuf:"bytes,3,opt,name=nodeName"`
 }
 
 // CheckpointRestoreStatus is the sandbox that was made.

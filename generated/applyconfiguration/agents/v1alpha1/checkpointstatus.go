@@ -47,6 +47,12 @@ type CheckpointStatusApplyConfiguration struct {
 	SizeBytes *int64 `json:"sizeBytes,omitempty"`
 	// CaptureDuration is how long the capture took.
 	CaptureDuration *v1.Duration `json:"captureDuration,omitempty"`
+	// Image is the checkpoint image in the checkpoint registry, by digest
+	// (registry/repository@sha256:...), when the server ships checkpoints
+	// through one: an OCI index of one CRI checkpoint image per container.
+	Image *string `json:"image,omitempty"`
+	// ImageDigest is the digest of Image.
+	ImageDigest *string `json:"imageDigest,omitempty"`
 }
 
 // CheckpointStatusApplyConfiguration constructs a declarative configuration of the CheckpointStatus type for use with
@@ -131,5 +137,21 @@ func (b *CheckpointStatusApplyConfiguration) WithSizeBytes(value int64) *Checkpo
 // If called multiple times, the CaptureDuration field is set to the value of the last call.
 func (b *CheckpointStatusApplyConfiguration) WithCaptureDuration(value v1.Duration) *CheckpointStatusApplyConfiguration {
 	b.CaptureDuration = &value
+	return b
+}
+
+// WithImage sets the Image field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Image field is set to the value of the last call.
+func (b *CheckpointStatusApplyConfiguration) WithImage(value string) *CheckpointStatusApplyConfiguration {
+	b.Image = &value
+	return b
+}
+
+// WithImageDigest sets the ImageDigest field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ImageDigest field is set to the value of the last call.
+func (b *CheckpointStatusApplyConfiguration) WithImageDigest(value string) *CheckpointStatusApplyConfiguration {
+	b.ImageDigest = &value
 	return b
 }

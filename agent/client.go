@@ -1,0 +1,289 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+)
+
+// ClientConfig is how the server reaches node agents.
+type ClientConfig struct {
+	// Client reads Nodes: an agent is at its node's InternalIP and Port.
+	Client kubernetes.Interface
+	Port   int
+	// CAFile verifies agents' serving certificates (their SAN: the node's IP or name).
+	CAFile string
+	// CertFile and KeyFile are the server's client certificate; without
+	// them, BearerToken (the server's own, for example its service
+	// account's) authenticates it.
+	CertFile, KeyFile string
+	BearerToken       string
+	// Registry, when set, holds every checkpoint: a Delete removes it there too.
+	Registry *ociregistry.Registry
+	// Timeout bounds a call that has no deadline of its own.
+	Timeout time.Duration
+}
+
+// Client is a driver.Driver that runs each call on the agent of the
+// node concerned: a capture on the Pod's node, a delete on every node.
+type Client struct {
+	cfg  ClientConfig
+	http *http.Client
+	// addrs caches node name to agent address.
+	mu    sync.Mutex
+	addrs map[string]string
+}
+
+var _ driver.Driver = &Client{}
+
+// NewClient loads the CA and the client certificate.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Client == nil || cfg.Port <= 0 {
+		return nil, errors.New("node agents: a kube-apiserver client and the agents' port are needed")
+	}
+	if cfg.CAFile == "" {
+		return nil, errors.New("node agents: the CA of their serving certificates is needed (--agent-ca-file)")
+	}
+	pool, err := certutil.NewPool(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("node agents' CA: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	switch {
+	case cfg.CertFile != "" && cfg.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate for node agents: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	case cfg.BearerToken == "":
+		return nil, errors.New("node agents: the server needs a client certificate or a token to call them")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Minute
+	}
+	return &Client{
+		cfg:   cfg,
+		addrs: map[string]string{},
+		http: &http.Client{Transport: &http.Transport{
+			TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		}},
+	}, nil
+}
+
+// address is node's agent's host:port, from its InternalIP.
+func (c *Client) address(ctx context.Context, node string) (string, error) {
+	c.mu.Lock()
+	a, ok := c.addrs[node]
+	c.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	n, err := c.cfg.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("%w: node %s does not exist", driver.ErrTargetNotFound, node)
+		}
+		return "", fmt.Errorf("%w: read node %s: %v", driver.ErrUnavailable, node, err)
+	}
+	a = nodeAddress(n, c.cfg.Port)
+	if a == "" {
+		return "", fmt.Errorf("%w: node %s reports no InternalIP", driver.ErrUnavailable, node)
+	}
+	c.mu.Lock()
+	c.addrs[node] = a
+	c.mu.Unlock()
+	return a, nil
+}
+
+func nodeAddress(n *corev1.Node, port int) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return net.JoinHostPort(a.Address, strconv.Itoa(port))
+		}
+	}
+	return ""
+}
+
+// call POSTs in to node's agent and decodes its answer into out.
+func (c *Client) call(ctx context.Context, node, path string, in, out any) error {
+	if node == "" {
+		return fmt.Errorf("%w: the Pod is not bound to a node", driver.ErrTargetNotFound)
+	}
+	addr, err := c.address(ctx, node)
+	if err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.cfg.BearerToken != "" && len(c.http.Transport.(*http.Transport).TLSClientConfig.Certificates) == 0 {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// The node may have a new address: read it again next time.
+		c.mu.Lock()
+		delete(c.addrs, node)
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return fmt.Errorf("node agent of %s (%s): %w", node, addr, ctx.Err())
+		}
+		return fmt.Errorf("%w: node agent of %s (%s) unreachable: %v", driver.ErrUnavailable, node, addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRequestBytes))
+	if err != nil {
+		return fmt.Errorf("%w: node agent of %s: read answer: %v", driver.ErrUnavailable, node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e ErrorResponse
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e = ErrorResponse{Kind: kindInternal, Message: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(data))}
+		}
+		return e.asError(node)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// Capture runs on the agent of the Pod's node.
+func (c *Client) Capture(ctx context.Context, t driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error) {
+	var out CaptureResponse
+	err := c.call(ctx, t.Node, PathCapture, CaptureRequest{
+		Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}, ID: req.ID, Contents: req.Contents,
+	}, &out)
+	if err != nil {
+		return driver.CaptureResult{}, err
+	}
+	return driver.CaptureResult{ID: out.ID, SizeBytes: out.SizeBytes, Contents: out.Contents, Published: out.Published}, nil
+}
+
+// Restore is the Pod restorer's (driver/kube): a clone is a Pod the kubelet pulls.
+func (c *Client) Restore(context.Context, string, driver.RestoreRequest) (driver.Target, error) {
+	return driver.Target{}, fmt.Errorf("%w: node agents restore only into Pods", driver.ErrUnsupported)
+}
+
+// Stop stops the Pod's containers on its node.
+func (c *Client) Stop(ctx context.Context, t driver.Target) error {
+	return c.call(ctx, t.Node, PathStop, StopRequest{Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}}, nil)
+}
+
+// Terminate ends the Pod's processes on its node and leaves the rest to its kubelet.
+func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
+	return c.call(ctx, t.Node, PathTerminate, StopRequest{Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}}, nil)
+}
+
+// Delete removes the checkpoint from the registry, then from every node:
+// what its capture wrote and what kubelets pulled of it. A node whose agent
+// does not answer fails the delete (it is retried); a node that is gone
+// took its copies with it.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	var pulled []string
+	if c.cfg.Registry != nil {
+		refs, err := c.cfg.Registry.Delete(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
+		}
+		pulled = refs
+	}
+	return c.eachNode(ctx, func(node string) error {
+		return c.call(ctx, node, PathDelete, DeleteRequest{ID: id, Images: pulled}, nil)
+	})
+}
+
+// States is the checkpoint state on every node, and in the registry: an
+// ID's time is the oldest seen.
+func (c *Client) States(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	var mu sync.Mutex
+	err := c.eachNode(ctx, func(node string) error {
+		var st StatesResponse
+		if err := c.call(ctx, node, PathStates, struct{}{}, &st); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for id, ts := range st.States {
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				continue
+			}
+			if old, ok := out[id]; !ok || t.Before(old) {
+				out[id] = t
+			}
+		}
+		return nil
+	})
+	if err != nil || c.cfg.Registry == nil {
+		return out, err
+	}
+	// What the registry holds that no node does is as old as can be.
+	tags, err := c.cfg.Registry.Tags(ctx)
+	for _, id := range tags {
+		if _, ok := out[id]; !ok && strings.HasPrefix(id, "ckpt-") {
+			out[id] = time.Time{}
+		}
+	}
+	return out, err
+}
+
+// Ping answers: whether an agent answers depends on the node.
+func (c *Client) Ping(context.Context) error { return nil }
+
+// eachNode runs f for every node, in parallel; errors are joined.
+func (c *Client) eachNode(ctx context.Context, f func(node string) error) error {
+	nodes, err := c.cfg.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("%w: list nodes: %v", driver.ErrUnavailable, err)
+	}
+	errs := make([]error, len(nodes.Items))
+	var wg sync.WaitGroup
+	for i := range nodes.Items {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs[i] = f(nodes.Items[i].Name)
+		}(i)
+	}
+	wg.Wait()
+	err = errors.Join(errs...)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("A node agent call failed", "err", err)
+	}
+	return err
+}

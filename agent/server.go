@@ -1,0 +1,337 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/driver/kube"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+)
+
+// NodeDriver is what the agent does on its node (the containerd driver).
+type NodeDriver interface {
+	Capture(ctx context.Context, target driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error)
+	Delete(ctx context.Context, checkpointID string) error
+	Stop(ctx context.Context, target driver.Target) error
+	Terminate(ctx context.Context, target driver.Target) error
+	States(ctx context.Context) (map[string]time.Time, error)
+	Publish(ctx context.Context, id string, reg *ociregistry.Registry) (driver.Published, error)
+	DeleteImages(ctx context.Context, names []string) error
+	Ping(ctx context.Context) error
+}
+
+// Config is a node agent's.
+type Config struct {
+	// Node is the node the agent serves; it acts on that node's Pods only.
+	Node   string
+	Driver NodeDriver
+	// Client reads Pods (and reviews tokens) with the agent's own rights.
+	Client kubernetes.Interface
+	// Registry receives every capture before it is answered (nil: captures
+	// stay on the node, as in a one-node cluster).
+	Registry *ociregistry.Registry
+	// ServerUsers are the identities of the API server: nobody else is served.
+	ServerUsers []string
+	// ClientCAFile verifies client certificates; bearer tokens are verified
+	// with TokenReviews through Client.
+	ClientCAFile string
+}
+
+// Server serves one node's agent.
+type Server struct {
+	cfg      Config
+	authn    authenticator.Request
+	resolver *kube.PodResolver
+}
+
+// New checks the configuration and builds the authenticator.
+func New(cfg Config) (*Server, error) {
+	if cfg.Node == "" || cfg.Driver == nil || cfg.Client == nil {
+		return nil, errors.New("node agent: a node name, a driver and a kube-apiserver client are needed")
+	}
+	if len(cfg.ServerUsers) == 0 {
+		return nil, errors.New("node agent: no server identity to serve (--server-user)")
+	}
+	ac := authenticatorfactory.DelegatingAuthenticatorConfig{
+		TokenAccessReviewClient:  cfg.Client.AuthenticationV1(),
+		TokenAccessReviewTimeout: 10 * time.Second,
+		WebhookRetryBackoff:      &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5},
+		CacheTTL:                 10 * time.Second,
+	}
+	if cfg.ClientCAFile != "" {
+		ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("node agent client CA: %w", err)
+		}
+		ac.ClientCertificateCAContentProvider = ca
+	}
+	authn, _, err := ac.New()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, authn: authn, resolver: &kube.PodResolver{Client: cfg.Client, Runtime: "containerd"}}, nil
+}
+
+// Handler is the agent's HTTP API, every path but /healthz authenticated
+// and limited to the server's identities.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.cfg.Driver.Ping(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("POST "+PathCapture, s.serve(s.capture))
+	mux.Handle("POST "+PathDelete, s.serve(s.delete))
+	mux.Handle("POST "+PathTerminate, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, true) }))
+	mux.Handle("POST "+PathStop, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, false) }))
+	mux.Handle("POST "+PathStates, s.serve(s.states))
+	return mux
+}
+
+type handlerFunc func(ctx context.Context, r *http.Request) (any, error)
+
+// serve authenticates and authorizes the caller, runs h, and writes its
+// answer; a panic is an Internal error, never a dropped connection.
+func (s *Server) serve(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logger := klog.FromContext(r.Context()).WithValues("path", r.URL.Path, "remote", r.RemoteAddr)
+		resp, ok, err := s.authn.AuthenticateRequest(r)
+		if err != nil || !ok {
+			logger.Info("Refused an unauthenticated request", "err", err)
+			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized, Message: "authentication required: the server's client certificate or token"})
+			return
+		}
+		user := resp.User.GetName()
+		if !slices.Contains(s.cfg.ServerUsers, user) {
+			logger.Info("Refused a request from a user who is not the server", "user", user)
+			writeError(w, http.StatusForbidden, ErrorResponse{Kind: kindForbidden,
+				Message: fmt.Sprintf("user %q is not the checkpoint server: the node agent serves only it", user)})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBytes)
+		out, err := func() (out any, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					logger.Error(nil, "Panic in the node agent", "panic", p)
+					err = fmt.Errorf("internal error: %v", p)
+				}
+			}()
+			return h(r.Context(), r)
+		}()
+		if err != nil {
+			code := http.StatusInternalServerError
+			kind := kindOf(err)
+			var bad badRequest
+			switch {
+			case errors.As(err, &bad):
+				code, kind = http.StatusBadRequest, kindBadRequest
+			case kind == kindForbidden:
+				code = http.StatusForbidden
+			case kind == kindTargetNotFound || kind == kindCheckpointNotFound:
+				code = http.StatusNotFound
+			case kind == kindUnavailable:
+				code = http.StatusServiceUnavailable
+			case kind == kindUnsupported:
+				code = http.StatusUnprocessableEntity
+			}
+			logger.Info("Request failed", "kind", kind, "err", err)
+			writeError(w, code, ErrorResponse{Kind: kind, Message: err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+}
+
+type badRequest struct{ error }
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest{fmt.Errorf("request body: %w", err)}
+	}
+	return nil
+}
+
+func writeError(w http.ResponseWriter, code int, e ErrorResponse) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(e)
+}
+
+// target reads the Pod from the kube-apiserver and refuses it unless it is
+// bound to this node (and is the Pod the server meant).
+func (s *Server) target(ctx context.Context, ref PodRef) (driver.Target, error) {
+	if ref.Namespace == "" || ref.Name == "" {
+		return driver.Target{}, badRequest{errors.New("pod.namespace and pod.name are required")}
+	}
+	t, err := s.resolver.Resolve(ctx, ref.Namespace, ref.Name)
+	if err != nil {
+		return driver.Target{}, err
+	}
+	if t.Node != s.cfg.Node {
+		where := t.Node
+		if where == "" {
+			where = "no node"
+		}
+		return driver.Target{}, fmt.Errorf("%w: pod %s/%s is bound to %s; this agent acts only on node %s's Pods",
+			ErrForbidden, ref.Namespace, ref.Name, where, s.cfg.Node)
+	}
+	if ref.UID != "" && ref.UID != t.UID {
+		return driver.Target{}, fmt.Errorf("%w: pod %s/%s has UID %s, not %s (it was replaced)", driver.ErrTargetNotFound, ref.Namespace, ref.Name, t.UID, ref.UID)
+	}
+	return t, nil
+}
+
+func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
+	var req CaptureRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if req.ID == "" {
+		return nil, badRequest{errors.New("id is required")}
+	}
+	t, err := s.target(ctx, req.Pod)
+	if err != nil {
+		return nil, err
+	}
+	logger := klog.FromContext(ctx).WithValues("pod", req.Pod.Namespace+"/"+req.Pod.Name, "id", req.ID)
+	start := time.Now()
+	res, err := s.cfg.Driver.Capture(ctx, t, driver.CaptureRequest{ID: req.ID, Contents: req.Contents})
+	if err != nil {
+		return nil, err
+	}
+	out := CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents}
+	captured := time.Since(start)
+	if s.cfg.Registry != nil {
+		pub, err := s.cfg.Driver.Publish(ctx, res.ID, s.cfg.Registry)
+		if err != nil {
+			// Not durable, so not a checkpoint: nothing of it stays here.
+			s.cleanup(ctx, res.ID)
+			return nil, err
+		}
+		out.Published = &pub
+	}
+	logger.Info("Captured", "bytes", res.SizeBytes, "captured", captured, "total", time.Since(start))
+	return out, nil
+}
+
+// cleanup deletes what a capture that cannot be answered left.
+func (s *Server) cleanup(ctx context.Context, id string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.cfg.Driver.Delete(dctx, id); err != nil {
+		klog.FromContext(ctx).Error(err, "Could not remove a failed capture's state; the sweep will", "id", id)
+	}
+}
+
+func (s *Server) delete(ctx context.Context, r *http.Request) (any, error) {
+	var req DeleteRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if req.ID == "" {
+		return nil, badRequest{errors.New("id is required")}
+	}
+	if err := s.cfg.Driver.Delete(ctx, req.ID); err != nil {
+		return nil, err
+	}
+	if s.cfg.Registry != nil {
+		// Only the registry's images of a checkpoint: a request cannot name others.
+		var names []string
+		for _, n := range req.Images {
+			if strings.HasPrefix(n, s.cfg.Registry.Repository()+"@") {
+				names = append(names, n)
+			}
+		}
+		if err := s.cfg.Driver.DeleteImages(ctx, names); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) stop(ctx context.Context, r *http.Request, terminate bool) (any, error) {
+	var req StopRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	t, err := s.target(ctx, req.Pod)
+	if err != nil {
+		return nil, err
+	}
+	if terminate {
+		err = s.cfg.Driver.Terminate(ctx, t)
+	} else {
+		err = s.cfg.Driver.Stop(ctx, t)
+	}
+	return struct{}{}, err
+}
+
+func (s *Server) states(ctx context.Context, _ *http.Request) (any, error) {
+	st, err := s.cfg.Driver.States(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := StatesResponse{States: map[string]string{}}
+	for id, t := range st {
+		out.States[id] = t.UTC().Format(time.RFC3339Nano)
+	}
+	return out, nil
+}
+
+// Serve serves the agent on addr with the certificate pair until ctx ends.
+// Clients may present a certificate, verified against the client CA, or a
+// bearer token; a certificate from any other CA fails the handshake.
+func (s *Server) Serve(ctx context.Context, addr, certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("node agent serving certificate: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
+	if s.cfg.ClientCAFile != "" {
+		pool, err := certutil.NewPool(s.cfg.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("node agent client CA: %w", err)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	klog.InfoS("Node agent serving", "node", s.cfg.Node, "address", ln.Addr().String())
+	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+// Command checkpoint-node-agent runs on every node (a DaemonSet): it
+// captures its node's Pods through the node's containerd and CRIU for the
+// checkpoint API server, pushes the checkpoints to the checkpoint
+// registry, and removes them from the node when asked. See package agent.
+package main
+
+import (
+	"context"
+	"errors"
+	goflag "flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/pflag"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/agent"
+	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+)
+
+type options struct {
+	node, kubeconfig                string
+	containerdAddress, namespace    string
+	dataDir, criuConfigDir          string
+	bindAddress                     string
+	port                            int
+	certFile, keyFile, clientCAFile string
+	serverUsers                     []string
+	registry                        ociregistry.Config
+}
+
+func main() {
+	o := options{
+		node: os.Getenv("NODE_NAME"), containerdAddress: "/run/containerd/containerd.sock", namespace: "k8s.io",
+		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
+		serverUsers: []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
+	}
+	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
+	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the agent's own identity (empty: in-cluster). It reads Pods and reviews tokens.")
+	fs.StringVar(&o.containerdAddress, "containerd-address", o.containerdAddress, "The node's containerd socket.")
+	fs.StringVar(&o.namespace, "containerd-namespace", o.namespace, "containerd namespace of the kubelet's containers.")
+	fs.StringVar(&o.dataDir, "data-dir", o.dataDir, "Where the agent keeps container logs of captures.")
+	fs.StringVar(&o.criuConfigDir, "criu-config-dir", "", "Where the CRIU configuration for restores is written, on the node (default <data-dir>/criu); the server's --node-criu-config names the file in it.")
+	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
+	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
+	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
+	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "Serving key.")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates; a certificate from another CA fails the handshake. Bearer tokens are checked by TokenReview.")
+	fs.StringSliceVar(&o.serverUsers, "server-user", o.serverUsers, "The API server's user names; every other identity is refused.")
+	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/repository that receives every capture (empty: captures stay on the node).")
+	fs.StringVar(&o.registry.CAFile, "checkpoint-registry-ca-file", "", "CA of the checkpoint registry's serving certificate (empty: the system's).")
+	fs.StringVar(&o.registry.AuthFile, "checkpoint-registry-auth-file", "", "Docker config.json with the registry's credentials (a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson).")
+	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
+	klog.InitFlags(klogFlags)
+	fs.AddGoFlagSet(klogFlags)
+	_ = fs.Parse(os.Args[1:])
+
+	ctx := genericapiserver.SetupSignalContext()
+	if err := run(ctx, o); err != nil {
+		klog.ErrorS(err, "checkpoint-node-agent failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if o.node == "" {
+		return errors.New("--node-name (or $NODE_NAME) is required")
+	}
+	if o.certFile == "" || o.keyFile == "" {
+		return errors.New("--tls-cert-file and --tls-private-key-file are required")
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kube-apiserver client: %w", err)
+	}
+	rc.UserAgent = "checkpoint-node-agent/" + o.node
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if o.criuConfigDir == "" {
+		o.criuConfigDir = filepath.Join(o.dataDir, "criu")
+	}
+	abs, err := filepath.Abs(o.criuConfigDir)
+	if err != nil {
+		return err
+	}
+	d, err := containerddriver.New(containerddriver.Config{
+		Address: o.containerdAddress, Namespace: o.namespace, Node: o.node,
+		LogDir: filepath.Join(o.dataDir, "containers"), CRIUConfigDir: abs,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Ping(ctx); err != nil {
+		klog.InfoS("containerd is not reachable yet: captures fail until it is", "address", o.containerdAddress, "err", err)
+	}
+	cfg := agent.Config{Node: o.node, Driver: d, Client: client, ServerUsers: o.serverUsers, ClientCAFile: o.clientCAFile}
+	if o.registry.Repository != "" {
+		if cfg.Registry, err = ociregistry.New(o.registry); err != nil {
+			return err
+		}
+	}
+	srv, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx, net.JoinHostPort(o.bindAddress, strconv.Itoa(o.port)), o.certFile, o.keyFile)
+}

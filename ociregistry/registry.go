@@ -1,0 +1,334 @@
+// Package ociregistry is the checkpoint registry: an OCI distribution
+// registry (TLS verified, basic credentials) holding each checkpoint as an
+// OCI index tagged with its ID, with one CRI checkpoint image per
+// container. Node agents push there; any node's kubelet pulls from there
+// by digest; the server reads an index to make a clone and deletes it with
+// its Checkpoint.
+package ociregistry
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+)
+
+// Annotations of a checkpoint's index.
+const (
+	// AnnotationCheckpointID is the checkpoint's ID (also its tag).
+	AnnotationCheckpointID = "agents.kruise.io/checkpoint-id"
+	// AnnotationTemplate is the captured sandbox's template (for a Pod, its
+	// spec as a restore remakes it), JSON.
+	AnnotationTemplate = "agents.kruise.io/template"
+	// AnnotationContainerName names a manifest's container (as the CRI
+	// reads it from a checkpoint image).
+	AnnotationContainerName = "org.criu.checkpoint.container.name"
+)
+
+// ErrNotFound: the registry has no such manifest.
+var ErrNotFound = errors.New("not in the checkpoint registry")
+
+// Config says where checkpoints go.
+type Config struct {
+	// Repository is host[:port]/path, for example registry.example:5443/checkpoints.
+	Repository string
+	// CAFile holds the CA certificates that sign the registry's serving
+	// certificate (empty: the system's roots).
+	CAFile string
+	// AuthFile is a Docker config.json (what a kubernetes.io/dockerconfigjson
+	// Secret holds) with the registry's credentials (empty: anonymous).
+	AuthFile string
+}
+
+// Registry is a configured checkpoint registry.
+type Registry struct {
+	host, path string
+	tls        *tls.Config
+	user, pass string
+	client     *http.Client
+}
+
+// New reads the configuration's CA and credentials.
+func New(cfg Config) (*Registry, error) {
+	host, path, ok := strings.Cut(cfg.Repository, "/")
+	if !ok || host == "" || path == "" || strings.Contains(cfg.Repository, "://") {
+		return nil, fmt.Errorf("checkpoint registry %q: want host[:port]/repository", cfg.Repository)
+	}
+	if path != strings.ToLower(path) || strings.ContainsAny(path, ":@") {
+		return nil, fmt.Errorf("checkpoint registry %q: the repository must be lower case, without a tag or digest", cfg.Repository)
+	}
+	r := &Registry{host: host, path: path, tls: &tls.Config{MinVersion: tls.VersionTLS12}}
+	if cfg.CAFile != "" {
+		pool, err := certutil.NewPool(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint registry CA: %w", err)
+		}
+		r.tls.RootCAs = pool
+	}
+	if cfg.AuthFile != "" {
+		user, pass, err := readAuth(cfg.AuthFile, host)
+		if err != nil {
+			return nil, err
+		}
+		r.user, r.pass = user, pass
+	}
+	r.client = &http.Client{
+		Transport: &http.Transport{TLSClientConfig: r.tls, Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute},
+		Timeout:   2 * time.Minute,
+	}
+	return r, nil
+}
+
+// readAuth finds host's credentials in a Docker config.json.
+func readAuth(file, host string) (string, string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("checkpoint registry credentials: %w", err)
+	}
+	var cfg struct {
+		Auths map[string]struct {
+			Auth     string `json:"auth"`
+			Username string `json:"username"`
+			Password string `json:"password"`
+		} `json:"auths"`
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return "", "", fmt.Errorf("checkpoint registry credentials %s: %w", file, err)
+	}
+	for key, a := range cfg.Auths {
+		k := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(key, "https://"), "http://"), "/")
+		if k != host {
+			continue
+		}
+		if a.Auth != "" {
+			raw, err := base64.StdEncoding.DecodeString(a.Auth)
+			if err != nil {
+				return "", "", fmt.Errorf("checkpoint registry credentials %s: auth of %s: %w", file, key, err)
+			}
+			user, pass, ok := strings.Cut(string(raw), ":")
+			if !ok {
+				return "", "", fmt.Errorf("checkpoint registry credentials %s: auth of %s is not user:password", file, key)
+			}
+			return user, pass, nil
+		}
+		return a.Username, a.Password, nil
+	}
+	return "", "", fmt.Errorf("checkpoint registry credentials %s: nothing for %s", file, host)
+}
+
+// Repository is host/path.
+func (r *Registry) Repository() string { return r.host + "/" + r.path }
+
+// Host is the registry's host[:port].
+func (r *Registry) Host() string { return r.host }
+
+// TagRef is the reference of checkpoint id's index.
+func (r *Registry) TagRef(id string) string { return r.Repository() + ":" + id }
+
+// DigestRef is the reference of a manifest or index by digest.
+func (r *Registry) DigestRef(d digest.Digest) string { return r.Repository() + "@" + d.String() }
+
+// Resolver is a containerd resolver for the registry, for pushes and pulls.
+func (r *Registry) Resolver() remotes.Resolver {
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: dockerconfig.ConfigureHosts(context.Background(), dockerconfig.HostOptions{
+			DefaultTLS: r.tls,
+			Credentials: func(host string) (string, string, error) {
+				if host == r.host {
+					return r.user, r.pass, nil
+				}
+				return "", "", nil
+			},
+		}),
+	})
+}
+
+// Index is a checkpoint's index as the registry holds it.
+type Index struct {
+	Digest digest.Digest
+	ocispec.Index
+}
+
+// Template is the index's sandbox template.
+func (i *Index) Template() []byte {
+	if t := i.Annotations[AnnotationTemplate]; t != "" {
+		return []byte(t)
+	}
+	return nil
+}
+
+// Images are the checkpoint's per-container images, by digest: container name to reference.
+func (r *Registry) Images(i *Index) map[string]string {
+	out := map[string]string{}
+	for _, m := range i.Manifests {
+		if name := m.Annotations[AnnotationContainerName]; name != "" {
+			out[name] = r.DigestRef(m.Digest)
+		}
+	}
+	return out
+}
+
+// Index reads checkpoint id's index (by tag), or the index with digest
+// ref when ref is a digest.
+func (r *Registry) Index(ctx context.Context, ref string) (*Index, error) {
+	resp, err := r.do(ctx, http.MethodGet, "/manifests/"+ref, ocispec.MediaTypeImageIndex)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read index %s: %v", ErrUnavailable, ref, err)
+	}
+	d := digest.FromBytes(data)
+	if dg := resp.Header.Get("Docker-Content-Digest"); dg != "" && dg != d.String() {
+		return nil, fmt.Errorf("index %s: the registry says digest %s, its content is %s", ref, dg, d)
+	}
+	if dg, err := digest.Parse(ref); err == nil && dg != d {
+		return nil, fmt.Errorf("index %s: content has digest %s", ref, d)
+	}
+	out := &Index{Digest: d}
+	if err := json.Unmarshal(data, &out.Index); err != nil {
+		return nil, fmt.Errorf("index %s: %w", ref, err)
+	}
+	if out.MediaType != ocispec.MediaTypeImageIndex {
+		return nil, fmt.Errorf("%s in the checkpoint registry is a %q, not a checkpoint index", ref, out.MediaType)
+	}
+	return out, nil
+}
+
+// ErrUnavailable: the registry cannot be reached or fails.
+var ErrUnavailable = errors.New("checkpoint registry unavailable")
+
+// Delete removes checkpoint id's index and its manifests (their blobs go
+// at the registry's next garbage collection). What is not there is gone.
+func (r *Registry) Delete(ctx context.Context, id string) ([]string, error) {
+	idx, err := r.Index(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var refs []string
+	for _, ref := range r.Images(idx) {
+		refs = append(refs, ref)
+	}
+	// The index first: once it is gone, nothing names the checkpoint.
+	for _, d := range append([]digest.Digest{idx.Digest}, manifestDigests(idx)...) {
+		resp, err := r.do(ctx, http.MethodDelete, "/manifests/"+d.String(), "")
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return refs, err
+		}
+		resp.Body.Close()
+	}
+	return refs, nil
+}
+
+func manifestDigests(idx *Index) []digest.Digest {
+	var out []digest.Digest
+	for _, m := range idx.Manifests {
+		out = append(out, m.Digest)
+	}
+	return out
+}
+
+// Tags lists the repository's tags (checkpoint IDs).
+func (r *Registry) Tags(ctx context.Context) ([]string, error) {
+	resp, err := r.do(ctx, http.MethodGet, "/tags/list", "application/json")
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil // no repository until the first push
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("%w: tags of %s: %v", ErrUnavailable, r.Repository(), err)
+	}
+	return out.Tags, nil
+}
+
+// do sends one request to /v2/<path><suffix>; a non-2xx answer is an error.
+func (r *Registry) do(ctx context.Context, method, suffix, accept string) (*http.Response, error) {
+	u := "https://" + r.host + "/v2/" + r.path + suffix
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	if r.user != "" || r.pass != "" {
+		req.SetBasicAuth(r.user, r.pass)
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, method, u, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	msg := fmt.Sprintf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(body)))
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, msg)
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return nil, fmt.Errorf("checkpoint registry refused the server's credentials: %s", msg)
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, msg)
+	}
+}
+
+// Preparer makes restores from the registry: a clone's containers name
+// their checkpoint images by digest, and whichever node the clone lands on
+// pulls them (with PullSecrets, which must exist in the clone's namespace).
+type Preparer struct {
+	Registry *Registry
+	// CRIUConfig is the path, on every node, of the CRIU configuration for
+	// restores (the node agents write it there).
+	CRIUConfig  string
+	PullSecrets []string
+}
+
+// PrepareRestore reads checkpoint id's index.
+func (p *Preparer) PrepareRestore(ctx context.Context, id string) (driver.PreparedRestore, error) {
+	idx, err := p.Registry.Index(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return driver.PreparedRestore{}, fmt.Errorf("%w: %s is not in the checkpoint registry %s", driver.ErrCheckpointNotFound, id, p.Registry.Repository())
+	}
+	if err != nil {
+		return driver.PreparedRestore{}, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
+	}
+	out := driver.PreparedRestore{Template: idx.Template(), CRIUConfig: p.CRIUConfig, Pulled: true, PullSecrets: p.PullSecrets}
+	for _, m := range idx.Manifests {
+		if name := m.Annotations[AnnotationContainerName]; name != "" {
+			out.Images = append(out.Images, driver.ContainerImage{Container: name, Image: p.Registry.DigestRef(m.Digest)})
+		}
+	}
+	return out, nil
+}
