@@ -420,10 +420,8 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	if err != nil {
 		return err
 	}
-	for _, img := range imgs {
-		if err := d.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
-			return d.classify("delete checkpoint image "+img.Name, err)
-		}
+	if err := d.deleteImages(ctx, imgs); err != nil {
+		return err
 	}
 	// A capture that died half way left its lease.
 	err = d.client.LeasesService().Delete(ctx, leases.Lease{ID: leasePrefix + checkpointID}, leases.SynchronousDelete)

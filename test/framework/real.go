@@ -44,3 +44,14 @@ func E2BSDK(t testing.TB) string {
 	}
 	return dir
 }
+
+// RequireTool returns the path of a command the test needs (skopeo,
+// docker-registry ...), or skips (fails under REQUIRE_REAL=1).
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, "%s not on PATH (hack/install-test-deps.sh installs it)", name)
+	}
+	return path
+}
