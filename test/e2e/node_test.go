@@ -27,6 +27,18 @@ func neverPodYAML(ns, name string) string {
 		"  terminationGracePeriodSeconds: 1\n", "  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n", 1)
 }
 
+// pythonPodYAML is a Pod of the Python sandbox image (test/images).
+func pythonPodYAML(ns, name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: %s, imagePullPolicy: Never}
+`, name, ns, framework.PythonImage)
+}
+
 // podYAMLWith is podYAML with the container's resources.
 func podYAMLWith(ns, name, script, resources string) string {
 	return fmt.Sprintf(`apiVersion: v1
@@ -231,14 +243,7 @@ func TestRealNode(t *testing.T) {
 	})
 
 	t.Run("CaptureAPythonSandbox", func(t *testing.T) {
-		c.Apply(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: py, namespace: %s}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: main, image: %s, imagePullPolicy: Never}
-`, ns, framework.PythonImage))
+		c.Apply(pythonPodYAML(ns, "py"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/py", "--timeout=120s")
 		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
 		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",

@@ -207,14 +207,7 @@ func TestTwoNodes(t *testing.T) {
 	})
 
 	t.Run("PythonSandboxClonesSpreadOverBothNodes", func(t *testing.T) {
-		c.Apply(onNode(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: py, namespace: %s}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: main, image: %s, imagePullPolicy: Never}
-`, ns, framework.PythonImage), "node-1"))
+		c.Apply(onNode(pythonPodYAML(ns, "py"), "node-1"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/py", "--timeout=120s")
 		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
 		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
