@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,13 +32,18 @@ type ClientConfig struct {
 	// Client reads Nodes: an agent is at its node's InternalIP and Port.
 	Client kubernetes.Interface
 	Port   int
-	// CAFile verifies agents' serving certificates (their SAN: the node's IP or name).
-	CAFile string
+	// CAFile verifies agents' serving certificates, for ServerName (one
+	// certificate for every agent) or, when empty, the node's InternalIP.
+	CAFile     string
+	ServerName string
 	// CertFile and KeyFile are the server's client certificate; without
 	// them, BearerToken (the server's own, for example its service
 	// account's) authenticates it.
 	CertFile, KeyFile string
 	BearerToken       string
+	// BearerTokenFile, when set, is read at every call (service-account
+	// tokens are rotated) and wins over BearerToken.
+	BearerTokenFile string
 	// Registry, when set, holds every checkpoint: a Delete removes it there too.
 	Registry *ociregistry.Registry
 	// Timeout bounds a call that has no deadline of its own.
@@ -68,7 +74,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node agents' CA: %w", err)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: cfg.ServerName}
 	switch {
 	case cfg.CertFile != "" && cfg.KeyFile != "":
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
@@ -76,7 +82,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			return nil, fmt.Errorf("client certificate for node agents: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
-	case cfg.BearerToken == "":
+	case cfg.BearerToken == "" && cfg.BearerTokenFile == "":
 		return nil, errors.New("node agents: the server needs a client certificate or a token to call them")
 	}
 	if cfg.Timeout == 0 {
@@ -149,8 +155,10 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if c.cfg.BearerToken != "" && len(c.http.Transport.(*http.Transport).TLSClientConfig.Certificates) == 0 {
-		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken)
+	if token, err := c.token(); err != nil {
+		return err
+	} else if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -179,6 +187,21 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 		return nil
 	}
 	return json.Unmarshal(data, out)
+}
+
+// token is the server's bearer token, when it has no client certificate.
+func (c *Client) token() (string, error) {
+	if c.cfg.CertFile != "" {
+		return "", nil
+	}
+	if c.cfg.BearerTokenFile != "" {
+		b, err := os.ReadFile(c.cfg.BearerTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("%w: the server's token for node agents: %v", driver.ErrUnavailable, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return c.cfg.BearerToken, nil
 }
 
 // Capture runs on the agent of the Pod's node.

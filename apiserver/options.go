@@ -111,6 +111,7 @@ type Options struct {
 	NodeAgents                              bool
 	AgentPort                               int
 	AgentCAFile                             string
+	AgentServerName                         string
 	AgentClientCertFile, AgentClientKeyFile string
 	// CheckpointRegistry receives every capture (through the agents); clone
 	// Pods pull from it with CheckpointRegistryPullSecrets; NodeCRIUConfig
@@ -194,6 +195,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Capture through the node agent (checkpoint-node-agent) of each Pod's node instead of a local containerd; needs --checkpoint-registry.")
 	fs.IntVar(&o.AgentPort, "agent-port", o.AgentPort, "Port the node agents serve on, at their node's InternalIP.")
 	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA of the node agents' serving certificates.")
+	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName,
+		"Name the node agents' serving certificate is checked for (empty: each agent's node InternalIP).")
 	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile,
 		"Client certificate the server presents to node agents (empty: its own bearer token from --kubeconfig or the service account).")
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of --agent-client-cert-file.")
@@ -517,17 +520,10 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	if err != nil {
 		return err
 	}
-	token := cfg.ClientConfig.BearerToken
-	if token == "" && cfg.ClientConfig.BearerTokenFile != "" {
-		data, err := os.ReadFile(cfg.ClientConfig.BearerTokenFile)
-		if err != nil {
-			return fmt.Errorf("the server's token for node agents: %w", err)
-		}
-		token = strings.TrimSpace(string(data))
-	}
 	agents, err := agent.NewClient(agent.ClientConfig{
-		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile,
-		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, BearerToken: token, Registry: reg,
+		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile, ServerName: o.AgentServerName,
+		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, Registry: reg,
+		BearerToken: cfg.ClientConfig.BearerToken, BearerTokenFile: cfg.ClientConfig.BearerTokenFile,
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes artifacts/deploy/certs/{ca.crt,tls.crt,tls.key}: a CA and the serving
-# certificate of checkpoint-apiserver.checkpoint-system.svc, for
+# certificate of checkpoint-apiserver.checkpoint-system.svc, and
+# agent-{ca.crt,tls.crt,tls.key}: the node agents' CA and serving certificate, for
 # `kubectl apply -k artifacts/deploy`. Keeps existing files.
 set -o errexit -o nounset -o pipefail
 DIR=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/artifacts/deploy/certs}
@@ -11,5 +12,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/ca.key" -out "$DIR/ca.cr
 openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls.key" -out "$DIR/tls.csr" -subj "/CN=$SVC" 2>/dev/null
 printf 'subjectAltName=DNS:%s,DNS:checkpoint-apiserver.checkpoint-system.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$SVC" >"$DIR/tls.ext"
 openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial -days 825 -out "$DIR/tls.crt" -extfile "$DIR/tls.ext" 2>/dev/null
-rm -f "$DIR/tls.csr" "$DIR/tls.ext"
-echo "wrote $DIR (keep ca.key safe or delete it)"
+# The node agents': their own CA, one serving certificate for all of them.
+AGENT=checkpoint-node-agent.checkpoint-system.svc
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/agent-ca.key" -out "$DIR/agent-ca.crt" -days 825 -subj /CN=checkpoint-node-agent-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$DIR/agent-tls.key" -out "$DIR/agent-tls.csr" -subj "/CN=$AGENT" 2>/dev/null
+printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$AGENT" >"$DIR/agent-tls.ext"
+openssl x509 -req -in "$DIR/agent-tls.csr" -CA "$DIR/agent-ca.crt" -CAkey "$DIR/agent-ca.key" -CAcreateserial -days 825 -out "$DIR/agent-tls.crt" -extfile "$DIR/agent-tls.ext" 2>/dev/null
+rm -f "$DIR/tls.csr" "$DIR/tls.ext" "$DIR/agent-tls.csr" "$DIR/agent-tls.ext"
+echo "wrote $DIR (keep ca.key and agent-ca.key safe or delete them)"

@@ -234,6 +234,17 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, rendered, "--apiservice-ca-file=/etc/checkpoint-apiserver/serving/ca.crt")
 		assert.Regexp(t, `ca\.crt: \|?\s*LS0t`, rendered, "the serving Secret carries the CA")
 
+		// The node agents: a DaemonSet serving only the server's service
+		// account; the server calls them and pushes to a TLS-verified registry.
+		assert.Contains(t, applied, "daemonset.apps/checkpoint-node-agent")
+		assert.Contains(t, applied, "clusterrole.rbac.authorization.k8s.io/checkpoint-node-agent")
+		assert.Contains(t, rendered, "--server-user=system:serviceaccount:checkpoint-system:checkpoint-apiserver")
+		assert.Contains(t, rendered, "--node-agents")
+		assert.Contains(t, rendered, "--checkpoint-registry-ca-file=")
+		for _, insecure := range []string{"insecure", "skip-tls", "skipTLS", "plain-http", "plainHTTP"} {
+			assert.NotContains(t, strings.ToLower(rendered), strings.ToLower(insecure), "no insecure registry or TLS setting in artifacts/")
+		}
+
 		// The crd-mode overlay: the executor of OpenKruise's Checkpoint CRD.
 		crd := c.Must("kustomize", filepath.Join(artifacts, "crd-mode"))
 		assert.Contains(t, crd, "--mode=crd")
