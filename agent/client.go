@@ -231,22 +231,36 @@ func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
 	return c.call(ctx, t.Node, PathTerminate, StopRequest{Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}}, nil)
 }
 
-// Delete removes the checkpoint from the registry, then from every node:
-// what its capture wrote and what kubelets pulled of it. A node whose agent
-// does not answer fails the delete (it is retried); a node that is gone
-// took its copies with it.
+// Delete removes the checkpoint from every node (what its capture wrote,
+// and what kubelets pulled of it), then from the registry: the registry
+// goes last, so that a retry still finds which images the nodes pulled. A
+// node whose agent does not answer fails the delete (it is retried); a
+// node that is gone took its copies with it.
 func (c *Client) Delete(ctx context.Context, id string) error {
 	var pulled []string
 	if c.cfg.Registry != nil {
-		refs, err := c.cfg.Registry.Delete(ctx, id)
-		if err != nil {
+		idx, err := c.cfg.Registry.Index(ctx, id)
+		switch {
+		case errors.Is(err, ociregistry.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
+		default:
+			for _, ref := range c.cfg.Registry.Images(idx) {
+				pulled = append(pulled, ref)
+			}
+		}
+	}
+	if err := c.eachNode(ctx, func(node string) error {
+		return c.call(ctx, node, PathDelete, DeleteRequest{ID: id, Images: pulled}, nil)
+	}); err != nil {
+		return err
+	}
+	if c.cfg.Registry != nil {
+		if _, err := c.cfg.Registry.Delete(ctx, id); err != nil {
 			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 		}
-		pulled = refs
 	}
-	return c.eachNode(ctx, func(node string) error {
-		return c.call(ctx, node, PathDelete, DeleteRequest{ID: id, Images: pulled}, nil)
-	})
+	return nil
 }
 
 // States is the checkpoint state on every node, and in the registry: an

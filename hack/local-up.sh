@@ -14,6 +14,7 @@
 #   hack/local-up.sh start-server     start checkpoint-apiserver again (same etcd, same data)
 #   hack/local-up.sh load-image FILE  import an OCI image archive into every node's containerd
 #   hack/local-up.sh stop-agent I     stop node I's agent; start-agent I starts it again
+#   hack/local-up.sh stop-registry    stop the checkpoint registry; start-registry starts it again
 #
 # Nodes get addresses no other host has: a veth pair holds 198.18.0.1
 # (reserved for tests) and 198.18.0.1<i> for node i; each node's Pods are on
@@ -628,5 +629,7 @@ case "${1:-up}" in
   load-image) load_image "${2:?usage: $0 load-image FILE}" ;;
   stop-agent) stop "agent-$(node_name "${2:?usage: $0 stop-agent I}")" ;;
   start-agent) start_agent "${2:?usage: $0 start-agent I}" ;;
+  stop-registry) stop registry ;;
+  start-registry) registry_up ;;
   *) echo "usage: $0 [up|down|stop-server|start-server|load-image FILE|stop-agent I|start-agent I]" >&2; exit 2 ;;
 esac

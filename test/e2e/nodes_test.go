@@ -34,30 +34,6 @@ func restoreOn(c *framework.Cluster, ns, cp, sandbox, node string) (string, erro
 	return c.KubectlStdin(body, "create", "--raw", "/apis/agents.kruise.io/v1alpha1/namespaces/"+ns+"/checkpoints/"+cp+"/restore", "-f", "-")
 }
 
-// registry is the local-up checkpoint registry, as skopeo sees it.
-type registry struct {
-	dir, password string
-}
-
-const registryHost = "198.18.0.1:5443"
-
-func (r registry) skopeo(args ...string) (string, error) {
-	cmd := exec.Command("skopeo", args...)
-	b, err := cmd.CombinedOutput()
-	return string(b), err
-}
-
-func (r registry) certDir() string { return filepath.Join(r.dir, "certs.d", registryHost) }
-
-// inspect is skopeo inspect of ref with the test credentials (raw: the manifest).
-func (r registry) inspect(ref string, raw bool) (string, error) {
-	args := []string{"inspect", "--cert-dir", r.certDir(), "--creds", "checkpoints:" + r.password}
-	if raw {
-		args = append(args, "--raw")
-	}
-	return r.skopeo(append(args, "docker://"+ref)...)
-}
-
 // agentClient calls node i's agent with a client certificate pair (none
 // when cert is empty), verifying it with the cluster's CA.
 func agentClient(t *testing.T, c *framework.Cluster, cert, key string) *http.Client {
@@ -107,13 +83,10 @@ func TestTwoNodes(t *testing.T) {
 	}
 	const ns = "spread"
 	c := framework.LocalUpNodes(t, 2, "--declarative-capture-delay=1s")
-	password, err := os.ReadFile(filepath.Join(c.Dir, "registry", "password"))
-	require.NoError(t, err)
-	reg := registry{dir: c.Dir, password: strings.TrimSpace(string(password))}
+	reg := c.Registry()
 	c.Must("create", "namespace", ns)
 	// Clones pull from the registry with the namespace's pull secret.
-	c.Must("create", "secret", "docker-registry", "checkpoint-registry", "-n", ns,
-		"--docker-server="+registryHost, "--docker-username=checkpoints", "--docker-password="+reg.password)
+	c.PullSecret(ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
 		return err == nil
@@ -133,13 +106,13 @@ func TestTwoNodes(t *testing.T) {
 		captureByApply(t, c, ns, "cp-web", "web", true)
 		image := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}")
 		digest := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.imageDigest}")
-		require.Equal(t, registryHost+"/checkpoints@"+digest, image)
+		require.Equal(t, framework.RegistryHost+"/checkpoints@"+digest, image)
 		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.message}"), "web")
 
 		// The registry holds it: skopeo, with the test credentials, reads the
 		// digest status records, under the checkpoint ID's tag too.
 		id := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.checkpointId}")
-		out, err := reg.inspect(registryHost+"/checkpoints:"+id, true)
+		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
 		require.NoError(t, err, out)
 		var index struct {
 			MediaType string `json:"mediaType"`
@@ -152,19 +125,19 @@ func TestTwoNodes(t *testing.T) {
 		assert.Equal(t, "application/vnd.oci.image.index.v1+json", index.MediaType)
 		require.Len(t, index.Manifests, 1)
 		assert.Equal(t, "main", index.Manifests[0].Annotations["org.criu.checkpoint.container.name"])
-		out, err = reg.skopeo("inspect", "--raw", "--cert-dir", reg.certDir(), "--creds", "checkpoints:"+reg.password, "docker://"+image)
+		out, err = reg.Skopeo("inspect", "--raw", "--cert-dir", reg.CertDir(), "--creds", reg.Creds(), "docker://"+image)
 		require.NoError(t, err, out)
 		assert.Equal(t, digest, "sha256:"+sha256Hex(out), "the digest in status is the index's")
 		// The registry refuses anonymous pulls.
-		out, err = reg.skopeo("inspect", "--cert-dir", reg.certDir(), "--no-creds", "docker://"+image)
+		out, err = reg.Skopeo("inspect", "--cert-dir", reg.CertDir(), "--no-creds", "docker://"+image)
 		require.Error(t, err)
 		assert.Contains(t, out, "unauthorized")
 
 		// checkpointctl reads the container's checkpoint image as it reads
 		// the kubelet's archives.
 		oci := filepath.Join(t.TempDir(), "oci")
-		out, err = reg.skopeo("copy", "-q", "--src-cert-dir", reg.certDir(), "--src-creds", "checkpoints:"+reg.password,
-			"docker://"+registryHost+"/checkpoints@"+index.Manifests[0].Digest, "oci:"+oci+":web")
+		out, err = reg.Skopeo("copy", "-q", "--src-cert-dir", reg.CertDir(), "--src-creds", reg.Creds(),
+			"docker://"+framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, "oci:"+oci+":web")
 		require.NoError(t, err, out)
 		layer := checkpointLayer(t, oci)
 		show, err := exec.Command(checkpointctl, "show", layer).CombinedOutput()
@@ -179,7 +152,7 @@ func TestTwoNodes(t *testing.T) {
 		assert.Contains(t, out, `"node":"node-2"`)
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web-b", "--timeout=60s")
 		assert.Equal(t, "node-2", nodeOf("web-b"))
-		assert.Equal(t, registryHost+"/checkpoints@"+index.Manifests[0].Digest,
+		assert.Equal(t, framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest,
 			c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"))
 		assert.Equal(t, "0", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
 		assert.Contains(t, c.Must("exec", "-n", ns, "web-b", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox")
@@ -193,10 +166,10 @@ func TestTwoNodes(t *testing.T) {
 		// both nodes (node-1's capture, node-2's pull).
 		c.Must("delete", "pod", "web-b", "-n", ns, "--wait=true", "--timeout=60s")
 		c.Must("delete", "cp", "cp-web", "-n", ns, "--wait=true", "--timeout=60s")
-		out, err = reg.inspect(image, true)
+		out, err = reg.Inspect(image, true)
 		require.Error(t, err, "the index is gone from the registry")
 		assert.Contains(t, out, "manifest unknown")
-		out, err = reg.inspect(registryHost+"/checkpoints@"+index.Manifests[0].Digest, true)
+		out, err = reg.Inspect(framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, true)
 		require.Error(t, err, "the container's image is gone from the registry")
 		for i := 1; i <= 2; i++ {
 			imgs, err := c.NodeCtr(i, "images", "ls")

@@ -1,0 +1,177 @@
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// busyboxPod is a busybox Pod bound to node running script.
+func busyboxPod(ns, name, node, script string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    imagePullPolicy: Never
+    command: ["sh", "-c", %q]
+`, name, ns, node, script)
+}
+
+// TestNodeAgentFaults breaks the node agents and the registry of a
+// two-node cluster (local-up LOCAL_UP_NODES=2) while they work.
+func TestNodeAgentFaults(t *testing.T) {
+	framework.RequireTool(t, "skopeo")
+	framework.RequireTool(t, "docker-registry")
+	const ns = "agent-faults"
+	// The orphan sweep runs every 5 s, on state at least 5 s old.
+	c := framework.LocalUpNodes(t, 2, "--orphan-sweep-interval=5s")
+	reg := c.Registry()
+	c.Must("create", "namespace", ns)
+	c.PullSecret(ns)
+	c.Eventually("the namespace's default ServiceAccount", func() bool {
+		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
+		return err == nil
+	})
+	get := func(cp, path string) string {
+		out, _ := c.Kubectl("get", "cp", cp, "-n", ns, "-o", "jsonpath="+path)
+		return out
+	}
+	apply := func(name, pod string) {
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q}}`, name, ns, pod))
+	}
+	waitEnd := func(name string) string {
+		var phase string
+		c.Eventually("Checkpoint "+name+" ends", func() bool {
+			phase = get(name, "{.status.phase}")
+			return phase == "Succeeded" || phase == "Failed"
+		})
+		return phase
+	}
+	// nothingLeft: no image of checkpoint id (nor one of digests) on either
+	// node, no capture lease, and nothing under its tag in the registry.
+	nothingLeft := func(id string, digests ...string) bool {
+		for i := 1; i <= 2; i++ {
+			imgs, err := c.NodeCtr(i, "images", "ls")
+			if err != nil || strings.Contains(imgs, id) {
+				return false
+			}
+			for _, d := range digests {
+				if strings.Contains(imgs, strings.TrimPrefix(d, "sha256:")) {
+					return false
+				}
+			}
+			ls, err := c.NodeCtr(i, "leases", "ls")
+			if err != nil || strings.Contains(ls, id) {
+				return false
+			}
+		}
+		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+		return err != nil && strings.Contains(out, "manifest unknown")
+	}
+	idOf := func(name string) string {
+		return checkpoint.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
+	}
+
+	c.Apply(busyboxPod(ns, "big", "node-1", framework.MemoryScript(256)))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/big", "--timeout=120s")
+
+	t.Run("AgentKilledMidCapture", func(t *testing.T) {
+		apply("cut", "big")
+		c.Eventually("the capture started", func() bool { return get("cut", "{.status.phase}") == "Creating" })
+		// Mid-dump: CRIU writes 256 MiB for about 2 s here, the push follows.
+		time.Sleep(700 * time.Millisecond)
+		require.NoError(t, syscall.Kill(c.PID("agent-node-1"), syscall.SIGKILL))
+		require.Equal(t, "Failed", waitEnd("cut"), get("cut", "{.status.message}"))
+		assert.Equal(t, "DriverUnavailable", get("cut", `{.status.conditions[?(@.type=="Ready")].reason}`))
+		assert.Contains(t, get("cut", "{.status.message}"), "node agent of node-1")
+		assert.Empty(t, get("cut", "{.status.image}"), "a failed capture records no image")
+		t.Logf("failed as expected: %s", get("cut", "{.status.message}"))
+
+		require.NoError(t, c.Script("start-agent", "1"))
+		id := idOf("cut")
+		c.Eventually("nothing of the failed capture is left on the nodes or in the registry", func() bool { return nothingLeft(id) })
+
+		// The agent is back: the same Pod captures, and lands in the registry.
+		apply("again", "big")
+		require.Equal(t, "Succeeded", waitEnd("again"), get("again", "{.status.message}"))
+		out, err := reg.Inspect(get("again", "{.status.image}"), true)
+		require.NoError(t, err, out)
+	})
+
+	t.Run("RegistryDownDuringCapture", func(t *testing.T) {
+		c.Apply(busyboxPod(ns, "small", "node-1", framework.CounterScript))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/small", "--timeout=120s")
+		require.NoError(t, c.Script("stop-registry"))
+		apply("unshipped", "small")
+		phase := waitEnd("unshipped")
+		require.NoError(t, c.Script("start-registry"))
+		require.Equal(t, "Failed", phase, "never Succeeded without the image in the registry: %s", get("unshipped", "{.status.message}"))
+		assert.Equal(t, "DriverUnavailable", get("unshipped", `{.status.conditions[?(@.type=="Ready")].reason}`))
+		assert.Contains(t, get("unshipped", "{.status.message}"), "registry")
+		id := idOf("unshipped")
+		c.Eventually("nothing of the unshipped capture is left", func() bool { return nothingLeft(id) })
+	})
+
+	t.Run("AgentDownDuringRestoreAndDelete", func(t *testing.T) {
+		apply("kept", "small")
+		require.Equal(t, "Succeeded", waitEnd("kept"), get("kept", "{.status.message}"))
+		digest, gen := get("kept", "{.status.imageDigest}"), get("kept", "{.metadata.generation}")
+		require.NoError(t, c.Script("stop-agent", "2"))
+		restarted := false
+		defer func() {
+			if !restarted {
+				_ = c.Script("start-agent", "2")
+			}
+		}()
+
+		// A restore needs no agent: node-2's kubelet pulls the image.
+		body := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":"kept-b","nodeName":"node-2"}}`
+		out, err := c.KubectlStdin(body, "create", "--raw", "/apis/agents.kruise.io/v1alpha1/namespaces/"+ns+"/checkpoints/kept/restore", "-f", "-")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/kept-b", "--timeout=60s")
+		assert.Equal(t, "Succeeded", get("kept", "{.status.phase}"), "the Checkpoint is untouched")
+		assert.Equal(t, digest, get("kept", "{.status.imageDigest}"))
+		assert.Equal(t, gen, get("kept", "{.metadata.generation}"))
+		c.Must("delete", "pod", "kept-b", "-n", ns, "--wait=true", "--timeout=60s")
+
+		// A delete must reach every node: it waits for node-2's agent.
+		id := idOf("kept")
+		raw, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+		require.NoError(t, err, raw)
+		var index struct {
+			Manifests []struct{ Digest string } `json:"manifests"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(raw), &index))
+		pulled := []string{digest}
+		for _, m := range index.Manifests {
+			pulled = append(pulled, m.Digest)
+		}
+		c.Must("delete", "cp", "kept", "-n", ns, "--wait=false")
+		time.Sleep(3 * time.Second)
+		assert.NotEmpty(t, get("kept", "{.metadata.deletionTimestamp}"), "the Checkpoint stays, Terminating, while node-2's agent is down")
+		require.NoError(t, c.Script("start-agent", "2"))
+		restarted = true
+		c.Eventually("the Checkpoint is deleted once node-2's agent is back", func() bool {
+			_, err := c.Kubectl("get", "cp", "kept", "-n", ns)
+			return err != nil
+		})
+		c.Eventually("nothing of it is left on the nodes (node-2's pull included) or in the registry", func() bool {
+			return nothingLeft(id, pulled...)
+		})
+	})
+}
