@@ -41,18 +41,7 @@ spec:
 
 // podYAMLWith is podYAML with the container's resources.
 func podYAMLWith(ns, name, script, resources string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: docker.io/library/busybox:local
-    imagePullPolicy: Never
-    command: ["sh", "-c", %q]
-    resources: %s
-`, name, ns, script, resources)
+	return framework.BusyboxPodYAML(ns, name, script, resources)
 }
 
 // lastCount is the last number a counting Pod printed.
@@ -157,11 +146,7 @@ func TestRealNode(t *testing.T) {
 	e2bAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
 	c := framework.LocalUpNodes(t, 1, "--declarative-capture-delay=1s",
 		"--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys)
-	c.Must("create", "namespace", ns)
-	c.Eventually("the namespace's default ServiceAccount", func() bool {
-		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
-		return err == nil
-	})
+	c.SandboxNamespace(ns)
 
 	t.Run("PodsRun", func(t *testing.T) {
 		c.Must("run", "x", "-n", ns, "--image=docker.io/library/busybox:local", "--image-pull-policy=Never",

@@ -23,11 +23,6 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
-// onNode binds a Pod manifest (from podYAML and the like) to node.
-func onNode(manifest, node string) string {
-	return strings.Replace(manifest, "spec:\n", "spec:\n  nodeName: "+node+"\n", 1)
-}
-
 // restoreOn POSTs a restore onto node ("": the scheduler's choice).
 func restoreOn(c *framework.Cluster, ns, cp, sandbox, node string) (string, error) {
 	body := fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":%q,"nodeName":%q}}`, sandbox, node)
@@ -84,20 +79,15 @@ func TestTwoNodes(t *testing.T) {
 	const ns = "spread"
 	c := framework.LocalUpNodes(t, 2, "--declarative-capture-delay=1s")
 	reg := c.Registry()
-	c.Must("create", "namespace", ns)
 	// Clones pull from the registry with the namespace's pull secret.
-	c.PullSecret(ns)
-	c.Eventually("the namespace's default ServiceAccount", func() bool {
-		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
-		return err == nil
-	})
+	c.SandboxNamespace(ns)
 
 	nodeOf := func(pod string) string {
 		return c.Must("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}")
 	}
 
 	t.Run("WebSandboxClonedOntoTheOtherNode", func(t *testing.T) {
-		c.Apply(onNode(podYAML(ns, "web", framework.WebScript), "node-1"))
+		c.Apply(framework.OnNode(podYAML(ns, "web", framework.WebScript), "node-1"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web", "--timeout=120s")
 		c.Eventually("the web sandbox serves and holds its connection", func() bool {
 			out, _ := c.Kubectl("logs", "-n", ns, "web")
@@ -180,7 +170,7 @@ func TestTwoNodes(t *testing.T) {
 	})
 
 	t.Run("PythonSandboxClonesSpreadOverBothNodes", func(t *testing.T) {
-		c.Apply(onNode(pythonPodYAML(ns, "py"), "node-1"))
+		c.Apply(framework.OnNode(pythonPodYAML(ns, "py"), "node-1"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/py", "--timeout=120s")
 		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
 		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
@@ -233,7 +223,7 @@ func TestTwoNodes(t *testing.T) {
 
 	t.Run("AgentsServeOnlyTheServerAndOnlyTheirNode", func(t *testing.T) {
 		pki := filepath.Join(c.Dir, "pki")
-		c.Apply(onNode(podYAML(ns, "victim", framework.CounterScript), "node-1"))
+		c.Apply(framework.OnNode(podYAML(ns, "victim", framework.CounterScript), "node-1"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/victim", "--timeout=120s")
 		body := fmt.Sprintf(`{"pod":{"namespace":%q,"name":"victim"},"id":"ckpt-intruder"}`, ns)
 

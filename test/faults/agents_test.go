@@ -18,18 +18,7 @@ import (
 
 // busyboxPod is a busybox Pod bound to node running script.
 func busyboxPod(ns, name, node, script string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: docker.io/library/busybox:local
-    imagePullPolicy: Never
-    command: ["sh", "-c", %q]
-`, name, ns, node, script)
+	return framework.OnNode(framework.BusyboxPodYAML(ns, name, script, "{}"), node)
 }
 
 // TestNodeAgentFaults breaks the node agents and the registry of a
@@ -41,12 +30,7 @@ func TestNodeAgentFaults(t *testing.T) {
 	// The orphan sweep runs every 5 s, on state at least 5 s old.
 	c := framework.LocalUpNodes(t, 2, "--orphan-sweep-interval=5s")
 	reg := c.Registry()
-	c.Must("create", "namespace", ns)
-	c.PullSecret(ns)
-	c.Eventually("the namespace's default ServiceAccount", func() bool {
-		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
-		return err == nil
-	})
+	c.SandboxNamespace(ns)
 	get := func(cp, path string) string {
 		out, _ := c.Kubectl("get", "cp", cp, "-n", ns, "-o", "jsonpath="+path)
 		return out

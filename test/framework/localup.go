@@ -230,3 +230,40 @@ func (c *Cluster) Eventually(what string, f func() bool) {
 	c.t.Helper()
 	require.Eventually(c.t, f, 90*time.Second, 250*time.Millisecond, what)
 }
+
+// SandboxNamespace creates namespace ns, waits for its default
+// ServiceAccount (Pods need it), and, when the cluster has a checkpoint
+// registry, gives it the registry's pull secret for clones.
+func (c *Cluster) SandboxNamespace(ns string) {
+	c.t.Helper()
+	c.Must("create", "namespace", ns)
+	if _, err := os.Stat(filepath.Join(c.Dir, "registry", "password")); err == nil {
+		c.PullSecret(ns)
+	}
+	c.Eventually("the namespace's default ServiceAccount", func() bool {
+		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
+		return err == nil
+	})
+}
+
+// BusyboxPodYAML is a Pod running script in the local busybox image, with
+// the container's resources (YAML, "{}" for none).
+func BusyboxPodYAML(ns, name, script, resources string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: docker.io/library/busybox:local
+    imagePullPolicy: Never
+    command: ["sh", "-c", %q]
+    resources: %s
+`, name, ns, script, resources)
+}
+
+// OnNode binds a Pod manifest (BusyboxPodYAML and the like) to node.
+func OnNode(manifest, node string) string {
+	return strings.Replace(manifest, "spec:\n", "spec:\n  nodeName: "+node+"\n", 1)
+}
