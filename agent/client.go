@@ -263,36 +263,17 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// States is the checkpoint state on every node, and in the registry: an
-// ID's time is the oldest seen.
+// States is what the registry holds, each as old as can be: the agents
+// sweep their own nodes (SweepConfig), the server's sweep the registry. A
+// Delete of an orphan still reaches every node.
 func (c *Client) States(ctx context.Context) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
-	var mu sync.Mutex
-	err := c.eachNode(ctx, func(node string) error {
-		var st StatesResponse
-		if err := c.call(ctx, node, PathStates, struct{}{}, &st); err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for id, ts := range st.States {
-			t, err := time.Parse(time.RFC3339Nano, ts)
-			if err != nil {
-				continue
-			}
-			if old, ok := out[id]; !ok || t.Before(old) {
-				out[id] = t
-			}
-		}
-		return nil
-	})
-	if err != nil || c.cfg.Registry == nil {
-		return out, err
+	if c.cfg.Registry == nil {
+		return out, nil
 	}
-	// What the registry holds that no node does is as old as can be.
 	tags, err := c.cfg.Registry.Tags(ctx)
 	for _, id := range tags {
-		if _, ok := out[id]; !ok && strings.HasPrefix(id, "ckpt-") {
+		if strings.HasPrefix(id, "ckpt-") {
 			out[id] = time.Time{}
 		}
 	}

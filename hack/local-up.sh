@@ -25,6 +25,7 @@
 #
 # LOCAL_UP_DIR (default _output/local-up) holds certificates, data, logs and pids.
 # CONTAINERD_ADDRESS, when set, is the containerd the server captures through.
+# CHECKPOINT_APISERVER_ARGS and AGENT_ARGS are extra flags of the server and the agents.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -367,7 +368,7 @@ start_agent() {
     --tls-cert-file="$PKI/agent-serving-$n.crt" --tls-private-key-file="$PKI/agent-serving-$n.key" \
     --client-ca-file="$PKI/ca.crt" --server-user=checkpoint-apiserver \
     --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt" \
-    --checkpoint-registry-auth-file="$WORK/registry/auth.json"
+    --checkpoint-registry-auth-file="$WORK/registry/auth.json" ${AGENT_ARGS:-}
   wait_for "agent of $n" 30 sh -c "curl -s --cacert '$PKI/ca.crt' https://$(node_ip "$i"):$AGENT_PORT/v1/states -X POST -o /dev/null -w '%{http_code}' | grep -q 401"
 }
 
@@ -567,6 +568,7 @@ metadata: {name: local-up:checkpoint-node-agent}
 rules:
 - {apiGroups: [""], resources: [pods], verbs: [get]}
 - {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
+- {apiGroups: [agents.kruise.io], resources: [checkpoints], verbs: [list]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding

@@ -13,9 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -34,13 +37,16 @@ type options struct {
 	certFile, keyFile, clientCAFile string
 	serverUsers                     []string
 	registry                        ociregistry.Config
+	sweepInterval                   time.Duration
+	cacheMax                        string
 }
 
 func main() {
 	o := options{
 		node: os.Getenv("NODE_NAME"), containerdAddress: "/run/containerd/containerd.sock", namespace: "k8s.io",
 		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
-		serverUsers: []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
+		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
+		sweepInterval: 5 * time.Minute, cacheMax: "20Gi",
 	}
 	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
 	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
@@ -58,6 +64,10 @@ func main() {
 	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/repository that receives every capture (empty: captures stay on the node).")
 	fs.StringVar(&o.registry.CAFile, "checkpoint-registry-ca-file", "", "CA of the checkpoint registry's serving certificate (empty: the system's).")
 	fs.StringVar(&o.registry.AuthFile, "checkpoint-registry-auth-file", "", "Docker config.json with the registry's credentials (a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson).")
+	fs.DurationVar(&o.sweepInterval, "orphan-sweep-interval", o.sweepInterval,
+		"How often the node's checkpoint state that no live Checkpoint owns is deleted, once at least that old (0: never).")
+	fs.StringVar(&o.cacheMax, "cache-max-size", o.cacheMax,
+		"Bound of the captured state the node keeps of checkpoints the registry holds (a quantity; 0: unbounded). The oldest go first.")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -115,5 +125,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	cacheMax, err := resource.ParseQuantity(o.cacheMax)
+	if err != nil {
+		return fmt.Errorf("--cache-max-size=%q: %w", o.cacheMax, err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	go srv.RunSweep(ctx, agent.SweepConfig{Checkpoints: dyn, Interval: o.sweepInterval, CacheMaxBytes: cacheMax.Value()})
 	return srv.Serve(ctx, net.JoinHostPort(o.bindAddress, strconv.Itoa(o.port)), o.certFile, o.keyFile)
 }

@@ -149,3 +149,25 @@ func (d *Driver) deleteImages(ctx context.Context, imgs []images.Image) error {
 	}
 	return nil
 }
+
+// Sizes is the size of each checkpoint's captured state on this node (what
+// its capture wrote; the images made from it for restores come on top).
+func (d *Driver) Sizes(ctx context.Context) (map[string]int64, error) {
+	ctx = d.ctx(ctx)
+	imgs, err := d.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q`, LabelCheckpointID))
+	if err != nil {
+		return nil, d.classify("list checkpoint images", err)
+	}
+	out := map[string]int64{}
+	for _, img := range imgs {
+		if img.Labels[LabelImageKind] != "" {
+			continue
+		}
+		size, err := d.stateSize(ctx, img.Target)
+		if err != nil {
+			return nil, d.classify("size checkpoint image "+img.Name, err)
+		}
+		out[img.Labels[LabelCheckpointID]] += size
+	}
+	return out, nil
+}

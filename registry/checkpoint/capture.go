@@ -2,8 +2,6 @@ package checkpoint
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -59,14 +57,6 @@ type Capturer struct {
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
-}
-
-// CheckpointID is the driver ID of a Checkpoint's captured state. It is
-// derived from the UID, so that state left by an interrupted capture can be
-// found and removed.
-func CheckpointID(uid types.UID) string {
-	sum := sha256.Sum256([]byte(uid))
-	return "ckpt-" + hex.EncodeToString(sum[:12])
 }
 
 // driverReady asks the driver, when it can tell, whether it can capture now.
@@ -212,7 +202,7 @@ func (c *Capturer) podInfoOnly(ctx context.Context, cp *agents.Checkpoint, dryRu
 	now := metav1.Now()
 	msg := "podInfo only: nothing to capture"
 	cp.Status = agents.CheckpointStatus{
-		Phase: agents.PhaseSucceeded, ObservedGeneration: cp.Generation, CheckpointID: CheckpointID(cp.UID),
+		Phase: agents.PhaseSucceeded, ObservedGeneration: cp.Generation, CheckpointID: agents.CheckpointID(cp.UID),
 		CompletionTime: &now, Message: msg, Contents: []agents.ContentType{ContentPodInfo},
 		CaptureDuration: &metav1.Duration{},
 		Conditions:      []metav1.Condition{condition(metav1.ConditionTrue, ReasonCaptured, msg, cp.Generation)},
@@ -232,7 +222,7 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	start := time.Now()
 
 	contents := contentsOf(cp)
-	req := driver.CaptureRequest{ID: CheckpointID(cp.UID)}
+	req := driver.CaptureRequest{ID: agents.CheckpointID(cp.UID)}
 	for _, ct := range contents {
 		if ct != ContentPodInfo {
 			req.Contents = append(req.Contents, driver.Content(ct))

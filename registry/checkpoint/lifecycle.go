@@ -187,7 +187,7 @@ func (l *Lifecycle) sweep(ctx context.Context, minAge time.Duration) error {
 	keep := make(map[string]bool, len(cps))
 	for _, cp := range cps {
 		if cp.Status.Phase != v1alpha1.PhaseFailed && cp.Status.Phase != v1alpha1.PhaseTerminating {
-			keep[CheckpointID(cp.UID)] = true
+			keep[agents.CheckpointID(cp.UID)] = true
 		}
 	}
 	for id, made := range states {
@@ -343,7 +343,7 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 			driverErrors.WithLabelValues("delete", failureReason(ctx, err)).Inc()
 			return fmt.Errorf("delete captured state: %w", err)
 		}
-		l.capturer.event(internalRef(cp), corev1.EventTypeNormal, EventStateDeleted, "Deleted the captured state %s", CheckpointID(cp.UID))
+		l.capturer.event(internalRef(cp), corev1.EventTypeNormal, EventStateDeleted, "Deleted the captured state %s", agents.CheckpointID(cp.UID))
 	}
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		latest, err := l.capturer.store.Get(ctx, key.Namespace, key.Name)
@@ -368,7 +368,7 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 func (l *Lifecycle) deleteState(ctx context.Context, uid types.UID) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return l.capturer.driver.Delete(ctx, CheckpointID(uid))
+	return l.capturer.driver.Delete(ctx, agents.CheckpointID(uid))
 }
 
 // internalRef is enough of an informer's Checkpoint to name it in an Event.

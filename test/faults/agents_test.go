@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -27,8 +27,9 @@ func TestNodeAgentFaults(t *testing.T) {
 	framework.RequireTool(t, "skopeo")
 	framework.RequireTool(t, "docker-registry")
 	const ns = "agent-faults"
-	// The orphan sweep runs every 5 s, on state at least 5 s old.
-	c := framework.LocalUpNodes(t, 2, "--orphan-sweep-interval=5s")
+	// The orphan sweeps (the agents' of their nodes, the server's of the
+	// registry) run every 5 s, on state at least 5 s old.
+	c := framework.LocalUpNodesEnv(t, 2, []string{"AGENT_ARGS=--orphan-sweep-interval=5s"}, "--orphan-sweep-interval=5s")
 	reg := c.Registry()
 	c.SandboxNamespace(ns)
 	get := func(cp, path string) string {
@@ -68,7 +69,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		return err != nil && strings.Contains(out, "manifest unknown")
 	}
 	idOf := func(name string) string {
-		return checkpoint.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
+		return agents.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
 	}
 
 	c.Apply(busyboxPod(ns, "big", "node-1", framework.MemoryScript(256)))

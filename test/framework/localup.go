@@ -52,6 +52,13 @@ func LocalUpNodes(t testing.TB, nodes int, serverArgs ...string) *Cluster {
 	return localUpNodes(t, nodes, nil, serverArgs)
 }
 
+// LocalUpNodesEnv is LocalUpNodes with local-up's environment extended
+// (AGENT_ARGS=... for the node agents' flags, and the like).
+func LocalUpNodesEnv(t testing.TB, nodes int, env []string, serverArgs ...string) *Cluster {
+	t.Helper()
+	return localUpNodes(t, nodes, env, serverArgs)
+}
+
 // LocalUpNodesCRDMode is LocalUpNodes with OpenKruise Agents' CRDs
 // (test/crds) installed and the server in --mode=crd (local-up MODE=crd).
 func LocalUpNodesCRDMode(t testing.TB, nodes int, serverArgs ...string) *Cluster {
