@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
@@ -28,10 +29,12 @@ import (
 // node starts without a pull.
 func (d *Driver) Publish(ctx context.Context, id string, reg *ociregistry.Registry) (driver.Published, error) {
 	ctx = d.ctx(ctx)
+	start := time.Now()
 	prepared, err := d.PrepareRestore(ctx, id)
 	if err != nil {
 		return driver.Published{}, err
 	}
+	preparedIn := time.Since(start)
 	labels := func(kind string) map[string]string {
 		return map[string]string{LabelCheckpointID: id, LabelImageKind: kind}
 	}
@@ -78,9 +81,12 @@ func (d *Driver) Publish(ctx context.Context, id string, reg *ociregistry.Regist
 	// No local name for the index: the CRI would take it for one more name
 	// of the first container's image, one without the checkpoint annotation.
 	ref := reg.TagRef(id)
+	pushStart := time.Now()
 	if err := d.client.Push(ctx, ref, indexDesc, containerd.WithResolver(reg.Resolver())); err != nil {
 		return driver.Published{}, fmt.Errorf("%w: push %s: %v", ErrRegistry, ref, err)
 	}
+	klog.FromContext(ctx).Info("Published a checkpoint", "id", id, "ref", ref, "digest", indexDesc.Digest,
+		"prepared", preparedIn, "pushed", time.Since(pushStart))
 	return driver.Published{Image: reg.DigestRef(indexDesc.Digest), Digest: indexDesc.Digest.String()}, nil
 }
 

@@ -42,6 +42,31 @@ func BenchmarkCapture(b *testing.B) {
 	}
 }
 
+// BenchmarkCaptureAcrossNodes is the node part of hack/bench.sh: capture
+// on kubelet nodes, in the server's process against through a node agent
+// and the registry, and restores on the same and the other node.
+// BENCH_NODES_SIZES (MiB; default 0,64,256) and BENCH_NODES_OUT tune it;
+// b.N is the runs per size.
+func BenchmarkCaptureAcrossNodes(b *testing.B) {
+	sizes := []int{0, 64, 256}
+	if s := os.Getenv("BENCH_NODES_SIZES"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			require.NoError(b, err, "BENCH_NODES_SIZES")
+			sizes = append(sizes, n)
+		}
+	}
+	b.StopTimer()
+	ns := MeasureAcrossNodes(b, sizes, b.N)
+	for _, n := range ns {
+		b.ReportMetric(n.AgentMs-n.OwnNodeMs, "agent-ms-added@"+strconv.Itoa(n.MemoryMiB)+"MiB")
+	}
+	if out := os.Getenv("BENCH_NODES_OUT"); out != "" {
+		require.NoError(b, SaveNodes(out, ns))
+	}
+}
+
 // TestBenchSmoke runs the whole harness at tiny sizes against the real
 // system (etcd, kube-apiserver with the CRD, this server behind its
 // APIService, containerd with CRIU) so it cannot rot. It checks that every

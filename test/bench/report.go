@@ -116,7 +116,7 @@ func (r *Results) Rows() []Row {
 				Ours: f1(c.RestoreMs), Peer: f1(limit), Ratio: c.RestoreMs / limit, Target: "<= 1", Met: yes(c.RestoreMs <= limit)})
 		}
 	}
-	return rows
+	return append(rows, r.nodeRows()...)
 }
 
 func (r *Results) captureAt(mib int) (CaptureResult, bool) {

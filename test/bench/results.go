@@ -20,6 +20,7 @@ type Results struct {
 	Watch   []WatchResult     `json:"watch"`
 	Memory  *MemoryResult     `json:"memory,omitempty"`
 	Capture []CaptureResult   `json:"capture,omitempty"`
+	Nodes   []NodesResult     `json:"nodes,omitempty"`
 	Notes   map[string]string `json:"notes,omitempty"`
 }
 

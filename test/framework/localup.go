@@ -119,6 +119,9 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 	return c
 }
 
+// Down stops the cluster before t ends (t's cleanup then finds it down).
+func (c *Cluster) Down() { _ = c.Script("down") }
+
 // EtcdGet reads key from etcd through its v3 JSON gateway: the stored
 // bytes, or nil when the key is absent.
 func (c *Cluster) EtcdGet(key string) []byte {

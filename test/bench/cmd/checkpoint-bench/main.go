@@ -3,7 +3,7 @@
 // runs both; see BENCHMARKS.md.
 //
 //	checkpoint-bench run -kubeconfig K -server https://127.0.0.1:PORT -server-pid P -kas-pid P -out results.json
-//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json; writes table.md, list.png, capture.png)
+//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json and DIR/nodes.json; writes table.md, list.png, capture.png)
 package main
 
 import (
@@ -97,6 +97,14 @@ func report(args []string) error {
 	}
 	if cs, err := bench.LoadCapture(filepath.Join(*dir, "capture.json")); err == nil {
 		res.Capture = cs
+		if err := res.Save(filepath.Join(*dir, "results.json")); err != nil {
+			return err
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	if ns, err := bench.LoadNodes(filepath.Join(*dir, "nodes.json")); err == nil {
+		res.Nodes = ns
 		if err := res.Save(filepath.Join(*dir, "results.json")); err != nil {
 			return err
 		}

@@ -1,0 +1,257 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// NodesResult is one container memory size on real kubelet nodes: the
+// capture subresource with the driver in the server's process, on the
+// Pod's node (a one-node cluster), against the same capture through the
+// node agent of the Pod's node, pushed to the registry before it answers
+// (a two-node cluster); the registry transfer of that checkpoint's layer
+// alone (a pull with skopeo, a monolithic push as containerd's); and a clone to Running on the capturing node
+// (image cached) and on the other node (pulled by its kubelet).
+type NodesResult struct {
+	MemoryMiB      int     `json:"memoryMiB"`
+	Runs           int     `json:"runs"`
+	OwnNodeMs      float64 `json:"ownNodeMs"`
+	AgentMs        float64 `json:"agentMs"`
+	PushMs         float64 `json:"pushMs"`
+	PullMs         float64 `json:"pullMs"`
+	RestoreLocalMs float64 `json:"restoreLocalMs"`
+	RestoreOtherMs float64 `json:"restoreOtherMs"`
+	ImageBytes     int64   `json:"imageBytes"`
+}
+
+// MeasureAcrossNodes brings up a one-node cluster, then a two-node one with
+// agents and the registry (local-up), and times runs captures of each size.
+func MeasureAcrossNodes(t testing.TB, sizes []int, runs int) []NodesResult {
+	out := make([]NodesResult, len(sizes))
+	for i, s := range sizes {
+		out[i] = NodesResult{MemoryMiB: s, Runs: runs}
+	}
+	own := framework.LocalUpNodes(t, 1, "--declarative-capture-delay=24h")
+	for i, size := range sizes {
+		caps, _ := nodeCaptures(t, own, size, runs, false)
+		out[i].OwnNodeMs = Summarize(caps).P50Ms
+	}
+	own.Down()
+
+	two := framework.LocalUpNodes(t, 2, "--declarative-capture-delay=24h")
+	reg := two.Registry()
+	for i, size := range sizes {
+		caps, m := nodeCaptures(t, two, size, runs, true)
+		out[i].AgentMs = Summarize(caps).P50Ms
+		out[i].RestoreLocalMs, out[i].RestoreOtherMs = Summarize(m.local).P50Ms, Summarize(m.other).P50Ms
+		var push, pull []time.Duration
+		for r, image := range m.images {
+			dir := filepath.Join(t.TempDir(), "oci")
+			start := time.Now()
+			if o, err := reg.Skopeo("copy", "-q", "--src-cert-dir", reg.CertDir(), "--src-creds", reg.Creds(),
+				"docker://"+image, "dir:"+dir); err != nil {
+				t.Fatalf("pull %s: %v: %s", image, err, o)
+			}
+			pull = append(pull, time.Since(start))
+			out[i].ImageBytes = dirSize(dir)
+			d, err := pushLargestBlob(reg, dir, fmt.Sprintf("bench-%d-%d", size, r))
+			if err != nil {
+				t.Fatalf("push: %v", err)
+			}
+			push = append(push, d)
+		}
+		out[i].PushMs, out[i].PullMs = Summarize(push).P50Ms, Summarize(pull).P50Ms
+	}
+	two.Down()
+	return out
+}
+
+type clones struct {
+	local, other []time.Duration
+	images       []string
+}
+
+// nodeCaptures runs a Pod holding size MiB on node-1 and captures it runs
+// times through the capture subresource; with restores, it also clones
+// each capture onto node-1 and node-2 and times each to Running.
+func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores bool) ([]time.Duration, clones) {
+	ns := fmt.Sprintf("bench-%d", size)
+	c.SandboxNamespace(ns)
+	c.Apply(framework.OnNode(framework.BusyboxPodYAML(ns, "src", framework.MemoryScript(size), "{}"), "node-1"))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/src", "--timeout=180s")
+	c.Eventually("the source counts", func() bool {
+		out, _ := c.Kubectl("logs", "-n", ns, "src", "--tail=1")
+		return out != "" && out != "\n"
+	})
+	cs, err := versioned.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps := cs.AgentsV1alpha1().Checkpoints(ns)
+	ctx := context.Background()
+	var caps []time.Duration
+	var cl clones
+	for r := 0; r < runs; r++ {
+		name := fmt.Sprintf("cp-%d", r)
+		if _, err := cps.Create(ctx, &v1alpha1.Checkpoint{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.CheckpointSpec{PodName: "src"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		cp, err := cps.Capture(ctx, name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+		if err != nil || cp.Status.Phase != v1alpha1.PhaseSucceeded {
+			t.Fatalf("capture %s of %d MiB: %v %+v", name, size, err, cp)
+		}
+		caps = append(caps, time.Since(start))
+		if !restores {
+			continue
+		}
+		cl.images = append(cl.images, cp.Status.Image)
+		for _, node := range []string{"node-1", "node-2"} {
+			clone := fmt.Sprintf("clone-%d-%s", r, node)
+			start := time.Now()
+			_, err := cps.Restore(ctx, name, &v1alpha1.CheckpointRestore{Spec: v1alpha1.CheckpointRestoreSpec{SandboxName: clone, NodeName: node}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("restore %s onto %s: %v", name, node, err)
+			}
+			d := time.Since(start)
+			if node == "node-1" {
+				cl.local = append(cl.local, d)
+			} else {
+				cl.other = append(cl.other, d)
+			}
+			c.Must("delete", "pod", clone, "-n", ns, "--grace-period=0", "--force", "--wait=false")
+		}
+	}
+	// The clones go before the next size: wait until none is left.
+	_ = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(context.Context) (bool, error) {
+		out, _ := c.Kubectl("get", "pods", "-n", ns, "-o", "name")
+		return out == "pod/src" || out == "pod/src\n", nil
+	})
+	return caps, cl
+}
+
+// pushLargestBlob uploads the largest blob skopeo copied into dir (the
+// checkpoint's layer) to repository name, in one monolithic PUT as
+// containerd's pusher does, and times it. (skopeo itself would gzip the
+// layer on the way.)
+func pushLargestBlob(reg framework.Registry, dir, name string) (time.Duration, error) {
+	var path string
+	var size int64
+	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && fi.Size() > size {
+			path, size = p, fi.Size()
+		}
+		return nil
+	})
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pool, err := certutil.NewPool(filepath.Join(reg.CertDir(), "ca.crt"))
+	if err != nil {
+		return 0, err
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	send := func(method, url string, body []byte) (*http.Response, error) {
+		req, err := http.NewRequest(method, url, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.SetBasicAuth("checkpoints", reg.Password)
+		req.ContentLength = int64(len(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return nil, fmt.Errorf("%s %s: %s", method, url, resp.Status)
+		}
+		return resp, nil
+	}
+	start := time.Now()
+	resp, err := send(http.MethodPost, "https://"+framework.RegistryHost+"/v2/"+name+"/blobs/uploads/", nil)
+	if err != nil {
+		return 0, err
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return 0, err
+	}
+	q := loc.Query()
+	q.Set("digest", digest.FromBytes(data).String())
+	loc.RawQuery = q.Encode()
+	target := loc.String()
+	if !loc.IsAbs() {
+		target = "https://" + framework.RegistryHost + target
+	}
+	if _, err := send(http.MethodPut, target, data); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// SaveNodes writes the figures for the report (LoadNodes reads them).
+func SaveNodes(path string, ns []NodesResult) error {
+	b, err := json.MarshalIndent(ns, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// LoadNodes reads what SaveNodes wrote.
+func LoadNodes(path string) ([]NodesResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ns []NodesResult
+	return ns, json.Unmarshal(b, &ns)
+}
+
+// nodeRows are the report's rows of the figures across nodes.
+func (r *Results) nodeRows() []Row {
+	var rows []Row
+	for _, n := range r.Nodes {
+		rows = append(rows,
+			Row{Figure: fmt.Sprintf("capture, %d MiB Pod on a kubelet node: through the node agent, pushed to the registry, vs in the server's process on the Pod's node (ms)", n.MemoryMiB),
+				Ours: f1(n.AgentMs), Peer: f1(n.OwnNodeMs), Ratio: n.AgentMs / n.OwnNodeMs},
+			Row{Figure: fmt.Sprintf("  the registry alone: push vs pull of its checkpoint image (%s; ms)", mib(n.ImageBytes)),
+				Ours: f1(n.PushMs), Peer: f1(n.PullMs), Ratio: n.PushMs / n.PullMs},
+			Row{Figure: fmt.Sprintf("restore, %d MiB, to a Running Pod: on another node (pulled) vs on the capturing node (cached) (ms)", n.MemoryMiB),
+				Ours: f1(n.RestoreOtherMs), Peer: f1(n.RestoreLocalMs), Ratio: n.RestoreOtherMs / n.RestoreLocalMs})
+	}
+	return rows
+}
