@@ -23,15 +23,7 @@ import (
 // BENCH_CAPTURE_SIZES (MiB, comma separated; default 0,16,64,256) and
 // BENCH_CAPTURE_OUT (a JSON file for the report) tune it; b.N is the runs per size.
 func BenchmarkCapture(b *testing.B) {
-	sizes := []int{0, 16, 64, 256}
-	if s := os.Getenv("BENCH_CAPTURE_SIZES"); s != "" {
-		sizes = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			require.NoError(b, err, "BENCH_CAPTURE_SIZES")
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := sizesFromEnv(b, "BENCH_CAPTURE_SIZES", 0, 16, 64, 256)
 	b.StopTimer() // the figures are the interleaved medians MeasureCapture reports
 	cs := MeasureCapture(b, sizes, b.N)
 	for _, c := range cs {
@@ -42,21 +34,29 @@ func BenchmarkCapture(b *testing.B) {
 	}
 }
 
+// sizesFromEnv reads container memory sizes (MiB, comma separated) from
+// the environment variable name, or returns the defaults.
+func sizesFromEnv(b *testing.B, name string, defaults ...int) []int {
+	s := os.Getenv(name)
+	if s == "" {
+		return defaults
+	}
+	var sizes []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(b, err, name)
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
 // BenchmarkCaptureAcrossNodes is the node part of hack/bench.sh: capture
 // on kubelet nodes, in the server's process against through a node agent
 // and the registry, and restores on the same and the other node.
 // BENCH_NODES_SIZES (MiB; default 0,64,256) and BENCH_NODES_OUT tune it;
 // b.N is the runs per size.
 func BenchmarkCaptureAcrossNodes(b *testing.B) {
-	sizes := []int{0, 64, 256}
-	if s := os.Getenv("BENCH_NODES_SIZES"); s != "" {
-		sizes = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			require.NoError(b, err, "BENCH_NODES_SIZES")
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := sizesFromEnv(b, "BENCH_NODES_SIZES", 0, 64, 256)
 	b.StopTimer()
 	ns := MeasureAcrossNodes(b, sizes, b.N)
 	for _, n := range ns {
