@@ -8,12 +8,15 @@
 #    both sides with one load generator: creates, lists, watches, memory;
 # 3. the system goes down, and BenchmarkCapture times capture and restore
 #    with containerd + runc + CRIU for several container memory sizes;
+#    BenchmarkCaptureAcrossNodes then brings up one kubelet node, then two
+#    with node agents and the registry, and times capture and clones there;
 # 4. checkpoint-bench report writes results.json, table.md, list.png and
 #    capture.png under BENCH_OUT (default _output/bench) and prints the ratios.
 #
 # BENCH_RUN_ARGS      extra flags for `checkpoint-bench run` (e.g. -steps 500,1000)
 # BENCH_CAPTURE_RUNS  captures per memory size (default 5)
 # BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,16,64,256)
+# BENCH_NODES_RUNS    captures per size on kubelet nodes (default 3); BENCH_NODES_SIZES (default 0,64,256)
 # BENCH_PUBLISH=1     also copy the table and plots into BENCHMARKS.md and docs/benchmarks/
 set -o errexit -o nounset -o pipefail
 
@@ -51,6 +54,12 @@ log "API figures done at $((SECONDS - start))s; timing capture"
   go test -run '^$' -bench BenchmarkCapture -benchtime "${BENCH_CAPTURE_RUNS:-5}x" -timeout 30m ./test/bench/) >"$OUT/capture.log" 2>&1 ||
   { tail -50 "$OUT/capture.log"; exit 1; }
 grep -E 'MiB: capture' "$OUT/capture.log" >&2 || true
+
+log "capture done at $((SECONDS - start))s; timing capture across kubelet nodes (agents, registry)"
+(cd "$ROOT" && unset LOCAL_UP_DIR LOCAL_UP_NODES ETCD_PORT KAS_PORT CP_PORT KCM_PORT CHECKPOINT_APISERVER_ARGS &&
+  PATH="$BIN:$PATH" BENCH_NODES_OUT=$OUT/nodes.json \
+  go test -run '^$' -bench BenchmarkCaptureAcrossNodes -benchtime "${BENCH_NODES_RUNS:-3}x" -timeout 40m ./test/bench/) >"$OUT/nodes.log" 2>&1 ||
+  { tail -50 "$OUT/nodes.log"; exit 1; }
 
 "$BIN/checkpoint-bench" report -dir "$OUT"
 log "done in $((SECONDS - start))s: $OUT/{results.json,table.md,list.png,capture.png}"
