@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -15,7 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
 )
+
+// The standalone PKI: a CA made, and its pairs encoded, read and written,
+// with client-go's util/cert and util/keyutil; only issuing a leaf signed
+// by the CA (which those packages do not do) is this file's own.
 
 // keyPair is a certificate with its private key, in PEM and parsed.
 type keyPair struct {
@@ -35,65 +41,38 @@ type certRequest struct {
 
 const certValidity = 5 * 365 * 24 * time.Hour
 
-func newKey() (*ecdsa.PrivateKey, error) {
-	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-}
-
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
-func encode(der []byte, key *ecdsa.PrivateKey) (*keyPair, error) {
-	cert, err := x509.ParseCertificate(der)
+func pair(cert *x509.Certificate, key *ecdsa.PrivateKey) (*keyPair, error) {
+	certPEM, err := certutil.EncodeCertificates(cert)
 	if err != nil {
 		return nil, err
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
 	if err != nil {
 		return nil, err
 	}
-	return &keyPair{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		Cert:    cert,
-		Key:     key,
-	}, nil
+	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, Key: key}, nil
 }
 
-// newCA makes a self-signed certificate authority.
+// newCA makes a self-signed certificate authority (client-go's, valid ten years).
 func newCA(name string) (*keyPair, error) {
-	key, err := newKey()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
+	cert, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: name}, key)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	return encode(der, key)
+	return pair(cert, key)
 }
 
 // issue signs a leaf certificate with ca.
 func (ca *keyPair) issue(req certRequest) (*keyPair, error) {
-	key, err := newKey()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		return nil, err
 	}
@@ -112,15 +91,19 @@ func (ca *keyPair) issue(req certRequest) (*keyPair, error) {
 	if err != nil {
 		return nil, err
 	}
-	return encode(der, key)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return pair(cert, key)
 }
 
-// write stores the pair as <dir>/<name>.crt and <dir>/<name>.key.
+// write stores the pair as <dir>/<name>.crt and <dir>/<name>.key (0600).
 func (kp *keyPair) write(dir, name string) error {
-	if err := os.WriteFile(filepath.Join(dir, name+".crt"), kp.CertPEM, 0o644); err != nil {
+	if err := certutil.WriteCert(filepath.Join(dir, name+".crt"), kp.CertPEM); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, name+".key"), kp.KeyPEM, 0o600)
+	return keyutil.WriteKey(filepath.Join(dir, name+".key"), kp.KeyPEM)
 }
 
 // readKeyPair loads <dir>/<name>.{crt,key}; a missing file is reported as os.ErrNotExist.
@@ -133,20 +116,19 @@ func readKeyPair(dir, name string) (*keyPair, error) {
 	if err != nil {
 		return nil, err
 	}
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, fmt.Errorf("%s: not PEM", name)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
+	certs, err := certutil.ParseCertsPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	key, err := keyutil.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert, Key: key}, nil
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: the key cannot sign", name)
+	}
+	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: certs[0], Key: signer}, nil
 }
 
 // loadOrCreate returns the pair stored under dir when it is still good (not
