@@ -10,13 +10,19 @@ MODE      ?= aggregated
 NODES     ?= 1
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
+.PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
 
 all: build
 
 build:
 	go build -ldflags "$$(hack/version.sh)" -o $(SERVER) ./cmd/checkpoint-apiserver
 	go build -ldflags "$$(hack/version.sh)" -o $(BIN_DIR)/checkpoint-node-agent ./cmd/checkpoint-node-agent
+
+# OCI images of the server and the node agent (hack/image.sh): _output/images/.
+# LOAD=1 imports them into the running make-up cluster's nodes, PUSH=1 pushes
+# them to its registry.
+image:
+	LOAD=$(LOAD) PUSH=$(PUSH) hack/image.sh
 
 # Standalone on embedded defaults; ARGS come last so they override them.
 run: build

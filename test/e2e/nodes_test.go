@@ -221,6 +221,23 @@ func TestTwoNodes(t *testing.T) {
 		assert.Len(t, nodes, 2, "the clones run on both nodes")
 	})
 
+	t.Run("KeepRunningFalseThroughNode2sAgent", func(t *testing.T) {
+		// node-2's agent ends the source's processes; its kubelet ends the
+		// Pod Succeeded; the checkpoint is in the registry and clones onto node-1.
+		c.Apply(framework.OnNode(neverPodYAML(ns, "done"), "node-2"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done", "--timeout=120s")
+		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "done") >= 3 })
+		captureByApply(t, c, ns, "cp-done", "done", false)
+		c.Eventually("the source Pod ends Succeeded", func() bool {
+			out, _ := c.Kubectl("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.phase}")
+			return out == "Succeeded"
+		})
+		out, err := restoreOn(c, ns, "cp-done", "done-a", "node-1")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done-a", "--timeout=60s")
+		assert.Greater(t, firstCount(t, c, ns, "done-a"), 3, "the clone on node-1 counts on from the capture")
+	})
+
 	t.Run("AgentsServeOnlyTheServerAndOnlyTheirNode", func(t *testing.T) {
 		pki := filepath.Join(c.Dir, "pki")
 		c.Apply(framework.OnNode(podYAML(ns, "victim", framework.CounterScript), "node-1"))

@@ -1,0 +1,14 @@
+// Builds the OCI images of the server and the node agent (make image) from
+// their static binaries; kept out of the server's go.mod.
+module github.com/agents-kruise/checkpoint-apiserver/hack/tools/image
+
+go 1.26.0
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+)
