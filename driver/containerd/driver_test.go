@@ -15,6 +15,7 @@ import (
 
 	containerdclient "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
@@ -290,8 +291,29 @@ func TestDeleteRemovesState(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, imgs, 1)
 	blobs := countBlobs(t, c)
+	// The CRI keeps every image also under its ID (sha256:<config>): the
+	// base image's record must outlive the checkpoint's delete.
+	all, err := c.Client.ImageService().List(c.Ctx())
+	require.NoError(t, err)
+	var others []string
+	for _, img := range all {
+		if img.Labels["agents.kruise.io/checkpoint-id"] == "" {
+			others = append(others, img.Name)
+			if !strings.HasPrefix(img.Name, "sha256:") {
+				id := images.Image{Name: fmt.Sprintf("sha256:%064x", len(others)), Target: img.Target}
+				_, err := c.Client.ImageService().Create(c.Ctx(), id)
+				require.NoError(t, err)
+				others = append(others, id.Name)
+			}
+		}
+	}
+	require.NotEmpty(t, others)
 
 	require.NoError(t, d.Delete(ctx, "ckpt-del"))
+	for _, name := range others {
+		_, err := c.Client.ImageService().Get(c.Ctx(), name)
+		assert.NoError(t, err, "image %s outlives the checkpoint's delete", name)
+	}
 	imgs, err = c.Client.ImageService().List(c.Ctx(), `labels."agents.kruise.io/checkpoint-id"=="ckpt-del"`)
 	require.NoError(t, err)
 	assert.Empty(t, imgs)

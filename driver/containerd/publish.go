@@ -122,12 +122,14 @@ func (d *Driver) DeleteImages(ctx context.Context, names []string) error {
 
 // deleteImages deletes imgs, and then the records the CRI keeps of them
 // under their image IDs (named sha256:..., with the same target), which it
-// would otherwise keep listing.
+// would otherwise keep listing; a record whose target another named image
+// still has (a base image) stays.
 func (d *Driver) deleteImages(ctx context.Context, imgs []images.Image) error {
 	targets := map[digest.Digest]bool{}
 	for _, img := range imgs {
 		targets[img.Target.Digest] = true
-		if images.IsIndexType(img.Target.MediaType) {
+		// A restore image is an index of the one manifest a clone names.
+		if img.Labels[LabelImageKind] == imageKindRestore && images.IsIndexType(img.Target.MediaType) {
 			if idx, err := d.readIndex(ctx, img.Target); err == nil {
 				for _, m := range idx.Manifests {
 					targets[m.Digest] = true
@@ -146,6 +148,11 @@ func (d *Driver) deleteImages(ctx context.Context, imgs []images.Image) error {
 		return d.classify("list images", err)
 	}
 	for _, img := range all {
+		if !strings.HasPrefix(img.Name, "sha256:") {
+			delete(targets, img.Target.Digest) // still named: not ours to drop
+		}
+	}
+	for _, img := range all {
 		if !strings.HasPrefix(img.Name, "sha256:") || !targets[img.Target.Digest] {
 			continue
 		}
@@ -154,26 +161,4 @@ func (d *Driver) deleteImages(ctx context.Context, imgs []images.Image) error {
 		}
 	}
 	return nil
-}
-
-// Sizes is the size of each checkpoint's captured state on this node (what
-// its capture wrote; the images made from it for restores come on top).
-func (d *Driver) Sizes(ctx context.Context) (map[string]int64, error) {
-	ctx = d.ctx(ctx)
-	imgs, err := d.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q`, LabelCheckpointID))
-	if err != nil {
-		return nil, d.classify("list checkpoint images", err)
-	}
-	out := map[string]int64{}
-	for _, img := range imgs {
-		if img.Labels[LabelImageKind] != "" {
-			continue
-		}
-		size, err := d.stateSize(ctx, img.Target)
-		if err != nil {
-			return nil, d.classify("size checkpoint image "+img.Name, err)
-		}
-		out[img.Labels[LabelCheckpointID]] += size
-	}
-	return out, nil
 }
