@@ -9,7 +9,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
+	"net/http"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -102,6 +105,22 @@ func hop(tb testing.TB) (*Client, driver.Target) {
 
 func TestCaptureThroughTheAgent(t *testing.T) {
 	c, target := hop(t)
+	defer func() {
+		// The agent's metrics, for the server's identity only.
+		resp, err := c.http.Get("https://" + c.addrs["node-1"] + PathMetrics)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		assert.Contains(t, string(body), `checkpoint_node_agent_requests_total{code="200",path="/v1/capture"}`)
+		assert.Contains(t, string(body), `checkpoint_node_agent_capture_duration_seconds_count{result="success"}`)
+		anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: c.http.Transport.(*http.Transport).TLSClientConfig.Clone()}}
+		anonymous.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+		resp, err = anonymous.Get("https://" + c.addrs["node-1"] + PathMetrics)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}()
 	res, err := c.Capture(context.Background(), target, driver.CaptureRequest{ID: "ckpt-1"})
 	require.NoError(t, err)
 	require.Equal(t, "ckpt-1", res.ID)

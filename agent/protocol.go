@@ -22,6 +22,7 @@ const (
 	PathStop         = "/v1/stop"
 	PathStates       = "/v1/states"
 	PathHealthz      = "/healthz"
+	PathMetrics      = "/metrics"
 	maxRequestBytes  = 1 << 20
 	headerCheckpoint = "X-Checkpoint-Id"
 )

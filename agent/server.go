@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
@@ -52,6 +54,8 @@ type Config struct {
 	// ClientCAFile verifies client certificates; bearer tokens are verified
 	// with TokenReviews through Client.
 	ClientCAFile string
+	// MetricsUsers may also read /metrics (a Prometheus' identity).
+	MetricsUsers []string
 }
 
 // Server serves one node's agent.
@@ -86,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	registerMetrics()
 	return &Server{cfg: cfg, authn: authn, resolver: &kube.PodResolver{Client: cfg.Client, Runtime: "containerd"}}, nil
 }
 
@@ -105,7 +110,32 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+PathTerminate, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, true) }))
 	mux.Handle("POST "+PathStop, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, false) }))
 	mux.Handle("POST "+PathStates, s.serve(s.states))
+	mux.Handle("GET "+PathMetrics, s.authorized(append(append([]string(nil), s.cfg.ServerUsers...), s.cfg.MetricsUsers...), legacyregistry.Handler()))
 	return mux
+}
+
+// authorized serves h to the authenticated users named, and refuses
+// everyone else: 401 without credentials, 403 with another identity.
+func (s *Server) authorized(users []string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logger := klog.FromContext(r.Context()).WithValues("path", r.URL.Path, "remote", r.RemoteAddr)
+		resp, ok, err := s.authn.AuthenticateRequest(r)
+		if err != nil || !ok {
+			logger.Info("Refused an unauthenticated request", "err", err)
+			requests.WithLabelValues(r.URL.Path, code(http.StatusUnauthorized)).Inc()
+			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized, Message: "authentication required: the server's client certificate or token"})
+			return
+		}
+		user := resp.User.GetName()
+		if !slices.Contains(users, user) {
+			logger.Info("Refused a request from a user who is not the server", "user", user)
+			requests.WithLabelValues(r.URL.Path, code(http.StatusForbidden)).Inc()
+			writeError(w, http.StatusForbidden, ErrorResponse{Kind: kindForbidden,
+				Message: fmt.Sprintf("user %q may not call the node agent: it serves the checkpoint server only", user)})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 type handlerFunc func(ctx context.Context, r *http.Request) (any, error)
@@ -113,21 +143,8 @@ type handlerFunc func(ctx context.Context, r *http.Request) (any, error)
 // serve authenticates and authorizes the caller, runs h, and writes its
 // answer; a panic is an Internal error, never a dropped connection.
 func (s *Server) serve(h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.authorized(s.cfg.ServerUsers, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		logger := klog.FromContext(r.Context()).WithValues("path", r.URL.Path, "remote", r.RemoteAddr)
-		resp, ok, err := s.authn.AuthenticateRequest(r)
-		if err != nil || !ok {
-			logger.Info("Refused an unauthenticated request", "err", err)
-			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized, Message: "authentication required: the server's client certificate or token"})
-			return
-		}
-		user := resp.User.GetName()
-		if !slices.Contains(s.cfg.ServerUsers, user) {
-			logger.Info("Refused a request from a user who is not the server", "user", user)
-			writeError(w, http.StatusForbidden, ErrorResponse{Kind: kindForbidden,
-				Message: fmt.Sprintf("user %q is not the checkpoint server: the node agent serves only it", user)})
-			return
-		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBytes)
 		out, err := func() (out any, err error) {
 			defer func() {
@@ -155,12 +172,14 @@ func (s *Server) serve(h handlerFunc) http.Handler {
 				code = http.StatusUnprocessableEntity
 			}
 			logger.Info("Request failed", "kind", kind, "err", err)
+			requests.WithLabelValues(r.URL.Path, strconv.Itoa(code)).Inc()
 			writeError(w, code, ErrorResponse{Kind: kind, Message: err.Error()})
 			return
 		}
+		requests.WithLabelValues(r.URL.Path, "200").Inc()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
-	})
+	}))
 }
 
 type badRequest struct{ error }
@@ -219,13 +238,16 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	logger := klog.FromContext(ctx).WithValues("pod", req.Pod.Namespace+"/"+req.Pod.Name, "id", req.ID)
 	start := time.Now()
 	res, err := s.cfg.Driver.Capture(ctx, t, driver.CaptureRequest{ID: req.ID, Contents: req.Contents})
+	captured := time.Since(start)
+	captureSeconds.WithLabelValues(result(err)).Observe(captured.Seconds())
 	if err != nil {
 		return nil, err
 	}
 	out := CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents}
-	captured := time.Since(start)
 	if s.cfg.Registry != nil {
+		pubStart := time.Now()
 		pub, err := s.cfg.Driver.Publish(ctx, res.ID, s.cfg.Registry)
+		publishSeconds.WithLabelValues(result(err)).Observe(time.Since(pubStart).Seconds())
 		if err != nil {
 			// Not durable, so not a checkpoint: nothing of it stays here.
 			s.cleanup(ctx, res.ID)

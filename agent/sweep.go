@@ -83,6 +83,7 @@ func (s *Server) sweep(ctx context.Context, cfg SweepConfig, now time.Time) erro
 			return err
 		}
 		delete(states, id)
+		swept.WithLabelValues("orphan").Inc()
 		logger.Info("Swept orphaned checkpoint state from the node", "id", id, "age", now.Sub(made).Round(time.Second))
 	}
 	sizer, ok := s.cfg.Driver.(Sizer)
@@ -110,6 +111,7 @@ func (s *Server) sweep(ctx context.Context, cfg SweepConfig, now time.Time) erro
 			return err
 		}
 		total -= sizes[id]
+		swept.WithLabelValues("evicted").Inc()
 		logger.Info("Evicted a checkpoint from the node's cache (the registry keeps it)", "id", id, "bytes", sizes[id])
 	}
 	return nil

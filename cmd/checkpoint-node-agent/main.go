@@ -35,7 +35,7 @@ type options struct {
 	bindAddress                     string
 	port                            int
 	certFile, keyFile, clientCAFile string
-	serverUsers                     []string
+	serverUsers, metricsUsers       []string
 	registry                        ociregistry.Config
 	sweepInterval                   time.Duration
 	cacheMax                        string
@@ -61,6 +61,7 @@ func main() {
 	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "Serving key.")
 	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates; a certificate from another CA fails the handshake. Bearer tokens are checked by TokenReview.")
 	fs.StringSliceVar(&o.serverUsers, "server-user", o.serverUsers, "The API server's user names; every other identity is refused.")
+	fs.StringSliceVar(&o.metricsUsers, "metrics-user", o.metricsUsers, "Users who may also read /metrics (a Prometheus' service account), nothing else.")
 	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/repository that receives every capture (empty: captures stay on the node).")
 	fs.StringVar(&o.registry.CAFile, "checkpoint-registry-ca-file", "", "CA of the checkpoint registry's serving certificate (empty: the system's).")
 	fs.StringVar(&o.registry.AuthFile, "checkpoint-registry-auth-file", "", "Docker config.json with the registry's credentials (a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson).")
@@ -115,7 +116,7 @@ func run(ctx context.Context, o options) error {
 	if err := d.Ping(ctx); err != nil {
 		klog.InfoS("containerd is not reachable yet: captures fail until it is", "address", o.containerdAddress, "err", err)
 	}
-	cfg := agent.Config{Node: o.node, Driver: d, Client: client, ServerUsers: o.serverUsers, ClientCAFile: o.clientCAFile}
+	cfg := agent.Config{Node: o.node, Driver: d, Client: client, ServerUsers: o.serverUsers, MetricsUsers: o.metricsUsers, ClientCAFile: o.clientCAFile}
 	if o.registry.Repository != "" {
 		if cfg.Registry, err = ociregistry.New(o.registry); err != nil {
 			return err
