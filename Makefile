@@ -8,6 +8,7 @@ RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 MODE      ?= aggregated
 NODES     ?= 1
+DEPLOY    ?= processes
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
 .PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
@@ -46,8 +47,9 @@ fuzz:
 # and this server behind an APIService. Prints the KUBECONFIG to use.
 # MODE=crd: beside OpenKruise Agents' CRDs, capturing its Checkpoint custom resources.
 # NODES=2: two nodes, a node agent on each, checkpoints through a TLS registry.
+# DEPLOY=pods: the server and the agents as Pods from make image's images.
 up: build
-	MODE=$(MODE) LOCAL_UP_NODES=$(NODES) hack/local-up.sh up
+	MODE=$(MODE) LOCAL_UP_NODES=$(NODES) DEPLOY=$(DEPLOY) hack/local-up.sh up
 
 down:
 	hack/local-up.sh down

@@ -45,12 +45,21 @@ KSCHED_PORT=${KSCHED_PORT:-20259}
 IMAGES=$ROOT/_output/images
 NODES=${LOCAL_UP_NODES:-1}
 # What up started is what down stops.
-if [ -z "${LOCAL_UP_NODES:-}" ] && [ -f "$WORK/topology" ]; then read -r NODES AGENTS <"$WORK/topology"; fi
+if [ -z "${LOCAL_UP_NODES:-}" ] && [ -f "$WORK/topology" ]; then read -r NODES AGENTS DEPLOY <"$WORK/topology"; fi
 # AGENTS=1 (the default with more than one node): a node agent on every
 # node captures its Pods, and checkpoints travel through a TLS registry
 # with basic auth (Debian's docker-registry) at $HOST_IP:$REGISTRY_PORT.
 AGENTS=${AGENTS:-$([ "$NODES" -gt 1 ] && echo 1 || echo 0)}
 AGENT_PORT=${AGENT_PORT:-10370}
+# DEPLOY=pods: the server (two replicas, one per node) and the agents run as
+# Pods from the images make image builds, applied from artifacts/deploy with
+# a local overlay (host network: no kube-proxy here; the aggregator reaches
+# the Service's endpoints). Otherwise they run as host processes.
+DEPLOY=${DEPLOY:-processes}
+if [ "$DEPLOY" = pods ]; then
+  AGENTS=1
+  [ "$MODE" = aggregated ] || { echo "local-up: DEPLOY=pods runs the aggregated server only (not MODE=$MODE yet)" >&2; exit 2; }
+fi
 REGISTRY_PORT=${REGISTRY_PORT:-5443}
 PKI=$WORK/pki
 # Sockets need short paths (108 bytes with a shim's 64-hex name).
@@ -483,6 +492,127 @@ start_server() {
   wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}"
 }
 
+# deploy_pods: make image, the images into every node, and artifacts/deploy
+# applied through an overlay for this machine: host network for the server
+# (bound to its Pod's, that is its node's, address; one replica per node)
+# and the agents, the kube-apiserver and etcd on loopback, the registry's
+# credentials and CA, each agent's node's containerd socket.
+deploy_pods() {
+  local d=$WORK/deploy replicas=$((NODES < 2 ? NODES : 2)) server agent f
+  rm -rf "$d"
+  mkdir -p "$d/dev" "$WORK/agent-data"
+  cp -r "$ROOT/artifacts/deploy" "$d/base"
+  rm -rf "$d/base/certs"
+  "$ROOT/hack/gen-deploy-certs.sh" "$d/base/certs" >/dev/null
+  IMAGE_OUT=$WORK/images "$ROOT/hack/image.sh" >/dev/null
+  for f in checkpoint-apiserver checkpoint-node-agent; do load_image "$WORK/images/$f.tar" 2>/dev/null; done
+  server=$(awk '$1 ~ /^checkpoint-apiserver:/ {print $1}' "$WORK/images/images.txt")
+  agent=$(awk '$1 ~ /^checkpoint-node-agent:/ {print $1}' "$WORK/images/images.txt")
+  kubectl -n "$CP_NAMESPACE" create secret docker-registry checkpoint-registry --docker-server="$HOST_IP:$REGISTRY_PORT" \
+    --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl -n "$CP_NAMESPACE" create configmap checkpoint-registry-ca --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
+    kubectl apply -f - >/dev/null
+  local registry="--checkpoint-registry=$HOST_IP:$REGISTRY_PORT/checkpoints"
+  cat >"$d/dev/kustomization.yaml" <<YAML
+# Written by hack/local-up.sh (DEPLOY=pods): artifacts/deploy on this machine.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../base]
+images:
+- {name: checkpoint-apiserver, newName: ${server%:*}, newTag: ${server##*:}}
+- {name: checkpoint-node-agent, newName: ${agent%:*}, newTag: ${agent##*:}}
+patches: [{path: server.yaml}, {path: agent.yaml}]
+YAML
+  cat >"$d/dev/server.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: checkpoint-apiserver, namespace: $CP_NAMESPACE}
+spec:
+  replicas: $replicas
+  template:
+    spec:
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {labelSelector: {matchLabels: {app: checkpoint-apiserver}}, topologyKey: kubernetes.io/hostname}
+      containers:
+      - name: checkpoint-apiserver
+        imagePullPolicy: Never
+        env:
+        - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
+        - {name: KUBERNETES_SERVICE_PORT, value: "$KAS_PORT"}
+        - name: POD_IP
+          valueFrom: {fieldRef: {fieldPath: status.podIP}}
+        args:
+        - --etcd-servers=http://127.0.0.1:$ETCD_PORT
+        - --bind-address=\$(POD_IP)
+        - --secure-port=6443
+        - --tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
+        - --tls-private-key-file=/etc/checkpoint-apiserver/serving/tls.key
+        - --apiservice-service=$CP_NAMESPACE/$CP_SERVICE
+        - --apiservice-port=443
+        - --apiservice-ca-file=/etc/checkpoint-apiserver/serving/ca.crt
+        - --leader-elect=true
+        - --leader-elect-namespace=$CP_NAMESPACE
+        - --replica-name=\$(POD_NAME)
+        - --node-agents
+        - --agent-port=$AGENT_PORT
+        - --agent-ca-file=/etc/checkpoint-node-agent/ca/ca.crt
+        - --agent-server-name=checkpoint-node-agent.checkpoint-system.svc
+        - $registry
+        - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
+        - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
+        - --checkpoint-registry-pull-secret=checkpoint-registry
+        - --node-criu-config=$WORK/agent-data/criu/restore.conf
+        - --data-dir=/var/lib/checkpoint-apiserver
+YAML
+  cat >"$d/dev/agent.yaml" <<YAML
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: checkpoint-node-agent, namespace: $CP_NAMESPACE}
+spec:
+  template:
+    spec:
+      containers:
+      - name: checkpoint-node-agent
+        imagePullPolicy: Never
+        env:
+        - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
+        - {name: KUBERNETES_SERVICE_PORT, value: "$KAS_PORT"}
+        - name: NODE_IP
+          valueFrom: {fieldRef: {fieldPath: status.hostIP}}
+        args:
+        - --bind-address=\$(NODE_IP)
+        - --port=$AGENT_PORT
+        - --tls-cert-file=/etc/checkpoint-node-agent/serving/tls.crt
+        - --tls-private-key-file=/etc/checkpoint-node-agent/serving/tls.key
+        - --server-user=system:serviceaccount:$CP_NAMESPACE:checkpoint-apiserver
+        - --containerd-address=$RUNDIR/\$(NODE_NAME)/containerd.sock
+        - --containerd-namespace=k8s.io
+        - --data-dir=$WORK/agent-data/\$(NODE_NAME)
+        - --criu-config-dir=$WORK/agent-data/criu
+        - $registry
+        - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
+        - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
+        ${AGENT_ARGS:+- $AGENT_ARGS}
+        volumeMounts:
+        - \$patch: replace
+        - {name: serving, mountPath: /etc/checkpoint-node-agent/serving, readOnly: true}
+        - {name: registry-auth, mountPath: /etc/checkpoint-registry, readOnly: true}
+        - {name: registry-ca, mountPath: /etc/checkpoint-registry-ca, readOnly: true}
+        - {name: containerd, mountPath: $RUNDIR}
+        - {name: data, mountPath: $WORK/agent-data}
+      volumes:
+      - {name: containerd, hostPath: {path: $RUNDIR, type: Directory}}
+      - {name: data, hostPath: {path: $WORK/agent-data, type: DirectoryOrCreate}}
+YAML
+  kubectl apply -k "$d/dev" >/dev/null
+  kubectl -n "$CP_NAMESPACE" rollout status ds/checkpoint-node-agent --timeout=180s >/dev/null
+  kubectl -n "$CP_NAMESPACE" rollout status deploy/checkpoint-apiserver --timeout=180s >/dev/null
+}
+
 APISERVICE=v1alpha1.agents.kruise.io
 [ "$MODE" = crd ] && APISERVICE=v1alpha1.subresources.agents.kruise.io
 
@@ -501,7 +631,7 @@ up() {
   fi
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
-  echo "$NODES $AGENTS" >"$WORK/topology"
+  echo "$NODES $AGENTS $DEPLOY" >"$WORK/topology"
   if [ "$NODES" -gt 0 ]; then
     "$ROOT/hack/test-images.sh" "$IMAGES" >/dev/null
     net_up
@@ -525,7 +655,8 @@ up() {
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key"
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing="$([ "$DEPLOY" = pods ] && echo true || echo false)"
   wait_for kube-apiserver 90 kubectl get --raw /readyz
   log "kube-apiserver ready"
 
@@ -536,7 +667,7 @@ up() {
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-    --controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
+    --controllers=namespace-controller,garbage-collector-controller,endpoints-controller,endpointslice-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
     --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
 
   if [ "$NODES" -gt 0 ]; then
@@ -579,12 +710,22 @@ YAML
       # Clone Pods in default pull with it; other namespaces need their own copy.
       kubectl -n default create secret docker-registry checkpoint-registry --docker-server="$HOST_IP:$REGISTRY_PORT" \
         --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-      for i in $(seq 1 "$NODES"); do start_agent "$i"; done
-      log "node agents serving on :$AGENT_PORT of every node"
+      if [ "$DEPLOY" != pods ]; then
+        for i in $(seq 1 "$NODES"); do start_agent "$i"; done
+        log "node agents serving on :$AGENT_PORT of every node"
+      fi
     fi
   fi
 
   kubectl apply -f "$ROOT/artifacts/deploy/namespace.yaml" -f "$ROOT/artifacts/deploy/rbac-users.yaml" >/dev/null
+  if [ "$DEPLOY" = pods ]; then
+    deploy_pods
+    log "checkpoint-apiserver and the node agents run as Pods (kubectl -n $CP_NAMESPACE get pods)"
+    wait_available
+    log "APIService $APISERVICE is Available"
+    echo "export KUBECONFIG=$KUBECONFIG"
+    return
+  fi
   echo "$CP_PORT" >"$WORK/service-port"
   kubectl apply -f - >/dev/null <<YAML
 # The server runs on this machine: its APIService reaches it through an
