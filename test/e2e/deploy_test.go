@@ -84,12 +84,7 @@ func TestDeployedAsPods(t *testing.T) {
 
 	c.SandboxNamespace(ns)
 	t.Run("CaptureAndCloneThroughThem", func(t *testing.T) {
-		c.Apply(framework.OnNode(podYAML(ns, "web", framework.WebScript), "node-1"))
-		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web", "--timeout=120s")
-		c.Eventually("the web sandbox serves", func() bool {
-			out, _ := c.Kubectl("logs", "-n", ns, "web")
-			return strings.Contains(out, "web-ready")
-		})
+		startWeb(c, ns, "node-1")
 		captureByApply(t, c, ns, "cp-web", "web", true)
 		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}"), framework.RegistryHost+"/checkpoints@sha256:")
 		out, err := restoreOn(c, ns, "cp-web", "web-b", "node-2")

@@ -23,6 +23,17 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
+// startWeb runs the web sandbox as Pod web on node and waits until it
+// serves and holds its connection.
+func startWeb(c *framework.Cluster, ns, node string) {
+	c.Apply(framework.OnNode(podYAML(ns, "web", framework.WebScript), node))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web", "--timeout=120s")
+	c.Eventually("the web sandbox serves and holds its connection", func() bool {
+		out, _ := c.Kubectl("logs", "-n", ns, "web")
+		return strings.Contains(out, "web-ready")
+	})
+}
+
 // restoreOn POSTs a restore onto node ("": the scheduler's choice).
 func restoreOn(c *framework.Cluster, ns, cp, sandbox, node string) (string, error) {
 	body := fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":%q,"nodeName":%q}}`, sandbox, node)
@@ -87,12 +98,7 @@ func TestTwoNodes(t *testing.T) {
 	}
 
 	t.Run("WebSandboxClonedOntoTheOtherNode", func(t *testing.T) {
-		c.Apply(framework.OnNode(podYAML(ns, "web", framework.WebScript), "node-1"))
-		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web", "--timeout=120s")
-		c.Eventually("the web sandbox serves and holds its connection", func() bool {
-			out, _ := c.Kubectl("logs", "-n", ns, "web")
-			return strings.Contains(out, "web-ready")
-		})
+		startWeb(c, ns, "node-1")
 		captureByApply(t, c, ns, "cp-web", "web", true)
 		image := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}")
 		digest := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.imageDigest}")
