@@ -227,6 +227,39 @@ func TestCaptureThroughTheAPI(t *testing.T) {
 		metric(`workqueue_depth{name="checkpoint-lifecycle"}`)
 	})
 
+	t.Run("MetricsCountEveryCapture", func(t *testing.T) {
+		// N captures more: the histogram's count grows by N, and its sum by
+		// the captureDuration the N Checkpoints record.
+		series := func() (float64, float64) {
+			raw, err := env.client.AgentsV1alpha1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+			require.NoError(t, err)
+			value := func(name string) float64 {
+				m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+`{reason="Captured",result="Succeeded"}`) + ` (\S+)$`).FindStringSubmatch(string(raw))
+				require.NotNil(t, m, "/metrics has no %s", name)
+				v, err := strconv.ParseFloat(m[1], 64)
+				require.NoError(t, err)
+				return v
+			}
+			return value("checkpoint_apiserver_capture_duration_seconds_count"), value("checkpoint_apiserver_capture_duration_seconds_sum")
+		}
+		src := env.ctrd.RunPodContainer(t, sandboxNS, "metered", "main", framework.CounterScript)
+		framework.WaitCounter(t, src.LogPath, 3)
+		count0, sum0 := series()
+		const n = 3
+		var recorded time.Duration
+		for i := range n {
+			name := fmt.Sprintf("cp-metered-%d", i)
+			env.create(t, name, v1alpha1.CheckpointSpec{PodName: "metered"})
+			cp := env.capture(t, name)
+			require.Equal(t, v1alpha1.PhaseSucceeded, cp.Status.Phase, cp.Status.Message)
+			require.NotNil(t, cp.Status.CaptureDuration)
+			recorded += cp.Status.CaptureDuration.Duration
+		}
+		count1, sum1 := series()
+		assert.Equal(t, float64(n), count1-count0, "one observation per capture")
+		assert.InDelta(t, recorded.Seconds(), sum1-sum0, 0.001*n, "the observed durations are the recorded ones")
+	})
+
 	t.Run("ConcurrentCaptures", func(t *testing.T) {
 		src := env.ctrd.RunPodContainer(t, sandboxNS, "contended", "main", framework.CounterScript)
 		framework.WaitCounter(t, src.LogPath, 3)
