@@ -750,7 +750,7 @@ YAML
 down() {
   # Deployed objects would come back with the cluster's etcd: remove them first.
   if [ "$DEPLOY" = pods ] && [ -d "$WORK/deploy/dev" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
-    kubectl delete -k "$WORK/deploy/dev" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+    kubectl -n "$CP_NAMESPACE" delete deploy/checkpoint-apiserver ds/checkpoint-node-agent --wait=false --ignore-not-found >/dev/null 2>&1 || true
   fi
   for pidfile in "$WORK"/checkpoint-apiserver*.pid; do
     [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)"
