@@ -624,6 +624,11 @@ wait_available() {
 
 up() {
   mkdir -p "$WORK"
+  # A second up over a running cluster would lose track of its processes.
+  if [ -f "$WORK/etcd.pid" ] && kill -0 "$(cat "$WORK/etcd.pid")" 2>/dev/null; then
+    log "already up in $WORK: run down first"
+    exit 1
+  fi
   "$ROOT/hack/build-kube-tools.sh"
   (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
   if [ "$AGENTS" = 1 ]; then
