@@ -237,11 +237,14 @@ func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
 // node whose agent does not answer fails the delete (it is retried); a
 // node that is gone took its copies with it.
 func (c *Client) Delete(ctx context.Context, id string) error {
+	var idx *ociregistry.Index
 	var pulled []string
 	if c.cfg.Registry != nil {
-		idx, err := c.cfg.Registry.Index(ctx, id)
+		var err error
+		idx, err = c.cfg.Registry.Index(ctx, id)
 		switch {
 		case errors.Is(err, ociregistry.ErrNotFound):
+			idx = nil
 		case err != nil:
 			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 		default:
@@ -255,8 +258,8 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
-	if c.cfg.Registry != nil {
-		if _, err := c.cfg.Registry.Delete(ctx, id); err != nil {
+	if idx != nil {
+		if err := c.cfg.Registry.Delete(ctx, idx); err != nil {
 			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 		}
 	}

@@ -216,20 +216,10 @@ func (r *Registry) Index(ctx context.Context, ref string) (*Index, error) {
 // ErrUnavailable: the registry cannot be reached or fails.
 var ErrUnavailable = errors.New("checkpoint registry unavailable")
 
-// Delete removes checkpoint id's index and its manifests (their blobs go
-// at the registry's next garbage collection). What is not there is gone.
-func (r *Registry) Delete(ctx context.Context, id string) ([]string, error) {
-	idx, err := r.Index(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var refs []string
-	for _, ref := range r.Images(idx) {
-		refs = append(refs, ref)
-	}
+// Delete removes a checkpoint's index and its manifests, as Index read
+// them (their blobs go at the registry's next garbage collection). What is
+// not there is gone.
+func (r *Registry) Delete(ctx context.Context, idx *Index) error {
 	// The index first: once it is gone, nothing names the checkpoint.
 	for _, d := range append([]digest.Digest{idx.Digest}, manifestDigests(idx)...) {
 		resp, err := r.do(ctx, http.MethodDelete, "/manifests/"+d.String(), "")
@@ -237,11 +227,11 @@ func (r *Registry) Delete(ctx context.Context, id string) ([]string, error) {
 			continue
 		}
 		if err != nil {
-			return refs, err
+			return err
 		}
 		resp.Body.Close()
 	}
-	return refs, nil
+	return nil
 }
 
 func manifestDigests(idx *Index) []digest.Digest {
