@@ -25,9 +25,11 @@ build:
 image:
 	LOAD=$(LOAD) PUSH=$(PUSH) hack/image.sh
 
-# Standalone on embedded defaults; ARGS come last so they override them.
+# Standalone on embedded defaults, and (as root) a private containerd with
+# the demo sandbox code-interpreter-28rvn (hack/run.sh); ARGS come last so
+# they override the defaults.
 run: build
-	$(SERVER) --standalone --data-dir=$(RUN_DIR) --bind-address=127.0.0.1 --secure-port=8443 --e2b-bind-address=127.0.0.1:3000 $(ARGS)
+	RUN_DIR=$(RUN_DIR) hack/run.sh $(ARGS)
 
 deps:
 	hack/install-test-deps.sh

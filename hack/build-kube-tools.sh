@@ -5,6 +5,9 @@
 # v1.37.2); and for the nodes containerd, its runc shim and ctr (v2.3.x,
 # CGO_ENABLED=0, -tags no_btrfs); checkpointctl (a test tool). A cold kube-apiserver build takes about
 # 15 minutes on 2 cores; a rebuild with the same go.sum is skipped.
+#
+#   hack/build-kube-tools.sh              everything
+#   hack/build-kube-tools.sh containerd   containerd, its shim and ctr only (make run)
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,18 +33,22 @@ build() {
   echo "build-kube-tools: $name built in $((SECONDS - start))s"
 }
 
-build etcd go.etcd.io/etcd/server/v3 etcd
+WHAT=${1:-all}
 
-# kubectl: the one on PATH when recent enough (1.30 or later), else built here
-# (make test puts _output/bin first on PATH).
-minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
-if [ -z "$minor" ] || [ "$minor" -lt 30 ]; then
-  build kube k8s.io/kubernetes/cmd/kubectl kubectl "$LDFLAGS"
+if [ "$WHAT" = all ]; then
+  build etcd go.etcd.io/etcd/server/v3 etcd
+
+  # kubectl: the one on PATH when recent enough (1.30 or later), else built here
+  # (make test puts _output/bin first on PATH).
+  minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
+  if [ -z "$minor" ] || [ "$minor" -lt 30 ]; then
+    build kube k8s.io/kubernetes/cmd/kubectl kubectl "$LDFLAGS"
+  fi
+  build kube k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDFLAGS"
+  build kube k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$LDFLAGS"
+  build kube k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler "$LDFLAGS"
+  build kube k8s.io/kubernetes/cmd/kubelet kubelet "$LDFLAGS"
 fi
-build kube k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDFLAGS"
-build kube k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "$LDFLAGS"
-build kube k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler "$LDFLAGS"
-build kube k8s.io/kubernetes/cmd/kubelet kubelet "$LDFLAGS"
 
 # containerd for the nodes: static, so its shim runs in any mount namespace.
 CONTAINERD_VERSION=$(sed -n 's#^require github.com/containerd/containerd/v2 \(v[^ ]*\)$#\1#p' "$ROOT/hack/tools/containerd/go.mod")
@@ -51,4 +58,5 @@ for cmd in containerd containerd-shim-runc-v2 ctr; do
 done
 
 # checkpointctl, a test tool: reads the checkpoint images made here.
+[ "$WHAT" = all ] || exit 0
 build checkpointctl github.com/checkpoint-restore/checkpointctl checkpointctl

@@ -7,7 +7,13 @@
 # sockets on kernels >= 6.16; unstable's binary package would pull a newer
 # glibc).
 # Idempotent: a second run takes seconds. Runs as root.
+#
+#   hack/install-test-deps.sh        everything make test needs
+#   hack/install-test-deps.sh node   what a node needs to capture (runc, CRIU, the
+#                                    image builders' tools): make run
 set -o errexit -o nounset -o pipefail
+
+WHAT=${1:-all}
 
 CRIU_VERSION=4.2.1
 CRIU_SUITE=unstable
@@ -36,22 +42,25 @@ apt_install() {
 }
 
 need=()
-command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v runc >/dev/null || need+=(runc)
-command -v iptables >/dev/null || need+=(iptables)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
-[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v git >/dev/null || need+=(git)
-command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
-command -v npm >/dev/null || need+=(nodejs npm)
-# The checkpoint registry of the multi-node tests (Distribution 2.8), what
-# inspects it, and htpasswd for its users.
-command -v docker-registry >/dev/null || need+=(docker-registry)
-command -v skopeo >/dev/null || need+=(skopeo)
-command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v git >/dev/null || need+=(git)
+if [ "$WHAT" = all ]; then
+  command -v protoc >/dev/null || need+=(protobuf-compiler)
+  command -v iptables >/dev/null || need+=(iptables)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v npm >/dev/null || need+=(nodejs npm)
+  # The checkpoint registry of the multi-node tests (Distribution 2.8), what
+  # inspects it, and htpasswd for its users.
+  command -v docker-registry >/dev/null || need+=(docker-registry)
+  command -v skopeo >/dev/null || need+=(skopeo)
+  command -v htpasswd >/dev/null || need+=(apache2-utils)
+fi
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 criu_ok() { "$1" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }
@@ -93,6 +102,7 @@ if ! out=$("$CRIU_BIN" check 2>&1); then
   log "criu check failed: $out"
   exit 1
 fi
+[ "$WHAT" = all ] || { log "ok: $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p')"; exit 0; }
 log "ok: $(protoc --version), $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p')"
 
 if ! command -v kubectl >/dev/null; then
