@@ -7,8 +7,9 @@ SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 MODE      ?= aggregated
-NODES     ?= 1
-DEPLOY    ?= processes
+NODES     ?= 2
+# The server and the agents as Pods from make image's images; crd mode runs them as host processes.
+DEPLOY    ?= $(if $(filter crd,$(MODE)),processes,pods)
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
 .PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
@@ -48,8 +49,10 @@ fuzz:
 # The whole system: etcd, kube-apiserver (aggregation), kube-controller-manager,
 # and this server behind an APIService. Prints the KUBECONFIG to use.
 # MODE=crd: beside OpenKruise Agents' CRDs, capturing its Checkpoint custom resources.
-# NODES=2: two nodes, a node agent on each, checkpoints through a TLS registry.
-# DEPLOY=pods: the server and the agents as Pods from make image's images.
+# By default two nodes, a node agent on each, checkpoints through a TLS
+# registry, and the server (two replicas) and the agents as Pods from make
+# image's images, applied from artifacts/deploy. DEPLOY=processes runs them
+# as host processes; NODES=1 DEPLOY=processes captures in the server itself.
 up: build
 	MODE=$(MODE) LOCAL_UP_NODES=$(NODES) DEPLOY=$(DEPLOY) hack/local-up.sh up
 

@@ -126,6 +126,19 @@ func (c CompletedConfig) New() (*Server, error) {
 		Replica:        c.ExtraConfig.ReplicaName,
 		Recorder:       c.ExtraConfig.Recorder,
 	}
+	if le := c.ExtraConfig.LeaderElection; le != nil {
+		// Replicas: each renews a Lease of its own, so the leader tells a
+		// capture whose process is gone at once.
+		opts.Incarnation = string(uuid.NewUUID())
+		leases := newReplicaLeases(le.Client.CoordinationV1(), le.Namespace, c.ExtraConfig.ReplicaName, opts.Incarnation)
+		opts.Liveness = leases
+		if err := generic.AddPostStartHook("replica-lease", func(hookCtx genericapiserver.PostStartHookContext) error {
+			go leases.Run(hookCtx)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if c.ExtraConfig.CRDMode {
 		return s, s.runCRDMode(c.ExtraConfig, opts)
 	}

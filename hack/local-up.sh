@@ -492,6 +492,9 @@ start_server() {
   wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}"
 }
 
+# yaml_args WORDS...: each word as an item of a container's args list.
+yaml_args() { local a; for a in "$@"; do printf '        - %s\n' "$a"; done; }
+
 # deploy_pods: make image, the images into every node, and artifacts/deploy
 # applied through an overlay for this machine: host network for the server
 # (bound to its Pod's, that is its node's, address; one replica per node)
@@ -567,6 +570,7 @@ spec:
         - --checkpoint-registry-pull-secret=checkpoint-registry
         - --node-criu-config=$WORK/agent-data/criu/restore.conf
         - --data-dir=/var/lib/checkpoint-apiserver
+$(yaml_args ${CHECKPOINT_APISERVER_ARGS:-})
 YAML
   cat >"$d/dev/agent.yaml" <<YAML
 apiVersion: apps/v1
@@ -596,7 +600,7 @@ spec:
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
-        ${AGENT_ARGS:+- $AGENT_ARGS}
+$(yaml_args ${AGENT_ARGS:-})
         volumeMounts:
         - \$patch: replace
         - {name: serving, mountPath: /etc/checkpoint-node-agent/serving, readOnly: true}

@@ -54,6 +54,8 @@ type Capturer struct {
 	defaultTimeout time.Duration
 	// replica and incarnation go into the marker of the captures this process runs.
 	replica, incarnation string
+	// liveness, when set, tells whether another replica's process still runs.
+	liveness ReplicaLiveness
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
@@ -293,23 +295,47 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	return out, err
 }
 
+// ReplicaLiveness tells whether the process that started a capture still
+// runs (Leases each replica renews, for example).
+type ReplicaLiveness interface {
+	// Alive reports whether replica's process incarnation runs, for a
+	// capture it started at started; known is false when it cannot tell.
+	// why says what told that it does not run.
+	Alive(ctx context.Context, replica, incarnation string, started time.Time) (alive, known bool, why string)
+}
+
+// livenessRecheck is how often another replica's capture is looked at again
+// while its process is known to run.
+const livenessRecheck = 10 * time.Second
+
 // abandoned says whether the Creating Checkpoint cp is captured by nobody:
 // its marker names this replica in an earlier incarnation (this process
-// restarted), or its capture (or, without a marker, its move to Creating)
-// started longer ago than any capture may run. Otherwise it returns how long to wait before asking again.
-func (c *Capturer) abandoned(cp *agents.Checkpoint, now time.Time) (bool, time.Duration) {
+// restarted), or another replica's process that is known to be gone (it
+// restarted, or stopped renewing its liveness), or its capture (or,
+// without a marker, its move to Creating) started longer ago than any
+// capture may run; why says which. Otherwise it returns how long to wait
+// before asking again.
+func (c *Capturer) abandoned(ctx context.Context, cp *agents.Checkpoint, now time.Time) (gone bool, why string, wait time.Duration) {
 	if c.InFlight(cp.UID) {
-		return false, MaxCaptureTimeout
+		return false, "", MaxCaptureTimeout
 	}
 	var started time.Time
 	parts := strings.Split(cp.Annotations[agents.AnnotationCapturedBy], "/")
+	known, alive := false, false
 	if len(parts) == 3 {
 		if parts[0] == c.replica {
 			// This replica is capturing it only if it is in flight here.
-			return true, 0
+			return true, "this replica restarted", 0
 		}
 		if secs, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
 			started = time.Unix(secs, 0)
+		}
+		if c.liveness != nil {
+			var why string
+			alive, known, why = c.liveness.Alive(ctx, parts[0], parts[1], started)
+			if known && !alive {
+				return true, why, 0
+			}
 		}
 	}
 	if started.IsZero() {
@@ -324,9 +350,14 @@ func (c *Capturer) abandoned(cp *agents.Checkpoint, now time.Time) (bool, time.D
 	// the final write's retries; past that, it is gone.
 	deadline := started.Add(MaxCaptureTimeout + 2*time.Minute + 30*time.Second)
 	if now.After(deadline) {
-		return true, 0
+		return true, "no capture runs this long", 0
 	}
-	return false, deadline.Sub(now)
+	wait = deadline.Sub(now)
+	if known && wait > livenessRecheck {
+		// Its process runs now; it may stop before the deadline.
+		wait = livenessRecheck
+	}
+	return false, "", wait
 }
 
 func failureReason(ctx context.Context, err error) string {

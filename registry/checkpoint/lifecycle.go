@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -133,7 +134,7 @@ func (l *Lifecycle) checkCreating(ctx context.Context, key cache.ObjectName) err
 	if cp.Status.Phase != agents.PhaseCreating {
 		return nil
 	}
-	gone, wait := l.capturer.abandoned(cp, l.now())
+	gone, why, wait := l.capturer.abandoned(ctx, cp, l.now())
 	if !gone {
 		l.queue.AddAfter(key, wait)
 		return nil
@@ -143,7 +144,10 @@ func (l *Lifecycle) checkCreating(ctx context.Context, key cache.ObjectName) err
 		klog.FromContext(ctx).Error(err, "Removing the state of an interrupted capture", "checkpoint", klog.KObj(cp))
 	}
 	marker := cp.Annotations[agents.AnnotationCapturedBy]
-	msg := "the server stopped during the capture; capture again with a new Checkpoint"
+	msg := fmt.Sprintf("the server stopped during the capture (%s); capture again with a new Checkpoint", why)
+	if replica, _, _ := strings.Cut(marker, "/"); marker != "" {
+		msg = fmt.Sprintf("the server replica %s stopped during the capture (%s); capture again with a new Checkpoint", replica, why)
+	}
 	_, err = l.capturer.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
 		if s.Phase != agents.PhaseCreating {
 			return

@@ -48,6 +48,11 @@ type Options struct {
 	// Replica names this server among replicas sharing one etcd; it must
 	// stay the same across restarts of one replica (a pod name does).
 	Replica string
+	// Incarnation names this process of the replica in its captures' markers
+	// (a new UUID when empty); Liveness, when set, tells whether another
+	// replica's incarnation still runs.
+	Incarnation string
+	Liveness    ReplicaLiveness
 }
 
 // REST is the checkpoints resource, stored in etcd.
@@ -131,10 +136,13 @@ func newCapturer(store Store, opts Options) *Capturer {
 	if opts.Restorer == nil {
 		opts.Restorer = opts.Driver
 	}
+	if opts.Incarnation == "" {
+		opts.Incarnation = string(uuid.NewUUID())
+	}
 	registerMetrics()
 	return &Capturer{
 		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
-		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: string(uuid.NewUUID()),
+		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: opts.Incarnation, liveness: opts.Liveness,
 	}
 }
 

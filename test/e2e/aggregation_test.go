@@ -223,7 +223,8 @@ func TestAggregation(t *testing.T) {
 		require.NoError(t, err, "%s", out)
 		applied := c.Must("apply", "-k", dir, "--dry-run=server")
 		for _, want := range []string{"deployment.apps/checkpoint-apiserver",
-			"clusterrole.rbac.authorization.k8s.io/checkpoint-edit", "rolebinding.rbac.authorization.k8s.io/checkpoint-apiserver-auth-reader"} {
+			"clusterrole.rbac.authorization.k8s.io/checkpoint-edit", "rolebinding.rbac.authorization.k8s.io/checkpoint-apiserver-auth-reader",
+			"role.rbac.authorization.k8s.io/checkpoint-apiserver-leases"} {
 			assert.Contains(t, applied, want)
 		}
 		rendered := c.Must("kustomize", dir)
@@ -279,6 +280,13 @@ func TestAggregation(t *testing.T) {
 		}
 		assert.Equal(t, 1, leaders, "exactly one replica runs the lifecycle controller")
 		assert.Equal(t, holder, c.Must("get", "lease", "-n", "checkpoint-system", "checkpoint-apiserver-lifecycle", "-o", "jsonpath={.spec.holderIdentity}"))
+		// Each replica renews a Lease of its own, held by its process.
+		c.Eventually("both replicas hold their Lease", func() bool {
+			out, _ := c.Kubectl("get", "lease", "-n", "checkpoint-system", "-l", "agents.kruise.io/replica-lease=true",
+				"-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity}{"\n"}{end}`)
+			return strings.Contains(out, "checkpoint-apiserver-replica-checkpoint-apiserver=") &&
+				strings.Contains(out, "checkpoint-apiserver-replica-checkpoint-apiserver-2=")
+		})
 	})
 
 	t.Run("APIServiceAcrossRestart", func(t *testing.T) {

@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -44,19 +49,32 @@ func systemPods(t *testing.T, c *framework.Cluster) map[string][]sysPod {
 	return out
 }
 
-// TestDeployedAsPods brings the system up as an operator runs it
-// (local-up DEPLOY=pods): the server's two replicas and an agent per node
-// as Pods from make image's images, applied from artifacts/deploy. A
-// sandbox is captured and cloned onto the other node through them, and a
-// killed server Pod is replaced without losing a Checkpoint.
+// TestDeployedAsPods runs the system as an operator does and make up brings
+// it up (local-up DEPLOY=pods): two kubelet nodes, the server's two
+// replicas and a node agent per node as Pods from make image's images,
+// applied from artifacts/deploy, and the TLS registry with htpasswd.
+// Sandboxes captured on one node are cloned onto the other and onto
+// whichever node the scheduler picks; the agents serve only the server and
+// only their node's Pods; Checkpoints carry Events; a killed server Pod is
+// replaced without losing a Checkpoint.
 func TestDeployedAsPods(t *testing.T) {
 	framework.RequireTool(t, "skopeo")
 	framework.RequireTool(t, "docker-registry")
+	checkpointctl := filepath.Join(framework.RepoRoot(), "_output", "bin", "checkpointctl")
+	if _, err := os.Stat(checkpointctl); err != nil {
+		framework.Missing(t, "_output/bin/checkpointctl not built (run hack/build-kube-tools.sh)")
+	}
 	const ns = "deployed"
-	c := framework.LocalUpNodesEnv(t, 2, []string{"DEPLOY=pods"})
+	c := framework.LocalUpNodesEnv(t, 2, []string{"DEPLOY=pods"}, "--declarative-capture-delay=1s")
 	images, err := os.ReadFile(filepath.Join(c.Dir, "images", "images.txt"))
 	require.NoError(t, err)
+	reg := c.Registry()
+	// Clones pull from the registry with the namespace's pull secret.
+	c.SandboxNamespace(ns)
 
+	nodeOf := func(pod string) string {
+		return c.Must("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}")
+	}
 	running := func(app string, want int) bool {
 		pods := systemPods(t, c)[app]
 		nodes := map[string]bool{}
@@ -82,18 +100,185 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Contains(t, v, `"gitVersion": "v0.1.0-alpha.`)
 	})
 
-	c.SandboxNamespace(ns)
-	t.Run("CaptureAndCloneThroughThem", func(t *testing.T) {
+	t.Run("WebSandboxClonedOntoTheOtherNode", func(t *testing.T) {
 		startWeb(c, ns, "node-1")
 		captureByApply(t, c, ns, "cp-web", "web", true)
-		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}"), framework.RegistryHost+"/checkpoints@sha256:")
-		out, err := restoreOn(c, ns, "cp-web", "web-b", "node-2")
+		image := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}")
+		digest := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.imageDigest}")
+		require.Equal(t, framework.RegistryHost+"/checkpoints@"+digest, image)
+		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.message}"), "web")
+
+		// The registry holds it: skopeo, with the test credentials, reads the
+		// digest status records, under the checkpoint ID's tag too.
+		id := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.checkpointId}")
+		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
 		require.NoError(t, err, out)
+		var index struct {
+			MediaType string `json:"mediaType"`
+			Manifests []struct {
+				Digest      string            `json:"digest"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"manifests"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &index), out)
+		assert.Equal(t, "application/vnd.oci.image.index.v1+json", index.MediaType)
+		require.Len(t, index.Manifests, 1)
+		assert.Equal(t, "main", index.Manifests[0].Annotations["org.criu.checkpoint.container.name"])
+		out, err = reg.Skopeo("inspect", "--raw", "--cert-dir", reg.CertDir(), "--creds", reg.Creds(), "docker://"+image)
+		require.NoError(t, err, out)
+		assert.Equal(t, digest, "sha256:"+sha256Hex(out), "the digest in status is the index's")
+		// The registry refuses anonymous pulls.
+		out, err = reg.Skopeo("inspect", "--cert-dir", reg.CertDir(), "--no-creds", "docker://"+image)
+		require.Error(t, err)
+		assert.Contains(t, out, "unauthorized")
+
+		// checkpointctl reads the container's checkpoint image as it reads
+		// the kubelet's archives.
+		oci := filepath.Join(t.TempDir(), "oci")
+		out, err = reg.Skopeo("copy", "-q", "--src-cert-dir", reg.CertDir(), "--src-creds", reg.Creds(),
+			"docker://"+framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, "oci:"+oci+":web")
+		require.NoError(t, err, out)
+		layer := checkpointLayer(t, oci)
+		show, err := exec.Command(checkpointctl, "show", layer).CombinedOutput()
+		require.NoError(t, err, "%s", show)
+		assert.Contains(t, string(show), "docker.io/library/busybox:local", "checkpointctl shows the base image")
+		assert.Contains(t, string(show), "containerd", "checkpointctl shows the engine")
+
+		// A clone on node-2 pulls it by digest and serves; its established
+		// connection comes back closed.
+		out, err = restoreOn(c, ns, "cp-web", "web-b", "node-2")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"node":"node-2"`)
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web-b", "--timeout=60s")
+		assert.Equal(t, "node-2", nodeOf("web-b"))
+		assert.Equal(t, framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest,
+			c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"))
+		assert.Equal(t, "0", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
 		assert.Contains(t, c.Must("exec", "-n", ns, "web-b", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox")
-		describe := c.Must("describe", "cp", "cp-web", "-n", ns)
-		assert.Contains(t, describe, "Captured")
-		assert.Contains(t, describe, "Restored")
+		assert.Equal(t, "captured", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "web-b", "--", "cat", "/data/marker")))
+		c.Eventually("the clone's established connection is closed", func() bool {
+			out, _ := c.Kubectl("logs", "-n", ns, "web-b")
+			return strings.Contains(out, "conn-closed")
+		})
+
+		// Deleting the Checkpoint removes it from the registry and from
+		// both nodes (node-1's capture, node-2's pull).
+		c.Must("delete", "pod", "web-b", "-n", ns, "--wait=true", "--timeout=60s")
+		c.Must("delete", "cp", "cp-web", "-n", ns, "--wait=true", "--timeout=60s")
+		out, err = reg.Inspect(image, true)
+		require.Error(t, err, "the index is gone from the registry")
+		assert.Contains(t, out, "manifest unknown")
+		out, err = reg.Inspect(framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, true)
+		require.Error(t, err, "the container's image is gone from the registry")
+		for i := 1; i <= 2; i++ {
+			imgs, err := c.NodeCtr(i, "images", "ls")
+			require.NoError(t, err)
+			assert.NotContains(t, imgs, id, "node-%d holds nothing of the checkpoint", i)
+			assert.NotContains(t, imgs, strings.TrimPrefix(index.Manifests[0].Digest, "sha256:"), "node-%d holds no pulled copy", i)
+		}
+	})
+
+	t.Run("PythonSandboxClonesSpreadOverBothNodes", func(t *testing.T) {
+		get, secret := startPython(t, c, ns, "node-1")
+		captureByApply(t, c, ns, "cp-py", "py", true)
+		captured, err := strconv.Atoi(strings.TrimPrefix(strings.Fields(c.MustStdout(get...))[0], "n="))
+		require.NoError(t, err)
+
+		// Three clones at once: one on each node by name, one where the
+		// scheduler puts it.
+		targets := map[string]string{"py-a": "node-1", "py-b": "node-2", "py-c": ""}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		outs, errs := map[string]string{}, map[string]error{}
+		for clone, node := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := restoreOn(c, ns, "cp-py", clone, node)
+				mu.Lock()
+				outs[clone], errs[clone] = out, err
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		nodes := map[string]bool{}
+		for clone, node := range targets {
+			require.NoError(t, errs[clone], outs[clone])
+			c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+clone, "--timeout=60s")
+			on := nodeOf(clone)
+			if node != "" {
+				assert.Equal(t, node, on)
+			}
+			nodes[on] = true
+			get[3] = clone
+			fields := strings.Fields(c.MustStdout(get...))
+			require.Len(t, fields, 2)
+			assert.Equal(t, secret, fields[1], "the clone on %s has the source's interpreter state", on)
+			n, err := strconv.Atoi(strings.TrimPrefix(fields[0], "n="))
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, n, captured-20, "the clone on %s counts on from about the captured value (%d)", on, captured)
+			assert.Equal(t, "written before the capture", c.MustStdout("exec", "-n", ns, clone, "--", "cat", "/root/note"))
+		}
+		assert.Len(t, nodes, 2, "the clones run on both nodes")
+	})
+
+	t.Run("KeepRunningFalseThroughNode2sAgent", func(t *testing.T) {
+		// node-2's agent ends the source's processes; its kubelet ends the
+		// Pod Succeeded; the checkpoint is in the registry and clones onto node-1.
+		captureEndingPod(t, c, ns, "node-2")
+		out, err := restoreOn(c, ns, "cp-done", "done-a", "node-1")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done-a", "--timeout=60s")
+		assert.Greater(t, firstCount(t, c, ns, "done-a"), 3, "the clone on node-1 counts on from the capture")
+	})
+
+	t.Run("EventsOnCheckpoints", func(t *testing.T) {
+		// cp-py was captured on node-1 and cloned onto both nodes.
+		checkEvents(t, c, ns, "cp-py", "py", map[string]string{"py-a": "node-1", "py-b": "node-2"}, "cp-done")
+	})
+
+	t.Run("AgentsServeOnlyTheServerAndOnlyTheirNode", func(t *testing.T) {
+		c.Apply(framework.OnNode(podYAML(ns, "victim", framework.CounterScript), "node-1"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/victim", "--timeout=120s")
+		body := fmt.Sprintf(`{"pod":{"namespace":%q,"name":"victim"},"id":"ckpt-intruder"}`, ns)
+		anonymous := agentClient(t, c, "", "")
+
+		// The server's own identity (its service account's token) is served,
+		// but only for its node's Pods.
+		server := c.Must("create", "token", "checkpoint-apiserver", "-n", "checkpoint-system")
+		code, out, err := agentCall(anonymous, 2, "/v1/capture", body, server)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusForbidden, code, out)
+		assert.Contains(t, out, "bound to node-1", "node-2's agent refuses a Pod on node-1")
+
+		code, out, err = agentCall(anonymous, 1, "/v1/capture", body, "")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusUnauthorized, code, "no credentials: %s", out)
+
+		// The deployment's agents take no client certificate (they have no
+		// client CA): even the cluster admin's authenticates no one.
+		pki := filepath.Join(c.Dir, "pki")
+		code, out, err = agentCall(agentClient(t, c, filepath.Join(pki, "admin.crt"), filepath.Join(pki, "admin.key")), 1, "/v1/capture", body, "")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusUnauthorized, code, out)
+
+		// Valid Kubernetes users who are not the server: another service
+		// account's token, and the agents' own.
+		for _, sa := range []string{"default -n " + ns, "checkpoint-node-agent -n checkpoint-system"} {
+			f := strings.Fields(sa)
+			token := c.Must("create", "token", f[0], "-n", f[2])
+			code, out, err = agentCall(anonymous, 1, "/v1/capture", body, token)
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusForbidden, code, out)
+			assert.Contains(t, out, "system:serviceaccount:"+f[2]+":"+f[0])
+		}
+
+		// Nothing was captured by any of these.
+		for i := 1; i <= 2; i++ {
+			imgs, err := c.NodeCtr(i, "images", "ls")
+			require.NoError(t, err)
+			assert.NotContains(t, imgs, "ckpt-intruder")
+		}
 	})
 
 	t.Run("AKilledServerPodIsReplaced", func(t *testing.T) {
@@ -107,7 +292,7 @@ func TestDeployedAsPods(t *testing.T) {
 		})
 		c.Must("-n", "checkpoint-system", "rollout", "status", "deploy/checkpoint-apiserver", "--timeout=120s")
 		// Nothing was lost, and captures go on.
-		assert.Equal(t, "Succeeded", c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.phase}"))
-		captureByApply(t, c, ns, "cp-after", "web", true)
+		assert.Equal(t, "Succeeded", c.Must("get", "cp", "cp-py", "-n", ns, "-o", "jsonpath={.status.phase}"))
+		captureByApply(t, c, ns, "cp-after", "py", true)
 	})
 }

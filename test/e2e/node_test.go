@@ -132,6 +132,74 @@ func firstCount(t *testing.T, c *framework.Cluster, ns, pod string) int {
 	return -1
 }
 
+// runCounting applies the counting Pod name of manifest (bound to node,
+// when set) and waits until it is Ready and has counted to 3.
+func runCounting(t *testing.T, c *framework.Cluster, ns, name, manifest, node string) {
+	t.Helper()
+	if node != "" {
+		manifest = framework.OnNode(manifest, node)
+	}
+	c.Apply(manifest)
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	c.Eventually(name+" counts", func() bool { return lastCount(t, c, ns, name) >= 3 })
+}
+
+// startPython runs the Python sandbox as Pod py (bound to node, when set),
+// writes /root/note in it, and returns the kubectl arguments that read what
+// it serves, and the secret it drew.
+func startPython(t *testing.T, c *framework.Cluster, ns, node string) ([]string, string) {
+	t.Helper()
+	runCounting(t, c, ns, "py", pythonPodYAML(ns, "py"), node)
+	get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
+		"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
+	before := c.MustStdout(get...)
+	require.Contains(t, before, "secret=")
+	c.Must("exec", "-n", ns, "py", "--", "python3", "-c", "open('/root/note', 'w').write('written before the capture')")
+	return get, strings.Fields(before)[1]
+}
+
+// captureEndingPod runs the counting Pod done with restartPolicy Never
+// (bound to node, when set), captures it as cp-done with keepRunning false,
+// and waits for the Pod to end Succeeded.
+func captureEndingPod(t *testing.T, c *framework.Cluster, ns, node string) {
+	t.Helper()
+	runCounting(t, c, ns, "done", neverPodYAML(ns, "done"), node)
+	captureByApply(t, c, ns, "cp-done", "done", false)
+	c.Eventually("the source Pod ends Succeeded", func() bool {
+		out, _ := c.Kubectl("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.phase}")
+		return out == "Succeeded"
+	})
+}
+
+// checkEvents checks what kubectl describe shows of Checkpoints: cp, a
+// capture of pod restored into each of clones (clone: node); a capture of
+// a Pod that does not exist; and deleting Checkpoint del.
+func checkEvents(t *testing.T, c *framework.Cluster, ns, cp, pod string, clones map[string]string, del string) {
+	t.Helper()
+	c.Eventually("describe shows the capture and the restores", func() bool {
+		out, _ := c.Kubectl("describe", "cp", cp, "-n", ns)
+		return strings.Contains(out, "Capturing") && strings.Contains(out, "Captured") && strings.Contains(out, "Restored")
+	})
+	out := c.Must("describe", "cp", cp, "-n", ns)
+	assert.Regexp(t, `Captured\s.*captured memory,filesystem of `+ns+`/`+pod+`: \S+ in \S+, checkpoint ckpt-`, out)
+	for clone, node := range clones {
+		assert.Contains(t, out, "Restored into "+ns+"/"+clone+` on node "`+node+`"`)
+	}
+	// A capture that fails says why.
+	c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-nothing","namespace":%q},"spec":{"podName":"no-such-pod"}}`, ns))
+	c.Eventually("a failed capture's Event", func() bool {
+		out, _ := c.Kubectl("describe", "cp", "cp-nothing", "-n", ns)
+		return strings.Contains(out, "CaptureFailed") && strings.Contains(out, "TargetNotFound")
+	})
+	assert.Equal(t, "Failed", c.Must("get", "cp", "cp-nothing", "-n", ns, "-o", "jsonpath={.status.phase}"))
+	// Deleting a Checkpoint deletes its state, and says so.
+	c.Must("delete", "cp", del, "-n", ns, "--timeout=60s")
+	c.Eventually("the StateDeleted Event", func() bool {
+		out, _ := c.Kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name="+del+",reason=StateDeleted")
+		return strings.Contains(out, "Deleted the captured state ckpt-")
+	})
+}
+
 // TestRealNode runs Pods on a real kubelet (containerd 2.3, CRIU 4.2) and
 // captures them through Checkpoints applied with kubectl.
 func TestRealNode(t *testing.T) {
@@ -228,17 +296,9 @@ func TestRealNode(t *testing.T) {
 	})
 
 	t.Run("CaptureAPythonSandbox", func(t *testing.T) {
-		c.Apply(pythonPodYAML(ns, "py"))
-		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/py", "--timeout=120s")
-		c.Eventually("the interpreter counts", func() bool { return lastCount(t, c, ns, "py") >= 3 })
-		get := []string{"exec", "-n", ns, "py", "--", "python3", "-c",
-			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/', timeout=5).read().decode())"}
-		before := c.MustStdout(get...)
-		require.Contains(t, before, "secret=")
-		c.Must("exec", "-n", ns, "py", "--", "python3", "-c", "open('/root/note', 'w').write('written before the capture')")
+		get, secret := startPython(t, c, ns, "")
 		captureByApply(t, c, ns, "cp-py", "py", true)
 		after := c.MustStdout(get...)
-		secret := strings.Fields(before)[1]
 		assert.Equal(t, secret, strings.Fields(after)[1], "the source's interpreter is the same process, its secret unchanged")
 		captured, err := strconv.Atoi(strings.TrimPrefix(strings.Fields(after)[0], "n="))
 		require.NoError(t, err)
@@ -291,38 +351,12 @@ func TestRealNode(t *testing.T) {
 		// restartPolicy Never: the server ends the processes (SIGTERM), the
 		// kubelet ends the Pod by their exit: Succeeded, as this sandbox
 		// exits 0 on SIGTERM.
-		c.Apply(neverPodYAML(ns, "done"))
-		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/done", "--timeout=120s")
-		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "done") >= 3 })
-		captureByApply(t, c, ns, "cp-done", "done", false)
-		c.Eventually("the source Pod ends Succeeded", func() bool {
-			out, _ := c.Kubectl("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.phase}")
-			return out == "Succeeded"
-		})
+		captureEndingPod(t, c, ns, "")
 		assert.Equal(t, "0", c.Must("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"))
 	})
 
 	t.Run("EventsOnCheckpoints", func(t *testing.T) {
-		// kubectl describe shows what happened to a Checkpoint.
-		c.Eventually("describe shows the capture and the restore", func() bool {
-			out, _ := c.Kubectl("describe", "cp", "cp-counter", "-n", ns)
-			return strings.Contains(out, "Capturing") && strings.Contains(out, "Captured") && strings.Contains(out, "Restored")
-		})
-		out := c.Must("describe", "cp", "cp-counter", "-n", ns)
-		assert.Regexp(t, `Captured\s.*captured memory,filesystem of `+ns+`/counter: \S+ in \S+, checkpoint ckpt-`, out)
-		assert.Contains(t, out, "Restored into "+ns+`/counter-clone on node "node-1"`)
-		// A capture that fails says why.
-		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"cp-nothing","namespace":%q},"spec":{"podName":"no-such-pod"}}`, ns))
-		c.Eventually("a failed capture's Event", func() bool {
-			out, _ := c.Kubectl("describe", "cp", "cp-nothing", "-n", ns)
-			return strings.Contains(out, "CaptureFailed") && strings.Contains(out, "TargetNotFound")
-		})
-		// Deleting a Checkpoint deletes its state, and says so.
-		c.Must("delete", "cp", "cp-counter", "-n", ns, "--timeout=60s")
-		c.Eventually("the StateDeleted Event", func() bool {
-			out, _ := c.Kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=cp-counter,reason=StateDeleted")
-			return strings.Contains(out, "Deleted the captured state ckpt-")
-		})
+		checkEvents(t, c, ns, "cp-counter", "counter", map[string]string{"counter-clone": "node-1"}, "cp-counter")
 	})
 
 	t.Run("E2BSDKOnPods", func(t *testing.T) {

@@ -21,6 +21,56 @@ func busyboxPod(ns, name, node, script string) string {
 	return framework.OnNode(framework.BusyboxPodYAML(ns, name, script, "{}"), node)
 }
 
+// checkpoints reads and applies the Checkpoints of one namespace with kubectl.
+type checkpoints struct {
+	c  *framework.Cluster
+	ns string
+}
+
+// get is the jsonpath path of Checkpoint cp ("" when it cannot be read).
+func (k checkpoints) get(cp, path string) string {
+	out, _ := k.c.Kubectl("get", "cp", cp, "-n", k.ns, "-o", "jsonpath="+path)
+	return out
+}
+
+// apply applies a Checkpoint of pod, captured declaratively.
+func (k checkpoints) apply(name, pod string) {
+	k.c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q}}`, name, k.ns, pod))
+}
+
+// waitEnd waits for Checkpoint name to end and returns its phase.
+func (k checkpoints) waitEnd(name string) string {
+	var phase string
+	k.c.Eventually("Checkpoint "+name+" ends", func() bool {
+		phase = k.get(name, "{.status.phase}")
+		return phase == "Succeeded" || phase == "Failed"
+	})
+	return phase
+}
+
+// nothingLeftOf says whether the two nodes of c hold no image of checkpoint
+// id (nor one of digests) and no capture lease, and nothing is under its
+// tag in the registry.
+func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, digests ...string) bool {
+	for i := 1; i <= 2; i++ {
+		imgs, err := c.NodeCtr(i, "images", "ls")
+		if err != nil || strings.Contains(imgs, id) {
+			return false
+		}
+		for _, d := range digests {
+			if strings.Contains(imgs, strings.TrimPrefix(d, "sha256:")) {
+				return false
+			}
+		}
+		ls, err := c.NodeCtr(i, "leases", "ls")
+		if err != nil || strings.Contains(ls, id) {
+			return false
+		}
+	}
+	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+	return err != nil && strings.Contains(out, "manifest unknown")
+}
+
 // TestNodeAgentFaults breaks the node agents and the registry of a
 // two-node cluster (local-up LOCAL_UP_NODES=2) while they work.
 func TestNodeAgentFaults(t *testing.T) {
@@ -32,42 +82,9 @@ func TestNodeAgentFaults(t *testing.T) {
 	c := framework.LocalUpNodesEnv(t, 2, []string{"AGENT_ARGS=--orphan-sweep-interval=5s"}, "--orphan-sweep-interval=5s")
 	reg := c.Registry()
 	c.SandboxNamespace(ns)
-	get := func(cp, path string) string {
-		out, _ := c.Kubectl("get", "cp", cp, "-n", ns, "-o", "jsonpath="+path)
-		return out
-	}
-	apply := func(name, pod string) {
-		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":%q}}`, name, ns, pod))
-	}
-	waitEnd := func(name string) string {
-		var phase string
-		c.Eventually("Checkpoint "+name+" ends", func() bool {
-			phase = get(name, "{.status.phase}")
-			return phase == "Succeeded" || phase == "Failed"
-		})
-		return phase
-	}
-	// nothingLeft: no image of checkpoint id (nor one of digests) on either
-	// node, no capture lease, and nothing under its tag in the registry.
-	nothingLeft := func(id string, digests ...string) bool {
-		for i := 1; i <= 2; i++ {
-			imgs, err := c.NodeCtr(i, "images", "ls")
-			if err != nil || strings.Contains(imgs, id) {
-				return false
-			}
-			for _, d := range digests {
-				if strings.Contains(imgs, strings.TrimPrefix(d, "sha256:")) {
-					return false
-				}
-			}
-			ls, err := c.NodeCtr(i, "leases", "ls")
-			if err != nil || strings.Contains(ls, id) {
-				return false
-			}
-		}
-		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
-		return err != nil && strings.Contains(out, "manifest unknown")
-	}
+	cps := checkpoints{c, ns}
+	get, apply, waitEnd := cps.get, cps.apply, cps.waitEnd
+	nothingLeft := func(id string, digests ...string) bool { return nothingLeftOf(c, reg, id, digests...) }
 	idOf := func(name string) string {
 		return agents.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
 	}
