@@ -7,8 +7,9 @@ SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 MODE      ?= aggregated
-NODES     ?= 2
-# The server and the agents as Pods from make image's images; crd mode runs them as host processes.
+# Two nodes, the server and the agents as Pods from make image's images;
+# crd mode (not deployed as Pods yet) one node and host processes.
+NODES     ?= $(if $(filter crd,$(MODE)),1,2)
 DEPLOY    ?= $(if $(filter crd,$(MODE)),processes,pods)
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 

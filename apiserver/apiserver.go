@@ -1,10 +1,13 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +16,7 @@ import (
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/kubernetes"
 	restclient "k8s.io/client-go/rest"
@@ -71,6 +75,8 @@ type ExtraConfig struct {
 	// E2BBindAddress, when set, serves the E2B front there with E2BKeys.
 	E2BBindAddress string
 	E2BKeys        *e2b.KeyStore
+	// E2BTLSCertFile and E2BTLSKeyFile, when set, serve it over TLS.
+	E2BTLSCertFile, E2BTLSKeyFile string
 }
 
 // LeaderElection says where the replicas' Lease lives.
@@ -211,6 +217,17 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig,
 	if err != nil {
 		return fmt.Errorf("e2b front: %w", err)
 	}
+	scheme := "http"
+	if extra.E2BTLSCertFile != "" {
+		cert, err := dynamiccertificates.NewDynamicServingContentFromFiles("e2b-serving", extra.E2BTLSCertFile, extra.E2BTLSKeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("e2b front: %w", err)
+		}
+		go cert.Run(hookCtx, 1)
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: servingCertificate(cert)})
+		scheme = "https"
+	}
 	adminGroup := ""
 	if len(extra.AdminGroups) > 0 {
 		adminGroup = extra.AdminGroups[0]
@@ -232,8 +249,29 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig,
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}()
-	klog.InfoS("E2B front serving", "address", ln.Addr().String())
+	klog.InfoS("E2B front serving", "address", ln.Addr().String(), "scheme", scheme)
 	return nil
+}
+
+// servingCertificate serves the current certificate of content, parsed once
+// per change of its files.
+func servingCertificate(content dynamiccertificates.CertKeyContentProvider) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	var mu sync.Mutex
+	var lastCert, lastKey []byte
+	var parsed *tls.Certificate
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		certPEM, keyPEM := content.CurrentCertKeyContent()
+		mu.Lock()
+		defer mu.Unlock()
+		if parsed == nil || !bytes.Equal(certPEM, lastCert) || !bytes.Equal(keyPEM, lastKey) {
+			pair, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				return nil, err
+			}
+			parsed, lastCert, lastKey = &pair, certPEM, keyPEM
+		}
+		return parsed, nil
+	}
 }
 
 // runCRDMode is the executor for OpenKruise Agents' Checkpoint CRD: the

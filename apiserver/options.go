@@ -103,6 +103,9 @@ type Options struct {
 	// E2BBindAddress turns on the E2B front there; E2BKeysFile lists its API keys.
 	E2BBindAddress string
 	E2BKeysFile    string
+	// E2BTLSCertFile and E2BTLSKeyFile, when set, serve the E2B front over TLS.
+	E2BTLSCertFile string
+	E2BTLSKeyFile  string
 
 	// NodeAgents hands captures, stops and deletes to the node agent on
 	// the Pod's node (at its InternalIP, AgentPort, TLS verified with
@@ -240,6 +243,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"PEM CA bundle that signed the serving certificate: the APIService's caBundle (read again as it changes).")
 	fs.StringVar(&o.E2BBindAddress, "e2b-bind-address", o.E2BBindAddress,
 		"Serve the E2B-compatible API (plain HTTP) at this address, such as 127.0.0.1:3000. Off when empty.")
+	fs.StringVar(&o.E2BTLSCertFile, "e2b-tls-cert-file", o.E2BTLSCertFile,
+		"Serve the E2B API over TLS with this certificate (and --e2b-tls-private-key-file); reloaded on change. Plain HTTP when empty.")
+	fs.StringVar(&o.E2BTLSKeyFile, "e2b-tls-private-key-file", o.E2BTLSKeyFile, "Private key of --e2b-tls-cert-file.")
 	fs.StringVar(&o.E2BKeysFile, "e2b-api-keys-file", o.E2BKeysFile,
 		"YAML or JSON file of E2B API keys: keys: [{key: e2b_<40 hex> | sha256: <hex>, user: ..., team: <namespace>}]. "+
 			"Reloaded on change. In standalone mode a file with one key is written under --data-dir when none is given.")
@@ -279,6 +285,9 @@ func (o *Options) Validate() error {
 	}
 	if o.NodeAgents && o.AgentCAFile == "" {
 		errs = append(errs, errors.New("--node-agents needs --agent-ca-file: agents' certificates are always verified"))
+	}
+	if (o.E2BTLSCertFile == "") != (o.E2BTLSKeyFile == "") {
+		errs = append(errs, errors.New("--e2b-tls-cert-file and --e2b-tls-private-key-file go together"))
 	}
 	if (o.AgentClientCertFile == "") != (o.AgentClientKeyFile == "") {
 		errs = append(errs, errors.New("--agent-client-cert-file and --agent-client-key-file go together"))
@@ -437,6 +446,7 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 			return nil, err
 		}
 		extra.E2BBindAddress, extra.E2BKeys = o.E2BBindAddress, keys
+		extra.E2BTLSCertFile, extra.E2BTLSKeyFile = o.E2BTLSCertFile, o.E2BTLSKeyFile
 	}
 	return &Config{GenericConfig: cfg, ExtraConfig: extra}, nil
 }
@@ -652,7 +662,11 @@ func (o *Options) announceWhenReady(ctx context.Context, loopback *rest.Config, 
 	}
 	fmt.Fprintf(o.Out, "checkpoint-apiserver is ready at %s\n", host)
 	if o.E2BBindAddress != "" {
-		fmt.Fprintf(o.Out, "E2B API: E2B_API_URL=http://%s (API keys in %s)\n", o.E2BBindAddress, o.E2BKeysFile)
+		scheme := "http"
+		if o.E2BTLSCertFile != "" {
+			scheme = "https"
+		}
+		fmt.Fprintf(o.Out, "E2B API: E2B_API_URL=%s://%s (API keys in %s)\n", scheme, o.E2BBindAddress, o.E2BKeysFile)
 	}
 	if kubeconfig != "" {
 		fmt.Fprintf(o.Out, "kubeconfig: %s\n  export KUBECONFIG=%s\n  kubectl get checkpoints\n", kubeconfig, kubeconfig)

@@ -23,6 +23,7 @@ type Checkpoints interface {
 	Capture(ctx context.Context, namespace, name string, opts *v1alpha1.CaptureOptions) (*v1alpha1.Checkpoint, error)
 	Restore(ctx context.Context, namespace, name string, req *v1alpha1.CheckpointRestore) (*v1alpha1.CheckpointRestore, error)
 	ListSnapshots(ctx context.Context, namespace string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error)
+	GetSnapshot(ctx context.Context, namespace, name string) (*v1alpha1.Snapshot, error)
 	DeleteSnapshot(ctx context.Context, namespace, name string, opts metav1.DeleteOptions) error
 }
 
@@ -44,6 +45,10 @@ func (a apiCheckpoints) Restore(ctx context.Context, ns, name string, req *v1alp
 
 func (a apiCheckpoints) ListSnapshots(ctx context.Context, ns string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error) {
 	return a.c.AgentsV1alpha1().Snapshots(ns).List(ctx, opts)
+}
+
+func (a apiCheckpoints) GetSnapshot(ctx context.Context, ns, name string) (*v1alpha1.Snapshot, error) {
+	return a.c.AgentsV1alpha1().Snapshots(ns).Get(ctx, name, metav1.GetOptions{})
 }
 
 func (a apiCheckpoints) DeleteSnapshot(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
@@ -112,6 +117,12 @@ func (c crdCheckpoints) Restore(ctx context.Context, ns, name string, req *v1alp
 func (c crdCheckpoints) ListSnapshots(ctx context.Context, ns string, opts metav1.ListOptions) (*v1alpha1.SnapshotList, error) {
 	out := &v1alpha1.SnapshotList{}
 	err := c.sub.Get().Namespace(ns).Resource("snapshots").VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c crdCheckpoints) GetSnapshot(ctx context.Context, ns, name string) (*v1alpha1.Snapshot, error) {
+	out := &v1alpha1.Snapshot{}
+	err := c.sub.Get().Namespace(ns).Resource("snapshots").Name(name).Do(ctx).Into(out)
 	return out, err
 }
 

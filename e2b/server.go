@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -301,6 +302,11 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 	}
 	timeout := int64(captureLimit)
 	done, err := c.Capture(ctx, ns, created.Name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout})
+	if apierrors.IsConflict(err) {
+		// The declarative path (another replica's lifecycle controller) took
+		// it first: its capture is this snapshot's.
+		done, err = awaitCapture(ctx, c, ns, created.Name)
+	}
 	if err == nil && done.Status.Phase != v1alpha1.PhaseSucceeded {
 		err = captureFailure(done)
 	}
@@ -311,6 +317,26 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 		return
 	}
 	writeJSON(w, http.StatusCreated, snapshotOf(&v1alpha1.Snapshot{ObjectMeta: done.ObjectMeta, Status: done.Status}))
+}
+
+// awaitCapture waits for the capture someone else runs of Checkpoint name
+// to end (within a capture's limit) and returns the Checkpoint.
+func awaitCapture(ctx context.Context, c Checkpoints, ns, name string) (*v1alpha1.Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, (captureLimit+5)*time.Second)
+	defer cancel()
+	var done *v1alpha1.Checkpoint
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		snap, err := c.GetSnapshot(ctx, ns, name)
+		if err != nil {
+			return false, err
+		}
+		done = &v1alpha1.Checkpoint{ObjectMeta: snap.ObjectMeta, Spec: snap.Spec, Status: snap.Status}
+		return snap.Status.Phase == v1alpha1.PhaseSucceeded || snap.Status.Phase == v1alpha1.PhaseFailed, nil
+	})
+	if wait.Interrupted(err) {
+		return nil, apierrors.NewTimeoutError(fmt.Sprintf("the capture of %s did not end in time", name), 0)
+	}
+	return done, err
 }
 
 func captureFailure(cp *v1alpha1.Checkpoint) error {

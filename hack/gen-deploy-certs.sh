@@ -2,7 +2,8 @@
 # Writes artifacts/deploy/certs/{ca.crt,tls.crt,tls.key}: a CA and the serving
 # certificate of checkpoint-apiserver.checkpoint-system.svc, and
 # agent-{ca.crt,tls.crt,tls.key}: the node agents' CA and serving certificate, for
-# `kubectl apply -k artifacts/deploy`. Keeps existing files.
+# `kubectl apply -k artifacts/deploy`. Keeps existing files. EXTRA_SANS (such as
+# "IP:198.18.0.11,DNS:cp.example.com") adds names to the server's certificate.
 set -o errexit -o nounset -o pipefail
 DIR=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/artifacts/deploy/certs}
 SVC=checkpoint-apiserver.checkpoint-system.svc
@@ -10,7 +11,7 @@ mkdir -p "$DIR"
 [ -f "$DIR/tls.crt" ] && { echo "certificates already in $DIR"; exit 0; }
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/ca.key" -out "$DIR/ca.crt" -days 825 -subj /CN=checkpoint-apiserver-ca 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls.key" -out "$DIR/tls.csr" -subj "/CN=$SVC" 2>/dev/null
-printf 'subjectAltName=DNS:%s,DNS:checkpoint-apiserver.checkpoint-system.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$SVC" >"$DIR/tls.ext"
+printf 'subjectAltName=DNS:%s,DNS:checkpoint-apiserver.checkpoint-system.svc.cluster.local%s\nextendedKeyUsage=serverAuth\n' "$SVC" "${EXTRA_SANS:+,$EXTRA_SANS}" >"$DIR/tls.ext"
 openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial -days 825 -out "$DIR/tls.crt" -extfile "$DIR/tls.ext" 2>/dev/null
 # The node agents': their own CA, one serving certificate for all of them.
 AGENT=checkpoint-node-agent.checkpoint-system.svc

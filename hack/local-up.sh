@@ -26,6 +26,7 @@
 # LOCAL_UP_DIR (default _output/local-up) holds certificates, data, logs and pids.
 # CONTAINERD_ADDRESS, when set, is the containerd the server captures through.
 # CHECKPOINT_APISERVER_ARGS and AGENT_ARGS are extra flags of the server and the agents.
+# E2B_API_KEYS_FILE (DEPLOY=pods) is the E2B front's keys file; else one key is made.
 set -o errexit -o nounset -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -506,7 +507,10 @@ deploy_pods() {
   mkdir -p "$d/dev" "$WORK/agent-data"
   cp -r "$ROOT/artifacts/deploy" "$d/base"
   rm -rf "$d/base/certs"
-  "$ROOT/hack/gen-deploy-certs.sh" "$d/base/certs" >/dev/null
+  # The server binds its node's address (host network): that address is in its certificate too.
+  local sans i
+  sans=$(for i in $(seq 1 "$NODES"); do printf 'IP:%s,' "$(node_ip "$i")"; done)
+  EXTRA_SANS=${sans%,} "$ROOT/hack/gen-deploy-certs.sh" "$d/base/certs" >/dev/null
   IMAGE_OUT=$WORK/images "$ROOT/hack/image.sh" >/dev/null
   for f in checkpoint-apiserver checkpoint-node-agent; do load_image "$WORK/images/$f.tar" 2>/dev/null; done
   server=$(awk '$1 ~ /^checkpoint-apiserver:/ {print $1}' "$WORK/images/images.txt")
@@ -514,6 +518,17 @@ deploy_pods() {
   kubectl -n "$CP_NAMESPACE" create secret docker-registry checkpoint-registry --docker-server="$HOST_IP:$REGISTRY_PORT" \
     --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl -n "$CP_NAMESPACE" create configmap checkpoint-registry-ca --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
+    kubectl apply -f - >/dev/null
+  # The E2B front's API keys: E2B_API_KEYS_FILE, or one key of team default
+  # (whose group may edit namespace default).
+  local keys=${E2B_API_KEYS_FILE:-$WORK/e2b-keys.yaml}
+  if [ -z "${E2B_API_KEYS_FILE:-}" ] && [ ! -f "$keys" ]; then
+    printf 'keys:\n- {key: e2b_%s, user: local-up-admin, team: default}\n' "$(openssl rand -hex 20)" >"$keys"
+    chmod 600 "$keys"
+    kubectl -n default create rolebinding e2b-team --clusterrole=edit --group=agents.kruise.io:e2b-team:default \
+      --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  fi
+  kubectl -n "$CP_NAMESPACE" create secret generic checkpoint-e2b-api-keys --from-file=keys.yaml="$keys" --dry-run=client -o yaml |
     kubectl apply -f - >/dev/null
   local registry="--checkpoint-registry=$HOST_IP:$REGISTRY_PORT/checkpoints"
   cat >"$d/dev/kustomization.yaml" <<YAML
@@ -570,6 +585,10 @@ spec:
         - --checkpoint-registry-pull-secret=checkpoint-registry
         - --node-criu-config=$WORK/agent-data/criu/restore.conf
         - --data-dir=/var/lib/checkpoint-apiserver
+        - --e2b-bind-address=\$(POD_IP):3000
+        - --e2b-tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
+        - --e2b-tls-private-key-file=/etc/checkpoint-apiserver/serving/tls.key
+        - --e2b-api-keys-file=/etc/checkpoint-e2b/keys.yaml
 $(yaml_args ${CHECKPOINT_APISERVER_ARGS:-})
 YAML
   cat >"$d/dev/agent.yaml" <<YAML
@@ -730,6 +749,7 @@ YAML
   if [ "$DEPLOY" = pods ]; then
     deploy_pods
     log "checkpoint-apiserver and the node agents run as Pods (kubectl -n $CP_NAMESPACE get pods)"
+    log "E2B API: E2B_API_URL=https://$(node_ip 1):3000 (any node's address; CA $WORK/deploy/base/certs/ca.crt for NODE_EXTRA_CA_CERTS; keys in ${E2B_API_KEYS_FILE:-$WORK/e2b-keys.yaml})"
     wait_available
     log "APIService $APISERVICE is Available"
     echo "export KUBECONFIG=$KUBECONFIG"

@@ -205,9 +205,9 @@ func TestCRDMode(t *testing.T) {
 {"apiGroups":["subresources.agents.kruise.io"],"resources":["snapshots"],"verbs":["get","list","delete"]},
 {"apiGroups":[""],"resources":["pods"],"verbs":["get","create","delete"]}]}`, ns))
 		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--role=e2b-team", "--group=agents.kruise.io:e2b-team:"+ns)
-		url := "http://" + e2bAddr
+		front := e2bFront{url: "http://" + e2bAddr}
 		var made struct{ SnapshotID, CloneID, TemplateID string }
-		e2bStep(t, url, "e2b", keyAlice, "create", "src", &made)
+		e2bStep(t, front, "e2b", keyAlice, "create", "src", &made)
 		// The snapshot is a Checkpoint CR of alice's; the clone a Pod.
 		out := c.Must("get", "cp", "-n", ns, "-l", "agents.kruise.io/checkpoint-id="+made.SnapshotID,
 			"-o", `jsonpath={.items[0].metadata.annotations.agents\.kruise\.io/owner}`)
@@ -215,10 +215,10 @@ func TestCRDMode(t *testing.T) {
 		assert.Equal(t, "Running", get("pod", made.CloneID, "{.status.phase}"))
 		assert.Greater(t, firstCount(t, c, ns, made.CloneID), 3, "the clone counts on from the capture")
 		var refused struct{ Refused bool }
-		e2bStep(t, url, "e2b", keyBob, "other", made.CloneID, &refused)
+		e2bStep(t, front, "e2b", keyBob, "other", made.CloneID, &refused)
 		assert.True(t, refused.Refused)
 		var killed struct{ Killed bool }
-		e2bStep(t, url, "e2b", keyAlice, "kill", made.CloneID, &killed)
+		e2bStep(t, front, "e2b", keyAlice, "kill", made.CloneID, &killed)
 		assert.True(t, killed.Killed)
 	})
 

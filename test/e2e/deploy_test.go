@@ -64,13 +64,11 @@ func TestDeployedAsPods(t *testing.T) {
 	if _, err := os.Stat(checkpointctl); err != nil {
 		framework.Missing(t, "_output/bin/checkpointctl not built (run hack/build-kube-tools.sh)")
 	}
-	const ns = "deployed"
-	c := framework.LocalUpNodesEnv(t, 2, []string{"DEPLOY=pods"}, "--declarative-capture-delay=1s")
+	const ns, sandboxes = "deployed", "sandboxes"
+	c := framework.LocalUpNodesEnv(t, 2, []string{"DEPLOY=pods", "E2B_API_KEYS_FILE=" + e2bKeys(t, sandboxes)}, "--declarative-capture-delay=1s")
 	images, err := os.ReadFile(filepath.Join(c.Dir, "images", "images.txt"))
 	require.NoError(t, err)
 	reg := c.Registry()
-	// Clones pull from the registry with the namespace's pull secret.
-	c.SandboxNamespace(ns)
 
 	nodeOf := func(pod string) string {
 		return c.Must("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}")
@@ -99,6 +97,13 @@ func TestDeployedAsPods(t *testing.T) {
 		v := c.Must("get", "--raw", "/api/v1/namespaces/checkpoint-system/services/https:checkpoint-apiserver:443/proxy/version")
 		assert.Contains(t, v, `"gitVersion": "v0.1.0-alpha.`)
 	})
+
+	// The E2B front of either replica, over TLS with the server's certificate.
+	front := e2bFront{url: "https://198.18.0.11:3000", ca: filepath.Join(c.Dir, "deploy", "base", "certs", "ca.crt")}
+	t.Run("SandboxesOnTheNodes", func(t *testing.T) { sandboxesOnTheNodes(t, c, sandboxes, front) })
+
+	// Clones pull from the registry with the namespace's pull secret.
+	c.SandboxNamespace(ns)
 
 	t.Run("WebSandboxClonedOntoTheOtherNode", func(t *testing.T) {
 		startWeb(c, ns, "node-1")
