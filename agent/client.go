@@ -213,7 +213,7 @@ func (c *Client) Capture(ctx context.Context, t driver.Target, req driver.Captur
 	if err != nil {
 		return driver.CaptureResult{}, err
 	}
-	return driver.CaptureResult{ID: out.ID, SizeBytes: out.SizeBytes, Contents: out.Contents, Published: out.Published}, nil
+	return driver.CaptureResult{ID: out.ID, SizeBytes: out.SizeBytes, Contents: out.Contents, Published: out.Published, Pause: out.Pause}, nil
 }
 
 // Restore is the Pod restorer's (driver/kube): a clone is a Pod the kubelet pulls.

@@ -10,6 +10,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -48,6 +49,8 @@ type CaptureResponse struct {
 	SizeBytes int64             `json:"sizeBytes"`
 	Contents  []driver.Content  `json:"contents,omitempty"`
 	Published *driver.Published `json:"published,omitempty"`
+	// Pause is how long CRIU kept the Pod's processes frozen.
+	Pause time.Duration `json:"pauseNanoseconds,omitempty"`
 }
 
 // DeleteRequest removes a checkpoint's state from the node: what its

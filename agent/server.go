@@ -243,7 +243,7 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents}
+	out := CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause}
 	if s.cfg.Registry != nil {
 		pubStart := time.Now()
 		pub, err := s.cfg.Driver.Publish(ctx, res.ID, s.cfg.Registry)
@@ -255,7 +255,7 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 		}
 		out.Published = &pub
 	}
-	logger.Info("Captured", "bytes", res.SizeBytes, "captured", captured, "total", time.Since(start))
+	logger.Info("Captured", "bytes", res.SizeBytes, "paused", res.Pause, "captured", captured, "total", time.Since(start))
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Content is one part of a sandbox's state.
@@ -65,6 +66,10 @@ type CaptureResult struct {
 	ID        string
 	SizeBytes int64
 	Contents  []Content
+	// Pause is how long the captured processes were frozen: CRIU's frozen
+	// time, summed over the containers, which are dumped one after another
+	// (zero when nothing was frozen or it was not measured).
+	Pause time.Duration
 	// Published is set when the capture was pushed to a registry.
 	Published *Published
 }

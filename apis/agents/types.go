@@ -84,6 +84,8 @@ type CheckpointStatus struct {
 	Contents           []ContentType
 	SizeBytes          int64
 	CaptureDuration    *metav1.Duration
+	// PauseDuration is how long the sandbox's processes were frozen.
+	PauseDuration *metav1.Duration
 	// Image is the checkpoint image in the registry, by digest; ImageDigest its digest.
 	Image       string
 	ImageDigest string

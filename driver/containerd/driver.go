@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -294,6 +295,14 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			return fail(d.classify(fmt.Sprintf("checkpoint container %s (%s)", c.Name, c.ID), err))
 		}
 		written = append(written, name)
+		if memory {
+			// How long CRIU froze it, by CRIU's own clock.
+			if stats, err := d.readDumpStats(ctx, img.Target()); err == nil {
+				result.Pause += stats.Frozen
+			} else {
+				klog.FromContext(ctx).V(2).Info("No CRIU dump statistics", "container", c.ID, "err", err)
+			}
+		}
 		if _, err := d.client.ImageService().Update(ctx, images.Image{
 			Name:   name,
 			Labels: map[string]string{LabelCheckpointID: req.ID, LabelContainerName: c.Name},

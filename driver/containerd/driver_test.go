@@ -224,7 +224,8 @@ sys.exit(0 if b[1] == 'secret=%s' and int(b[0][2:]) >= %d else 1)"`, secret, min
 	res, err := d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-py", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
 	require.NoError(t, err)
 	_, after, _ := framework.Counter(t, src.LogPath)
-	t.Logf("captured the Python sandbox: %d bytes", res.SizeBytes)
+	t.Logf("captured the Python sandbox: %d bytes, frozen %s", res.SizeBytes, res.Pause)
+	assert.Positive(t, res.Pause, "CRIU's frozen time is read from the dump's statistics")
 	framework.WaitCounter(t, src.LogPath, after+3)
 
 	id := restoreContinuing(t, c, d, "ckpt-py", "py-clone", before, after)

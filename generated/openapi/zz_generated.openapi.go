@@ -531,7 +531,7 @@ func schema_checkpoint_apiserver_apis_agents_v1alpha1_CheckpointStatus(ref commo
 					},
 					"captureDuration": {
 						SchemaProps: spec.SchemaProps{
-							Description: "CaptureDuration is how long the capture took.",
+							Description: "CaptureDuration is how long the capture took, until its checkpoint was durable (in the checkpoint registry, when there is one).",
 							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
@@ -547,6 +547,12 @@ func schema_checkpoint_apiserver_apis_agents_v1alpha1_CheckpointStatus(ref commo
 							Description: "ImageDigest is the digest of Image.",
 							Type:        []string{"string"},
 							Format:      "",
+						},
+					},
+					"pauseDuration": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PauseDuration is how long the sandbox's processes were frozen, by CRIU's own count of its frozen time, summed over the containers (they are dumped one after another); no larger than CaptureDuration. Unset when no memory was captured.",
+							Ref:         ref(v1.Duration{}.OpenAPIModelName()),
 						},
 					},
 				},

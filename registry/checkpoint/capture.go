@@ -263,11 +263,19 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 			msg += "; the source was stopped"
 		}
 	}
-	logger.Info("Captured", "id", result.ID, "bytes", result.SizeBytes, "duration", elapsed)
+	// The pause is CRIU's count, the capture the server's: never report
+	// more of one than of the other.
+	pause := min(result.Pause, elapsed)
+	logger.Info("Captured", "id", result.ID, "bytes", result.SizeBytes, "pause", pause, "duration", elapsed)
 	captureDuration.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(elapsed.Seconds())
 	captureSize.WithLabelValues(string(agents.PhaseSucceeded)).Observe(float64(result.SizeBytes))
-	c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s, checkpoint %s", msg,
-		resource.NewQuantity(result.SizeBytes, resource.BinarySI), elapsed.Round(time.Millisecond), result.ID)
+	paused := ""
+	if pause > 0 {
+		capturePause.WithLabelValues(string(agents.PhaseSucceeded)).Observe(pause.Seconds())
+		paused = fmt.Sprintf(" (paused %s)", pause.Round(time.Millisecond))
+	}
+	c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s%s, checkpoint %s", msg,
+		resource.NewQuantity(result.SizeBytes, resource.BinarySI), elapsed.Round(time.Millisecond), paused, result.ID)
 	out, err := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
 		now := metav1.Now()
 		s.Phase = agents.PhaseSucceeded
@@ -276,6 +284,10 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		s.Message = msg
 		s.SizeBytes = result.SizeBytes
 		s.CaptureDuration = &metav1.Duration{Duration: elapsed}
+		s.PauseDuration = nil
+		if pause > 0 {
+			s.PauseDuration = &metav1.Duration{Duration: pause}
+		}
 		s.Image, s.ImageDigest = "", ""
 		if p := result.Published; p != nil {
 			s.Image, s.ImageDigest = p.Image, p.Digest

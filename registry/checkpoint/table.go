@@ -15,7 +15,7 @@ import (
 )
 
 // TableConvertor prints Checkpoints for kubectl get: NAME, STATUS, AGE, and
-// with -o wide POD, CONTENTS, CHECKPOINT-ID, COMPLETED, TTL.
+// with -o wide POD, CONTENTS, CHECKPOINT-ID, COMPLETED, PAUSE, DURATION, TTL.
 type TableConvertor struct{}
 
 var columns = []metav1.TableColumnDefinition{
@@ -26,6 +26,8 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Contents", Type: "string", Priority: 1, Description: "What is (to be) captured: memory, filesystem."},
 	{Name: "Checkpoint-ID", Type: "string", Priority: 1, Description: "The driver's identifier of the captured state."},
 	{Name: "Completed", Type: "string", Priority: 1, Description: "Time since the capture finished."},
+	{Name: "Pause", Type: "string", Priority: 1, Description: "How long the sandbox's processes were frozen (status.pauseDuration)."},
+	{Name: "Duration", Type: "string", Priority: 1, Description: "How long the capture took, until its checkpoint was durable (status.captureDuration)."},
 	{Name: "TTL", Type: "string", Priority: 1, Description: "How long after completion the Checkpoint is deleted."},
 }
 
@@ -81,9 +83,19 @@ func row(cp *agents.Checkpoint, now time.Time) metav1.TableRow {
 			orNone(joinContents(contents)),
 			orNone(cp.Status.CheckpointID),
 			completed,
+			shortDuration(cp.Status.PauseDuration),
+			shortDuration(cp.Status.CaptureDuration),
 			orNone(cp.Spec.TTLAfterFinished),
 		},
 	}
+}
+
+// shortDuration prints d to the millisecond ("<none>" when unset).
+func shortDuration(d *metav1.Duration) string {
+	if d == nil {
+		return "<none>"
+	}
+	return d.Duration.Round(time.Millisecond).String()
 }
 
 func since(t, now time.Time) string {

@@ -19,7 +19,8 @@ func TestConvertToTable(t *testing.T) {
 			{
 				ObjectMeta: metav1.ObjectMeta{Name: "a", CreationTimestamp: created},
 				Spec:       agents.CheckpointSpec{PodName: "pod-a", TTLAfterFinished: "30h", PersistentContents: agents.AllContents},
-				Status:     agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck-a", CompletionTime: &done, Contents: []agents.ContentType{agents.ContentMemory}},
+				Status: agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck-a", CompletionTime: &done, Contents: []agents.ContentType{agents.ContentMemory},
+					PauseDuration: &metav1.Duration{Duration: 312345 * time.Microsecond}, CaptureDuration: &metav1.Duration{Duration: 2 * time.Second}},
 			},
 			{
 				ObjectMeta: metav1.ObjectMeta{Name: "b", CreationTimestamp: created},
@@ -35,14 +36,14 @@ func TestConvertToTable(t *testing.T) {
 	for _, c := range table.ColumnDefinitions {
 		names = append(names, c.Name)
 	}
-	if got, want := len(names), 8; got != want {
+	if got, want := len(names), 10; got != want {
 		t.Fatalf("columns = %v", names)
 	}
 	if table.ResourceVersion != "42" || len(table.Rows) != 2 {
 		t.Fatalf("table = rv %q, %d rows", table.ResourceVersion, len(table.Rows))
 	}
-	wantA := []interface{}{"a", "Succeeded", "120m", "pod-a", "memory", "ck-a", "90m", "30h"}
-	wantB := []interface{}{"b", "<none>", "120m", "sb-b", "<none>", "<none>", "<none>", "<none>"}
+	wantA := []interface{}{"a", "Succeeded", "120m", "pod-a", "memory", "ck-a", "90m", "312ms", "2s", "30h"}
+	wantB := []interface{}{"b", "<none>", "120m", "sb-b", "<none>", "<none>", "<none>", "<none>", "<none>", "<none>"}
 	for i, want := range [][]interface{}{wantA, wantB} {
 		for j := range want {
 			if table.Rows[i].Cells[j] != want[j] {

@@ -28,7 +28,7 @@ func TestAggregation(t *testing.T) {
 
 		assert.Contains(t, c.Must("apply", "-f", example), "checkpoint-code-demo-01 created")
 		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, c.Must("get", "cp"))
-		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+30h$`,
+		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+<none>\s+<none>\s+30h$`,
 			c.Must("get", "cp", "-o", "wide"))
 		explain := c.Must("explain", "cp.spec")
 		assert.Contains(t, explain, "ttlAfterFinished")

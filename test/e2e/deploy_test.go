@@ -112,6 +112,8 @@ func TestDeployedAsPods(t *testing.T) {
 		digest := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.imageDigest}")
 		require.Equal(t, framework.RegistryHost+"/checkpoints@"+digest, image)
 		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.message}"), "web")
+		// The agent reports how long CRIU froze the sandbox.
+		pauseAtMostCapture(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.pauseDuration} {.status.captureDuration}"))
 
 		// The registry holds it: skopeo, with the test credentials, reads the
 		// digest status records, under the checkpoint ID's tag too.

@@ -173,8 +173,10 @@ func TestMakeRunWalkthrough(t *testing.T) {
 			}
 		}
 		assert.Equal(t, []string{"Pending", "Creating", "Succeeded"}, seen, "kubectl get cp -w:\n%s", watch.String())
-		assert.Regexp(t, `checkpoint-code-demo-01\s+Succeeded\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+ckpt-`,
+		// -o wide shows how long the sandbox was frozen and how long the capture took.
+		assert.Regexp(t, `checkpoint-code-demo-01\s+Succeeded\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+ckpt-\S+\s+\S+\s+[0-9.]+m?s\s+[0-9.]+m?s\s+30h`,
 			must("get", "cp", "-o", "wide"))
+		pauseAtMostCapture(t, must("get", "cp", "checkpoint-code-demo-01", "-o", "jsonpath={.status.pauseDuration} {.status.captureDuration}"))
 		captured, err = sandbox("code-interpreter-28rvn")
 		require.NoError(t, err)
 		assert.Equal(t, before.secret, captured.secret, "the source keeps running (keepRunning: true)")
@@ -215,6 +217,20 @@ func TestMakeRunWalkthrough(t *testing.T) {
 		_, err = os.Stat(filepath.Join(runDir, "run.pid"))
 		assert.True(t, os.IsNotExist(err), "run.pid is removed")
 	})
+}
+
+// pauseAtMostCapture checks "<pauseDuration> <captureDuration>" of a
+// Checkpoint: both set, the pause positive and no longer than the capture.
+func pauseAtMostCapture(t *testing.T, durations string) {
+	t.Helper()
+	f := strings.Fields(durations)
+	require.Len(t, f, 2, "pauseDuration and captureDuration are set: %q", durations)
+	pause, err := time.ParseDuration(f[0])
+	require.NoError(t, err)
+	capture, err := time.ParseDuration(f[1])
+	require.NoError(t, err)
+	assert.Positive(t, pause)
+	assert.LessOrEqual(t, pause, capture, "the sandbox stood still no longer than the capture took")
 }
 
 func tail(s string) string {

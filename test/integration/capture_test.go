@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -137,8 +138,16 @@ func TestCaptureThroughTheAPI(t *testing.T) {
 			assert.NotEmpty(t, cp.Status.CheckpointID)
 			assert.Equal(t, cp.Status.CheckpointID, cp.Labels["agents.kruise.io/checkpoint-id"])
 			assert.NotNil(t, cp.Status.CompletionTime)
-			assert.NotNil(t, cp.Status.CaptureDuration)
+			require.NotNil(t, cp.Status.CaptureDuration)
 			assert.Positive(t, cp.Status.SizeBytes)
+			// The pause is CRIU's frozen time: only a memory capture freezes.
+			if slices.Contains(cp.Status.Contents, v1alpha1.ContentMemory) {
+				require.NotNil(t, cp.Status.PauseDuration, "a memory capture reports its pause")
+				assert.Positive(t, cp.Status.PauseDuration.Duration)
+				assert.LessOrEqual(t, cp.Status.PauseDuration.Duration, cp.Status.CaptureDuration.Duration)
+			} else {
+				assert.Nil(t, cp.Status.PauseDuration, "a filesystem-only capture freezes nothing")
+			}
 			wantContents := tc.contents
 			if wantContents == nil {
 				wantContents = []v1alpha1.ContentType{v1alpha1.ContentMemory, v1alpha1.ContentFilesystem}
@@ -230,34 +239,43 @@ func TestCaptureThroughTheAPI(t *testing.T) {
 	t.Run("MetricsCountEveryCapture", func(t *testing.T) {
 		// N captures more: the histogram's count grows by N, and its sum by
 		// the captureDuration the N Checkpoints record.
-		series := func() (float64, float64) {
+		// series reads the capture histogram's count and sum, and the pause histogram's.
+		series := func() (count, sum, pauseCount, pauseSum float64) {
 			raw, err := env.client.AgentsV1alpha1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 			require.NoError(t, err)
-			value := func(name string) float64 {
-				m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+`{reason="Captured",result="Succeeded"}`) + ` (\S+)$`).FindStringSubmatch(string(raw))
-				require.NotNil(t, m, "/metrics has no %s", name)
+			value := func(name, labels string) float64 {
+				m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+labels) + ` (\S+)$`).FindStringSubmatch(string(raw))
+				if m == nil {
+					return 0 // no observation yet; the counts below tell
+				}
 				v, err := strconv.ParseFloat(m[1], 64)
 				require.NoError(t, err)
 				return v
 			}
-			return value("checkpoint_apiserver_capture_duration_seconds_count"), value("checkpoint_apiserver_capture_duration_seconds_sum")
+			const captured, succeeded = `{reason="Captured",result="Succeeded"}`, `{result="Succeeded"}`
+			return value("checkpoint_apiserver_capture_duration_seconds_count", captured), value("checkpoint_apiserver_capture_duration_seconds_sum", captured),
+				value("checkpoint_apiserver_capture_pause_seconds_count", succeeded), value("checkpoint_apiserver_capture_pause_seconds_sum", succeeded)
 		}
 		src := env.ctrd.RunPodContainer(t, sandboxNS, "metered", "main", framework.CounterScript)
 		framework.WaitCounter(t, src.LogPath, 3)
-		count0, sum0 := series()
+		count0, sum0, pauseCount0, pauseSum0 := series()
 		const n = 3
-		var recorded time.Duration
+		var recorded, paused time.Duration
 		for i := range n {
 			name := fmt.Sprintf("cp-metered-%d", i)
 			env.create(t, name, v1alpha1.CheckpointSpec{PodName: "metered"})
 			cp := env.capture(t, name)
 			require.Equal(t, v1alpha1.PhaseSucceeded, cp.Status.Phase, cp.Status.Message)
 			require.NotNil(t, cp.Status.CaptureDuration)
+			require.NotNil(t, cp.Status.PauseDuration)
 			recorded += cp.Status.CaptureDuration.Duration
+			paused += cp.Status.PauseDuration.Duration
 		}
-		count1, sum1 := series()
+		count1, sum1, pauseCount1, pauseSum1 := series()
 		assert.Equal(t, float64(n), count1-count0, "one observation per capture")
 		assert.InDelta(t, recorded.Seconds(), sum1-sum0, 0.001*n, "the observed durations are the recorded ones")
+		assert.Equal(t, float64(n), pauseCount1-pauseCount0, "one pause per capture")
+		assert.InDelta(t, paused.Seconds(), pauseSum1-pauseSum0, 0.001*n, "the observed pauses are the recorded ones")
 	})
 
 	t.Run("ConcurrentCaptures", func(t *testing.T) {

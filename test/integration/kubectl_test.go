@@ -56,8 +56,8 @@ func TestKubectlWalkthrough(t *testing.T) {
 	assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, out)
 
 	out = kubectl("get", "cp", "-o", "wide")
-	assert.Regexp(t, `(?m)^NAME\s+STATUS\s+AGE\s+POD\s+CONTENTS\s+CHECKPOINT-ID\s+COMPLETED\s+TTL$`, out)
-	assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+30h$`, out)
+	assert.Regexp(t, `(?m)^NAME\s+STATUS\s+AGE\s+POD\s+CONTENTS\s+CHECKPOINT-ID\s+COMPLETED\s+PAUSE\s+DURATION\s+TTL$`, out)
+	assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+<none>\s+<none>\s+30h$`, out)
 
 	out = kubectl("get", "agents")
 	assert.Contains(t, out, "checkpoint-code-demo-01", "the agents category lists checkpoints")

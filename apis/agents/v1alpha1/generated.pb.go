@@ -416,6 +416,18 @@ func (m *CheckpointStatus) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
+	if m.PauseDuration != nil {
+		{
+			size, err := m.PauseDuration.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintGenerated(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x62
+	}
 	i -= len(m.ImageDigest)
 	copy(dAtA[i:], m.ImageDigest)
 	i = encodeVarintGenerated(dAtA, i, uint64(len(m.ImageDigest)))
@@ -802,6 +814,10 @@ func (m *CheckpointStatus) Size() (n int) {
 	n += 1 + l + sovGenerated(uint64(l))
 	l = len(m.ImageDigest)
 	n += 1 + l + sovGenerated(uint64(l))
+	if m.PauseDuration != nil {
+		l = m.PauseDuration.Size()
+		n += 1 + l + sovGenerated(uint64(l))
+	}
 	return n
 }
 
@@ -980,6 +996,7 @@ func (this *CheckpointStatus) String() string {
 		`CaptureDuration:` + strings.Replace(fmt.Sprintf("%v", this.CaptureDuration), "Duration", "v1.Duration", 1) + `,`,
 		`Image:` + fmt.Sprintf("%v", this.Image) + `,`,
 		`ImageDigest:` + fmt.Sprintf("%v", this.ImageDigest) + `,`,
+		`PauseDuration:` + strings.Replace(fmt.Sprintf("%v", this.PauseDuration), "Duration", "v1.Duration", 1) + `,`,
 		`}`,
 	}, "")
 	return s
@@ -2468,6 +2485,42 @@ func (m *CheckpointStatus) Unmarshal(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			m.ImageDigest = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 12:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PauseDuration", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowGenerated
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthGenerated
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if m.PauseDuration == nil {
+				m.PauseDuration = &v1.Duration{}
+			}
+			if err := m.PauseDuration.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex

@@ -102,7 +102,8 @@ type CheckpointStatus struct {
 	// SizeBytes is the size of the captured state.
 	// +optional
 	SizeBytes int64 `json:"sizeBytes,omitempty" protobuf:"varint,8,opt,name=sizeBytes"`
-	// CaptureDuration is how long the capture took.
+	// CaptureDuration is how long the capture took, until its checkpoint was
+	// durable (in the checkpoint registry, when there is one).
 	// +optional
 	CaptureDuration *metav1.Duration `json:"captureDuration,omitempty" protobuf:"bytes,9,opt,name=captureDuration"`
 	// Image is the checkpoint image in the checkpoint registry, by digest
@@ -113,6 +114,12 @@ type CheckpointStatus struct {
 	// ImageDigest is the digest of Image.
 	// +optional
 	ImageDigest string `json:"imageDigest,omitempty" protobuf:"bytes,11,opt,name=imageDigest"`
+	// PauseDuration is how long the sandbox's processes were frozen, by
+	// CRIU's own count of its frozen time, summed over the containers (they
+	// are dumped one after another); no larger than CaptureDuration. Unset
+	// when no memory was captured.
+	// +optional
+	PauseDuration *metav1.Duration `json:"pauseDuration,omitempty" protobuf:"bytes,12,opt,name=pauseDuration"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

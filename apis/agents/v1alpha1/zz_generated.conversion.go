@@ -25,6 +25,7 @@ import (
 	unsafe "unsafe"
 
 	agents "github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	conversion "k8s.io/apimachinery/pkg/conversion"
 	runtime "k8s.io/apimachinery/pkg/runtime"
 )
@@ -203,7 +204,17 @@ func Convert_agents_Checkpoint_To_v1alpha1_Checkpoint(in *agents.Checkpoint, out
 
 func autoConvert_v1alpha1_CheckpointList_To_agents_CheckpointList(in *CheckpointList, out *agents.CheckpointList, s conversion.Scope) error {
 	out.ListMeta = in.ListMeta
-	out.Items = *(*[]agents.Checkpoint)(unsafe.Pointer(&in.Items))
+	if in.Items != nil {
+		in, out := &in.Items, &out.Items
+		*out = make([]agents.Checkpoint, len(*in))
+		for i := range *in {
+			if err := Convert_v1alpha1_Checkpoint_To_agents_Checkpoint(&(*in)[i], &(*out)[i], s); err != nil {
+				return err
+			}
+		}
+	} else {
+		out.Items = nil
+	}
 	return nil
 }
 
@@ -214,7 +225,17 @@ func Convert_v1alpha1_CheckpointList_To_agents_CheckpointList(in *CheckpointList
 
 func autoConvert_agents_CheckpointList_To_v1alpha1_CheckpointList(in *agents.CheckpointList, out *CheckpointList, s conversion.Scope) error {
 	out.ListMeta = in.ListMeta
-	out.Items = *(*[]Checkpoint)(unsafe.Pointer(&in.Items))
+	if in.Items != nil {
+		in, out := &in.Items, &out.Items
+		*out = make([]Checkpoint, len(*in))
+		for i := range *in {
+			if err := Convert_agents_Checkpoint_To_v1alpha1_Checkpoint(&(*in)[i], &(*out)[i], s); err != nil {
+				return err
+			}
+		}
+	} else {
+		out.Items = nil
+	}
 	return nil
 }
 
@@ -316,7 +337,18 @@ func Convert_agents_CheckpointSpec_To_v1alpha1_CheckpointSpec(in *agents.Checkpo
 }
 
 func autoConvert_v1alpha1_CheckpointStatus_To_agents_CheckpointStatus(in *CheckpointStatus, out *agents.CheckpointStatus, s conversion.Scope) error {
-	*out = *(*agents.CheckpointStatus)(unsafe.Pointer(in))
+	out.Phase = agents.CheckpointPhase(in.Phase)
+	out.CheckpointID = in.CheckpointID
+	out.CompletionTime = (*v1.Time)(unsafe.Pointer(in.CompletionTime))
+	out.Message = in.Message
+	out.ObservedGeneration = in.ObservedGeneration
+	out.Conditions = *(*[]v1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.Contents = *(*[]agents.ContentType)(unsafe.Pointer(&in.Contents))
+	out.SizeBytes = in.SizeBytes
+	out.CaptureDuration = (*v1.Duration)(unsafe.Pointer(in.CaptureDuration))
+	out.Image = in.Image
+	out.ImageDigest = in.ImageDigest
+	out.PauseDuration = (*v1.Duration)(unsafe.Pointer(in.PauseDuration))
 	return nil
 }
 
@@ -326,7 +358,18 @@ func Convert_v1alpha1_CheckpointStatus_To_agents_CheckpointStatus(in *Checkpoint
 }
 
 func autoConvert_agents_CheckpointStatus_To_v1alpha1_CheckpointStatus(in *agents.CheckpointStatus, out *CheckpointStatus, s conversion.Scope) error {
-	*out = *(*CheckpointStatus)(unsafe.Pointer(in))
+	out.Phase = CheckpointPhase(in.Phase)
+	out.CheckpointID = in.CheckpointID
+	out.CompletionTime = (*v1.Time)(unsafe.Pointer(in.CompletionTime))
+	out.Message = in.Message
+	out.ObservedGeneration = in.ObservedGeneration
+	out.Conditions = *(*[]v1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.Contents = *(*[]ContentType)(unsafe.Pointer(&in.Contents))
+	out.SizeBytes = in.SizeBytes
+	out.CaptureDuration = (*v1.Duration)(unsafe.Pointer(in.CaptureDuration))
+	out.PauseDuration = (*v1.Duration)(unsafe.Pointer(in.PauseDuration))
+	out.Image = in.Image
+	out.ImageDigest = in.ImageDigest
 	return nil
 }
 
@@ -389,7 +432,17 @@ func Convert_agents_Snapshot_To_v1alpha1_Snapshot(in *agents.Snapshot, out *Snap
 
 func autoConvert_v1alpha1_SnapshotList_To_agents_SnapshotList(in *SnapshotList, out *agents.SnapshotList, s conversion.Scope) error {
 	out.ListMeta = in.ListMeta
-	out.Items = *(*[]agents.Snapshot)(unsafe.Pointer(&in.Items))
+	if in.Items != nil {
+		in, out := &in.Items, &out.Items
+		*out = make([]agents.Snapshot, len(*in))
+		for i := range *in {
+			if err := Convert_v1alpha1_Snapshot_To_agents_Snapshot(&(*in)[i], &(*out)[i], s); err != nil {
+				return err
+			}
+		}
+	} else {
+		out.Items = nil
+	}
 	return nil
 }
 
@@ -400,7 +453,17 @@ func Convert_v1alpha1_SnapshotList_To_agents_SnapshotList(in *SnapshotList, out 
 
 func autoConvert_agents_SnapshotList_To_v1alpha1_SnapshotList(in *agents.SnapshotList, out *SnapshotList, s conversion.Scope) error {
 	out.ListMeta = in.ListMeta
-	out.Items = *(*[]Snapshot)(unsafe.Pointer(&in.Items))
+	if in.Items != nil {
+		in, out := &in.Items, &out.Items
+		*out = make([]Snapshot, len(*in))
+		for i := range *in {
+			if err := Convert_agents_Snapshot_To_v1alpha1_Snapshot(&(*in)[i], &(*out)[i], s); err != nil {
+				return err
+			}
+		}
+	} else {
+		out.Items = nil
+	}
 	return nil
 }
 

@@ -239,6 +239,11 @@ func (in *CheckpointStatus) DeepCopyInto(out *CheckpointStatus) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.PauseDuration != nil {
+		in, out := &in.PauseDuration, &out.PauseDuration
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	return
 }
 

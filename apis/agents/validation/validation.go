@@ -178,6 +178,13 @@ func ValidateCheckpointStatus(status *agents.CheckpointStatus, fldPath *field.Pa
 	if status.CaptureDuration != nil && status.CaptureDuration.Duration < 0 {
 		allErrs = append(allErrs, field.Invalid(fldPath.Child("captureDuration"), status.CaptureDuration.Duration.String(), "must not be negative"))
 	}
+	if status.PauseDuration != nil {
+		if status.PauseDuration.Duration < 0 {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("pauseDuration"), status.PauseDuration.Duration.String(), "must not be negative"))
+		} else if status.CaptureDuration != nil && status.PauseDuration.Duration > status.CaptureDuration.Duration {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("pauseDuration"), status.PauseDuration.Duration.String(), "must not be larger than captureDuration"))
+		}
+	}
 	if status.ObservedGeneration < 0 {
 		allErrs = append(allErrs, field.Invalid(fldPath.Child("observedGeneration"), status.ObservedGeneration, "must not be negative"))
 	}

@@ -116,7 +116,13 @@ func TestValidateCheckpointStatusUpdate(t *testing.T) {
 		"id changes":               {ready("Succeeded", "ckpt-1"), ready("Succeeded", "ckpt-2"), []string{"FieldValueInvalid status.checkpointId"}},
 		"id not a label value":     {ready("Creating", ""), ready("Succeeded", "a b"), []string{"FieldValueInvalid status.checkpointId"}},
 		"negative size":            {ready("Creating", ""), agents.CheckpointStatus{Phase: "Failed", SizeBytes: -1}, []string{"FieldValueInvalid status.sizeBytes"}},
-		"bad contents":             {ready("Creating", ""), agents.CheckpointStatus{Phase: "Failed", Contents: []agents.ContentType{"disk"}}, []string{"FieldValueNotSupported status.contents[0]"}},
+		"pause within the capture": {ready("Creating", ""), agents.CheckpointStatus{Phase: "Succeeded", CheckpointID: "ckpt-1",
+			PauseDuration: &metav1.Duration{Duration: time.Second}, CaptureDuration: &metav1.Duration{Duration: 2 * time.Second}}, nil},
+		"pause longer than the capture": {ready("Creating", ""), agents.CheckpointStatus{Phase: "Succeeded", CheckpointID: "ckpt-1",
+			PauseDuration: &metav1.Duration{Duration: 3 * time.Second}, CaptureDuration: &metav1.Duration{Duration: 2 * time.Second}}, []string{"FieldValueInvalid status.pauseDuration"}},
+		"negative pause": {ready("Creating", ""), agents.CheckpointStatus{Phase: "Failed", PauseDuration: &metav1.Duration{Duration: -1}},
+			[]string{"FieldValueInvalid status.pauseDuration"}},
+		"bad contents": {ready("Creating", ""), agents.CheckpointStatus{Phase: "Failed", Contents: []agents.ContentType{"disk"}}, []string{"FieldValueNotSupported status.contents[0]"}},
 		"bad condition": {ready("Creating", ""), agents.CheckpointStatus{Phase: "Failed", Conditions: []metav1.Condition{{
 			Type: "Ready", Status: "Maybe", Reason: "CaptureFailed", LastTransitionTime: now}}}, []string{"FieldValueNotSupported status.conditions[0].status"}},
 	}

@@ -45,7 +45,8 @@ type CheckpointStatusApplyConfiguration struct {
 	Contents []agentsv1alpha1.ContentType `json:"contents,omitempty"`
 	// SizeBytes is the size of the captured state.
 	SizeBytes *int64 `json:"sizeBytes,omitempty"`
-	// CaptureDuration is how long the capture took.
+	// CaptureDuration is how long the capture took, until its checkpoint was
+	// durable (in the checkpoint registry, when there is one).
 	CaptureDuration *v1.Duration `json:"captureDuration,omitempty"`
 	// Image is the checkpoint image in the checkpoint registry, by digest
 	// (registry/repository@sha256:...), when the server ships checkpoints
@@ -53,6 +54,11 @@ type CheckpointStatusApplyConfiguration struct {
 	Image *string `json:"image,omitempty"`
 	// ImageDigest is the digest of Image.
 	ImageDigest *string `json:"imageDigest,omitempty"`
+	// PauseDuration is how long the sandbox's processes were frozen, by
+	// CRIU's own count of its frozen time, summed over the containers (they
+	// are dumped one after another); no larger than CaptureDuration. Unset
+	// when no memory was captured.
+	PauseDuration *v1.Duration `json:"pauseDuration,omitempty"`
 }
 
 // CheckpointStatusApplyConfiguration constructs a declarative configuration of the CheckpointStatus type for use with
@@ -153,5 +159,13 @@ func (b *CheckpointStatusApplyConfiguration) WithImage(value string) *Checkpoint
 // If called multiple times, the ImageDigest field is set to the value of the last call.
 func (b *CheckpointStatusApplyConfiguration) WithImageDigest(value string) *CheckpointStatusApplyConfiguration {
 	b.ImageDigest = &value
+	return b
+}
+
+// WithPauseDuration sets the PauseDuration field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the PauseDuration field is set to the value of the last call.
+func (b *CheckpointStatusApplyConfiguration) WithPauseDuration(value v1.Duration) *CheckpointStatusApplyConfiguration {
+	b.PauseDuration = &value
 	return b
 }
