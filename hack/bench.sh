@@ -15,7 +15,7 @@
 #
 # BENCH_RUN_ARGS      extra flags for `checkpoint-bench run` (e.g. -steps 500,1000)
 # BENCH_CAPTURE_RUNS  captures per memory size (default 5)
-# BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,16,64,256)
+# BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,64,256,1024)
 # BENCH_NODES_RUNS    captures per size on kubelet nodes (default 3); BENCH_NODES_SIZES (default 0,64,256)
 # BENCH_PUBLISH=1     also copy the table and plots into BENCHMARKS.md and docs/benchmarks/
 set -o errexit -o nounset -o pipefail

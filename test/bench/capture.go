@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,12 +41,15 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 
 	var out []CaptureResult
 	for _, size := range sizes {
-		script := framework.MemoryScript(size)
+		// Beside the memory holder, a process stamps the clock: the longest
+		// gap it sees across a capture is the pause it felt.
+		script := stamperScript + " & " + framework.MemoryScript(size)
 		pod := fmt.Sprintf("bench-%d-%d", size, time.Now().UnixNano())
 		src := ctrd.RunPodContainer(t, captureNS, pod, "main", script)
 		framework.WaitCounter(t, src.LogPath, 3)
+		waitStamper(t, src.LogPath)
 
-		var api, bare, dump, restore []time.Duration
+		var api, bare, dump, restore, pause, felt []time.Duration
 		for i := 0; i < runs; i++ {
 			// CRIU alone: the task's memory dumped into a directory, nothing
 			// copied into the content store.
@@ -75,12 +80,19 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 				Spec: v1alpha1.CheckpointSpec{PodName: pod}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			from := uptime(t)
 			start = time.Now()
 			cp, err := cps.Capture(ctx, name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
 			if err != nil || cp.Status.Phase != v1alpha1.PhaseSucceeded {
 				t.Fatalf("capture: %v %+v", err, cp)
 			}
 			api = append(api, time.Since(start))
+			to := uptime(t)
+			if p, c := cp.Status.PauseDuration, cp.Status.CaptureDuration; p == nil || c == nil || p.Duration <= 0 || p.Duration > c.Duration {
+				t.Fatalf("capture %s: pauseDuration %v must be set, positive and no larger than captureDuration %v", name, p, c)
+			}
+			pause = append(pause, cp.Status.PauseDuration.Duration)
+			felt = append(felt, longestGap(t, src.LogPath, from, to))
 
 			clone := name + "-clone"
 			start = time.Now()
@@ -96,10 +108,68 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 		}
 		ctrd.RemovePod(t, pod)
 		c := CaptureResult{MemoryMiB: size, Runs: runs, APIMs: Summarize(api).P50Ms, BareMs: Summarize(bare).P50Ms, RestoreMs: Summarize(restore).P50Ms,
-			DumpMs: Summarize(dump).P50Ms}
-		t.Logf("%d MiB: capture subresource median %.1f ms, bare containerd checkpoint %.1f ms, ratio %.3f; CRIU dump alone %.1f ms; restore %.1f ms (n=%d)",
-			size, c.APIMs, c.BareMs, c.APIMs/c.BareMs, c.DumpMs, c.RestoreMs, runs)
+			DumpMs: Summarize(dump).P50Ms, PauseMs: Summarize(pause).P50Ms, FeltMs: Summarize(felt).P50Ms}
+		t.Logf("%d MiB: capture subresource median %.1f ms, bare containerd checkpoint %.1f ms, ratio %.3f; CRIU dump alone %.1f ms; "+
+			"paused %.1f ms (status), felt %.1f ms inside; restore %.1f ms (n=%d)",
+			size, c.APIMs, c.BareMs, c.APIMs/c.BareMs, c.DumpMs, c.PauseMs, c.FeltMs, c.RestoreMs, runs)
 		out = append(out, c)
 	}
 	return out
+}
+
+// stamperScript stamps the clock in the sandbox (busybox sh, builtins
+// only, 1 ms naps): /proc/uptime in hundredths of a second, and each gap of
+// 20 ms or more as "gap <from> <length>". It says "stamper-ready" first.
+const stamperScript = `(echo stamper-ready; last=0; while :; do read up _ </proc/uptime; now=${up%.*}${up#*.}; ` +
+	`if [ $last -gt 0 ] && [ $((now-last)) -ge 2 ]; then echo "gap $last $((now-last))"; fi; last=$now; usleep 1000; done)`
+
+// uptime is this machine's /proc/uptime in hundredths of a second: the
+// clock the stamper reads.
+func uptime(t testing.TB) int64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	secs, frac, _ := strings.Cut(f[0], ".")
+	v, err := strconv.ParseInt(secs+frac, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// waitStamper waits until the stamper in the container logging to logPath runs.
+func waitStamper(t testing.TB, logPath string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "stamper-ready") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stamper in %s did not start", logPath)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// longestGap is the longest gap the stamper logged that began within
+// [from, to] (hundredths of a second of /proc/uptime); 0 when it saw none
+// of 20 ms or more.
+func longestGap(t testing.TB, logPath string, from, to int64) time.Duration {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var longest int64
+	for _, line := range strings.Split(string(b), "\n") {
+		var start, length int64
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "gap %d %d", &start, &length); err != nil {
+			continue
+		}
+		if start >= from-1 && start <= to && length > longest {
+			longest = length
+		}
+	}
+	return time.Duration(longest) * 10 * time.Millisecond
 }

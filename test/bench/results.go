@@ -108,6 +108,11 @@ type CaptureResult struct {
 	// DumpMs is CRIU alone: the task checkpointed into a directory, without
 	// the copy into containerd's content store.
 	DumpMs float64 `json:"dumpMs"`
+	// PauseMs is the captures' status.pauseDuration (CRIU's frozen time);
+	// FeltMs the longest the sandbox's own clock stood still across a
+	// capture, as a process in it saw (10 ms resolution: /proc/uptime).
+	PauseMs float64 `json:"pauseMs,omitempty"`
+	FeltMs  float64 `json:"feltMs,omitempty"`
 }
 
 // ReadMachine describes this machine.
