@@ -275,11 +275,19 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 		if fs {
 			opts = append(opts, containerd.WithCheckpointRW)
 		}
+		work := ""
 		if memory {
 			if err := d.requireRunning(ctx, ctr); err != nil {
 				return fail(err)
 			}
-			opts = append(opts, withEstablishedTCP, containerd.WithCheckpointTask)
+			// CRIU's work directory (its log and statistics), named so that
+			// the shim keeps it for the driver to read.
+			work = filepath.Join(d.cfg.CRIUConfigDir, "work", req.ID+"-"+c.Name)
+			_ = os.RemoveAll(work)
+			if err := os.MkdirAll(work, 0o700); err != nil {
+				return fail(fmt.Errorf("CRIU work directory: %w", err))
+			}
+			opts = append(opts, withEstablishedTCP, withWorkPath(work), containerd.WithCheckpointTask)
 		} else {
 			opts = append(opts, withCheckpointSpec)
 		}
@@ -288,6 +296,15 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
 		unlock()
+		if work != "" {
+			// How long CRIU froze it, by CRIU's own clock.
+			if stats, serr := readDumpStats(work); serr == nil {
+				result.Pause += stats.Frozen
+			} else if err == nil {
+				klog.FromContext(ctx).V(2).Info("No CRIU dump statistics", "container", c.ID, "err", serr)
+			}
+			_ = os.RemoveAll(work)
+		}
 		if err != nil {
 			if _, getErr := d.client.ImageService().Get(context.WithoutCancel(ctx), name); getErr == nil {
 				written = append(written, name)
@@ -295,14 +312,6 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			return fail(d.classify(fmt.Sprintf("checkpoint container %s (%s)", c.Name, c.ID), err))
 		}
 		written = append(written, name)
-		if memory {
-			// How long CRIU froze it, by CRIU's own clock.
-			if stats, err := d.readDumpStats(ctx, img.Target()); err == nil {
-				result.Pause += stats.Frozen
-			} else {
-				klog.FromContext(ctx).V(2).Info("No CRIU dump statistics", "container", c.ID, "err", err)
-			}
-		}
 		if _, err := d.client.ImageService().Update(ctx, images.Image{
 			Name:   name,
 			Labels: map[string]string{LabelCheckpointID: req.ID, LabelContainerName: c.Name},
@@ -355,6 +364,15 @@ func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) e
 func withEstablishedTCP(_ context.Context, _ *containerd.Client, _ *containers.Container, _ *ocispec.Index, copts *options.CheckpointOptions) error {
 	copts.OpenTcp = true
 	return nil
+}
+
+// withWorkPath names CRIU's work directory (runc --work-path). It must
+// come before WithCheckpointTask, which reads the options.
+func withWorkPath(dir string) containerd.CheckpointOpts {
+	return func(_ context.Context, _ *containerd.Client, _ *containers.Container, _ *ocispec.Index, copts *options.CheckpointOptions) error {
+		copts.WorkPath = dir
+		return nil
+	}
 }
 
 // withCheckpointSpec stores the container's runtime spec in the checkpoint
@@ -436,6 +454,12 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	err = d.client.LeasesService().Delete(ctx, leases.Lease{ID: leasePrefix + checkpointID}, leases.SynchronousDelete)
 	if err != nil && !errdefs.IsNotFound(err) {
 		return d.classify("delete capture lease of "+checkpointID, err)
+	}
+	// And CRIU's work directories (its logs), if this process died too.
+	if dirs, _ := filepath.Glob(filepath.Join(d.cfg.CRIUConfigDir, "work", checkpointID+"-*")); len(dirs) > 0 {
+		for _, dir := range dirs {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	return nil
 }

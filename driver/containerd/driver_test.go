@@ -226,6 +226,8 @@ sys.exit(0 if b[1] == 'secret=%s' and int(b[0][2:]) >= %d else 1)"`, secret, min
 	_, after, _ := framework.Counter(t, src.LogPath)
 	t.Logf("captured the Python sandbox: %d bytes, frozen %s", res.SizeBytes, res.Pause)
 	assert.Positive(t, res.Pause, "CRIU's frozen time is read from the dump's statistics")
+	left, _ := os.ReadDir(filepath.Join(c.Dir, "criu", "work"))
+	assert.Empty(t, left, "CRIU's work directory is removed once read")
 	framework.WaitCounter(t, src.LogPath, after+3)
 
 	id := restoreContinuing(t, c, d, "ckpt-py", "py-clone", before, after)

@@ -1,23 +1,19 @@
 package containerd
 
 import (
-	"archive/tar"
-	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"os"
+	"path/filepath"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/images"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// CRIU writes the figures of a dump to stats-dump in its images directory,
-// which the task checkpoint's tar carries. The file is a CRIU image: the
+// CRIU writes the figures of a dump to stats-dump in its work directory
+// (runc --work-path; the shim keeps it only when the driver names it). The
+// file is a CRIU image: the
 // image-service and stats magics, a little-endian length, then a
 // stats_entry message whose field 1 is a dump_stats_entry. Its times are
 // in microseconds; frozen_time is how long CRIU kept the tasks frozen.
@@ -114,45 +110,11 @@ func eachField(b []byte, f func(num protowire.Number, v uint64, bytes []byte)) e
 	return nil
 }
 
-// readDumpStats reads the CRIU statistics of the task checkpoint in the
-// checkpoint image index target. It seeks over the other files of the
-// checkpoint's tar, so it reads little more than their headers.
-func (d *Driver) readDumpStats(ctx context.Context, target ocispec.Descriptor) (dumpStats, error) {
-	cs := d.client.ContentStore()
-	data, err := content.ReadBlob(ctx, cs, target)
+// readDumpStats reads the statistics CRIU wrote into its work directory.
+func readDumpStats(workDir string) (dumpStats, error) {
+	b, err := os.ReadFile(filepath.Join(workDir, criuStatsFile))
 	if err != nil {
 		return dumpStats{}, err
 	}
-	var index ocispec.Index
-	if err := json.Unmarshal(data, &index); err != nil {
-		return dumpStats{}, err
-	}
-	for _, m := range index.Manifests {
-		if m.MediaType != images.MediaTypeContainerd1Checkpoint {
-			continue
-		}
-		ra, err := cs.ReaderAt(ctx, m)
-		if err != nil {
-			return dumpStats{}, err
-		}
-		defer ra.Close()
-		tr := tar.NewReader(io.NewSectionReader(ra, 0, ra.Size()))
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				return dumpStats{}, errors.New("the checkpoint has no " + criuStatsFile)
-			}
-			if err != nil {
-				return dumpStats{}, err
-			}
-			if h.Name == criuStatsFile || h.Name == "./"+criuStatsFile {
-				b, err := io.ReadAll(io.LimitReader(tr, 1<<16))
-				if err != nil {
-					return dumpStats{}, err
-				}
-				return parseDumpStats(b)
-			}
-		}
-	}
-	return dumpStats{}, errors.New("no task checkpoint in the image")
+	return parseDumpStats(b)
 }

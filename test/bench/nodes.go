@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
@@ -41,6 +42,10 @@ type NodesResult struct {
 	RestoreLocalMs float64 `json:"restoreLocalMs"`
 	RestoreOtherMs float64 `json:"restoreOtherMs"`
 	ImageBytes     int64   `json:"imageBytes"`
+	// KubeletMs is the kubelet's own checkpoint API on the same Pod
+	// (POST /api/v1/nodes/<node>/proxy/checkpoint/<ns>/<pod>/<container>),
+	// which leaves a tar on the node, in the one-node cluster.
+	KubeletMs float64 `json:"kubeletMs,omitempty"`
 }
 
 // MeasureAcrossNodes brings up a one-node cluster, then a two-node one with
@@ -52,8 +57,8 @@ func MeasureAcrossNodes(t testing.TB, sizes []int, runs int) []NodesResult {
 	}
 	own := framework.LocalUpNodes(t, 1, "--declarative-capture-delay=24h")
 	for i, size := range sizes {
-		caps, _ := nodeCaptures(t, own, size, runs, false)
-		out[i].OwnNodeMs = Summarize(caps).P50Ms
+		caps, m := nodeCaptures(t, own, size, runs, false)
+		out[i].OwnNodeMs, out[i].KubeletMs = Summarize(caps).P50Ms, Summarize(m.kubelet).P50Ms
 	}
 	own.Down()
 
@@ -88,6 +93,8 @@ func MeasureAcrossNodes(t testing.TB, sizes []int, runs int) []NodesResult {
 type clones struct {
 	local, other []time.Duration
 	images       []string
+	// kubelet are the kubelet checkpoint API's times, without restores.
+	kubelet []time.Duration
 }
 
 // nodeCaptures runs a Pod holding size MiB on node-1 and captures it runs
@@ -122,6 +129,13 @@ func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores b
 		}
 		caps = append(caps, time.Since(start))
 		if !restores {
+			// The standard path a user could take instead: the kubelet's
+			// checkpoint API, through the kube-apiserver's node proxy.
+			d, err := kubeletCheckpoint(ctx, c, "node-1", ns, "src", "main")
+			if err != nil {
+				t.Fatalf("kubelet checkpoint of %d MiB: %v", size, err)
+			}
+			cl.kubelet = append(cl.kubelet, d)
 			continue
 		}
 		cl.images = append(cl.images, cp.Status.Image)
@@ -147,6 +161,33 @@ func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores b
 		return out == "pod/src" || out == "pod/src\n", nil
 	})
 	return caps, cl
+}
+
+// kubeletCheckpoint times the kubelet's checkpoint API on container of
+// ns/pod, through the kube-apiserver's proxy to node, and removes the
+// archive it wrote.
+func kubeletCheckpoint(ctx context.Context, c *framework.Cluster, node, ns, pod, container string) (time.Duration, error) {
+	kube, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	raw, err := kube.CoreV1().RESTClient().Post().AbsPath("/api/v1/nodes", node, "proxy", "checkpoint", ns, pod, container).
+		Timeout(2 * time.Minute).DoRaw(ctx)
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, raw)
+	}
+	var written struct {
+		Items []string `json:"items"`
+	}
+	if err := json.Unmarshal(raw, &written); err != nil || len(written.Items) == 0 {
+		return 0, fmt.Errorf("the kubelet answered %q", raw)
+	}
+	for _, f := range written.Items {
+		_ = os.Remove(f)
+	}
+	return d, nil
 }
 
 // pushLargestBlob uploads the largest blob skopeo copied into dir (the
@@ -252,6 +293,10 @@ func (r *Results) nodeRows() []Row {
 				Ours: f1(n.PushMs), Peer: f1(n.PullMs), Ratio: n.PushMs / n.PullMs},
 			Row{Figure: fmt.Sprintf("restore, %d MiB, to a Running Pod: on another node (pulled) vs on the capturing node (cached) (ms)", n.MemoryMiB),
 				Ours: f1(n.RestoreOtherMs), Peer: f1(n.RestoreLocalMs), Ratio: n.RestoreOtherMs / n.RestoreLocalMs})
+		if n.KubeletMs > 0 {
+			rows = append(rows, Row{Figure: fmt.Sprintf("capture, %d MiB Pod on its node: this server in process vs the kubelet's checkpoint API (ms)", n.MemoryMiB),
+				Ours: f1(n.OwnNodeMs), Peer: f1(n.KubeletMs), Ratio: n.OwnNodeMs / n.KubeletMs, Target: "<= 0.5x", Met: yes(n.OwnNodeMs <= 0.5*n.KubeletMs)})
+		}
 	}
 	return rows
 }
