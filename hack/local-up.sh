@@ -702,13 +702,25 @@ up() {
     start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" \
       --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
       --bind-address=127.0.0.1 --secure-port="$KSCHED_PORT" --leader-elect=false
-    # The kube-apiserver's kubelet client: exec, logs, port-forward, and
-    # the checkpoint subresource system:kubelet-api-admin lacks.
+    # The kube-apiserver's kubelet client: exec, logs, port-forward
+    # (system:kubelet-api-admin), and the kubelet's checkpoint API
+    # (nodes/checkpoint, which that role lacks; the benchmark compares with it).
     kubectl apply -f - >/dev/null <<YAML
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: local-up:kube-apiserver-kubelet-client}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:kubelet-api-admin}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: local-up:kubelet-checkpoint}
+rules: [{apiGroups: [""], resources: [nodes/checkpoint], verbs: [create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-up:kubelet-checkpoint}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-up:kubelet-checkpoint}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}]
 YAML
     [ -f "$WORK/sysctl.orig" ] || sysctl $SYSCTLS >"$WORK/sysctl.orig"

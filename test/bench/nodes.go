@@ -172,8 +172,11 @@ func kubeletCheckpoint(ctx context.Context, c *framework.Cluster, node, ns, pod,
 		return 0, err
 	}
 	start := time.Now()
+	// The kubelet's own timeout parameter is in seconds (client-go's would send a duration).
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	raw, err := kube.CoreV1().RESTClient().Post().AbsPath("/api/v1/nodes", node, "proxy", "checkpoint", ns, pod, container).
-		Timeout(2 * time.Minute).DoRaw(ctx)
+		Param("timeout", "110").DoRaw(ctx)
 	d := time.Since(start)
 	if err != nil {
 		return 0, fmt.Errorf("%v: %s", err, raw)
