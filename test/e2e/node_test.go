@@ -190,7 +190,7 @@ func checkEvents(t *testing.T, c *framework.Cluster, ns, cp, pod string, clones 
 		return strings.Contains(out, "Capturing") && strings.Contains(out, "Captured") && strings.Contains(out, "Restored")
 	})
 	out := c.Must("describe", "cp", cp, "-n", ns)
-	assert.Regexp(t, `Captured\s.*captured memory,filesystem of `+ns+`/`+pod+`: \S+ in \S+, checkpoint ckpt-`, out)
+	assert.Regexp(t, `Captured\s.*captured memory,filesystem of `+ns+`/`+pod+`: \S+ in \S+ \(paused \S+\), checkpoint ckpt-`, out, "the Captured Event gives the size, the duration and the pause")
 	for clone, node := range clones {
 		assert.Contains(t, out, "Restored into "+ns+"/"+clone+` on node "`+node+`"`)
 	}
