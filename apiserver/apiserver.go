@@ -1,13 +1,11 @@
 package apiserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -224,8 +222,16 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig,
 			ln.Close()
 			return fmt.Errorf("e2b front: %w", err)
 		}
+		// The apiserver library's own: the TLS configuration follows the files.
+		serving := dynamiccertificates.NewDynamicServingCertificateController(&tls.Config{MinVersion: tls.VersionTLS12}, nil, cert, nil, nil)
+		cert.AddListener(serving)
+		if err := serving.RunOnce(); err != nil {
+			ln.Close()
+			return fmt.Errorf("e2b front: %w", err)
+		}
 		go cert.Run(hookCtx, 1)
-		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: servingCertificate(cert)})
+		go serving.Run(1, hookCtx.Done())
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: serving.GetConfigForClient})
 		scheme = "https"
 	}
 	adminGroup := ""
@@ -251,27 +257,6 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig,
 	}()
 	klog.InfoS("E2B front serving", "address", ln.Addr().String(), "scheme", scheme)
 	return nil
-}
-
-// servingCertificate serves the current certificate of content, parsed once
-// per change of its files.
-func servingCertificate(content dynamiccertificates.CertKeyContentProvider) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	var mu sync.Mutex
-	var lastCert, lastKey []byte
-	var parsed *tls.Certificate
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		certPEM, keyPEM := content.CurrentCertKeyContent()
-		mu.Lock()
-		defer mu.Unlock()
-		if parsed == nil || !bytes.Equal(certPEM, lastCert) || !bytes.Equal(keyPEM, lastKey) {
-			pair, err := tls.X509KeyPair(certPEM, keyPEM)
-			if err != nil {
-				return nil, err
-			}
-			parsed, lastCert, lastKey = &pair, certPEM, keyPEM
-		}
-		return parsed, nil
-	}
 }
 
 // runCRDMode is the executor for OpenKruise Agents' Checkpoint CRD: the

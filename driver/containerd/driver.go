@@ -456,10 +456,9 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 		return d.classify("delete capture lease of "+checkpointID, err)
 	}
 	// And CRIU's work directories (its logs), if this process died too.
-	if dirs, _ := filepath.Glob(filepath.Join(d.cfg.CRIUConfigDir, "work", checkpointID+"-*")); len(dirs) > 0 {
-		for _, dir := range dirs {
-			_ = os.RemoveAll(dir)
-		}
+	dirs, _ := filepath.Glob(filepath.Join(d.cfg.CRIUConfigDir, "work", checkpointID+"-*"))
+	for _, dir := range dirs {
+		_ = os.RemoveAll(dir)
 	}
 	return nil
 }
