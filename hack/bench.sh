@@ -26,7 +26,7 @@ OUT=${BENCH_OUT:-$ROOT/_output/bench}
 export LOCAL_UP_DIR=$OUT/cluster
 # The API figures need no kubelet: no node, as in the published runs.
 export LOCAL_UP_NODES=${LOCAL_UP_NODES:-0}
-export ETCD_PORT=${ETCD_PORT:-33790} KAS_PORT=${KAS_PORT:-36443} CP_PORT=${CP_PORT:-38443} KCM_PORT=${KCM_PORT:-30257}
+export ETCD_PORT=${ETCD_PORT:-33790} KAS_PORT=${KAS_PORT:-36443} CP_PORT=${CP_PORT:-38443}
 # Objects stay Pending on both sides: the CRD has no controller, so neither
 # side's figures include declarative captures.
 export CHECKPOINT_APISERVER_ARGS="--declarative-capture-delay=24h --containerd-address=$OUT/no-containerd.sock"
@@ -56,7 +56,7 @@ log "API figures done at $((SECONDS - start))s; timing capture"
 grep -E 'MiB: capture' "$OUT/capture.log" >&2 || true
 
 log "capture done at $((SECONDS - start))s; timing capture across kubelet nodes (agents, registry)"
-(cd "$ROOT" && unset LOCAL_UP_DIR LOCAL_UP_NODES ETCD_PORT KAS_PORT CP_PORT KCM_PORT CHECKPOINT_APISERVER_ARGS &&
+(cd "$ROOT" && unset LOCAL_UP_DIR LOCAL_UP_NODES ETCD_PORT KAS_PORT CP_PORT CHECKPOINT_APISERVER_ARGS &&
   PATH="$BIN:$PATH" BENCH_NODES_OUT=$OUT/nodes.json \
   go test -run '^$' -bench BenchmarkCaptureAcrossNodes -benchtime "${BENCH_NODES_RUNS:-3}x" -timeout 40m ./test/bench/) >"$OUT/nodes.log" 2>&1 ||
   { tail -50 "$OUT/nodes.log"; exit 1; }

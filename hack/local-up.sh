@@ -35,14 +35,17 @@ WORK=${LOCAL_UP_DIR:-$ROOT/_output/local-up}
 ETCD_PORT=${ETCD_PORT:-23790}
 KAS_PORT=${KAS_PORT:-26443}
 CP_PORT=${CP_PORT:-28443}
-KCM_PORT=${KCM_PORT:-20257}
+# The controller manager and the scheduler serve nothing anyone here reads
+# (port 0: no listener, so no port of theirs can collide with another
+# cluster's); KCM_PORT and KSCHED_PORT give them one.
+KCM_PORT=${KCM_PORT:-0}
 CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
 CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
 # MODE=crd: OpenKruise Agents' CRDs (test/crds) are installed and the server
 # captures their Checkpoint custom resources (--mode=crd), with no APIService.
 MODE=${MODE:-aggregated}
-KSCHED_PORT=${KSCHED_PORT:-20259}
+KSCHED_PORT=${KSCHED_PORT:-0}
 IMAGES=$ROOT/_output/images
 NODES=${LOCAL_UP_NODES:-1}
 # What up started is what down stops.
@@ -697,6 +700,9 @@ up() {
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
     --controllers=namespace-controller,garbage-collector-controller,endpoints-controller,endpointslice-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
     --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
+  # Its service-account controller's first work shows it runs: a controller
+  # manager that died (its log says why) would leave every Pod unadmitted.
+  wait_for "kube-controller-manager (log $WORK/kube-controller-manager.log)" 90 kubectl -n default get serviceaccount default
 
   if [ "$NODES" -gt 0 ]; then
     start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" \

@@ -92,11 +92,9 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePort(t), Nodes: nodes}
 	c.Env = append(os.Environ(),
 		fmt.Sprintf("LOCAL_UP_NODES=%d", nodes),
-		fmt.Sprintf("KSCHED_PORT=%d", FreePort(t)),
 		"LOCAL_UP_DIR="+c.Dir,
 		fmt.Sprintf("ETCD_PORT=%d", c.EtcdPort),
 		fmt.Sprintf("KAS_PORT=%d", c.KASPort),
-		fmt.Sprintf("KCM_PORT=%d", FreePort(t)),
 		fmt.Sprintf("CP_PORT=%d", c.CPPort),
 		fmt.Sprintf("CP_WEBHOOK_PORT=%d", FreePort(t)),
 		"KUBECONFIG="+c.Kubeconfig(),
@@ -105,18 +103,28 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 	)
 	c.Env = append(c.Env, env...)
 	t.Cleanup(func() { _ = c.Script("down") })
-	if err := c.Script("up"); err != nil {
-		for _, log := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd-node-1", "kubelet-node-1",
-			"agent-node-1", "agent-node-2", "registry", "checkpoint-apiserver"} {
-			b, _ := os.ReadFile(filepath.Join(c.Dir, log+".log"))
-			if len(b) > 3000 {
-				b = b[len(b)-3000:]
-			}
-			t.Logf("%s.log:\n%s", log, b)
+	// Runs before down: a failed test shows the ends of the components' logs.
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logTails()
 		}
+	})
+	if err := c.Script("up"); err != nil {
 		t.Fatalf("local-up: %v", err)
 	}
 	return c
+}
+
+// logTails logs the last 3000 bytes of every component's log.
+func (c *Cluster) logTails() {
+	logs, _ := filepath.Glob(filepath.Join(c.Dir, "*.log"))
+	for _, log := range logs {
+		b, _ := os.ReadFile(log)
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
+		}
+		c.t.Logf("%s:\n%s", filepath.Base(log), b)
+	}
 }
 
 // Down stops the cluster before t ends (t's cleanup then finds it down).
