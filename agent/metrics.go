@@ -17,12 +17,7 @@ var (
 	}, []string{"path", "code"})
 	captureSeconds = metrics.NewHistogramVec(&metrics.HistogramOpts{
 		Namespace: "checkpoint_node_agent", Name: "capture_duration_seconds",
-		Help:    "How long the node's captures took (CRIU and containerd), by result.",
-		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32}, StabilityLevel: metrics.ALPHA,
-	}, []string{"result"})
-	publishSeconds = metrics.NewHistogramVec(&metrics.HistogramOpts{
-		Namespace: "checkpoint_node_agent", Name: "publish_duration_seconds",
-		Help:    "How long turning a capture into its checkpoint image and pushing it to the registry took, by result.",
+		Help:    "How long the node's captures took until durable (CRIU, and with a registry the push into it), by result.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32}, StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
 	swept = metrics.NewCounterVec(&metrics.CounterOpts{
@@ -34,7 +29,7 @@ var (
 
 func registerMetrics() {
 	metricsOnce.Do(func() {
-		legacyregistry.MustRegister(requests, captureSeconds, publishSeconds, swept)
+		legacyregistry.MustRegister(requests, captureSeconds, swept)
 	})
 }
 

@@ -34,7 +34,9 @@ type NodeDriver interface {
 	Stop(ctx context.Context, target driver.Target) error
 	Terminate(ctx context.Context, target driver.Target) error
 	States(ctx context.Context) (map[string]time.Time, error)
-	Publish(ctx context.Context, id string, reg *ociregistry.Registry) (driver.Published, error)
+	// CaptureToRegistry captures and publishes in one pass: what CRIU dumped
+	// streams into the registry.
+	CaptureToRegistry(ctx context.Context, target driver.Target, req driver.CaptureRequest, reg *ociregistry.Registry) (driver.CaptureResult, driver.Published, error)
 	DeleteImages(ctx context.Context, names []string) error
 	Ping(ctx context.Context) error
 }
@@ -237,26 +239,26 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	}
 	logger := klog.FromContext(ctx).WithValues("pod", req.Pod.Namespace+"/"+req.Pod.Name, "id", req.ID)
 	start := time.Now()
-	res, err := s.cfg.Driver.Capture(ctx, t, driver.CaptureRequest{ID: req.ID, Contents: req.Contents})
-	captured := time.Since(start)
-	captureSeconds.WithLabelValues(result(err)).Observe(captured.Seconds())
+	dreq := driver.CaptureRequest{ID: req.ID, Contents: req.Contents}
+	if s.cfg.Registry != nil {
+		// Durable once in the registry, in one pass from CRIU's dump.
+		res, pub, err := s.cfg.Driver.CaptureToRegistry(ctx, t, dreq, s.cfg.Registry)
+		captureSeconds.WithLabelValues(result(err)).Observe(time.Since(start).Seconds())
+		if err != nil {
+			// Not durable, so not a checkpoint: nothing of it stays here.
+			s.cleanup(ctx, req.ID)
+			return nil, err
+		}
+		logger.Info("Captured into the registry", "bytes", res.SizeBytes, "paused", res.Pause, "image", pub.Image, "total", time.Since(start))
+		return CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause, Published: &pub}, nil
+	}
+	res, err := s.cfg.Driver.Capture(ctx, t, dreq)
+	captureSeconds.WithLabelValues(result(err)).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
-	out := CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause}
-	if s.cfg.Registry != nil {
-		pubStart := time.Now()
-		pub, err := s.cfg.Driver.Publish(ctx, res.ID, s.cfg.Registry)
-		publishSeconds.WithLabelValues(result(err)).Observe(time.Since(pubStart).Seconds())
-		if err != nil {
-			// Not durable, so not a checkpoint: nothing of it stays here.
-			s.cleanup(ctx, res.ID)
-			return nil, err
-		}
-		out.Published = &pub
-	}
-	logger.Info("Captured", "bytes", res.SizeBytes, "paused", res.Pause, "captured", captured, "total", time.Since(start))
-	return out, nil
+	logger.Info("Captured", "bytes", res.SizeBytes, "paused", res.Pause, "total", time.Since(start))
+	return CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause}, nil
 }
 
 // cleanup deletes what a capture that cannot be answered left.

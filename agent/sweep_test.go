@@ -45,8 +45,8 @@ func (f *fakeNodeDriver) States(context.Context) (map[string]time.Time, error) {
 	}
 	return out, nil
 }
-func (f *fakeNodeDriver) Publish(context.Context, string, *ociregistry.Registry) (driver.Published, error) {
-	return driver.Published{}, driver.ErrUnsupported
+func (f *fakeNodeDriver) CaptureToRegistry(context.Context, driver.Target, driver.CaptureRequest, *ociregistry.Registry) (driver.CaptureResult, driver.Published, error) {
+	return driver.CaptureResult{}, driver.Published{}, driver.ErrUnsupported
 }
 func (f *fakeNodeDriver) DeleteImages(context.Context, []string) error { return nil }
 func (f *fakeNodeDriver) Ping(context.Context) error                   { return nil }

@@ -68,6 +68,8 @@ REGISTRY_PORT=${REGISTRY_PORT:-5443}
 PKI=$WORK/pki
 # Sockets need short paths (108 bytes with a shim's 64-hex name).
 RUNDIR=/run/cpup-$(echo "$WORK" | sha256sum | cut -c1-8)
+# CRIU's memory dumps on the nodes' agents: in memory (a tmpfs), this cluster's own.
+DUMPDIR=/dev/shm/$(basename "$RUNDIR")-dumps
 NET_LINK=cpup0
 HOST_IP=198.18.0.1
 SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
@@ -377,7 +379,7 @@ start_agent() {
   local i=$1 n; n=$(node_name "$i")
   start "agent-$n" "$BIN/checkpoint-node-agent" --node-name="$n" --kubeconfig="$WORK/agent-$n.kubeconfig" \
     --containerd-address="$(node_sock "$i")" --data-dir="$(node_dir "$i")/agent" --criu-config-dir="$WORK/agent-criu" \
-    --bind-address="$(node_ip "$i")" --port="$AGENT_PORT" \
+    --dump-dir="$DUMPDIR" --bind-address="$(node_ip "$i")" --port="$AGENT_PORT" \
     --tls-cert-file="$PKI/agent-serving-$n.crt" --tls-private-key-file="$PKI/agent-serving-$n.key" \
     --client-ca-file="$PKI/ca.crt" --server-user=checkpoint-apiserver \
     --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt" \
@@ -433,7 +435,7 @@ clean_host() {
     rm -f /var/lib/cni/results/cpup-"$n"-*
   done
   ip link del "$NET_LINK" 2>/dev/null || true
-  rm -rf "$RUNDIR"
+  rm -rf "$RUNDIR" "$DUMPDIR"
   # Paths the kubelet and libcni fix, whatever their configuration says.
   find /var/log/containers -maxdepth 1 -lname "$WORK/*" -delete 2>/dev/null || true
   rmdir /var/log/containers 2>/dev/null || true
@@ -619,6 +621,7 @@ spec:
         - --containerd-namespace=k8s.io
         - --data-dir=$WORK/agent-data/\$(NODE_NAME)
         - --criu-config-dir=$WORK/agent-data/criu
+        - --dump-dir=$DUMPDIR
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
@@ -630,9 +633,11 @@ $(yaml_args ${AGENT_ARGS:-})
         - {name: registry-ca, mountPath: /etc/checkpoint-registry-ca, readOnly: true}
         - {name: containerd, mountPath: $RUNDIR}
         - {name: data, mountPath: $WORK/agent-data}
+        - {name: dumps, mountPath: $DUMPDIR}
       volumes:
       - {name: containerd, hostPath: {path: $RUNDIR, type: Directory}}
       - {name: data, hostPath: {path: $WORK/agent-data, type: DirectoryOrCreate}}
+      - {name: dumps, hostPath: {path: $DUMPDIR, type: DirectoryOrCreate}}
 YAML
   kubectl apply -k "$d/dev" >/dev/null
   kubectl -n "$CP_NAMESPACE" rollout status ds/checkpoint-node-agent --timeout=180s >/dev/null

@@ -62,6 +62,7 @@ type Registry struct {
 	tls        *tls.Config
 	user, pass string
 	client     *http.Client
+	uploads    *http.Client
 }
 
 // New reads the configuration's CA and credentials.
@@ -92,6 +93,7 @@ func New(cfg Config) (*Registry, error) {
 		Transport: &http.Transport{TLSClientConfig: r.tls, Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute},
 		Timeout:   2 * time.Minute,
 	}
+	r.uploads = &http.Client{Transport: r.client.Transport}
 	return r, nil
 }
 
@@ -263,10 +265,21 @@ func (r *Registry) Tags(ctx context.Context) ([]string, error) {
 
 // do sends one request to /v2/<path><suffix>; a non-2xx answer is an error.
 func (r *Registry) do(ctx context.Context, method, suffix, accept string) (*http.Response, error) {
-	u := "https://" + r.host + "/v2/" + r.path + suffix
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	return r.send(ctx, method, r.url(suffix), nil, "", accept)
+}
+
+// url is the address of /v2/<path><suffix>.
+func (r *Registry) url(suffix string) string { return "https://" + r.host + "/v2/" + r.path + suffix }
+
+// send sends one request with body (nil: none) of contentType to u; a
+// non-2xx answer is an error.
+func (r *Registry) send(ctx context.Context, method, u string, body io.Reader, contentType, accept string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
@@ -274,16 +287,23 @@ func (r *Registry) do(ctx context.Context, method, suffix, accept string) (*http
 	if r.user != "" || r.pass != "" {
 		req.SetBasicAuth(r.user, r.pass)
 	}
-	resp, err := r.client.Do(req)
+	client := r.client
+	if body != nil {
+		client = r.uploads // bounded by ctx alone: a blob takes as long as its size
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, method, u, err)
+		where, _, _ := strings.Cut(u, "?")
+		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, method, where, err)
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	msg := fmt.Sprintf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(body)))
+	// Without the query: an upload's carries the registry's session state.
+	where, _, _ := strings.Cut(u, "?")
+	msg := fmt.Sprintf("%s %s: %s: %s", method, where, resp.Status, strings.TrimSpace(string(answer)))
 	switch resp.StatusCode {
 	case http.StatusNotFound:
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, msg)

@@ -39,6 +39,7 @@ type options struct {
 	registry                        ociregistry.Config
 	sweepInterval                   time.Duration
 	cacheMax                        string
+	dumpDir, dumpDirLimit           string
 }
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 		node: os.Getenv("NODE_NAME"), containerdAddress: "/run/containerd/containerd.sock", namespace: "k8s.io",
 		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
 		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
-		sweepInterval: 5 * time.Minute, cacheMax: "20Gi",
+		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0",
 	}
 	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
 	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
@@ -55,6 +56,8 @@ func main() {
 	fs.StringVar(&o.namespace, "containerd-namespace", o.namespace, "containerd namespace of the kubelet's containers.")
 	fs.StringVar(&o.dataDir, "data-dir", o.dataDir, "Where the agent keeps container logs of captures.")
 	fs.StringVar(&o.criuConfigDir, "criu-config-dir", "", "Where the CRIU configuration for restores is written, on the node (default <data-dir>/criu); the server's --node-criu-config names the file in it.")
+	fs.StringVar(&o.dumpDir, "dump-dir", o.dumpDir, containerddriver.DumpDirHelp)
+	fs.StringVar(&o.dumpDirLimit, "dump-dir-limit", o.dumpDirLimit, containerddriver.DumpDirLimitHelp)
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
@@ -105,9 +108,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	dumpLimit, err := resource.ParseQuantity(o.dumpDirLimit)
+	if err != nil {
+		return fmt.Errorf("--dump-dir-limit=%q: %w", o.dumpDirLimit, err)
+	}
 	d, err := containerddriver.New(containerddriver.Config{
 		Address: o.containerdAddress, Namespace: o.namespace, Node: o.node,
 		LogDir: filepath.Join(o.dataDir, "containers"), CRIUConfigDir: abs,
+		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(),
 	})
 	if err != nil {
 		return err

@@ -240,41 +240,19 @@ func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID stri
 	defer func() {
 		klog.FromContext(ctx).V(2).Info("Made a restore image", "image", name, "bytes", layer.Size, "archive", archived, "total", time.Since(start))
 	}()
-	platform := ocispec.Platform{OS: "linux", Architecture: goruntime.GOARCH}
-	configDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageConfig, ocispec.Image{
-		Created:  &rec.CheckpointedAt,
-		Platform: platform,
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}},
-	}, nil)
+	cfg, annotations := criImage(rec, layer)
+	configDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageConfig, cfg, nil)
 	if err != nil {
 		return err
 	}
-	annotations := map[string]string{
-		CheckpointAnnotationName:              rec.Name,
-		"org.criu.checkpoint.engine.name":     "checkpoint-apiserver",
-		"org.criu.checkpoint.rootfsImageName": rec.Image,
-		"org.criu.checkpoint.rootfsImageID":   rec.ImageRef,
-		"org.criu.checkpoint.runtime.name":    rec.Runtime,
-		"org.criu.checkpoint.host.arch":       goruntime.GOARCH,
-		"org.opencontainers.image.created":    rec.CheckpointedAt.Format(time.RFC3339),
-	}
-	if ns, pod := rec.Labels[LabelPodNamespace], rec.Labels[LabelPodName]; pod != "" {
-		annotations["org.criu.checkpoint.pod.namespace"] = ns
-		annotations["org.criu.checkpoint.pod.name"] = pod
-	}
-	manifestDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageManifest, ocispec.Manifest{
-		Versioned:   specs.Versioned{SchemaVersion: 2},
-		MediaType:   ocispec.MediaTypeImageManifest,
-		Config:      configDesc,
-		Layers:      []ocispec.Descriptor{layer},
-		Annotations: annotations,
-	}, map[string]string{
+	manifestDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageManifest, criManifest(configDesc, layer, annotations), map[string]string{
 		"containerd.io/gc.ref.content.config": configDesc.Digest.String(),
 		"containerd.io/gc.ref.content.l.0":    layer.Digest.String(),
 	})
 	if err != nil {
 		return err
 	}
+	platform := cfg.Platform
 	manifestDesc.Platform = &platform
 	indexDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageIndex, ocispec.Index{
 		Versioned:   specs.Versioned{SchemaVersion: 2},
@@ -299,6 +277,40 @@ func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID stri
 		return err
 	}
 	return d.unpack(ctx, img)
+}
+
+// criImage is the image config of a CRI checkpoint image of rec whose one
+// layer is its archive, and the annotations of its manifest and index.
+func criImage(rec containerRecord, layer ocispec.Descriptor) (ocispec.Image, map[string]string) {
+	annotations := map[string]string{
+		CheckpointAnnotationName:              rec.Name,
+		"org.criu.checkpoint.engine.name":     "checkpoint-apiserver",
+		"org.criu.checkpoint.rootfsImageName": rec.Image,
+		"org.criu.checkpoint.rootfsImageID":   rec.ImageRef,
+		"org.criu.checkpoint.runtime.name":    rec.Runtime,
+		"org.criu.checkpoint.host.arch":       goruntime.GOARCH,
+		"org.opencontainers.image.created":    rec.CheckpointedAt.Format(time.RFC3339),
+	}
+	if ns, pod := rec.Labels[LabelPodNamespace], rec.Labels[LabelPodName]; pod != "" {
+		annotations["org.criu.checkpoint.pod.namespace"] = ns
+		annotations["org.criu.checkpoint.pod.name"] = pod
+	}
+	return ocispec.Image{
+		Created:  &rec.CheckpointedAt,
+		Platform: ocispec.Platform{OS: "linux", Architecture: goruntime.GOARCH},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}},
+	}, annotations
+}
+
+// criManifest is the manifest of a CRI checkpoint image.
+func criManifest(config, layer ocispec.Descriptor, annotations map[string]string) ocispec.Manifest {
+	return ocispec.Manifest{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      config,
+		Layers:      []ocispec.Descriptor{layer},
+		Annotations: annotations,
+	}
 }
 
 // unpack makes the image's snapshot, which the CRI mounts to read the archive.
@@ -387,12 +399,81 @@ func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocis
 	if err := proto.Unmarshal(specData, &specAny); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("decode runtime spec of %s: %w", rec.Name, err)
 	}
+	ra, err := cs.ReaderAt(ctx, *criuTar)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer ra.Close()
+	memory := func(add addFile) error {
+		tr := tar.NewReader(bufio.NewReaderSize(content.NewReader(ra), copyBuffer))
+		for {
+			hdr, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read CRIU images of %s: %w", rec.Name, err)
+			}
+			if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+				continue
+			}
+			if err := add(strings.TrimPrefix(hdr.Name, "./"), hdr.Size, tr); err != nil {
+				return err
+			}
+		}
+	}
+	var rw *blobReader
+	if rwLayer != nil {
+		rra, err := cs.ReaderAt(ctx, *rwLayer)
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		defer rra.Close()
+		rw = &blobReader{r: bufio.NewReaderSize(content.NewReader(rra), copyBuffer), size: rwLayer.Size}
+	}
+
+	w, err := content.OpenWriter(ctx, cs, content.WithRef("agents.kruise.io-restore-"+strings.NewReplacer("/", "-", ":", "-").Replace(name)))
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer w.Close()
+	// Big writes and reads: each is a message to containerd's content
+	// service, and 32 KiB ones made this four times slower.
+	counter := &countingWriter{w: w}
+	buffered := bufio.NewWriterSize(counter, copyBuffer)
+	if err := writeArchive(buffered, rec, specAny.GetValue(), memory, rw); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if err := buffered.Flush(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	dgst := w.Digest()
+	if err := w.Commit(ctx, counter.n, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: counter.n}, nil
+}
+
+// addFile adds one CRIU image file (a base name) to an archive.
+type addFile func(name string, size int64, r io.Reader) error
+
+// blobReader is a blob's content and size.
+type blobReader struct {
+	r    io.Reader
+	size int64
+}
+
+// writeArchive writes the kubelet checkpoint archive of container rec to
+// w, as a tar: config.dump, spec.dump (spec is the runtime spec's JSON),
+// status.dump, the CRIU images memory hands to its add under checkpoint/,
+// and the filesystem diff rw (nil: none) as rootfs-diff.tar.
+func writeArchive(w io.Writer, rec containerRecord, spec []byte, memory func(add addFile) error, rw *blobReader) error {
 	configDump, err := json.Marshal(criContainerConfig{
 		ID: rec.ID, Name: rec.Name, RootfsImage: rec.Image, RootfsImageRef: rec.ImageRef, RootfsImageName: rec.Image,
 		OCIRuntime: rec.Runtime, CreatedTime: rec.CreatedAt, CheckpointedAt: rec.CheckpointedAt,
 	})
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return err
 	}
 	st := criStatus{ImageRef: rec.ImageRef, CreatedAt: rec.CreatedAt.UnixNano(), Labels: rec.Labels, Annotations: map[string]string{}}
 	st.Metadata.Name = rec.Name
@@ -407,19 +488,9 @@ func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocis
 	}
 	statusDump, err := json.Marshal(st)
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return err
 	}
-
-	w, err := content.OpenWriter(ctx, cs, content.WithRef("agents.kruise.io-restore-"+strings.NewReplacer("/", "-", ":", "-").Replace(name)))
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	defer w.Close()
-	// Big writes and reads: each is a message to containerd's content
-	// service, and 32 KiB ones made this four times slower.
-	counter := &countingWriter{w: w}
-	buffered := bufio.NewWriterSize(counter, copyBuffer)
-	tw := tar.NewWriter(buffered)
+	tw := tar.NewWriter(w)
 	modTime := rec.CheckpointedAt
 	file := func(name string, size int64, r io.Reader) error {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: size, ModTime: modTime, Typeflag: tar.TypeReg}); err != nil {
@@ -434,61 +505,29 @@ func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocis
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{"config.dump", configDump}, {"spec.dump", specAny.GetValue()}, {"status.dump", statusDump}} {
+	}{{"config.dump", configDump}, {"spec.dump", spec}, {"status.dump", statusDump}} {
 		if err := file(f.name, int64(len(f.data)), bytes.NewReader(f.data)); err != nil {
-			return ocispec.Descriptor{}, err
+			return err
 		}
 	}
 	if err := tw.WriteHeader(&tar.Header{Name: "checkpoint/", Mode: 0o700, ModTime: modTime, Typeflag: tar.TypeDir}); err != nil {
-		return ocispec.Descriptor{}, err
+		return err
 	}
-	ra, err := cs.ReaderAt(ctx, *criuTar)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	defer ra.Close()
-	tr := tar.NewReader(bufio.NewReaderSize(content.NewReader(ra), copyBuffer))
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return ocispec.Descriptor{}, fmt.Errorf("read CRIU images of %s: %w", rec.Name, err)
-		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
-			continue
-		}
-		base := strings.TrimPrefix(hdr.Name, "./")
+	err = memory(func(base string, size int64, r io.Reader) error {
 		if base == "" || strings.Contains(base, "/") || strings.Contains(base, "..") {
-			return ocispec.Descriptor{}, fmt.Errorf("unexpected entry %q in the CRIU images of %s", hdr.Name, rec.Name)
+			return fmt.Errorf("unexpected entry %q in the CRIU images of %s", base, rec.Name)
 		}
-		if err := file("checkpoint/"+base, hdr.Size, tr); err != nil {
-			return ocispec.Descriptor{}, err
-		}
+		return file("checkpoint/"+base, size, r)
+	})
+	if err != nil {
+		return err
 	}
-	if rwLayer != nil {
-		rra, err := cs.ReaderAt(ctx, *rwLayer)
-		if err != nil {
-			return ocispec.Descriptor{}, err
-		}
-		err = file("rootfs-diff.tar", rwLayer.Size, bufio.NewReaderSize(content.NewReader(rra), copyBuffer))
-		rra.Close()
-		if err != nil {
-			return ocispec.Descriptor{}, err
+	if rw != nil {
+		if err := file("rootfs-diff.tar", rw.size, rw.r); err != nil {
+			return err
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	if err := buffered.Flush(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	dgst := w.Digest()
-	if err := w.Commit(ctx, counter.n, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
-		return ocispec.Descriptor{}, err
-	}
-	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: counter.n}, nil
+	return tw.Close()
 }
 
 // copyBuffer is the size of the archive layer's reads and writes.

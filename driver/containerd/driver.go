@@ -71,6 +71,13 @@ type Config struct {
 	// Snapshotter unpacks restore images ("" is containerd's default,
 	// overlayfs, which the CRI uses too).
 	Snapshotter string
+	// DumpDir is where CRIU writes memory dumps while the sandbox is frozen:
+	// a tmpfs, the fastest storage a node has ("": always on disk, under
+	// CRIUConfigDir). It must be a path the runc shim on this node writes.
+	DumpDir string
+	// DumpDirLimit bounds what the dumps in DumpDir hold together (0: half
+	// its filesystem); a dump that would exceed it goes to disk.
+	DumpDirLimit int64
 }
 
 // criuConfigAnnotation names the CRIU configuration file runc hands CRIU
@@ -94,6 +101,9 @@ type Driver struct {
 	// busy serializes captures of one container (container ID -> *sync.Mutex):
 	// two CRIU dumps of one process at once fail.
 	busy sync.Map
+	// dumpReserved is what the dumps in flight reserved in DumpDir.
+	dumpMu       sync.Mutex
+	dumpReserved int64
 }
 
 // lockContainer holds id's capture lock until the returned func is called.
@@ -226,8 +236,17 @@ func (d *Driver) Resolve(ctx context.Context, namespace, name string) (driver.Ta
 }
 
 // Capture checkpoints every container of target into images named after req.ID.
-// Containers are captured one after another, each frozen only for its own dump.
+// Containers are captured one after another, each frozen only for its own
+// dump, which CRIU writes to a dump directory (see reserveDump) and which
+// goes into the content store once the container runs again.
 func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error) {
+	return d.capture(ctx, target, req, nil)
+}
+
+// capture is Capture; sink, when set, gives the options that take a
+// container's memory dump from its directory (after the task's checkpoint),
+// instead of storing it as containerd's checkpoint tar.
+func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.CaptureRequest, sink func(dir, container string) []containerd.CheckpointOpts) (driver.CaptureResult, error) {
 	ctx = d.ctx(ctx)
 	if err := d.Ping(ctx); err != nil {
 		return driver.CaptureResult{}, err
@@ -276,6 +295,7 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			opts = append(opts, containerd.WithCheckpointRW)
 		}
 		work := ""
+		var dump dumpSlot
 		if memory {
 			if err := d.requireRunning(ctx, ctr); err != nil {
 				return fail(err)
@@ -287,15 +307,26 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 			if err := os.MkdirAll(work, 0o700); err != nil {
 				return fail(fmt.Errorf("CRIU work directory: %w", err))
 			}
-			opts = append(opts, withEstablishedTCP, withWorkPath(work), containerd.WithCheckpointTask)
+			if dump, err = d.reserveDump(ctx, ctr, req.ID, c.Name); err != nil {
+				return fail(err)
+			}
+			opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
+				withContainerRecord(c.Name, target.Template), withCheckpointSpec)
+			if sink != nil {
+				opts = append(opts, sink(dump.Dir, c.Name)...)
+			} else {
+				opts = append(opts, withDumpStored(dump.Dir))
+			}
 		} else {
-			opts = append(opts, withCheckpointSpec)
+			opts = append(opts, withCheckpointSpec, withContainerRecord(c.Name, target.Template))
 		}
-		opts = append(opts, withContainerRecord(c.Name, target.Template))
 		name := imageName(req.ID, c.Name)
 		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
 		unlock()
+		if memory {
+			d.releaseDump(dump)
+		}
 		if work != "" {
 			// How long CRIU froze it, by CRIU's own clock.
 			if stats, serr := readDumpStats(work); serr == nil {
@@ -455,10 +486,15 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return d.classify("delete capture lease of "+checkpointID, err)
 	}
-	// And CRIU's work directories (its logs), if this process died too.
-	dirs, _ := filepath.Glob(filepath.Join(d.cfg.CRIUConfigDir, "work", checkpointID+"-*"))
-	for _, dir := range dirs {
-		_ = os.RemoveAll(dir)
+	// And CRIU's work and dump directories, if this process died too.
+	for _, parent := range []string{filepath.Join(d.cfg.CRIUConfigDir, "work"), filepath.Join(d.cfg.CRIUConfigDir, "dumps"), d.cfg.DumpDir} {
+		if parent == "" {
+			continue
+		}
+		dirs, _ := filepath.Glob(filepath.Join(parent, checkpointID+"-*"))
+		for _, dir := range dirs {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	return nil
 }
