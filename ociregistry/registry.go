@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -294,6 +295,10 @@ func (r *Registry) send(ctx context.Context, method, u string, body io.Reader, c
 	resp, err := client.Do(req)
 	if err != nil {
 		where, _, _ := strings.Cut(u, "?")
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the address again, query and all
+		}
 		return nil, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, method, where, err)
 	}
 	if resp.StatusCode/100 == 2 {

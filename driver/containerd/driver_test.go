@@ -419,3 +419,59 @@ func TestResolvePrefersTheRunningAttempt(t *testing.T) {
 	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-restarted", Contents: []driver.Content{driver.Memory}})
 	assert.NoError(t, err)
 }
+
+// TestDumpDirectory: CRIU dumps into the fast directory (a tmpfs) when the
+// container fits in its limit and to disk when it does not; either way the
+// checkpoint restores and no dump is left behind.
+func TestDumpDirectory(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	ctx := context.Background()
+	fast, err := os.MkdirTemp("/dev/shm", "dump-test-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(fast) })
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		fast  bool
+	}{{"fits", 0, true}, {"over the limit", 1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			criu := filepath.Join(c.Dir, "criu-"+strings.ReplaceAll(tc.name, " ", "-"))
+			d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
+				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = d.Close() })
+			var dirs []string
+			var fastSeen []bool
+			defer containerd.SetDumpHook(func(dir string, f bool) { dirs, fastSeen = append(dirs, dir), append(fastSeen, f) })()
+
+			pod := "dump-" + strings.ReplaceAll(tc.name, " ", "-")
+			src := source(t, c, pod)
+			target, err := d.Resolve(ctx, "team-a", pod)
+			require.NoError(t, err)
+			_, before, _ := framework.Counter(t, src.LogPath)
+			id := "ckpt-dump-" + strings.ReplaceAll(tc.name, " ", "-")
+			res, err := d.Capture(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory}})
+			require.NoError(t, err)
+			_, after, _ := framework.Counter(t, src.LogPath)
+			assert.Positive(t, res.Pause)
+
+			require.Len(t, dirs, 1)
+			assert.Equal(t, tc.fast, fastSeen[0])
+			if tc.fast {
+				assert.Equal(t, filepath.Join(fast, id+"-main"), dirs[0])
+			} else {
+				assert.Equal(t, filepath.Join(criu, "dumps", id+"-main"), dirs[0])
+			}
+			assert.NoDirExists(t, dirs[0], "the dump is removed once stored")
+
+			clone, err := d.Restore(ctx, id, driver.RestoreRequest{Namespace: "team-a", Name: pod + "-clone"})
+			require.NoError(t, err)
+			first := restoredCounter(t, d, clone)
+			assert.GreaterOrEqual(t, first, before)
+			assert.LessOrEqual(t, first, after+1)
+		})
+	}
+	left, err := os.ReadDir(fast)
+	require.NoError(t, err)
+	assert.Empty(t, left, "nothing left in the dump directory")
+}

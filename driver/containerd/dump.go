@@ -63,19 +63,20 @@ type dumpSlot struct {
 func (d *Driver) reserveDump(ctx context.Context, ctr containerd.Container, id, name string) (dumpSlot, error) {
 	slot := dumpSlot{Dir: filepath.Join(d.cfg.CRIUConfigDir, "dumps", id+"-"+name)}
 	if d.cfg.DumpDir != "" {
-		if est, ok := d.memoryUsage(ctx, ctr); ok {
+		est, ok := d.memoryUsage(ctx, ctr)
+		why := "containerd reports no memory usage of the container"
+		if ok {
 			est += dumpReserve
-			d.dumpMu.Lock()
-			if free, limit, err := dumpSpace(d.cfg.DumpDir, d.cfg.DumpDirLimit); err == nil &&
-				d.dumpReserved+est <= limit && est <= free {
-				d.dumpReserved += est
+			if why = d.reserveFast(est); why == "" {
 				slot = dumpSlot{Dir: filepath.Join(d.cfg.DumpDir, id+"-"+name), Fast: true, bytes: est}
-			} else {
-				klog.FromContext(ctx).V(2).Info("The dump goes to disk: it does not fit in the dump directory",
-					"container", ctr.ID(), "estimate", est, "reserved", d.dumpReserved, "free", free, "limit", limit, "err", err)
 			}
-			d.dumpMu.Unlock()
 		}
+		if why != "" {
+			klog.FromContext(ctx).V(2).Info("The dump goes to disk", "container", ctr.ID(), "why", why)
+		}
+	}
+	if dumpHook != nil {
+		dumpHook(slot.Dir, slot.Fast)
 	}
 	_ = os.RemoveAll(slot.Dir)
 	if err := os.MkdirAll(slot.Dir, 0o700); err != nil {
@@ -83,6 +84,27 @@ func (d *Driver) reserveDump(ctx context.Context, ctr containerd.Container, id, 
 		return dumpSlot{}, fmt.Errorf("dump directory: %w", err)
 	}
 	return slot, nil
+}
+
+// dumpHook, when set (by tests), learns where each dump goes.
+var dumpHook func(dir string, fast bool)
+
+// reserveFast reserves est bytes in the fast dump directory, or says why
+// they do not fit.
+func (d *Driver) reserveFast(est int64) string {
+	d.dumpMu.Lock()
+	defer d.dumpMu.Unlock()
+	free, limit, err := dumpSpace(d.cfg.DumpDir, d.cfg.DumpDirLimit)
+	switch {
+	case err != nil:
+		return err.Error()
+	case d.dumpReserved+est > limit:
+		return fmt.Sprintf("%d bytes with the %d reserved would exceed the limit of %d", est, d.dumpReserved, limit)
+	case est > free:
+		return fmt.Sprintf("%d bytes, %d free", est, free)
+	}
+	d.dumpReserved += est
+	return ""
 }
 
 // releaseDump removes the dump and gives its reservation back.
