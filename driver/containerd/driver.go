@@ -296,6 +296,7 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 		}
 		work := ""
 		var dump dumpSlot
+		var storeErr error
 		if memory {
 			if err := d.requireRunning(ctx, ctr); err != nil {
 				return fail(err)
@@ -312,10 +313,19 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 			}
 			opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
 				withContainerRecord(c.Name, target.Template), withCheckpointSpec)
+			stores := []containerd.CheckpointOpts{withDumpStored(dump.Dir)}
 			if sink != nil {
-				opts = append(opts, sink(dump.Dir, c.Name)...)
-			} else {
-				opts = append(opts, withDumpStored(dump.Dir))
+				stores = sink(dump.Dir, c.Name)
+			}
+			for _, o := range stores {
+				// The client flattens an option's error to its text: keep it.
+				opts = append(opts, func(ctx context.Context, client *containerd.Client, ci *containers.Container, index *ocispec.Index, copts *options.CheckpointOptions) error {
+					err := o(ctx, client, ci, index, copts)
+					if err != nil {
+						storeErr = err
+					}
+					return err
+				})
 			}
 		} else {
 			opts = append(opts, withCheckpointSpec, withContainerRecord(c.Name, target.Template))
@@ -324,6 +334,9 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
 		unlock()
+		if err != nil && storeErr != nil {
+			err = storeErr
+		}
 		if memory {
 			d.releaseDump(dump)
 		}
@@ -486,15 +499,13 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return d.classify("delete capture lease of "+checkpointID, err)
 	}
-	// And CRIU's work and dump directories, if this process died too.
-	for _, parent := range []string{filepath.Join(d.cfg.CRIUConfigDir, "work"), filepath.Join(d.cfg.CRIUConfigDir, "dumps"), d.cfg.DumpDir} {
-		if parent == "" {
-			continue
-		}
-		dirs, _ := filepath.Glob(filepath.Join(parent, checkpointID+"-*"))
-		for _, dir := range dirs {
-			_ = os.RemoveAll(dir)
-		}
+	// And CRIU's work directories and dumps, if this process died too.
+	dirs, _ := filepath.Glob(filepath.Join(d.cfg.CRIUConfigDir, "work", checkpointID+"-*"))
+	for _, dir := range dirs {
+		_ = os.RemoveAll(dir)
+	}
+	for _, dir := range d.dumpDirs() {
+		_ = os.RemoveAll(filepath.Join(dir, checkpointID))
 	}
 	return nil
 }
@@ -522,6 +533,15 @@ func (d *Driver) States(ctx context.Context) (map[string]time.Time, error) {
 	}
 	for _, l := range ls {
 		note(l.Labels[LabelCheckpointID], l.CreatedAt)
+	}
+	// A dump a crash (or a cut capture racing CRIU) left behind holds memory.
+	for _, dir := range d.dumpDirs() {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil && e.IsDir() {
+				note(e.Name(), info.ModTime())
+			}
+		}
 	}
 	return out, nil
 }

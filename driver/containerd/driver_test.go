@@ -458,17 +458,29 @@ func TestDumpDirectory(t *testing.T) {
 			require.Len(t, dirs, 1)
 			assert.Equal(t, tc.fast, fastSeen[0])
 			if tc.fast {
-				assert.Equal(t, filepath.Join(fast, id+"-main"), dirs[0])
+				assert.Equal(t, filepath.Join(fast, id, "main"), dirs[0])
 			} else {
-				assert.Equal(t, filepath.Join(criu, "dumps", id+"-main"), dirs[0])
+				assert.Equal(t, filepath.Join(criu, "dumps", id, "main"), dirs[0])
 			}
-			assert.NoDirExists(t, dirs[0], "the dump is removed once stored")
+			assert.NoDirExists(t, filepath.Dir(dirs[0]), "the dump is removed once stored")
 
 			clone, err := d.Restore(ctx, id, driver.RestoreRequest{Namespace: "team-a", Name: pod + "-clone"})
 			require.NoError(t, err)
 			first := restoredCounter(t, d, clone)
 			assert.GreaterOrEqual(t, first, before)
 			assert.LessOrEqual(t, first, after+1)
+
+			// A dump left behind (a crash), with nothing else of its
+			// checkpoint, is state of it, which the sweep's Delete removes.
+			orphan := id + "-orphan"
+			left := filepath.Join(filepath.Dir(filepath.Dir(dirs[0])), orphan, "main")
+			require.NoError(t, os.MkdirAll(left, 0o700))
+			states, err := d.States(ctx)
+			require.NoError(t, err)
+			assert.Contains(t, states, orphan)
+			require.NoError(t, d.Delete(ctx, orphan))
+			assert.NoDirExists(t, filepath.Dir(left))
+			require.NoError(t, d.Delete(ctx, id))
 		})
 	}
 	left, err := os.ReadDir(fast)

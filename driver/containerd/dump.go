@@ -61,14 +61,14 @@ type dumpSlot struct {
 // reserveDump picks the directory container ctr's dump for capture id goes
 // to, reserving its estimated size in the fast directory when it fits.
 func (d *Driver) reserveDump(ctx context.Context, ctr containerd.Container, id, name string) (dumpSlot, error) {
-	slot := dumpSlot{Dir: filepath.Join(d.cfg.CRIUConfigDir, "dumps", id+"-"+name)}
+	slot := dumpSlot{Dir: filepath.Join(d.diskDumpDir(), id, name)}
 	if d.cfg.DumpDir != "" {
 		est, ok := d.memoryUsage(ctx, ctr)
 		why := "containerd reports no memory usage of the container"
 		if ok {
 			est += dumpReserve
 			if why = d.reserveFast(est); why == "" {
-				slot = dumpSlot{Dir: filepath.Join(d.cfg.DumpDir, id+"-"+name), Fast: true, bytes: est}
+				slot = dumpSlot{Dir: filepath.Join(d.cfg.DumpDir, id, name), Fast: true, bytes: est}
 			}
 		}
 		if why != "" {
@@ -107,9 +107,22 @@ func (d *Driver) reserveFast(est int64) string {
 	return ""
 }
 
+// diskDumpDir is where dumps go that do not fit in DumpDir.
+func (d *Driver) diskDumpDir() string { return filepath.Join(d.cfg.CRIUConfigDir, "dumps") }
+
+// dumpDirs are the directories dumps go to, each holding one directory
+// per capture (named by its ID) of one per container.
+func (d *Driver) dumpDirs() []string {
+	if d.cfg.DumpDir == "" {
+		return []string{d.diskDumpDir()}
+	}
+	return []string{d.cfg.DumpDir, d.diskDumpDir()}
+}
+
 // releaseDump removes the dump and gives its reservation back.
 func (d *Driver) releaseDump(slot dumpSlot) {
 	_ = os.RemoveAll(slot.Dir)
+	_ = os.Remove(filepath.Dir(slot.Dir)) // the capture's, once empty
 	if slot.Fast {
 		d.dumpMu.Lock()
 		d.dumpReserved -= slot.bytes

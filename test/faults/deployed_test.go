@@ -17,7 +17,7 @@ import (
 )
 
 // TestServerPodKilledMidCapture runs the server as the Deployment's two
-// replicas (local-up DEPLOY=pods) and kills the replica capturing a 256 MiB
+// replicas (local-up DEPLOY=pods) and kills the replica capturing a 1 GiB
 // sandbox, twice: its process SIGKILLed (the kubelet restarts the container:
 // same Pod, a new process), then its process SIGKILLed and its Pod deleted
 // (the Deployment makes a replacement with another name). Each time the
@@ -49,8 +49,12 @@ func TestServerPodKilledMidCapture(t *testing.T) {
 		return len(lines) == 2 && ready == 2
 	}
 
-	c.Apply(busyboxPod(ns, "big", "node-1", framework.MemoryScript(256)))
+	c.Apply(busyboxPod(ns, "big", "node-1", framework.MemoryScript(1024)))
 	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/big", "--timeout=120s")
+	c.Eventually("big holds its memory and counts", func() bool {
+		out, _ := c.Kubectl("logs", "-n", ns, "big", "--tail=1")
+		return strings.TrimSpace(out) != ""
+	})
 	c.Eventually("both server replicas are ready", bothReady)
 	apply("keeper", "big")
 	require.Equal(t, "Succeeded", waitEnd("keeper"), get("keeper", "{.status.message}"))
@@ -64,7 +68,9 @@ func TestServerPodKilledMidCapture(t *testing.T) {
 		marker := get(name, `{.metadata.annotations.agents\.kruise\.io/captured-by}`)
 		replica, _, ok := strings.Cut(marker, "/")
 		require.True(t, ok, "the capture's marker names its replica: %q", marker)
-		time.Sleep(700 * time.Millisecond) // into the dump (about 2 s for 256 MiB here), before the push
+		// Into the capture: at 1 GiB, CRIU's dump and the stream into the
+		// registry take several seconds here, more on a slower machine.
+		time.Sleep(700 * time.Millisecond)
 		kill(replica)
 		start := time.Now()
 		require.Equal(t, "Failed", waitEnd(name), get(name, "{.status.message}"))
