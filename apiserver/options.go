@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -67,10 +66,6 @@ type Options struct {
 	Driver              string
 	ContainerdAddress   string
 	ContainerdNamespace string
-	// DumpDir and DumpDirLimit: where CRIU writes memory dumps (the
-	// containerd driver's Config).
-	DumpDir      string
-	DumpDirLimit string
 	// NodeName is the node whose containerd the driver speaks to; clones
 	// restored from its checkpoints are bound to it.
 	NodeName string
@@ -168,7 +163,6 @@ func NewOptions(out io.Writer) *Options {
 		AdminGroups:             []string{"system:masters"},
 		Driver:                  "containerd",
 		ContainerdAddress:       "/run/containerd/containerd.sock",
-		DumpDir:                 containerddriver.DefaultDumpDir,
 		NodeName:                os.Getenv("NODE_NAME"),
 		APIServicePort:          443,
 		Mode:                    ModeAggregated,
@@ -200,8 +194,6 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
 	fs.StringVar(&o.Driver, "driver", o.Driver, "Checkpoint driver: containerd.")
 	fs.StringVar(&o.ContainerdAddress, "containerd-address", o.ContainerdAddress, "containerd's gRPC socket.")
-	fs.StringVar(&o.DumpDir, "dump-dir", o.DumpDir, containerddriver.DumpDirHelp)
-	fs.StringVar(&o.DumpDirLimit, "dump-dir-limit", "0", containerddriver.DumpDirLimitHelp)
 	fs.BoolVar(&o.NodeAgents, "node-agents", o.NodeAgents,
 		"Capture through the node agent (checkpoint-node-agent) of each Pod's node instead of a local containerd; needs --checkpoint-registry.")
 	fs.IntVar(&o.AgentPort, "agent-port", o.AgentPort, "Port the node agents serve on, at their node's InternalIP.")
@@ -472,10 +464,6 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 	if o.NodeAgents {
 		return o.applyNodeAgents(cfg, extra)
 	}
-	dumpLimit, err := resource.ParseQuantity(o.DumpDirLimit)
-	if err != nil {
-		return fmt.Errorf("--dump-dir-limit=%q: %w", o.DumpDirLimit, err)
-	}
 	d, err := containerddriver.New(containerddriver.Config{
 		Address:   o.ContainerdAddress,
 		Namespace: o.ContainerdNamespace,
@@ -483,8 +471,6 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		// runc reads it from the host: an absolute path.
 		CRIUConfigDir: absPath(filepath.Join(o.DataDir, "criu")),
 		Node:          o.NodeName,
-		DumpDir:       o.DumpDir,
-		DumpDirLimit:  dumpLimit.Value(),
 	})
 	if err != nil {
 		return err

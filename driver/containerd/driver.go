@@ -237,15 +237,15 @@ func (d *Driver) Resolve(ctx context.Context, namespace, name string) (driver.Ta
 
 // Capture checkpoints every container of target into images named after req.ID.
 // Containers are captured one after another, each frozen only for its own
-// dump, which CRIU writes to a dump directory (see reserveDump) and which
-// goes into the content store once the container runs again.
+// dump; containerd copies the dump into its content store once the
+// container runs again.
 func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error) {
 	return d.capture(ctx, target, req, nil)
 }
 
 // capture is Capture; sink, when set, gives the options that take a
-// container's memory dump from its directory (after the task's checkpoint),
-// instead of storing it as containerd's checkpoint tar.
+// container's memory dump from its dump directory (see reserveDump) after
+// the task's checkpoint, instead of containerd's checkpoint tar.
 func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.CaptureRequest, sink func(dir, container string) []containerd.CheckpointOpts) (driver.CaptureResult, error) {
 	ctx = d.ctx(ctx)
 	if err := d.Ping(ctx); err != nil {
@@ -308,24 +308,28 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 			if err := os.MkdirAll(work, 0o700); err != nil {
 				return fail(fmt.Errorf("CRIU work directory: %w", err))
 			}
-			if dump, err = d.reserveDump(ctx, ctr, req.ID, c.Name); err != nil {
-				return fail(err)
-			}
-			opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
-				withContainerRecord(c.Name, target.Template), withCheckpointSpec)
-			stores := []containerd.CheckpointOpts{withDumpStored(dump.Dir)}
-			if sink != nil {
-				stores = sink(dump.Dir, c.Name)
-			}
-			for _, o := range stores {
-				// The client flattens an option's error to its text: keep it.
-				opts = append(opts, func(ctx context.Context, client *containerd.Client, ci *containers.Container, index *ocispec.Index, copts *options.CheckpointOptions) error {
-					err := o(ctx, client, ci, index, copts)
-					if err != nil {
-						storeErr = err
-					}
-					return err
-				})
+			if sink == nil {
+				// Into the content store: containerd's own copy from its
+				// temporary directory is the fastest here (measured against
+				// a dump directory copied through the content service).
+				opts = append(opts, withEstablishedTCP, withWorkPath(work), containerd.WithCheckpointTask,
+					withContainerRecord(c.Name, target.Template))
+			} else {
+				if dump, err = d.reserveDump(ctx, ctr, req.ID, c.Name); err != nil {
+					return fail(err)
+				}
+				opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
+					withContainerRecord(c.Name, target.Template), withCheckpointSpec)
+				for _, o := range sink(dump.Dir, c.Name) {
+					// The client flattens an option's error to its text: keep it.
+					opts = append(opts, func(ctx context.Context, client *containerd.Client, ci *containers.Container, index *ocispec.Index, copts *options.CheckpointOptions) error {
+						err := o(ctx, client, ci, index, copts)
+						if err != nil {
+							storeErr = err
+						}
+						return err
+					})
+				}
 			}
 		} else {
 			opts = append(opts, withCheckpointSpec, withContainerRecord(c.Name, target.Template))

@@ -1,17 +1,26 @@
 package containerd_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	certutil "k8s.io/client-go/util/cert"
 
 	containerdclient "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -19,6 +28,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -420,11 +430,16 @@ func TestResolvePrefersTheRunningAttempt(t *testing.T) {
 	assert.NoError(t, err)
 }
 
-// TestDumpDirectory: CRIU dumps into the fast directory (a tmpfs) when the
-// container fits in its limit and to disk when it does not; either way the
-// checkpoint restores and no dump is left behind.
+// TestDumpDirectory: through a node agent, CRIU dumps into the fast
+// directory (a tmpfs) when the container fits in its limit and to disk when
+// it does not; either way the dump streams into a real registry as the
+// kubelet's checkpoint archive, tagged with the checkpoint's ID, and no
+// dump is left behind.
 func TestDumpDirectory(t *testing.T) {
 	c := framework.StartContainerd(t, ns)
+	lr := framework.StartRegistry(t)
+	reg, err := ociregistry.New(ociregistry.Config{Repository: lr.Repository, CAFile: lr.CAFile, AuthFile: lr.AuthFile})
+	require.NoError(t, err)
 	ctx := context.Background()
 	fast, err := os.MkdirTemp("/dev/shm", "dump-test-")
 	require.NoError(t, err)
@@ -435,7 +450,8 @@ func TestDumpDirectory(t *testing.T) {
 		fast  bool
 	}{{"fits", 0, true}, {"over the limit", 1, false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			criu := filepath.Join(c.Dir, "criu-"+strings.ReplaceAll(tc.name, " ", "-"))
+			slug := strings.ReplaceAll(tc.name, " ", "-")
+			criu := filepath.Join(c.Dir, "criu-"+slug)
 			d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
 				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit})
 			require.NoError(t, err)
@@ -444,15 +460,13 @@ func TestDumpDirectory(t *testing.T) {
 			var fastSeen []bool
 			defer containerd.SetDumpHook(func(dir string, f bool) { dirs, fastSeen = append(dirs, dir), append(fastSeen, f) })()
 
-			pod := "dump-" + strings.ReplaceAll(tc.name, " ", "-")
-			src := source(t, c, pod)
+			pod := "dump-" + slug
+			source(t, c, pod)
 			target, err := d.Resolve(ctx, "team-a", pod)
 			require.NoError(t, err)
-			_, before, _ := framework.Counter(t, src.LogPath)
-			id := "ckpt-dump-" + strings.ReplaceAll(tc.name, " ", "-")
-			res, err := d.Capture(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory}})
+			id := "ckpt-dump-" + slug
+			res, pub, err := d.CaptureToRegistry(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory, driver.Filesystem}}, reg)
 			require.NoError(t, err)
-			_, after, _ := framework.Counter(t, src.LogPath)
 			assert.Positive(t, res.Pause)
 
 			require.Len(t, dirs, 1)
@@ -462,13 +476,36 @@ func TestDumpDirectory(t *testing.T) {
 			} else {
 				assert.Equal(t, filepath.Join(criu, "dumps", id, "main"), dirs[0])
 			}
-			assert.NoDirExists(t, filepath.Dir(dirs[0]), "the dump is removed once stored")
+			assert.NoDirExists(t, filepath.Dir(dirs[0]), "the dump is removed once pushed")
 
-			clone, err := d.Restore(ctx, id, driver.RestoreRequest{Namespace: "team-a", Name: pod + "-clone"})
+			// In the registry: the index by its tag, one CRI checkpoint image
+			// whose one layer is the kubelet archive of the capture.
+			idx, err := reg.Index(ctx, id)
 			require.NoError(t, err)
-			first := restoredCounter(t, d, clone)
-			assert.GreaterOrEqual(t, first, before)
-			assert.LessOrEqual(t, first, after+1)
+			assert.Equal(t, pub.Digest, idx.Digest.String())
+			assert.Equal(t, reg.DigestRef(idx.Digest), pub.Image)
+			require.Len(t, idx.Manifests, 1)
+			assert.Equal(t, "main", idx.Manifests[0].Annotations[ociregistry.AnnotationContainerName])
+			var manifest ocispec.Manifest
+			require.NoError(t, json.Unmarshal(registryGet(t, lr, "manifests/"+idx.Manifests[0].Digest.String()), &manifest))
+			require.Len(t, manifest.Layers, 1)
+			assert.Equal(t, res.SizeBytes, manifest.Layers[0].Size, "the state's size is the archive pushed")
+			assert.Equal(t, "main", manifest.Annotations[containerd.CheckpointAnnotationName])
+			layer := registryGet(t, lr, "blobs/"+manifest.Layers[0].Digest.String())
+			assert.Equal(t, manifest.Layers[0].Digest, digest.FromBytes(layer))
+			names := map[string]bool{}
+			tr := tar.NewReader(bytes.NewReader(layer))
+			for {
+				hdr, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				require.NoError(t, err)
+				names[hdr.Name] = true
+			}
+			for _, want := range []string{"config.dump", "spec.dump", "status.dump", "checkpoint/inventory.img", "rootfs-diff.tar"} {
+				assert.True(t, names[want], "the archive has %s: %v", want, names)
+			}
 
 			// A dump left behind (a crash), with nothing else of its
 			// checkpoint, is state of it, which the sweep's Delete removes.
@@ -486,4 +523,24 @@ func TestDumpDirectory(t *testing.T) {
 	left, err := os.ReadDir(fast)
 	require.NoError(t, err)
 	assert.Empty(t, left, "nothing left in the dump directory")
+}
+
+// registryGet reads /v2/checkpoints/<suffix> from lr.
+func registryGet(t *testing.T, lr framework.LocalRegistry, suffix string) []byte {
+	t.Helper()
+	pool, err := certutil.NewPool(lr.CAFile)
+	require.NoError(t, err)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	host, _, _ := strings.Cut(lr.Repository, "/")
+	req, err := http.NewRequest(http.MethodGet, "https://"+host+"/v2/checkpoints/"+suffix, nil)
+	require.NoError(t, err)
+	req.SetBasicAuth("checkpoints", "test-password")
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, suffix)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return b
 }

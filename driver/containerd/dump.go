@@ -1,7 +1,6 @@
 package containerd
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
 	"encoding/json"
@@ -121,6 +120,9 @@ func (d *Driver) dumpDirs() []string {
 
 // releaseDump removes the dump and gives its reservation back.
 func (d *Driver) releaseDump(slot dumpSlot) {
+	if slot.Dir == "" {
+		return
+	}
 	_ = os.RemoveAll(slot.Dir)
 	_ = os.Remove(filepath.Dir(slot.Dir)) // the capture's, once empty
 	if slot.Fast {
@@ -227,44 +229,6 @@ func eachDumpFile(dir string, add addFile) error {
 		}
 	}
 	return nil
-}
-
-// withDumpStored stores the CRIU images CRIU wrote to dir as the
-// checkpoint's memory blob (containerd's checkpoint tar, as containerd
-// itself would have written it). It comes after WithCheckpointTask.
-func withDumpStored(dir string) containerd.CheckpointOpts {
-	return func(ctx context.Context, client *containerd.Client, c *containers.Container, index *ocispec.Index, _ *options.CheckpointOptions) error {
-		w, err := content.OpenWriter(ctx, client.ContentStore(), content.WithRef(c.ID+"-checkpoint-memory"))
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		counter := &countingWriter{w: w}
-		buffered := bufio.NewWriterSize(counter, copyBuffer)
-		tw := tar.NewWriter(buffered)
-		err = eachDumpFile(dir, func(name string, size int64, r io.Reader) error {
-			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: size, Typeflag: tar.TypeReg}); err != nil {
-				return err
-			}
-			_, err := io.Copy(tw, r)
-			return err
-		})
-		if err == nil {
-			err = tw.Close()
-		}
-		if err == nil {
-			err = buffered.Flush()
-		}
-		if err != nil {
-			return fmt.Errorf("store the CRIU images of %s: %w", c.ID, err)
-		}
-		dgst := w.Digest()
-		if err := w.Commit(ctx, counter.n, dgst); err != nil {
-			return fmt.Errorf("store the CRIU images of %s: %w", c.ID, err)
-		}
-		index.Manifests = append(index.Manifests, ocispec.Descriptor{MediaType: images.MediaTypeContainerd1Checkpoint, Digest: dgst, Size: counter.n})
-		return nil
-	}
 }
 
 // AnnotationPublishedManifest, on a local checkpoint image whose memory

@@ -53,10 +53,10 @@ func sizesFromEnv(b *testing.B, name string, defaults ...int) []int {
 // BenchmarkCaptureAcrossNodes is the node part of hack/bench.sh: capture
 // on kubelet nodes, in the server's process against through a node agent
 // and the registry, and restores on the same and the other node.
-// BENCH_NODES_SIZES (MiB; default 0,64,256) and BENCH_NODES_OUT tune it;
+// BENCH_NODES_SIZES (MiB; default 0,64,256,1024) and BENCH_NODES_OUT tune it;
 // b.N is the runs per size.
 func BenchmarkCaptureAcrossNodes(b *testing.B) {
-	sizes := sizesFromEnv(b, "BENCH_NODES_SIZES", 0, 64, 256)
+	sizes := sizesFromEnv(b, "BENCH_NODES_SIZES", 0, 64, 256, 1024)
 	b.StopTimer()
 	ns := MeasureAcrossNodes(b, sizes, b.N)
 	for _, n := range ns {

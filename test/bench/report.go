@@ -175,14 +175,11 @@ func (r *Results) Print(logf func(string, ...any)) {
 	}
 }
 
-// Plot draws list latency against object count (list.png) and capture and
-// restore time against container memory (capture.png) into dir.
+// Plot draws list latency against object count (list.png), capture,
+// restore and pause against container memory (capture.png), and capture
+// and clones on kubelet nodes against it (nodes.png) into dir.
 func (r *Results) Plot(dir string) error {
-	p := plot.New()
-	p.Title.Text = "List latency against object count (median)"
-	p.X.Label.Text = "objects in the namespace"
-	p.Y.Label.Text = "ms"
-	p.Legend.Top, p.Legend.Left = true, true
+	p := newPlot("List latency against object count (median)", "objects in the namespace")
 	i := 0
 	for _, rv0 := range []bool{false, true} {
 		for _, o := range []struct{ target, enc string }{{Aggregated, encProtobuf}, {Aggregated, encJSON}, {CRD, encJSON}, {Direct, encProtobuf}} {
@@ -208,18 +205,28 @@ func (r *Results) Plot(dir string) error {
 	if err := p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, "list.png")); err != nil {
 		return err
 	}
-	if len(r.Capture) == 0 {
-		return nil
+	if len(r.Capture) > 0 {
+		if err := r.plotCapture(dir); err != nil {
+			return err
+		}
 	}
-	p = plot.New()
-	p.Title.Text = "Capture and restore time against container memory (median)"
-	p.X.Label.Text = "container memory (MiB)"
-	p.Y.Label.Text = "ms"
-	p.Legend.Top, p.Legend.Left = true, true
-	var api, bare, dump, restore plotter.XYs
+	if len(r.Nodes) > 0 {
+		return r.plotNodes(dir)
+	}
+	return nil
+}
+
+// plotCapture draws capture.png.
+func (r *Results) plotCapture(dir string) error {
+	p := newPlot("Capture, restore and pause against container memory (median)", "container memory (MiB)")
+	var api, bare, dump, restore, felt, pause plotter.XYs
 	for _, c := range r.Capture {
 		if c.DumpMs > 0 {
 			dump = append(dump, plotter.XY{X: float64(c.MemoryMiB), Y: c.DumpMs})
+		}
+		if c.PauseMs > 0 {
+			felt = append(felt, plotter.XY{X: float64(c.MemoryMiB), Y: c.FeltMs})
+			pause = append(pause, plotter.XY{X: float64(c.MemoryMiB), Y: c.PauseMs})
 		}
 		api = append(api, plotter.XY{X: float64(c.MemoryMiB), Y: c.APIMs})
 		bare = append(bare, plotter.XY{X: float64(c.MemoryMiB), Y: c.BareMs})
@@ -230,20 +237,63 @@ func (r *Results) Plot(dir string) error {
 	for j, l := range []struct {
 		name string
 		pts  plotter.XYs
-	}{{"capture subresource", api}, {"bare containerd checkpoint", bare}, {"restore subresource", restore}, {"CRIU dump alone", dump}} {
+	}{{"capture subresource", api}, {"bare containerd checkpoint", bare}, {"restore subresource", restore}, {"CRIU dump alone", dump},
+		{"pause felt inside", felt}, {"status.pauseDuration", pause}} {
 		if len(l.pts) == 0 {
 			continue
 		}
-		if err := addLine(p, l.name, l.pts, j, false); err != nil {
+		if err := addLine(p, l.name, l.pts, j, j >= 4); err != nil {
 			return err
 		}
 	}
 	return p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, "capture.png"))
 }
 
+// plotNodes draws nodes.png.
+func (r *Results) plotNodes(dir string) error {
+	p := newPlot("Capture and clone of a Pod on kubelet nodes against its memory (median)", "container memory (MiB)")
+	lines := []struct {
+		name string
+		f    func(NodesResult) float64
+	}{
+		{"through the agent, durable in the registry", func(n NodesResult) float64 { return n.AgentMs }},
+		{"in the server's process, on the node", func(n NodesResult) float64 { return n.OwnNodeMs }},
+		{"the kubelet's checkpoint API", func(n NodesResult) float64 { return n.KubeletMs }},
+		{"clone Running, capturing node", func(n NodesResult) float64 { return n.RestoreLocalMs }},
+		{"clone Running, other node", func(n NodesResult) float64 { return n.RestoreOtherMs }},
+		{"push of the image alone", func(n NodesResult) float64 { return n.PushMs }},
+	}
+	for j, l := range lines {
+		var pts plotter.XYs
+		for _, n := range r.Nodes {
+			if v := l.f(n); v > 0 {
+				pts = append(pts, plotter.XY{X: float64(n.MemoryMiB), Y: v})
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		if err := addLine(p, l.name, pts, j, j >= 3); err != nil {
+			return err
+		}
+	}
+	return p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, "nodes.png"))
+}
+
+// newPlot is a plot of milliseconds against x, its legend top left.
+func newPlot(title, x string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = x
+	p.Y.Label.Text = "ms"
+	p.Legend.Top, p.Legend.Left = true, true
+	return p
+}
+
 var palette = []color.Color{
 	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 }
 
 func addLine(p *plot.Plot, name string, pts plotter.XYs, i int, dashed bool) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agents-kruise/checkpoint-apiserver/test/bench"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -286,6 +287,29 @@ func TestDeployedAsPods(t *testing.T) {
 			require.NoError(t, err)
 			assert.NotContains(t, imgs, "ckpt-intruder")
 		}
+	})
+
+	t.Run("BenchmarkAcrossNodesSmoke", func(t *testing.T) {
+		// Every step of make bench's node benchmark, once, so it cannot rot:
+		// each figure recorded, never how fast (nodeCaptures checks each
+		// capture's pauseDuration is set and no larger than captureDuration).
+		n := bench.SmokeAcrossNodes(t, c)
+		for what, v := range map[string]float64{"capture through the agent": n.AgentMs, "clone on node-1": n.RestoreLocalMs,
+			"clone on node-2": n.RestoreOtherMs, "the kubelet's checkpoint API": n.KubeletMs, "push": n.PushMs, "pull": n.PullMs} {
+			assert.Positive(t, v, what)
+		}
+		assert.Positive(t, n.ImageBytes)
+		r := bench.Results{Nodes: []bench.NodesResult{n}}
+		table := r.Markdown()
+		for _, want := range []string{"durable in the registry, 0 MiB", "the kubelet's checkpoint API", "pull, 0 MiB checkpoint",
+			"restore, 0 MiB, to a Running Pod on the other node"} {
+			assert.Contains(t, table, want)
+		}
+		dir := t.TempDir()
+		require.NoError(t, r.Plot(dir))
+		st, err := os.Stat(filepath.Join(dir, "nodes.png"))
+		require.NoError(t, err)
+		assert.Positive(t, st.Size())
 	})
 
 	t.Run("AKilledServerPodIsReplaced", func(t *testing.T) {

@@ -3,7 +3,7 @@
 // runs both; see BENCHMARKS.md.
 //
 //	checkpoint-bench run -kubeconfig K -server https://127.0.0.1:PORT -server-pid P -kas-pid P -out results.json
-//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json and DIR/nodes.json; writes table.md, list.png, capture.png)
+//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json and DIR/nodes.json; writes table.md, list.png, capture.png, nodes.png)
 package main
 
 import (
@@ -118,6 +118,6 @@ func report(args []string) error {
 		return err
 	}
 	res.Print(logf)
-	logf("wrote %s", strings.Join([]string{"results.json", "table.md", "list.png", "capture.png"}, ", "))
+	logf("wrote %s", strings.Join([]string{"results.json", "table.md", "list.png", "capture.png", "nodes.png"}, ", "))
 	return nil
 }
