@@ -151,7 +151,9 @@ func (r *Registry) DigestRef(d digest.Digest) string { return r.Repository() + "
 func (r *Registry) Resolver() remotes.Resolver {
 	return docker.NewResolver(docker.ResolverOptions{
 		Hosts: dockerconfig.ConfigureHosts(context.Background(), dockerconfig.HostOptions{
-			DefaultTLS: r.tls,
+			// HTTPS only, even for a loopback host (containerd would fall back to HTTP).
+			DefaultScheme: "https",
+			DefaultTLS:    r.tls,
 			Credentials: func(host string) (string, string, error) {
 				if host == r.host {
 					return r.user, r.pass, nil

@@ -40,6 +40,7 @@ type options struct {
 	sweepInterval                   time.Duration
 	cacheMax                        string
 	dumpDir, dumpDirLimit           string
+	prefetch                        bool
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
 		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
 		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0",
+		prefetch: true,
 	}
 	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
 	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
@@ -58,6 +60,8 @@ func main() {
 	fs.StringVar(&o.criuConfigDir, "criu-config-dir", "", "Where the CRIU configuration for restores is written, on the node (default <data-dir>/criu); the server's --node-criu-config names the file in it.")
 	fs.StringVar(&o.dumpDir, "dump-dir", o.dumpDir, containerddriver.DumpDirHelp)
 	fs.StringVar(&o.dumpDirLimit, "dump-dir-limit", o.dumpDirLimit, containerddriver.DumpDirLimitHelp)
+	fs.BoolVar(&o.prefetch, "prefetch", o.prefetch,
+		"Pull each capture back from the registry into the node's containerd in the background once it is durable, so clones on this node start without a pull.")
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
@@ -115,7 +119,7 @@ func run(ctx context.Context, o options) error {
 	d, err := containerddriver.New(containerddriver.Config{
 		Address: o.containerdAddress, Namespace: o.namespace, Node: o.node,
 		LogDir: filepath.Join(o.dataDir, "containers"), CRIUConfigDir: abs,
-		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(),
+		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(), Prefetch: o.prefetch,
 	})
 	if err != nil {
 		return err

@@ -78,6 +78,9 @@ type Config struct {
 	// DumpDirLimit bounds what the dumps in DumpDir hold together (0: half
 	// its filesystem); a dump that would exceed it goes to disk.
 	DumpDirLimit int64
+	// Prefetch has CaptureToRegistry pull each checkpoint it pushed back
+	// into this containerd in the background, for clones on this node.
+	Prefetch bool
 }
 
 // criuConfigAnnotation names the CRIU configuration file runc hands CRIU
@@ -104,6 +107,13 @@ type Driver struct {
 	// dumpReserved is what the dumps in flight reserved in DumpDir.
 	dumpMu       sync.Mutex
 	dumpReserved int64
+	// prefetchMu runs one prefetch at a time; prefetches are those running.
+	prefetchMu  sync.Mutex
+	prefetches  sync.WaitGroup
+	prefetching sync.Map // checkpoint ID -> prefetching
+	// bg is the context of the driver's background work, ended by Close.
+	bg     context.Context
+	stopBg context.CancelFunc
 }
 
 // lockContainer holds id's capture lock until the returned func is called.
@@ -147,11 +157,18 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: containerd at %s: %v", driver.ErrUnavailable, cfg.Address, err)
 	}
-	return &Driver{cfg: cfg, client: client, restoreConfig: restoreConfig}, nil
+	bg, stop := context.WithCancel(context.Background())
+	return &Driver{cfg: cfg, client: client, restoreConfig: restoreConfig, bg: bg, stopBg: stop}, nil
 }
 
 // Close releases the connection.
-func (d *Driver) Close() error { return d.client.Close() }
+func (d *Driver) Close() error {
+	if d.stopBg != nil {
+		d.stopBg()
+	}
+	d.prefetches.Wait()
+	return d.client.Close()
+}
 
 func (d *Driver) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, d.cfg.Namespace)
@@ -491,6 +508,8 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	if err := d.Ping(ctx); err != nil {
 		return err
 	}
+	// A prefetch still pulling would bring back what this deletes.
+	d.stopPrefetch(checkpointID)
 	imgs, err := d.checkpointImages(ctx, checkpointID)
 	if err != nil {
 		return err

@@ -453,7 +453,7 @@ func TestDumpDirectory(t *testing.T) {
 			slug := strings.ReplaceAll(tc.name, " ", "-")
 			criu := filepath.Join(c.Dir, "criu-"+slug)
 			d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
-				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit})
+				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit, Prefetch: tc.fast})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = d.Close() })
 			var dirs []string
@@ -507,6 +507,20 @@ func TestDumpDirectory(t *testing.T) {
 				assert.True(t, names[want], "the archive has %s: %v", want, names)
 			}
 
+			if tc.fast {
+				// Prefetched: the node pulls its checkpoint back, unpacked,
+				// under the name a clone's container gives it.
+				ref := reg.DigestRef(idx.Manifests[0].Digest)
+				require.Eventually(t, func() bool {
+					img, err := c.Client.GetImage(c.Ctx(), ref)
+					if err != nil {
+						return false
+					}
+					ok, err := img.IsUnpacked(c.Ctx(), "")
+					return err == nil && ok && img.Labels()["agents.kruise.io/checkpoint-id"] == id
+				}, time.Minute, 100*time.Millisecond, "the capturing node prefetched %s", ref)
+			}
+
 			// A dump left behind (a crash), with nothing else of its
 			// checkpoint, is state of it, which the sweep's Delete removes.
 			orphan := id + "-orphan"
@@ -518,6 +532,9 @@ func TestDumpDirectory(t *testing.T) {
 			require.NoError(t, d.Delete(ctx, orphan))
 			assert.NoDirExists(t, filepath.Dir(left))
 			require.NoError(t, d.Delete(ctx, id))
+			imgs, err := c.Client.ImageService().List(c.Ctx(), fmt.Sprintf("labels.%q==%q", containerd.LabelCheckpointID, id))
+			require.NoError(t, err)
+			assert.Empty(t, imgs, "Delete removes every image of the checkpoint, the prefetched included")
 		})
 	}
 	left, err := os.ReadDir(fast)
