@@ -34,7 +34,7 @@ import (
 // (a tmpfs, DumpDir), as long as they fit in its bound; a dump that would
 // not fit goes to disk (<CRIUConfigDir>/dumps), slower but never refused.
 // Either way the directory lives only until its images are in the
-// checkpoint (the content store, or the registry) and is removed then.
+// registry, and is removed then.
 
 // DefaultDumpDir is on the tmpfs every Linux node has.
 const DefaultDumpDir = "/dev/shm/checkpoint-apiserver-dumps"
@@ -345,13 +345,8 @@ type pushedImage struct {
 // the rest (record, filesystem diff, options) for Delete and the sweep.
 func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, req driver.CaptureRequest, reg *ociregistry.Registry) (driver.CaptureResult, driver.Published, error) {
 	if !driver.Has(req.Contents, driver.Memory) {
-		// Nothing to stream; Publish says a Pod cannot be restored from it.
-		res, err := d.Capture(ctx, target, req)
-		if err != nil {
-			return res, driver.Published{}, err
-		}
-		pub, err := d.Publish(ctx, res.ID, reg)
-		return res, pub, err
+		return driver.CaptureResult{}, driver.Published{}, fmt.Errorf("%w: a checkpoint in the registry holds no memory without it: a Pod can only be restored from a memory capture",
+			driver.ErrUnsupported)
 	}
 	pushed := make([]pushedImage, len(target.Containers))
 	n := 0
