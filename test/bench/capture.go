@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"os"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
@@ -28,6 +30,7 @@ const captureNS = "bench"
 // its own containerd (with runc and CRIU) and a standalone server.
 func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 	ctrd := framework.StartContainerd(t, "k8s.io")
+	ctrd.ImportTestImage(t, "python.tar")
 	srv := framework.StartStandalone(t, t.TempDir(),
 		"--containerd-address="+ctrd.Address, "--containerd-namespace=k8s.io", "--resolver=labels", "--declarative-capture-delay=24h")
 	cfg := rest.CopyConfig(srv.Config)
@@ -41,11 +44,10 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 
 	var out []CaptureResult
 	for _, size := range sizes {
-		// Beside the memory holder, a process stamps the clock: the longest
-		// gap it sees across a capture is the pause it felt.
-		script := stamperScript + " & " + framework.MemoryScript(size)
+		// Beside the memory it holds, the sandbox stamps the clock: the
+		// longest gap it sees across a capture is the pause it felt.
 		pod := fmt.Sprintf("bench-%d-%d", size, time.Now().UnixNano())
-		src := ctrd.RunPodContainer(t, captureNS, pod, "main", script)
+		src := ctrd.RunPodImage(t, captureNS, pod, "main", framework.PythonImage, sandboxCommand(size)...)
 		framework.WaitCounter(t, src.LogPath, 3)
 		waitStamper(t, src.LogPath)
 
@@ -80,14 +82,14 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 				Spec: v1alpha1.CheckpointSpec{PodName: pod}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			from := uptime(t)
+			from := boottime()
 			start = time.Now()
 			cp, err := cps.Capture(ctx, name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
 			if err != nil || cp.Status.Phase != v1alpha1.PhaseSucceeded {
 				t.Fatalf("capture: %v %+v", err, cp)
 			}
 			api = append(api, time.Since(start))
-			to := uptime(t)
+			to := boottime()
 			if p, c := cp.Status.PauseDuration, cp.Status.CaptureDuration; p == nil || c == nil || p.Duration <= 0 || p.Duration > c.Duration {
 				t.Fatalf("capture %s: pauseDuration %v must be set, positive and no larger than captureDuration %v", name, p, c)
 			}
@@ -117,26 +119,25 @@ func MeasureCapture(t testing.TB, sizes []int, runs int) []CaptureResult {
 	return out
 }
 
-// stamperScript stamps the clock in the sandbox (busybox sh, builtins
-// only, 1 ms naps): /proc/uptime in hundredths of a second, and each gap of
-// 20 ms or more as "gap <from> <length>". It says "stamper-ready" first.
-const stamperScript = `(echo stamper-ready; last=0; while :; do read up _ </proc/uptime; now=${up%.*}${up#*.}; ` +
-	`if [ $last -gt 0 ] && [ $((now-last)) -ge 2 ]; then echo "gap $last $((now-last))"; fi; last=$now; usleep 1000; done)`
+// sandboxPy is the benchmarks' sandbox: it holds memory, counts, and
+// stamps the clock (see the file).
+//
+//go:embed sandbox.py
+var sandboxPy string
 
-// uptime is this machine's /proc/uptime in hundredths of a second: the
-// clock the stamper reads.
-func uptime(t testing.TB) int64 {
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		t.Fatal(err)
+// sandboxCommand runs sandboxPy in the Python sandbox image, holding mib MiB.
+func sandboxCommand(mib int) []string {
+	return []string{"python3", "-c", sandboxPy, strconv.Itoa(mib)}
+}
+
+// boottime is this machine's CLOCK_BOOTTIME in microseconds: the clock the
+// sandbox's stamper reads.
+func boottime() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		panic(err) // CLOCK_BOOTTIME is in every Linux since 2.6.39
 	}
-	f := strings.Fields(string(b))
-	secs, frac, _ := strings.Cut(f[0], ".")
-	v, err := strconv.ParseInt(secs+frac, 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return ts.Nano() / 1000
 }
 
 // waitStamper waits until the stamper in the container logging to logPath runs.
@@ -154,8 +155,8 @@ func waitStamper(t testing.TB, logPath string) {
 }
 
 // longestGap is the longest gap the stamper logged that began within
-// [from, to] (hundredths of a second of /proc/uptime); 0 when it saw none
-// of 20 ms or more.
+// [from, to] (microseconds of CLOCK_BOOTTIME); 0 when it saw none of 5 ms
+// or more.
 func longestGap(t testing.TB, logPath string, from, to int64) time.Duration {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
@@ -167,9 +168,9 @@ func longestGap(t testing.TB, logPath string, from, to int64) time.Duration {
 		if _, err := fmt.Sscanf(strings.TrimSpace(line), "gap %d %d", &start, &length); err != nil {
 			continue
 		}
-		if start >= from-1 && start <= to && length > longest {
+		if start >= from-5000 && start <= to && length > longest {
 			longest = length
 		}
 	}
-	return time.Duration(longest) * 10 * time.Millisecond
+	return time.Duration(longest) * time.Microsecond
 }

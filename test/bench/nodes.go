@@ -144,7 +144,7 @@ type clones struct {
 func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores bool) ([]time.Duration, clones) {
 	ns := fmt.Sprintf("bench-%d", size)
 	c.SandboxNamespace(ns)
-	c.Apply(framework.OnNode(framework.BusyboxPodYAML(ns, "src", framework.MemoryScript(size), "{}"), "node-1"))
+	c.Apply(framework.OnNode(framework.PodYAML(ns, "src", framework.PythonImage, "{}", sandboxCommand(size)...), "node-1"))
 	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/src", "--timeout=180s")
 	c.Eventually("the source counts", func() bool {
 		out, _ := c.Kubectl("logs", "-n", ns, "src", "--tail=1")

@@ -110,7 +110,7 @@ type CaptureResult struct {
 	DumpMs float64 `json:"dumpMs"`
 	// PauseMs is the captures' status.pauseDuration (CRIU's frozen time);
 	// FeltMs the longest the sandbox's own clock stood still across a
-	// capture, as a process in it saw (10 ms resolution: /proc/uptime).
+	// capture, as a process in it saw (its CLOCK_BOOTTIME stamped every ~1 ms).
 	PauseMs float64 `json:"pauseMs,omitempty"`
 	FeltMs  float64 `json:"feltMs,omitempty"`
 }

@@ -267,6 +267,17 @@ func (c *Cluster) SandboxNamespace(ns string) {
 // BusyboxPodYAML is a Pod running script in the local busybox image, with
 // the container's resources (YAML, "{}" for none).
 func BusyboxPodYAML(ns, name, script, resources string) string {
+	return PodYAML(ns, name, BusyboxImage, resources, "sh", "-c", script)
+}
+
+// PodYAML is a Pod whose one container, main, runs command in a local
+// image (imagePullPolicy Never), with the container's resources (YAML, "{}"
+// for none).
+func PodYAML(ns, name, image, resources string, command ...string) string {
+	quoted := make([]string, len(command))
+	for i, c := range command {
+		quoted[i] = strconv.Quote(c)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
@@ -274,11 +285,11 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: main
-    image: docker.io/library/busybox:local
+    image: %s
     imagePullPolicy: Never
-    command: ["sh", "-c", %q]
+    command: [%s]
     resources: %s
-`, name, ns, script, resources)
+`, name, ns, image, strings.Join(quoted, ", "), resources)
 }
 
 // OnNode binds a Pod manifest (BusyboxPodYAML and the like) to node.
