@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/component-base/metrics/testutil"
 )
 
 // fakeRegistry is a fake of the distribution API's upload and manifest
@@ -140,9 +141,22 @@ func TestPushRefusals(t *testing.T) {
 	f.elsewhere = ""
 
 	r.pass = "wrong"
+	refused := requestErrors.WithLabelValues(http.MethodPost, "unauthorized")
+	before, err := testutil.GetCounterMetricValue(refused)
+	require.NoError(t, err)
 	_, err = r.PushBytes(t.Context(), ocispec.MediaTypeImageConfig, []byte(`{}`))
 	assert.ErrorContains(t, err, "refused the server's credentials")
 	assert.NotContains(t, err.Error(), "_state", "no upload session in the message")
+	after, err := testutil.GetCounterMetricValue(refused)
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, after-before, "the refused upload is counted, by method and kind")
+}
+
+func TestErrorKinds(t *testing.T) {
+	for status, kind := range map[int]string{0: "unreachable", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
+		400: "rejected", 416: "rejected", 500: "server_error", 503: "server_error"} {
+		assert.Equal(t, kind, errorKind(status), "HTTP %d", status)
+	}
 }
 
 type failingReader struct{}

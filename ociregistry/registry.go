@@ -75,6 +75,7 @@ func New(cfg Config) (*Registry, error) {
 	if path != strings.ToLower(path) || strings.ContainsAny(path, ":@") {
 		return nil, fmt.Errorf("checkpoint registry %q: the repository must be lower case, without a tag or digest", cfg.Repository)
 	}
+	registerMetrics()
 	r := &Registry{host: host, path: path, tls: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if cfg.CAFile != "" {
 		pool, err := certutil.NewPool(cfg.CAFile)
@@ -296,6 +297,7 @@ func (r *Registry) send(ctx context.Context, method, u string, body io.Reader, c
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		requestErrors.WithLabelValues(method, errorKind(0)).Inc()
 		where, _, _ := strings.Cut(u, "?")
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -306,6 +308,7 @@ func (r *Registry) send(ctx context.Context, method, u string, body io.Reader, c
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
+	requestErrors.WithLabelValues(method, errorKind(resp.StatusCode)).Inc()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	// Without the query: an upload's carries the registry's session state.

@@ -268,10 +268,10 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	pause := min(result.Pause, elapsed)
 	logger.Info("Captured", "id", result.ID, "bytes", result.SizeBytes, "pause", pause, "duration", elapsed)
 	captureDuration.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(elapsed.Seconds())
-	captureSize.WithLabelValues(string(agents.PhaseSucceeded)).Observe(float64(result.SizeBytes))
+	captureSize.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(float64(result.SizeBytes))
 	paused := ""
 	if pause > 0 {
-		capturePause.WithLabelValues(string(agents.PhaseSucceeded)).Observe(pause.Seconds())
+		capturePause.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(pause.Seconds())
 		paused = fmt.Sprintf(" (paused %s)", pause.Round(time.Millisecond))
 	}
 	c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s%s, checkpoint %s", msg,

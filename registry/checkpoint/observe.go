@@ -32,14 +32,14 @@ var (
 	}, []string{"result", "reason"})
 	captureSize = metrics.NewHistogramVec(&metrics.HistogramOpts{
 		Namespace: "checkpoint_apiserver", Name: "capture_size_bytes",
-		Help:    "Size of the state successful captures wrote.",
+		Help:    "Size of the state successful captures wrote, by result and Ready reason.",
 		Buckets: metrics.ExponentialBuckets(1<<20, 4, 8), StabilityLevel: metrics.ALPHA,
-	}, []string{"result"})
+	}, []string{"result", "reason"})
 	capturePause = metrics.NewHistogramVec(&metrics.HistogramOpts{
 		Namespace: "checkpoint_apiserver", Name: "capture_pause_seconds",
-		Help:    "How long successful captures kept the sandbox's processes frozen (CRIU's frozen time, summed over its containers).",
+		Help:    "How long successful captures kept the sandbox's processes frozen (CRIU's frozen time, summed over its containers), by result and Ready reason.",
 		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8}, StabilityLevel: metrics.ALPHA,
-	}, []string{"result"})
+	}, []string{"result", "reason"})
 	restoreDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
 		Namespace: "checkpoint_apiserver", Name: "restore_duration_seconds",
 		Help:    "How long restores took, until the clone ran, by result.",
