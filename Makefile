@@ -92,6 +92,11 @@ bench: deps build
 bench-capture: deps build
 	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/bench/
 
+# CRIU's lazy restore (userfaultfd) against its eager one, CRIU alone: no
+# Pod can restore lazily (containerd's CRI restore has no such option).
+bench-lazy: deps
+	go test -v -run '^$$' -bench BenchmarkLazyRestore -benchtime 3x -timeout 30m ./test/bench/
+
 verify: verify-codegen fmt-check vet
 
 verify-codegen:

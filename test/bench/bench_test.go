@@ -24,9 +24,7 @@ import (
 // BENCH_CAPTURE_SIZES (MiB, comma separated; default 0,64,256,1024) and
 // BENCH_CAPTURE_OUT (a JSON file for the report) tune it; b.N is the runs per size.
 func BenchmarkCapture(b *testing.B) {
-	sizes := sizesFromEnv(b, "BENCH_CAPTURE_SIZES", 0, 64, 256, 1024)
-	b.StopTimer() // the figures are the interleaved medians MeasureCapture reports
-	runs := measuredRuns(b)
+	sizes, runs := benchSetup(b, "BENCH_CAPTURE_SIZES", 0, 64, 256, 1024)
 	if runs == 0 {
 		return
 	}
@@ -37,6 +35,15 @@ func BenchmarkCapture(b *testing.B) {
 	if out := os.Getenv("BENCH_CAPTURE_OUT"); out != "" {
 		require.NoError(b, SaveCapture(out, cs))
 	}
+}
+
+// benchSetup is how each benchmark here starts: the timer stopped (the
+// figures are the medians the harness reports), its container memory sizes
+// from sizesEnv or the defaults, and the runs per size this call measures
+// (0: none, see measuredRuns).
+func benchSetup(b *testing.B, sizesEnv string, defaults ...int) ([]int, int) {
+	b.StopTimer()
+	return sizesFromEnv(b, sizesEnv, defaults...), measuredRuns(b)
 }
 
 // measuredRuns is how many runs per size this call of a benchmark
@@ -78,9 +85,7 @@ func sizesFromEnv(b *testing.B, name string, defaults ...int) []int {
 // BENCH_NODES_SIZES (MiB; default 0,64,256,1024) and BENCH_NODES_OUT tune it;
 // b.N is the runs per size.
 func BenchmarkCaptureAcrossNodes(b *testing.B) {
-	sizes := sizesFromEnv(b, "BENCH_NODES_SIZES", 0, 64, 256, 1024)
-	b.StopTimer()
-	runs := measuredRuns(b)
+	sizes, runs := benchSetup(b, "BENCH_NODES_SIZES", 0, 64, 256, 1024)
 	if runs == 0 {
 		return
 	}
@@ -91,6 +96,36 @@ func BenchmarkCaptureAcrossNodes(b *testing.B) {
 	if out := os.Getenv("BENCH_NODES_OUT"); out != "" {
 		require.NoError(b, SaveNodes(out, ns))
 	}
+}
+
+// BenchmarkLazyRestore is CRIU's lazy restore against its eager one, for
+// a process holding BENCH_LAZY_SIZES MiB (default 64,256,1024); b.N is the
+// runs per size, BENCH_LAZY_OUT a JSON file for the report.
+//
+//	go test -run '^$' -bench BenchmarkLazyRestore -benchtime 3x ./test/bench/
+func BenchmarkLazyRestore(b *testing.B) {
+	sizes, runs := benchSetup(b, "BENCH_LAZY_SIZES", 64, 256, 1024)
+	if runs == 0 {
+		return
+	}
+	ls := MeasureLazyRestore(b, sizes, runs)
+	for _, l := range ls {
+		b.ReportMetric(l.LazyMs/l.EagerMs, "lazy/eager@"+strconv.Itoa(l.MemoryMiB)+"MiB")
+	}
+	if out := os.Getenv("BENCH_LAZY_OUT"); out != "" {
+		require.NoError(b, saveJSON(out, ls))
+	}
+}
+
+// TestLazyRestoreSmoke keeps BenchmarkLazyRestore working: a real CRIU
+// dumps a 16 MiB process and restores it eagerly and lazily, and every
+// figure is recorded (never how fast).
+func TestLazyRestoreSmoke(t *testing.T) {
+	ls := MeasureLazyRestore(t, []int{16}, 1)
+	require.Len(t, ls, 1)
+	assert.Positive(t, ls[0].EagerMs)
+	assert.Positive(t, ls[0].LazyMs)
+	assert.Positive(t, ls[0].LazyAllPagesMs)
 }
 
 // TestBenchSmoke runs the whole harness at tiny sizes against the real

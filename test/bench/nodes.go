@@ -362,13 +362,7 @@ func dirSize(dir string) int64 {
 }
 
 // SaveNodes writes the figures for the report (LoadNodes reads them).
-func SaveNodes(path string, ns []NodesResult) error {
-	b, err := json.MarshalIndent(ns, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func SaveNodes(path string, ns []NodesResult) error { return saveJSON(path, ns) }
 
 // LoadNodes reads what SaveNodes wrote.
 func LoadNodes(path string) ([]NodesResult, error) {

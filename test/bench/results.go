@@ -179,8 +179,11 @@ func LoadCapture(path string) ([]CaptureResult, error) {
 }
 
 // SaveCapture writes capture figures for LoadCapture.
-func SaveCapture(path string, cs []CaptureResult) error {
-	b, err := json.MarshalIndent(cs, "", "  ")
+func SaveCapture(path string, cs []CaptureResult) error { return saveJSON(path, cs) }
+
+// saveJSON writes v to path as indented JSON.
+func saveJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

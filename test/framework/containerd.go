@@ -101,6 +101,17 @@ func (c *Containerd) RestartDaemon(t testing.TB) {
 	}
 }
 
+// CRIU is the path of CRIU >= 4.2 as hack/install-test-deps.sh installs
+// it, or skips (fails under REQUIRE_REAL=1) when it is not there.
+func CRIU(t testing.TB) string {
+	t.Helper()
+	p, err := criuPath()
+	if err != nil {
+		Missing(t, "criu not installed (run hack/install-test-deps.sh): %v", err)
+	}
+	return p
+}
+
 // criuPath finds CRIU >= 4.2 as hack/install-test-deps.sh installs it.
 func criuPath() (string, error) {
 	for _, p := range []string{"/usr/local/sbin/criu"} {
