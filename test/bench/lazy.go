@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -93,7 +94,7 @@ func lazyDump(t testing.TB, criu, root, images, logPath string, mib int) []byte 
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 	framework.WaitCounter(t, logPath, 2)
 	if out, err := exec.Command(criu, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", images, "-o", "dump.log").CombinedOutput(); err != nil {
-		t.Fatalf("criu dump of %d MiB: %v: %s (%s)", mib, err, out, filepath.Join(images, "dump.log"))
+		t.Fatalf("criu dump of %d MiB: %v: %s\n%s", mib, err, out, criuErrors(images, "dump.log"))
 	}
 	<-exited // dumped and killed: its pid is free for the restores
 	b, err := os.ReadFile(logPath)
@@ -118,21 +119,36 @@ func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy
 	daemonDone := make(chan struct{})
 	if lazy {
 		args = append(args, "--lazy-pages")
+		socket := filepath.Join(images, "lazy-pages.socket")
+		_ = os.Remove(socket) // the last daemon's
 		daemon = exec.Command(criu, "lazy-pages", "-D", images, "-o", "lazy-pages.log")
 		if err := daemon.Start(); err != nil {
 			t.Fatal(err)
 		}
 		go func() { _ = daemon.Wait(); close(daemonDone) }()
-		// It listens on a socket in the images directory.
-		waitFile(t, filepath.Join(images, "lazy-pages.socket"))
+		defer func() { _ = daemon.Process.Kill(); <-daemonDone }() // on every way out: done, or failed
+		waitListening(t, daemon.Process.Pid)
 	}
 	start := time.Now()
 	if out, err := exec.Command(criu, args...).CombinedOutput(); err != nil {
-		if daemon != nil {
-			_ = daemon.Process.Kill()
-		}
-		t.Fatalf("criu %v: %v: %s (%s)", args, err, out, filepath.Join(images, "restore.log"))
+		t.Fatalf("criu %v: %v: %s\n%s", args, err, out, criuErrors(images, "restore.log", "lazy-pages.log"))
 	}
+	pidText, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(pidText)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restored detached, its parent is init: it is gone once /proc says so,
+	// and then its pid is free for the next restore.
+	defer func() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil; _, err = os.Stat(fmt.Sprintf("/proc/%d", pid)) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	var ready time.Duration
 	for {
 		st, err := os.Stat(logPath)
@@ -149,38 +165,55 @@ func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy
 		select {
 		case <-daemonDone:
 		case <-time.After(2 * time.Minute):
-			_ = daemon.Process.Kill()
 			t.Fatalf("the lazy-pages daemon did not finish serving in 2 min (%s)", filepath.Join(images, "lazy-pages.log"))
 		}
 		*served = time.Since(start)
 	}
-	pidText, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(string(bytes.TrimSpace(pidText)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Restored detached, its parent is init: it is gone once /proc says so,
-	// and then its pid is free for the next restore.
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil; _, err = os.Stat(fmt.Sprintf("/proc/%d", pid)) {
-		time.Sleep(5 * time.Millisecond)
-	}
 	return ready
 }
 
-func waitFile(t testing.TB, path string) {
+// criuErrors are the error lines of CRIU's logs in dir (it removes them with t).
+func criuErrors(dir string, logs ...string) string {
+	var out []string
+	for _, l := range logs {
+		b, _ := os.ReadFile(filepath.Join(dir, l))
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Error") && !strings.Contains(line, "RLIMIT_NOFILE") {
+				out = append(out, l+": "+line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// waitListening waits until process pid has a listening unix socket, as
+// /proc/net/unix tells (a connection would be taken for the restore's:
+// the daemon serves one client).
+func waitListening(t testing.TB, pid int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(path); err == nil {
-			return
+		inodes := map[string]bool{}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if ino, ok := strings.CutPrefix(l, "socket:["); ok {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+		b, err := os.ReadFile("/proc/net/unix")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			// Num RefCount Protocol Flags Type St Inode Path; Flags 00010000: accepting.
+			if f := strings.Fields(line); len(f) >= 7 && f[3] == "00010000" && inodes[f[6]] {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear", path)
+			t.Fatalf("criu lazy-pages (pid %d) did not listen", pid)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
