@@ -18,8 +18,7 @@ GO_TEST   ?= go test -v -count=1 -timeout 30m
 all: build
 
 build:
-	go build -ldflags "$$(hack/version.sh)" -o $(SERVER) ./cmd/checkpoint-apiserver
-	go build -ldflags "$$(hack/version.sh)" -o $(BIN_DIR)/checkpoint-node-agent ./cmd/checkpoint-node-agent
+	hack/build.sh $(BIN_DIR) checkpoint-apiserver checkpoint-node-agent
 
 # OCI images of the server and the node agent (hack/image.sh): _output/images/.
 # LOAD=1 imports them into the running make-up cluster's nodes, PUSH=1 pushes

@@ -19,9 +19,7 @@ version=$(sed -n 's/.*gitVersion=\([^ ]*\).*/\1/p' <<<"$ldflags")
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(sed -n 's/.*buildDate=\([^ ]*\).*/\1/p' <<<"$ldflags")
 mkdir -p "$BIN/static" "$OUT"
-for cmd in checkpoint-apiserver checkpoint-node-agent; do
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$BIN/static/$cmd" "./cmd/$cmd"
-done
+hack/build.sh -s "$BIN/static" checkpoint-apiserver checkpoint-node-agent
 (cd hack/tools/image && go build -o "$BIN/mkimage" .)
 "$BIN/mkimage" -out "$OUT" -version "$version" -revision "$revision" -created "$created" \
   checkpoint-apiserver="$BIN/static/checkpoint-apiserver:65532:65532" \

@@ -661,9 +661,9 @@ up() {
     exit 1
   fi
   "$ROOT/hack/build-kube-tools.sh"
-  (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-apiserver" ./cmd/checkpoint-apiserver)
+  "$ROOT/hack/build.sh" "$BIN" checkpoint-apiserver
   if [ "$AGENTS" = 1 ]; then
-    (cd "$ROOT" && go build -ldflags "$(hack/version.sh)" -o "$BIN/checkpoint-node-agent" ./cmd/checkpoint-node-agent)
+    "$ROOT/hack/build.sh" "$BIN" checkpoint-node-agent
   fi
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
