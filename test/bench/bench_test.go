@@ -56,8 +56,10 @@ func measuredRuns(b *testing.B) int {
 		return b.N
 	}
 	if f := flag.Lookup("test.benchtime"); f != nil {
-		if n, err := strconv.Atoi(strings.TrimSuffix(f.Value.String(), "x")); err == nil && strings.HasSuffix(f.Value.String(), "x") && n > 1 {
-			return 0
+		if count, ok := strings.CutSuffix(f.Value.String(), "x"); ok {
+			if n, err := strconv.Atoi(count); err == nil && n > 1 {
+				return 0
+			}
 		}
 	}
 	return 1

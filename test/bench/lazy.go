@@ -59,10 +59,10 @@ func MeasureLazyRestore(t testing.TB, sizes []int, runs int) []LazyResult {
 		dumped := lazyDump(t, criu, root, images, logPath, size)
 		var eager, lazy, all []time.Duration
 		for r := 0; r < runs; r++ {
-			eager = append(eager, lazyRestore(t, criu, images, logPath, dumped, false, nil))
-			var served time.Duration
-			lazy = append(lazy, lazyRestore(t, criu, images, logPath, dumped, true, &served))
-			all = append(all, served)
+			ready, _ := lazyRestore(t, criu, images, logPath, dumped, false)
+			eager = append(eager, ready)
+			ready, served := lazyRestore(t, criu, images, logPath, dumped, true)
+			lazy, all = append(lazy, ready), append(all, served)
 		}
 		_ = os.RemoveAll(images) // before the next size: it is memory
 		res := LazyResult{MemoryMiB: size, Runs: runs, EagerMs: Summarize(eager).P50Ms, LazyMs: Summarize(lazy).P50Ms, LazyAllPagesMs: Summarize(all).P50Ms}
@@ -105,9 +105,10 @@ func lazyDump(t testing.TB, criu, root, images, logPath string, mib int) []byte 
 }
 
 // lazyRestore restores the dump in images once (lazy: with a lazy-pages
-// daemon, whose time until every page was served goes into served), times
-// it until the process printed past what it had at the dump, and ends it.
-func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy bool, served *time.Duration) time.Duration {
+// daemon), and returns how long until the process printed past what it had
+// at the dump and, when lazy, until the daemon had served every page; then
+// it ends the process.
+func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy bool) (ready, served time.Duration) {
 	// The log as it was at the dump (CRIU checks the size of the files it reopens).
 	if err := os.WriteFile(logPath, dumped, 0o644); err != nil {
 		t.Fatal(err)
@@ -149,7 +150,6 @@ func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	var ready time.Duration
 	for {
 		st, err := os.Stat(logPath)
 		if err == nil && st.Size() > int64(len(dumped)) {
@@ -167,9 +167,9 @@ func lazyRestore(t testing.TB, criu, images, logPath string, dumped []byte, lazy
 		case <-time.After(2 * time.Minute):
 			t.Fatalf("the lazy-pages daemon did not finish serving in 2 min (%s)", filepath.Join(images, "lazy-pages.log"))
 		}
-		*served = time.Since(start)
+		served = time.Since(start)
 	}
-	return ready
+	return ready, served
 }
 
 // criuErrors are the error lines of CRIU's logs in dir (it removes them with t).
