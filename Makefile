@@ -18,7 +18,7 @@ GO_TEST   ?= go test -v -count=1 -timeout 30m
 all: build
 
 build:
-	hack/build.sh $(BIN_DIR) checkpoint-apiserver checkpoint-node-agent
+	hack/build.sh $(BIN_DIR) checkpoint-apiserver checkpoint-node-agent containerd-shim-checkpoint-v1
 
 # OCI images of the server and the node agent (hack/image.sh): _output/images/.
 # LOAD=1 imports them into the running make-up cluster's nodes, PUSH=1 pushes

@@ -499,3 +499,20 @@ func (c *Containerd) RemovePod(t testing.TB, pod string) {
 		}
 	}
 }
+
+// RestoreShim is the path of the restore runtime's shim
+// (containerd-shim-checkpoint-v1, which make build puts in _output/bin), or
+// skips (fails under REQUIRE_REAL=1) when it is not built.
+func RestoreShim(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("containerd-shim-checkpoint-v1"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	p := filepath.Join(RepoRoot(), "_output", "bin", "containerd-shim-checkpoint-v1")
+	if _, err := os.Stat(p); err != nil {
+		Missing(t, "containerd-shim-checkpoint-v1 not built (make build)")
+	}
+	return p
+}

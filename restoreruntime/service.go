@@ -1,0 +1,315 @@
+package restoreruntime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/pkg/archive"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// The Pod annotation that marks a Pod for restore: containerd's CRI passes
+// it, and only it, into every container's spec (pod_annotations).
+const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
+
+// criuConfigAnnotation is the one runc hands CRIU as its configuration file.
+// No container may carry its own: the runtime removes it from every spec,
+// and sets it only to a file it wrote itself.
+const criuConfigAnnotation = "org.criu.config"
+
+// What containerd's CRI writes into a container's spec.
+const (
+	criContainerType      = "io.kubernetes.cri.container-type"
+	criContainerName      = "io.kubernetes.cri.container-name"
+	criSandboxNamespace   = "io.kubernetes.cri.sandbox-namespace"
+	criSandboxName        = "io.kubernetes.cri.sandbox-name"
+	terminationMessageKey = "io.kubernetes.container.terminationMessagePath"
+	defaultTerminationLog = "/dev/termination-log"
+)
+
+// Service is runc's shim task service with restores: Create, Start and
+// Delete of a marked container do the restore's part around runc's.
+type Service struct {
+	taskAPI.TTRPCTaskService
+	cfg Config
+	src Source
+
+	mu       sync.Mutex
+	restores map[string]*restore
+}
+
+// restore is one container being (or restored) from a checkpoint.
+type restore struct {
+	req      Request
+	bundle   string
+	work     string
+	images   string
+	termLog  string // host path of the container's termination message file
+	lazy     *lazyPages
+	failure  string // why the runtime killed the container
+	finished chan struct{}
+}
+
+// NewService wraps runc's task service.
+func NewService(runc taskAPI.TTRPCTaskService, cfg Config, src Source) *Service {
+	return &Service{TTRPCTaskService: runc, cfg: cfg, src: src, restores: map[string]*restore{}}
+}
+
+// RegisterTTRPC serves the wrapped service in runc's place.
+func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// Create creates r's container as runc does, unless its Pod is marked for
+// restore: then from its checkpoint, or not at all.
+func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	_, hadCRIUConfig := spec.Annotations[criuConfigAnnotation]
+	delete(spec.Annotations, criuConfigAnnotation)
+	id, marked := spec.Annotations[AnnotationRestoreFrom]
+	if !marked || spec.Annotations[criContainerType] == "sandbox" {
+		if hadCRIUConfig {
+			if err := writeSpec(r.Bundle, spec); err != nil {
+				return nil, err
+			}
+		}
+		return s.TTRPCTaskService.Create(ctx, r)
+	}
+	req := Request{
+		Namespace: spec.Annotations[criSandboxNamespace], Pod: spec.Annotations[criSandboxName],
+		Container: spec.Annotations[criContainerName], CheckpointID: id,
+	}
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: container %s is marked %s=%s: %v", errdefs.ErrInvalidArgument, r.ID, AnnotationRestoreFrom, id, err)
+	}
+	prepared, err := s.src.Prepare(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: restore %s/%s container %s from %s: %v (a Pod marked for restore never starts fresh)",
+			errdefs.ErrFailedPrecondition, req.Namespace, req.Pod, req.Container, id, err)
+	}
+	rs := &restore{req: req, bundle: r.Bundle, work: filepath.Join(r.Bundle, "criu-restore"), images: prepared.Images,
+		termLog: terminationLogSource(spec), finished: make(chan struct{})}
+	if err := os.MkdirAll(rs.work, 0o700); err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(r.Bundle, "criu-restore.conf")
+	if err := os.WriteFile(conf, []byte(criuConfig(s.cfg.Lazy)), 0o600); err != nil {
+		return nil, err
+	}
+	spec.Annotations[criuConfigAnnotation] = conf
+	if err := writeSpec(r.Bundle, spec); err != nil {
+		return nil, err
+	}
+	if r.Options, err = withWorkPath(r.Options, rs.work); err != nil {
+		return nil, err
+	}
+	r.Checkpoint = prepared.Images
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if prepared.RootfsDiff != "" {
+		if err := applyDiff(ctx, filepath.Join(r.Bundle, "rootfs"), prepared.RootfsDiff); err != nil {
+			_, _ = s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID})
+			return nil, fmt.Errorf("restore %s/%s container %s: apply its filesystem changes: %w", req.Namespace, req.Pod, req.Container, err)
+		}
+	}
+	s.mu.Lock()
+	s.restores[r.ID] = rs
+	s.mu.Unlock()
+	log.G(ctx).WithField("checkpoint", id).WithField("container", req.Container).Info("container created from its checkpoint")
+	return resp, nil
+}
+
+// Start restores a marked container (behind its lazy-pages daemon when
+// lazy); CRIU's own error lines come back in the error when it fails.
+func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	s.mu.Lock()
+	rs := s.restores[r.ID]
+	s.mu.Unlock()
+	if rs == nil || r.ExecID != "" {
+		return s.TTRPCTaskService.Start(ctx, r)
+	}
+	if s.cfg.Lazy {
+		lp, err := startLazyPages(ctx, s.cfg.CRIU, rs.images, rs.work)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s/%s container %s: %w", rs.req.Namespace, rs.req.Pod, rs.req.Container, err)
+		}
+		rs.lazy = lp
+	}
+	resp, err := s.TTRPCTaskService.Start(ctx, r)
+	if err != nil {
+		if rs.lazy != nil {
+			rs.lazy.stop()
+		}
+		tail := criuLogTail(filepath.Join(rs.work, "restore.log"), 8)
+		s.keepLog(r.ID, rs)
+		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, err, tail)
+	}
+	if rs.lazy != nil {
+		go s.watchLazyPages(r.ID, rs)
+	}
+	return resp, nil
+}
+
+// watchLazyPages kills the container when its lazy-pages daemon ends
+// before every page was served: the kernel would hand the process
+// zero-filled pages in place of its memory.
+func (s *Service) watchLazyPages(id string, rs *restore) {
+	served, reason := rs.lazy.wait()
+	if served {
+		close(rs.finished)
+		return
+	}
+	rs.failure = fmt.Sprintf("restore runtime: the lazy-pages daemon of checkpoint %s ended before every page was back (%s); "+
+		"the container was killed rather than run on memory it did not get back", rs.req.CheckpointID, reason)
+	writeTerminationMessage(rs.termLog, rs.failure)
+	ctx := context.Background()
+	log.G(ctx).WithField("container", id).Error(rs.failure)
+	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
+		log.G(ctx).WithError(err).WithField("container", id).Error("kill a container whose pages were lost")
+	}
+	s.keepLog(id, rs)
+	close(rs.finished)
+}
+
+// Delete deletes as runc does, then what the restore left.
+func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err != nil || r.ExecID != "" {
+		return resp, err
+	}
+	s.mu.Lock()
+	rs := s.restores[r.ID]
+	delete(s.restores, r.ID)
+	s.mu.Unlock()
+	if rs != nil && rs.lazy != nil {
+		rs.lazy.stop()
+	}
+	return resp, err
+}
+
+// Shutdown stops every lazy-pages daemon left before runc's shim ends.
+func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	for _, rs := range s.restores {
+		if rs.lazy != nil {
+			rs.lazy.stop()
+		}
+	}
+	s.mu.Unlock()
+	return s.TTRPCTaskService.Shutdown(ctx, r)
+}
+
+// criuConfig is the whole CRIU configuration of a restore: established
+// connections a clone inherits come back closed (its peers are elsewhere).
+func criuConfig(lazy bool) string {
+	c := "tcp-close\n"
+	if lazy {
+		c += "lazy-pages\n"
+	}
+	return c
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(bundle, "config.json"), err)
+	}
+	if spec.Annotations == nil {
+		spec.Annotations = map[string]string{}
+	}
+	return &spec, nil
+}
+
+func writeSpec(bundle string, spec *specs.Spec) error {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+// withWorkPath sets CRIU's work directory in runc's options: the restore
+// and its lazy-pages daemon meet there.
+func withWorkPath(any typeurl.Any, work string) (*ptypes.Any, error) {
+	opts := &options.Options{}
+	if any != nil && len(any.GetValue()) > 0 {
+		v, err := typeurl.UnmarshalAny(any)
+		if err != nil {
+			return nil, err
+		}
+		o, ok := v.(*options.Options)
+		if !ok {
+			return nil, fmt.Errorf("%w: runtime options of type %T, not runc's", errdefs.ErrInvalidArgument, v)
+		}
+		opts = o
+	}
+	opts.CriuWorkPath = work
+	return typeurl.MarshalAnyToProto(opts)
+}
+
+// terminationLogSource is the host file behind the container's
+// termination message: what the runtime writes there, the kubelet reports.
+func terminationLogSource(spec *specs.Spec) string {
+	dest := spec.Annotations[terminationMessageKey]
+	if dest == "" {
+		dest = defaultTerminationLog
+	}
+	for _, m := range spec.Mounts {
+		if m.Destination == dest && m.Type == "bind" {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// writeTerminationMessage writes msg into the container's termination
+// message file, the empty regular file the kubelet made for it: never
+// anything else a mount might name.
+func writeTerminationMessage(path, msg string) {
+	if path == "" {
+		return
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString(msg)
+	_ = f.Close()
+}
+
+// applyDiff applies a container's captured filesystem changes to its new rootfs.
+func applyDiff(ctx context.Context, rootfs, diff string) error {
+	f, err := os.Open(diff)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = archive.Apply(ctx, rootfs, f)
+	return err
+}

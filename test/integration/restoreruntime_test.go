@@ -1,0 +1,357 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/containerd/v2/pkg/rootfs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime"
+	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
+)
+
+// memoryScript holds 4 MiB of random bytes (base64) in the shell's memory
+// only, writes their SHA-256 to /tmp/h0 once, counts in /tmp/n, and on
+// request (/tmp/check) writes the SHA-256 of what it holds now to /tmp/h1,
+// beside the count: a clone that did not get its memory back cannot write
+// the source's hash.
+const memoryScript = `blob=$(head -c 4194304 /dev/urandom | busybox base64 -w0)
+h0=$(echo "$blob" | busybox sha256sum | cut -c1-64)
+echo "$h0" > /tmp/h0
+echo captured-files > /data/marker
+i=0
+while true; do
+  i=$((i+1)); echo $i > /tmp/n
+  if [ -e /tmp/check ]; then rm /tmp/check; echo "$i $(echo "$blob" | busybox sha256sum | cut -c1-64)" > /tmp/h1; fi
+  sleep 0.05
+done`
+
+// runtimeEnv is a private containerd whose shims find the restore runtime's
+// configuration, and a node images directory laid out as the agent does.
+type runtimeEnv struct {
+	ctrd   *framework.Containerd
+	shim   string
+	cfg    string
+	images string
+	logs   string
+}
+
+func startRuntimeEnv(t *testing.T) *runtimeEnv {
+	shim := framework.RestoreShim(t)
+	dir := t.TempDir()
+	e := &runtimeEnv{shim: shim, cfg: filepath.Join(dir, "restore-runtime.json"), images: filepath.Join(dir, "images"), logs: filepath.Join(dir, "logs")}
+	e.configure(t, false, "")
+	// containerd's environment is its shims': the configuration's path.
+	t.Setenv(restoreruntime.ConfigEnv, e.cfg)
+	e.ctrd = framework.StartContainerd(t, "k8s.io")
+	return e
+}
+
+func (e *runtimeEnv) configure(t *testing.T, lazy bool, criu string) {
+	t.Helper()
+	data, err := json.Marshal(restoreruntime.Config{ImagesDir: e.images, Lazy: lazy, LogDir: e.logs, CRIU: criu})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(e.cfg, data, 0o600))
+}
+
+// start runs memoryScript in a busybox container under the restore
+// runtime, with annotations (as containerd's CRI would pass a Pod's).
+func (e *runtimeEnv) start(t *testing.T, id string, annotations map[string]string) (containerd.Container, containerd.Task, error) {
+	return e.startScript(t, id, memoryScript, annotations)
+}
+
+// rootfs is the host path of a running container's root filesystem.
+func (e *runtimeEnv) rootfs(id string) string {
+	return filepath.Join(e.ctrd.Dir, "state", "io.containerd.runtime.v2.task", e.ctrd.Namespace, id, "rootfs")
+}
+
+func (e *runtimeEnv) bundleSpec(t *testing.T, id string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(e.ctrd.Dir, "state", "io.containerd.runtime.v2.task", e.ctrd.Namespace, id, "config.json"))
+	require.NoError(t, err)
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	require.NoError(t, json.Unmarshal(data, &spec))
+	return spec.Annotations
+}
+
+// captureInto checkpoints a running container the way a node agent lays a
+// checkpoint out: CRIU's images and the rootfs diff under
+// <images>/<namespace>/<id>/<container>/.
+func (e *runtimeEnv) captureInto(t *testing.T, ctr containerd.Container, task containerd.Task, namespace, checkpointID, container string) {
+	t.Helper()
+	ctx := e.ctrd.Ctx()
+	dir := filepath.Join(e.images, namespace, checkpointID, container)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "checkpoint"), 0o700))
+	_, err := task.Checkpoint(ctx, containerd.WithCheckpointImagePath(filepath.Join(dir, "checkpoint")))
+	require.NoError(t, err, "checkpoint")
+
+	info, err := ctr.Info(ctx)
+	require.NoError(t, err)
+	desc, err := rootfs.CreateDiff(ctx, info.SnapshotKey, e.ctrd.Client.SnapshotService(info.Snapshotter), e.ctrd.Client.DiffService(),
+		diff.WithMediaType(ocispec.MediaTypeImageLayer))
+	require.NoError(t, err)
+	ra, err := e.ctrd.Client.ContentStore().ReaderAt(ctx, desc)
+	require.NoError(t, err)
+	defer ra.Close()
+	f, err := os.Create(filepath.Join(dir, "rootfs-diff.tar"))
+	require.NoError(t, err)
+	_, err = io.Copy(f, content.NewReader(ra))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+func readCount(t *testing.T, root string) int {
+	t.Helper()
+	var n int
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(root, "tmp", "n"))
+		if err != nil {
+			return false
+		}
+		n, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond)
+	return n
+}
+
+// memoryCheck asks the container for the hash of the memory it holds now.
+func memoryCheck(t *testing.T, root string) (count int, hash string) {
+	t.Helper()
+	_ = os.Remove(filepath.Join(root, "tmp", "h1"))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "tmp", "check"), nil, 0o644))
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(root, "tmp", "h1"))
+		if err != nil {
+			return false
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 2 || len(f[1]) != 64 {
+			return false
+		}
+		count, _ = strconv.Atoi(f[0])
+		hash = f[1]
+		return true
+	}, 60*time.Second, 20*time.Millisecond, "the container never answered the memory check")
+	return count, hash
+}
+
+func cloneAnnotations(checkpointID, container string) map[string]string {
+	return map[string]string{
+		restoreruntime.AnnotationRestoreFrom:  checkpointID,
+		"io.kubernetes.cri.container-type":    "container",
+		"io.kubernetes.cri.container-name":    container,
+		"io.kubernetes.cri.sandbox-namespace": sandboxNS,
+		"io.kubernetes.cri.sandbox-name":      "clone",
+	}
+}
+
+// TestRestoreRuntime runs containers under the restore runtime on a real
+// containerd + runc + CRIU: unmarked ones as runc, marked ones from their
+// checkpoint, eagerly and lazily, never fresh, never on lost pages.
+func TestRestoreRuntime(t *testing.T) {
+	e := startRuntimeEnv(t)
+	const id = "ckpt-0123456789abcdef01234567"
+
+	// A Pod cannot name a CRIU configuration: the runtime removes it.
+	src, srcTask, err := e.start(t, "source", map[string]string{"org.criu.config": "/etc/passwd"})
+	require.NoError(t, err, "an unmarked container runs under the restore runtime as under runc")
+	assert.NotContains(t, e.bundleSpec(t, "source"), "org.criu.config")
+	h0 := ""
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(e.rootfs("source"), "tmp", "h0"))
+		h0 = strings.TrimSpace(string(b))
+		return err == nil && len(h0) == 64
+	}, 30*time.Second, 20*time.Millisecond)
+	// The count before the capture: the captured one is at least that.
+	before := readCount(t, e.rootfs("source"))
+	e.captureInto(t, src, srcTask, sandboxNS, id, "app")
+
+	for _, lazy := range []bool{false, true} {
+		name := map[bool]string{false: "eager", true: "lazy"}[lazy]
+		t.Run(name, func(t *testing.T) {
+			e.configure(t, lazy, "")
+			cloneID := "clone-" + name
+			_, _, err := e.start(t, cloneID, cloneAnnotations(id, "app"))
+			require.NoError(t, err, "restore %s", name)
+			root := e.rootfs(cloneID)
+			defer func() {
+				if t.Failed() {
+					e.dumpLogs(t, cloneID)
+				}
+			}()
+			n, h := memoryCheck(t, root)
+			assert.Equal(t, h0, h, "the clone holds the source's memory")
+			assert.GreaterOrEqual(t, n, before, "the counter goes on from the capture")
+			marker, err := os.ReadFile(filepath.Join(root, "data", "marker"))
+			require.NoError(t, err, "the rootfs diff was applied")
+			assert.Equal(t, "captured-files\n", string(marker))
+			conf := e.bundleSpec(t, cloneID)["org.criu.config"]
+			require.NotEmpty(t, conf, "the runtime names its own CRIU configuration")
+			data, err := os.ReadFile(conf)
+			require.NoError(t, err)
+			assert.Contains(t, string(data), "tcp-close")
+			assert.Equal(t, lazy, strings.Contains(string(data), "lazy-pages"))
+		})
+	}
+
+	t.Run("never-fresh", func(t *testing.T) {
+		e.configure(t, false, "")
+		for name, ann := range map[string]map[string]string{
+			"unknown-checkpoint": cloneAnnotations("ckpt-ffffffffffffffffffffffff", "app"),
+			"unknown-container":  cloneAnnotations(id, "other"),
+			"path-in-id":         cloneAnnotations("../../../etc", "app"),
+		} {
+			_, task, err := e.start(t, "fresh-"+name, ann)
+			require.Error(t, err, "%s: a marked container must not start fresh", name)
+			if task != nil {
+				st, serr := task.Status(e.ctrd.Ctx())
+				if serr == nil {
+					assert.NotEqual(t, containerd.Running, st.Status, name)
+				}
+			}
+			_, statErr := os.Stat(filepath.Join(e.rootfs("fresh-"+name), "tmp", "h0"))
+			assert.True(t, os.IsNotExist(statErr), "%s: the script never ran fresh", name)
+		}
+	})
+
+	t.Run("lazy-pages-daemon-dies", func(t *testing.T) {
+		// 128 MiB, so the daemon is still pushing pages when it is stopped.
+		bigID := "ckpt-00000000000000000000000b"
+		big, bigTask, err := e.startBig(t, "big-source")
+		require.NoError(t, err)
+		e.captureInto(t, big, bigTask, sandboxNS, bigID, "app")
+		e.configure(t, true, "")
+		for attempt := 1; ; attempt++ {
+			cloneID := fmt.Sprintf("big-clone-%d", attempt)
+			ctr, task, err := e.startBigClone(t, cloneID, bigID)
+			require.NoError(t, err)
+			daemon := lazyPagesDaemon(t, filepath.Join(e.images, sandboxNS, bigID, "app", "checkpoint"))
+			if daemon == 0 || syscall.Kill(daemon, syscall.SIGSTOP) != nil {
+				// It served every page before the test could stop it: that
+				// clone is whole; try again, no test of a kill without one.
+				require.Less(t, attempt, 3, "the lazy-pages daemon finished every time before it could be stopped")
+				continue
+			}
+			require.NoError(t, syscall.Kill(daemon, syscall.SIGKILL))
+			status, err := task.Wait(e.ctrd.Ctx())
+			require.NoError(t, err)
+			select {
+			case st := <-status:
+				assert.Equal(t, uint32(137), st.ExitCode(), "the clone was killed")
+			case <-time.After(60 * time.Second):
+				t.Fatal("a clone whose lazy-pages daemon died still runs")
+			}
+			_, err = os.Stat(filepath.Join(e.rootfs(ctr.ID()), "tmp", "h1"))
+			assert.True(t, os.IsNotExist(err), "the clone never answered a memory check")
+			logs, _ := os.ReadDir(e.logs)
+			assert.NotEmpty(t, logs, "the lazy-pages log is kept")
+			return
+		}
+	})
+}
+
+// bigScript holds 128 MiB (base64 of 96 MiB of random bytes) in memory.
+const bigScript = `blob=$(head -c 100663296 /dev/urandom | busybox base64 -w0)
+echo ready > /tmp/ready
+while true; do sleep 1; done`
+
+func (e *runtimeEnv) startBig(t *testing.T, id string) (containerd.Container, containerd.Task, error) {
+	ctr, task, err := e.startScript(t, id, bigScript, nil)
+	if err == nil {
+		require.Eventually(t, func() bool {
+			_, err := os.Stat(filepath.Join(e.rootfs(id), "tmp", "ready"))
+			return err == nil
+		}, 60*time.Second, 50*time.Millisecond)
+	}
+	return ctr, task, err
+}
+
+func (e *runtimeEnv) startBigClone(t *testing.T, id, checkpointID string) (containerd.Container, containerd.Task, error) {
+	return e.startScript(t, id, bigScript, cloneAnnotations(checkpointID, "app"))
+}
+
+func (e *runtimeEnv) startScript(t *testing.T, id, script string, annotations map[string]string) (containerd.Container, containerd.Task, error) {
+	t.Helper()
+	ctx := e.ctrd.Ctx()
+	img, err := e.ctrd.Client.GetImage(ctx, framework.BusyboxImage)
+	require.NoError(t, err)
+	ctr, err := e.ctrd.Client.NewContainer(ctx, id,
+		containerd.WithImage(img), containerd.WithSnapshotter("overlayfs"), containerd.WithNewSnapshot(id+"-snapshot", img),
+		containerd.WithRuntime(e.shim, &options.Options{}),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithHostname("sandbox"), oci.WithProcessArgs("/bin/sh", "-c", script),
+			oci.WithAnnotations(annotations)),
+	)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(e.ctrd.Ctx(), 20*time.Second)
+		defer cancel()
+		if task, err := ctr.Task(cctx, nil); err == nil {
+			_, _ = task.Delete(cctx, containerd.WithProcessKill)
+		}
+		_ = ctr.Delete(cctx, containerd.WithSnapshotCleanup)
+	})
+	task, err := ctr.NewTask(ctx, cio.LogFile(filepath.Join(e.ctrd.Dir, id+".log")))
+	if err != nil {
+		return ctr, nil, err
+	}
+	return ctr, task, task.Start(ctx)
+}
+
+// lazyPagesDaemon is the pid of the criu lazy-pages daemon serving images,
+// or 0 when none runs.
+func lazyPagesDaemon(t *testing.T, images string) int {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", "criu lazy-pages --images-dir "+images).Output()
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return 0
+	}
+	pid, err := strconv.Atoi(f[0])
+	require.NoError(t, err)
+	return pid
+}
+
+// dumpLogs logs what a failed restore left: CRIU's logs in the bundle,
+// containerd's (and its shims') log tail.
+func (e *runtimeEnv) dumpLogs(t *testing.T, id string) {
+	work := filepath.Join(e.ctrd.Dir, "state", "io.containerd.runtime.v2.task", e.ctrd.Namespace, id, "criu-restore")
+	for _, name := range []string{"restore.log", "lazy-pages.log"} {
+		if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
+			t.Logf("%s:\n%s", name, tail(b, 3000))
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(e.ctrd.Dir, "containerd.log")); err == nil {
+		t.Logf("containerd.log:\n%s", tail(b, 3000))
+	}
+	if b, err := os.ReadFile(filepath.Join(e.ctrd.Dir, id+".log")); err == nil {
+		t.Logf("container log:\n%s", tail(b, 2000))
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
