@@ -24,7 +24,9 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/kube"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
 
 // NodeDriver is what the agent does on its node (the containerd driver).
@@ -58,6 +60,12 @@ type Config struct {
 	ClientCAFile string
 	// MetricsUsers may also read /metrics (a Prometheus' identity).
 	MetricsUsers []string
+	// Images is the node's store of checkpoints unpacked for the restore
+	// runtime (nil: none): a capture pushed to the registry is unpacked
+	// into it in the background, a delete removes it.
+	Images *nodeimages.Store
+	// Prefetch unpacks each capture into Images once it is durable.
+	Prefetch bool
 }
 
 // Server serves one node's agent.
@@ -250,6 +258,7 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 			return nil, err
 		}
 		logger.Info("Captured into the registry", "bytes", res.SizeBytes, "paused", res.Pause, "image", pub.Image, "total", time.Since(start))
+		s.prefetch(logger, t, res.ID, pub.Digest)
 		return CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause, Published: &pub}, nil
 	}
 	res, err := s.cfg.Driver.Capture(ctx, t, dreq)
@@ -259,6 +268,27 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	}
 	logger.Info("Captured", "bytes", res.SizeBytes, "paused", res.Pause, "total", time.Since(start))
 	return CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause}, nil
+}
+
+// prefetch unpacks a checkpoint just pushed into the node's restore
+// images, in the background, so a clone on the capturing node starts
+// without a pull.
+func (s *Server) prefetch(logger klog.Logger, t driver.Target, id, digest string) {
+	if s.cfg.Images == nil || !s.cfg.Prefetch {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cp := nodeimages.Checkpoint{Namespace: t.Namespace, Name: t.Name, ImageDigest: digest}
+		for _, c := range t.Containers {
+			err := s.cfg.Images.Prefetch(ctx, cp, api.Request{Namespace: t.Namespace, Pod: t.Name, Container: c.Name, CheckpointID: id})
+			if err != nil {
+				logger.Info("Could not unpack a capture for clones on this node; a clone here fetches it", "container", c.Name, "err", err)
+				return
+			}
+		}
+	}()
 }
 
 // cleanup deletes what a capture that cannot be answered left.
@@ -280,6 +310,11 @@ func (s *Server) delete(ctx context.Context, r *http.Request) (any, error) {
 	}
 	if err := s.cfg.Driver.Delete(ctx, req.ID); err != nil {
 		return nil, err
+	}
+	if s.cfg.Images != nil {
+		if err := s.cfg.Images.Remove(req.ID); err != nil {
+			return nil, err
+		}
 	}
 	if s.cfg.Registry != nil {
 		// Only the registry's images of a checkpoint: a request cannot name others.

@@ -44,6 +44,7 @@ import (
 	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 	"github.com/agents-kruise/checkpoint-apiserver/webhook"
@@ -116,12 +117,16 @@ type Options struct {
 	AgentCAFile                             string
 	AgentServerName                         string
 	AgentClientCertFile, AgentClientKeyFile string
-	// CheckpointRegistry receives every capture (through the agents); clone
-	// Pods pull from it with CheckpointRegistryPullSecrets; NodeCRIUConfig
-	// is the agents' CRIU configuration for restores, on every node.
-	CheckpointRegistry            ociregistry.Config
-	CheckpointRegistryPullSecrets []string
-	NodeCRIUConfig                string
+	// CheckpointRegistry receives every capture (through the agents); the
+	// agent of a clone's node fetches the checkpoint from it by digest.
+	CheckpointRegistry ociregistry.Config
+	// RestoreRuntimeClass is the RuntimeClass of clone Pods: the nodes'
+	// restore runtime (containerd-shim-checkpoint-v1).
+	RestoreRuntimeClass string
+	// RestoreSocket and RestoreImagesDir: where the server, capturing
+	// through its node's containerd itself (no node agents), serves that
+	// node's restore runtime, as a node agent does.
+	RestoreSocket, RestoreImagesDir string
 
 	// Out receives the "ready" message with the kubeconfig's path.
 	Out io.Writer
@@ -173,7 +178,7 @@ func NewOptions(out io.Writer) *Options {
 		ReplicaName:             defaultReplicaName(),
 		OrphanSweepInterval:     5 * time.Minute,
 		AgentPort:               10370,
-		NodeCRIUConfig:          "/var/lib/checkpoint-agent/criu/restore.conf",
+		RestoreRuntimeClass:     "checkpoint",
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		Out:                     out,
@@ -209,10 +214,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"CA of the checkpoint registry's serving certificate (empty: the system's roots). TLS is always verified.")
 	fs.StringVar(&o.CheckpointRegistry.AuthFile, "checkpoint-registry-auth-file", o.CheckpointRegistry.AuthFile,
 		"Docker config.json with the registry's credentials (the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret).")
-	fs.StringSliceVar(&o.CheckpointRegistryPullSecrets, "checkpoint-registry-pull-secret", o.CheckpointRegistryPullSecrets,
-		"imagePullSecrets of clone Pods, to pull from the checkpoint registry (each must exist in the clone's namespace).")
-	fs.StringVar(&o.NodeCRIUConfig, "node-criu-config", o.NodeCRIUConfig,
-		"Path, on every node, of the node agents' CRIU configuration for restores.")
+	fs.StringVar(&o.RestoreRuntimeClass, "restore-runtime-class", o.RestoreRuntimeClass,
+		"RuntimeClass of clone Pods: the nodes' restore runtime, which restores a Pod annotated agents.kruise.io/restore-from.")
+	fs.StringVar(&o.RestoreSocket, "restore-socket", o.RestoreSocket,
+		"Without node agents, with a kube-apiserver: the node-local socket where this server puts its node's checkpoints for the restore runtime (empty: none).")
+	fs.StringVar(&o.RestoreImagesDir, "restore-images-dir", o.RestoreImagesDir,
+		"Where --restore-socket unpacks checkpoints for the restore runtime (default <data-dir>/restore-images).")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName,
 		"Name of the Kubernetes node whose containerd --containerd-address is (default $NODE_NAME); Pods restored from its checkpoints are bound to it.")
 	fs.StringVar(&o.ContainerdNamespace, "containerd-namespace", o.ContainerdNamespace,
@@ -498,10 +505,38 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		// A kubelet runs the Pod: keepRunning=false ends it through the API,
 		// and a restore makes a Pod the kubelet runs.
 		extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: d}
-		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer}
+		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
+		if o.RestoreSocket != "" {
+			if err := o.serveRestoreImages(cfg, d); err != nil {
+				return err
+			}
+		}
 	}
 	return o.applyRegistrations(cfg, client, extra)
+}
+
+// serveRestoreImages serves the node's restore runtime from the server's
+// own containerd (a node with no agent), once the server runs.
+func (o *Options) serveRestoreImages(cfg *genericapiserver.RecommendedConfig, d *containerddriver.Driver) error {
+	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	dir := o.RestoreImagesDir
+	if dir == "" {
+		dir = filepath.Join(o.DataDir, "restore-images")
+	}
+	store := &nodeimages.Store{Dir: absPath(dir), Lookup: nodeimages.APILookup{Client: dyn}, Archives: nodeimages.DriverArchives{Driver: d}}
+	socket := o.RestoreSocket
+	return cfg.AddPostStartHook("restore-images", func(ctx genericapiserver.PostStartHookContext) error {
+		go func() {
+			if err := store.Serve(ctx, socket); err != nil {
+				klog.ErrorS(err, "The restore runtime's socket stopped: no clone starts on this node")
+			}
+		}()
+		return nil
+	})
 }
 
 // recorder sends Events on Checkpoints (and on the APIService and CRDs
@@ -543,8 +578,8 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	extra.Authorizer = cfg.Authorization.Authorizer
 	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
 	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents}
-	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer,
-		Preparer: &ociregistry.Preparer{Registry: reg, CRIUConfig: o.NodeCRIUConfig, PullSecrets: o.CheckpointRegistryPullSecrets}}
+	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
+		Preparer: &ociregistry.Preparer{Registry: reg}}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	o.recorder(client, extra)
 	return o.applyRegistrations(cfg, client, extra)

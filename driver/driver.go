@@ -104,38 +104,25 @@ type Driver interface {
 
 // Restorer creates and starts a new sandbox from captured state. A Driver
 // makes bare containers; on a node a kubelet manages, the clone is a Pod
-// (driver/kube.PodRestorer) restored from images a RestorePreparer made.
+// (driver/kube.PodRestorer) that the node's restore runtime restores.
 type Restorer interface {
 	Restore(ctx context.Context, checkpointID string, req RestoreRequest) (Target, error)
 }
 
-// ContainerImage names the image a container runtime restores one
-// container from.
-type ContainerImage struct {
-	Container string
-	Image     string
-}
-
-// PreparedRestore is captured state made ready for a node's container
-// runtime (its CRI) to restore.
+// PreparedRestore is what a restore into a Pod needs of captured state:
+// the clone Pod runs the source's images under the nodes' restore runtime,
+// which asks its node's agent for each container's checkpoint.
 type PreparedRestore struct {
-	// Node holds the images ("" when the driver cannot tell).
+	// Node holds the checkpoint ("" when the driver cannot tell).
 	Node string
 	// Template is the Target's, as captured.
 	Template []byte
-	// Images are per container, in the order they were captured.
-	Images []ContainerImage
-	// CRIUConfig is the path, on the node, of the CRIU configuration a
-	// clone's runtime is given (through the org.criu.config annotation).
-	CRIUConfig string
-	// Pulled: the images are in a registry, and any node pulls them (with
-	// PullSecrets); otherwise they are on Node only.
-	Pulled      bool
-	PullSecrets []string
+	// Anywhere: the checkpoint is in a registry, and any node's agent
+	// fetches it; otherwise it is on Node only.
+	Anywhere bool
 }
 
-// RestorePreparer turns captured state into images a node's CRI restores
-// from; preparing one checkpoint twice reuses the first images.
+// RestorePreparer says what a restore of a checkpoint into a Pod needs.
 type RestorePreparer interface {
 	PrepareRestore(ctx context.Context, checkpointID string) (PreparedRestore, error)
 }

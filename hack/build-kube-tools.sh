@@ -2,7 +2,7 @@
 # Builds the cluster's parts from their tools modules under hack/tools into
 # _output/bin, once per go.mod+go.sum: etcd v3.7.3; kube-apiserver,
 # kube-controller-manager, kube-scheduler and the kubelet (k8s.io/kubernetes
-# v1.37.2); and for the nodes containerd, its runc shim and ctr (v2.3.x,
+# v1.37.2); and for the nodes containerd, its runc shim and ctr (v2.4.x,
 # CGO_ENABLED=0, -tags no_btrfs); checkpointctl (a test tool). A cold kube-apiserver build takes about
 # 15 minutes on 2 cores; a rebuild with the same go.sum is skipped.
 #

@@ -2,7 +2,7 @@
 # The whole system on this machine: etcd, kube-apiserver with the aggregation
 # layer (front-proxy certificates, requestheader flags), kube-controller-manager
 # (namespaces, garbage collection, service accounts, workloads), kube-scheduler,
-# LOCAL_UP_NODES (1) real nodes, each a containerd 2.3 with CRI and CRIU and a
+# LOCAL_UP_NODES (1) real nodes, each a containerd 2.4 with CRI, CRIU and the restore runtime, and a
 # kubelet, and checkpoint-apiserver behind an APIService that carries a
 # caBundle, with delegated authentication and authorization, capturing
 # through the first node's containerd.
@@ -148,6 +148,20 @@ node_ip() { echo "198.18.0.$((10 + $1))"; }
 node_dir() { echo "$WORK/nodes/$(node_name "$1")"; }
 node_sock() { echo "$RUNDIR/$(node_name "$1")/containerd.sock"; }
 ctr_node() { local i=$1; shift; "$BIN/ctr" --address "$(node_sock "$i")" -n k8s.io "$@"; }
+# The restore runtime of node I: where it is installed (its shim and its
+# configuration), where the node's checkpoints are unpacked for it, and the
+# socket of the agent (or, with no agents, the server) that unpacks them.
+node_runtime() { echo "$WORK/node-runtime/$(node_name "$1")"; }
+node_restore_images() { echo "$WORK/agent-data/$(node_name "$1")/restore-images"; }
+node_restore_sock() { echo "$RUNDIR/$(node_name "$1")/restore.sock"; }
+# install_runtime I: what the agent DaemonSet's init container does on a
+# node, for nodes whose agents are host processes (or absent).
+install_runtime() {
+  local i=$1
+  "$BIN/checkpoint-node-agent" install-runtime --bin-dir="$(node_runtime "$i")/bin" \
+    --config="$(node_runtime "$i")/restore-runtime.json" --images-dir="$(node_restore_images "$i")" \
+    --agent-socket="$(node_restore_sock "$i")" ${RUNTIME_INSTALL_ARGS:-} >/dev/null
+}
 
 # node_certs I: the kubelet's client identity (system:node:<name>, which the
 # Node authorizer limits to its own Pods) and its serving certificate.
@@ -192,9 +206,9 @@ net_up() {
 
 cgroup_dirs() { for h in /sys/fs/cgroup/*/; do [ -f "$h/cgroup.procs" ] && echo "${h%/}"; done; }
 
-# node_config I: containerd (CRI with CRIU and restore from checkpoint
-# images, its own sockets, state, shim socket dir and runc root), the CNI
-# network (a bridge of its own) and the kubelet.
+# node_config I: containerd 2.4 (CRI with CRIU, runc, and the restore
+# runtime as the handler "checkpoint", its own sockets, state, shim socket
+# dir and runc root), the CNI network (a bridge of its own) and the kubelet.
 node_config() {
   local i=$1 n d r
   n=$(node_name "$i"); d=$(node_dir "$i"); r=$RUNDIR/$n
@@ -217,7 +231,7 @@ temp = "$d/tmp"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$d/opt"
 [plugins."io.containerd.shim.v1.manager"]
-  env = ["PATH=$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+  env = ["PATH=$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CHECKPOINT_RESTORE_RUNTIME_CONFIG=$(node_runtime "$i")/restore-runtime.json"]
   socket_dir = "$r/s"
 
 [plugins."io.containerd.cri.v1.images"]
@@ -230,7 +244,6 @@ temp = "$d/tmp"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_criu = true
-  enable_experimental_restore_via_create = true
   netns_mounts_under_state_dir = true
   # root here lacks CAP_SYS_RESOURCE: a sandbox's oom_score_adj of -998 would fail runc.
   restrict_oom_score_adj = true
@@ -239,9 +252,18 @@ temp = "$d/tmp"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       runtime_path = "$BIN/containerd-shim-runc-v2"
-      # A Pod may name the CRIU configuration runc uses for it.
-      pod_annotations = ["org.criu.config"]
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "$(command -v runc)"
+        Root = "$r/runc"
+        SystemdCgroup = false
+    # The restore runtime (RuntimeClass checkpoint): runc's shim, which
+    # restores a Pod marked agents.kruise.io/restore-from, the one Pod
+    # annotation it is passed. Installed by the node agent.
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.checkpoint]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$(node_runtime "$i")/bin/containerd-shim-checkpoint-v1"
+      pod_annotations = ["agents.kruise.io/restore-from"]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.checkpoint.options]
         BinaryName = "$(command -v runc)"
         Root = "$r/runc"
         SystemdCgroup = false
@@ -379,6 +401,7 @@ start_agent() {
   local i=$1 n; n=$(node_name "$i")
   start "agent-$n" "$BIN/checkpoint-node-agent" --node-name="$n" --kubeconfig="$WORK/agent-$n.kubeconfig" \
     --containerd-address="$(node_sock "$i")" --data-dir="$(node_dir "$i")/agent" --criu-config-dir="$WORK/agent-criu" \
+    --restore-socket="$(node_restore_sock "$i")" --restore-images-dir="$(node_restore_images "$i")" \
     --dump-dir="$DUMPDIR" --bind-address="$(node_ip "$i")" --port="$AGENT_PORT" \
     --tls-cert-file="$PKI/agent-serving-$n.crt" --tls-private-key-file="$PKI/agent-serving-$n.key" \
     --client-ca-file="$PKI/ca.crt" --server-user=checkpoint-apiserver \
@@ -473,12 +496,13 @@ start_server() {
     args+=(--node-agents --agent-port="$AGENT_PORT" --agent-ca-file="$PKI/ca.crt"
       --agent-client-cert-file="$PKI/checkpoint-apiserver-client.crt" --agent-client-key-file="$PKI/checkpoint-apiserver-client.key"
       --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt"
-      --checkpoint-registry-auth-file="$WORK/registry/auth.json" --checkpoint-registry-pull-secret=checkpoint-registry
-      --node-criu-config="$WORK/agent-criu/restore.conf" --resolver=pod)
+      --checkpoint-registry-auth-file="$WORK/registry/auth.json" --resolver=pod)
   elif [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS" --resolver=labels)
   elif [ "$NODES" -gt 0 ]; then
-    args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod --node-name="$(node_name 1)")
+    # No agents: the server unpacks the node's checkpoints for its restore runtime.
+    args+=(--containerd-address="$(node_sock 1)" --containerd-namespace=k8s.io --resolver=pod --node-name="$(node_name 1)"
+      --restore-socket="$(node_restore_sock 1)" --restore-images-dir="$(node_restore_images 1)")
   else
     args+=(--resolver=labels)
   fi
@@ -587,8 +611,6 @@ spec:
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
-        - --checkpoint-registry-pull-secret=checkpoint-registry
-        - --node-criu-config=$WORK/agent-data/criu/restore.conf
         - --data-dir=/var/lib/checkpoint-apiserver
         - --e2b-bind-address=\$(POD_IP):3000
         - --e2b-tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
@@ -603,6 +625,20 @@ metadata: {name: checkpoint-node-agent, namespace: $CP_NAMESPACE}
 spec:
   template:
     spec:
+      initContainers:
+      - name: install-restore-runtime
+        imagePullPolicy: Never
+        args:
+        - install-runtime
+        - --bin-dir=$WORK/node-runtime/\$(NODE_NAME)/bin
+        - --config=$WORK/node-runtime/\$(NODE_NAME)/restore-runtime.json
+        - --images-dir=$WORK/agent-data/\$(NODE_NAME)/restore-images
+        - --agent-socket=$RUNDIR/\$(NODE_NAME)/restore.sock
+$(yaml_args ${RUNTIME_INSTALL_ARGS:-})
+        volumeMounts:
+        - \$patch: replace
+        - {name: runtime, mountPath: $WORK/node-runtime}
+        - {name: data, mountPath: $WORK/agent-data}
       containers:
       - name: checkpoint-node-agent
         imagePullPolicy: Never
@@ -622,6 +658,8 @@ spec:
         - --data-dir=$WORK/agent-data/\$(NODE_NAME)
         - --criu-config-dir=$WORK/agent-data/criu
         - --dump-dir=$DUMPDIR
+        - --restore-socket=$RUNDIR/\$(NODE_NAME)/restore.sock
+        - --restore-images-dir=$WORK/agent-data/\$(NODE_NAME)/restore-images
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
@@ -638,6 +676,11 @@ $(yaml_args ${AGENT_ARGS:-})
       - {name: containerd, hostPath: {path: $RUNDIR, type: Directory}}
       - {name: data, hostPath: {path: $WORK/agent-data, type: DirectoryOrCreate}}
       - {name: dumps, hostPath: {path: $DUMPDIR, type: DirectoryOrCreate}}
+      - {name: runtime, hostPath: {path: $WORK/node-runtime, type: DirectoryOrCreate}}
+      # This machine's nodes keep their runtime and socket under $WORK and $RUNDIR.
+      - {name: runtime-bin, \$patch: delete}
+      - {name: runtime-config, \$patch: delete}
+      - {name: restore-socket, \$patch: delete}
 YAML
   kubectl apply -k "$d/dev" >/dev/null
   kubectl -n "$CP_NAMESPACE" rollout status ds/checkpoint-node-agent --timeout=180s >/dev/null
@@ -661,10 +704,8 @@ up() {
     exit 1
   fi
   "$ROOT/hack/build-kube-tools.sh"
-  "$ROOT/hack/build.sh" "$BIN" checkpoint-apiserver
-  if [ "$AGENTS" = 1 ]; then
-    "$ROOT/hack/build.sh" "$BIN" checkpoint-node-agent
-  fi
+  # The node agent's binary is also the restore runtime's shim.
+  "$ROOT/hack/build.sh" "$BIN" checkpoint-apiserver checkpoint-node-agent
   command -v kubectl >/dev/null || { log "kubectl not found"; exit 1; }
   certs
   echo "$NODES $AGENTS $DEPLOY" >"$WORK/topology"
@@ -738,6 +779,11 @@ YAML
     [ "$AGENTS" = 1 ] && registry_up
     local i
     for i in $(seq 1 "$NODES"); do start_node "$i"; done
+    # Agents as Pods install the restore runtime themselves (an init container).
+    if [ "$DEPLOY" != pods ]; then
+      for i in $(seq 1 "$NODES"); do install_runtime "$i"; done
+    fi
+    kubectl apply -f "$ROOT/artifacts/deploy/runtimeclass.yaml" >/dev/null
     for i in $(seq 1 "$NODES"); do
       wait_for "$(node_name "$i")" 120 node_ready "$(node_name "$i")"
       log "$(node_name "$i") Ready ($(node_ip "$i"), containerd at $(node_sock "$i"))"
@@ -758,9 +804,8 @@ metadata: {name: local-up:checkpoint-node-agent}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-up:checkpoint-node-agent}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "checkpoint:node-agents"}]
 YAML
-      # Clone Pods in default pull with it; other namespaces need their own copy.
-      kubectl -n default create secret docker-registry checkpoint-registry --docker-server="$HOST_IP:$REGISTRY_PORT" \
-        --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+      # No namespace gets the registry's credentials: clone Pods run their
+      # source's images, and only the agents fetch checkpoints.
       if [ "$DEPLOY" != pods ]; then
         for i in $(seq 1 "$NODES"); do start_agent "$i"; done
         log "node agents serving on :$AGENT_PORT of every node"

@@ -2,7 +2,7 @@
 # make run: checkpoint-apiserver --standalone on embedded defaults (embedded
 # etcd, self-signed certificates, a kubeconfig), with something to capture.
 # As root it first installs and starts what a capture needs, as make test
-# does (runc and CRIU 4.2 from hack/install-test-deps.sh, containerd 2.3
+# does (runc and CRIU 4.2 from hack/install-test-deps.sh, containerd 2.4
 # from hack/build-kube-tools.sh, all cached), then a private containerd under
 # RUN_DIR, and in it the demo sandbox code-interpreter-28rvn (namespace
 # default, container interpreter): a Python interpreter holding a counter
@@ -35,8 +35,8 @@ log() { echo "make run: $*" >&2; }
 ctr() { "$BIN/ctr" --address "$SOCK" -n "$NS" "$@" 2> >(grep -v 'msg="DEPRECATION' >&2); }
 
 # lo_up PID: loopback up in PID's network namespace, as a CNI plugin would
-# (there is none here: the sandbox and the clones the server makes start
-# with lo down).
+# (there is none here: the demo sandbox starts with lo down; the server
+# brings up the loopback of the clones it restores).
 lo_up() { nsenter --net="/proc/$1/ns/net" ip link set lo up; }
 
 # pid_of NAME: the pid of the task of sandbox NAME's first container.

@@ -324,15 +324,10 @@ func (r *Registry) send(ctx context.Context, method, u string, body io.Reader, c
 	}
 }
 
-// Preparer makes restores from the registry: a clone's containers name
-// their checkpoint images by digest, and whichever node the clone lands on
-// pulls them (with PullSecrets, which must exist in the clone's namespace).
+// Preparer makes restores from the registry: whichever node a clone lands
+// on, its agent fetches the checkpoint by digest.
 type Preparer struct {
 	Registry *Registry
-	// CRIUConfig is the path, on every node, of the CRIU configuration for
-	// restores (the node agents write it there).
-	CRIUConfig  string
-	PullSecrets []string
 }
 
 // PrepareRestore reads checkpoint id's index.
@@ -344,11 +339,5 @@ func (p *Preparer) PrepareRestore(ctx context.Context, id string) (driver.Prepar
 	if err != nil {
 		return driver.PreparedRestore{}, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 	}
-	out := driver.PreparedRestore{Template: idx.Template(), CRIUConfig: p.CRIUConfig, Pulled: true, PullSecrets: p.PullSecrets}
-	for _, m := range idx.Manifests {
-		if name := m.Annotations[AnnotationContainerName]; name != "" {
-			out.Images = append(out.Images, driver.ContainerImage{Container: name, Image: p.Registry.DigestRef(m.Digest)})
-		}
-	}
-	return out, nil
+	return driver.PreparedRestore{Template: idx.Template(), Anywhere: true}, nil
 }

@@ -21,10 +21,13 @@ type Config struct {
 	// (checkpoint/ with CRIU's images, rootfs-diff.tar), the layout the node
 	// agent fills; the runtime only reads it.
 	ImagesDir string `json:"imagesDir"`
+	// AgentSocket is the node agent's socket that puts a checkpoint under
+	// ImagesDir when asked ("": ImagesDir is read as it is).
+	AgentSocket string `json:"agentSocket,omitempty"`
 	// Lazy restores through criu lazy-pages (userfaultfd); false: eagerly.
 	Lazy bool `json:"lazy"`
 	// LogDir keeps CRIU's logs of failed restores (at most LogKeep of them).
-	LogDir  string `json:"logDir"`
+	LogDir  string `json:"logDir,omitempty"`
 	LogKeep int    `json:"logKeep,omitempty"`
 	// CRIU is the criu binary the lazy-pages daemon runs ("": criu on PATH).
 	CRIU string `json:"criu,omitempty"`

@@ -34,7 +34,11 @@ func Register() {
 			if err != nil {
 				return nil, err
 			}
-			return NewService(runc, cfg, DirSource{Dir: cfg.ImagesDir}), nil
+			var src Source = DirSource{Dir: cfg.ImagesDir}
+			if cfg.AgentSocket != "" {
+				src = SocketSource{Socket: cfg.AgentSocket}
+			}
+			return NewService(runc, cfg, src), nil
 		},
 	})
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/pkg/archive"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -102,6 +104,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, fmt.Errorf("%w: restore %s/%s container %s from %s: %v (a Pod marked for restore never starts fresh)",
 			errdefs.ErrFailedPrecondition, req.Namespace, req.Pod, req.Container, id, err)
+	}
+	if err := within(s.cfg.ImagesDir, prepared.Images, prepared.RootfsDiff); err != nil {
+		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w", req.Namespace, req.Pod, req.Container, id, err)
 	}
 	rs := &restore{req: req, bundle: r.Bundle, work: filepath.Join(r.Bundle, "criu-restore"), images: prepared.Images,
 		termLog: terminationLogSource(spec), finished: make(chan struct{})}
@@ -205,18 +210,6 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return resp, err
 }
 
-// Shutdown stops every lazy-pages daemon left before runc's shim ends.
-func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	for _, rs := range s.restores {
-		if rs.lazy != nil {
-			rs.lazy.stop()
-		}
-	}
-	s.mu.Unlock()
-	return s.TTRPCTaskService.Shutdown(ctx, r)
-}
-
 // criuConfig is the whole CRIU configuration of a restore: established
 // connections a clone inherits come back closed (its peers are elsewhere).
 func criuConfig(lazy bool) string {
@@ -303,6 +296,21 @@ func writeTerminationMessage(path, msg string) {
 	_ = f.Close()
 }
 
+// within refuses a checkpoint the source placed outside the node's images
+// directory.
+func within(root string, paths ...string) error {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		rel, err := filepath.Rel(root, filepath.Clean(p))
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+			return fmt.Errorf("checkpoint path %s is outside the node's images directory %s", p, root)
+		}
+	}
+	return nil
+}
+
 // applyDiff applies a container's captured filesystem changes to its new rootfs.
 func applyDiff(ctx context.Context, rootfs, diff string) error {
 	f, err := os.Open(diff)
@@ -310,6 +318,12 @@ func applyDiff(ctx context.Context, rootfs, diff string) error {
 		return err
 	}
 	defer f.Close()
-	_, err = archive.Apply(ctx, rootfs, f)
+	// A capture's diff may be compressed.
+	r, err := compression.DecompressStream(f)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = archive.Apply(ctx, rootfs, r)
 	return err
 }

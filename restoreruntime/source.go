@@ -1,32 +1,27 @@
 package restoreruntime
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strings"
+	"time"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
 
-// Request names one container's checkpoint, from what containerd's CRI
-// put in the container's spec.
-type Request struct {
-	Namespace    string
-	Pod          string
-	Container    string
-	CheckpointID string
-}
-
-// Prepared is a container's checkpoint on the node, ready for CRIU.
-type Prepared struct {
-	// Images is the directory of CRIU's images.
-	Images string
-	// RootfsDiff is the container's filesystem changes as a tar ("": none).
-	RootfsDiff string
-}
+// Request names one container's checkpoint; Prepared is where it lies.
+type (
+	Request  = api.Request
+	Prepared = api.Response
+)
 
 // Source puts a container's checkpoint on the node.
 type Source interface {
@@ -35,23 +30,6 @@ type Source interface {
 
 // ErrNoCheckpoint: the node holds no checkpoint for the container.
 var ErrNoCheckpoint = errors.New("no checkpoint for this container on the node")
-
-var checkpointIDPattern = regexp.MustCompile(`^ckpt-[0-9a-f]{24}$`)
-
-// Validate refuses anything but the names Kubernetes and the server make:
-// they become path elements under the node's images directory.
-func (r Request) Validate() error {
-	if !checkpointIDPattern.MatchString(r.CheckpointID) {
-		return fmt.Errorf("checkpoint ID %q is not one this server makes (ckpt-<24 hex>)", r.CheckpointID)
-	}
-	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
-		return fmt.Errorf("namespace %q: %v", r.Namespace, errs)
-	}
-	if errs := validation.IsDNS1123Label(r.Container); len(errs) > 0 {
-		return fmt.Errorf("container name %q: %v", r.Container, errs)
-	}
-	return nil
-}
 
 // DirSource reads checkpoints a node agent laid out under Dir as
 // <namespace>/<checkpoint ID>/<container>/{checkpoint/,rootfs-diff.tar}.
@@ -62,7 +40,7 @@ func (s DirSource) Prepare(_ context.Context, req Request) (Prepared, error) {
 	if err := req.Validate(); err != nil {
 		return Prepared{}, err
 	}
-	dir := filepath.Join(s.Dir, req.Namespace, req.CheckpointID, req.Container)
+	dir := api.Dir(s.Dir, req)
 	images := filepath.Join(dir, "checkpoint")
 	if _, err := os.Stat(filepath.Join(images, "inventory.img")); err != nil {
 		return Prepared{}, fmt.Errorf("%w: checkpoint %s of container %s in namespace %s: %v", ErrNoCheckpoint, req.CheckpointID, req.Container, req.Namespace, err)
@@ -70,6 +48,64 @@ func (s DirSource) Prepare(_ context.Context, req Request) (Prepared, error) {
 	p := Prepared{Images: images}
 	if _, err := os.Stat(filepath.Join(dir, "rootfs-diff.tar")); err == nil {
 		p.RootfsDiff = filepath.Join(dir, "rootfs-diff.tar")
+	}
+	return p, nil
+}
+
+// SocketSource asks the node's checkpoint images store (the node agent's,
+// on a node-local socket only root reaches) to put the checkpoint on the
+// node: from its cache, or pulled by digest from the checkpoint registry.
+type SocketSource struct {
+	Socket string
+	// Timeout bounds one request (a pull of a big checkpoint included).
+	Timeout time.Duration
+}
+
+// Prepare asks the store for req's checkpoint.
+func (s SocketSource) Prepare(ctx context.Context, req Request) (Prepared, error) {
+	if err := req.Validate(); err != nil {
+		return Prepared{}, err
+	}
+	timeout := s.Timeout
+	if timeout == 0 {
+		timeout = 100 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", s.Socket)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	body, err := json.Marshal(req)
+	if err != nil {
+		return Prepared{}, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://node-agent"+api.Path, bytes.NewReader(body))
+	if err != nil {
+		return Prepared{}, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hreq)
+	if err != nil {
+		return Prepared{}, fmt.Errorf("the node agent (%s) is not answering: %w", s.Socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return Prepared{}, fmt.Errorf("the node agent's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(data))
+		}
+		return Prepared{}, fmt.Errorf("the node agent: %s (%d)", e.Message, resp.StatusCode)
+	}
+	var p Prepared
+	if err := json.Unmarshal(data, &p); err != nil {
+		return Prepared{}, fmt.Errorf("the node agent's answer: %w", err)
 	}
 	return p, nil
 }

@@ -25,7 +25,9 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/agent"
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime"
 )
 
 type options struct {
@@ -41,15 +43,25 @@ type options struct {
 	cacheMax                        string
 	dumpDir, dumpDirLimit           string
 	prefetch                        bool
+	restoreSocket, restoreImages    string
+	restoreImagesLimit              string
 }
 
 func main() {
+	if restoreruntime.IsShim() {
+		restoreruntime.Main()
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "install-runtime" {
+		installRuntime(os.Args[2:])
+		return
+	}
 	o := options{
 		node: os.Getenv("NODE_NAME"), containerdAddress: "/run/containerd/containerd.sock", namespace: "k8s.io",
 		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
 		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
 		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0",
-		prefetch: true,
+		prefetch: true, restoreSocket: nodeimages.DefaultSocket, restoreImages: "/var/lib/checkpoint-agent/restore-images", restoreImagesLimit: "20Gi",
 	}
 	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
 	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
@@ -61,7 +73,13 @@ func main() {
 	fs.StringVar(&o.dumpDir, "dump-dir", o.dumpDir, containerddriver.DumpDirHelp)
 	fs.StringVar(&o.dumpDirLimit, "dump-dir-limit", o.dumpDirLimit, containerddriver.DumpDirLimitHelp)
 	fs.BoolVar(&o.prefetch, "prefetch", o.prefetch,
-		"Pull each capture back from the registry into the node's containerd in the background once it is durable, so clones on this node start without a pull.")
+		"Unpack each capture from the registry into --restore-images-dir in the background once it is durable, so clones on this node start without a pull.")
+	fs.StringVar(&o.restoreSocket, "restore-socket", o.restoreSocket,
+		"Node-local socket (root only) where the restore runtime asks for a checkpoint to be put on the node (empty: no restores on this node).")
+	fs.StringVar(&o.restoreImages, "restore-images-dir", o.restoreImages,
+		"Where checkpoints are unpacked for the restore runtime, which reads them in place (its configuration's imagesDir).")
+	fs.StringVar(&o.restoreImagesLimit, "restore-images-limit", o.restoreImagesLimit,
+		"Bound of --restore-images-dir (a quantity; 0: unbounded); the least recently used checkpoints go first.")
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
@@ -87,6 +105,26 @@ func main() {
 		klog.Flush()
 		os.Exit(1)
 	}
+}
+
+// installRuntime installs this binary as the node's restore runtime shim
+// and writes the runtime's configuration (the agent DaemonSet's init
+// container runs it).
+func installRuntime(args []string) {
+	fs := pflag.NewFlagSet("checkpoint-node-agent install-runtime", pflag.ExitOnError)
+	binDir := fs.String("bin-dir", "/opt/checkpoint-apiserver/bin", "Where the shim goes; the node's containerd names <bin-dir>/"+restoreruntime.ShimName+" as the runtime_path of the checkpoint runtime.")
+	config := fs.String("config", restoreruntime.DefaultConfigPath, "Where the runtime's configuration goes (the shim reads $"+restoreruntime.ConfigEnv+", or this default).")
+	cfg := restoreruntime.Config{Lazy: true, AgentSocket: nodeimages.DefaultSocket, ImagesDir: "/var/lib/checkpoint-agent/restore-images"}
+	fs.StringVar(&cfg.ImagesDir, "images-dir", cfg.ImagesDir, "The agent's --restore-images-dir.")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "The agent's --restore-socket.")
+	fs.StringVar(&cfg.LogDir, "log-dir", "", "Where CRIU's logs of failed restores are kept (default <images-dir>/.logs).")
+	fs.BoolVar(&cfg.Lazy, "lazy", cfg.Lazy, "Restore lazily (criu lazy-pages); false: eagerly, as a node without userfaultfd must.")
+	_ = fs.Parse(args)
+	if err := restoreruntime.Install(*binDir, *config, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("installed %s/%s and %s\n", *binDir, restoreruntime.ShimName, *config)
 }
 
 func run(ctx context.Context, o options) error {
@@ -119,7 +157,7 @@ func run(ctx context.Context, o options) error {
 	d, err := containerddriver.New(containerddriver.Config{
 		Address: o.containerdAddress, Namespace: o.namespace, Node: o.node,
 		LogDir: filepath.Join(o.dataDir, "containers"), CRIUConfigDir: abs,
-		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(), Prefetch: o.prefetch,
+		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(),
 	})
 	if err != nil {
 		return err
@@ -134,6 +172,27 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if o.restoreSocket != "" {
+		limit, err := resource.ParseQuantity(o.restoreImagesLimit)
+		if err != nil {
+			return fmt.Errorf("--restore-images-limit=%q: %w", o.restoreImagesLimit, err)
+		}
+		store := &nodeimages.Store{Dir: o.restoreImages, Limit: limit.Value(), Lookup: nodeimages.APILookup{Client: dyn},
+			Archives: nodeimages.DriverArchives{Driver: d}}
+		if cfg.Registry != nil {
+			store.Archives = nodeimages.RegistryArchives{Registry: cfg.Registry}
+		}
+		cfg.Images, cfg.Prefetch = store, o.prefetch
+		go func() {
+			if err := store.Serve(ctx, o.restoreSocket); err != nil {
+				klog.ErrorS(err, "The restore runtime's socket stopped: no clone starts on this node")
+			}
+		}()
+	}
 	srv, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -141,10 +200,6 @@ func run(ctx context.Context, o options) error {
 	cacheMax, err := resource.ParseQuantity(o.cacheMax)
 	if err != nil {
 		return fmt.Errorf("--cache-max-size=%q: %w", o.cacheMax, err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return err
 	}
 	go srv.RunSweep(ctx, agent.SweepConfig{Checkpoints: dyn, Interval: o.sweepInterval, CacheMaxBytes: cacheMax.Value()})
 	return srv.Serve(ctx, net.JoinHostPort(o.bindAddress, strconv.Itoa(o.port)), o.certFile, o.keyFile)

@@ -18,14 +18,11 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -128,19 +125,15 @@ func withContainerRecord(name string, template []byte) containerd.CheckpointOpts
 	}
 }
 
-func restoreImageName(id, container string) string {
-	return imageName(id, container) + ":" + imageKindRestore
-}
-
-// PrepareRestore makes, once per checkpoint, one CRI checkpoint image per
-// captured container, unpacked, so a Pod naming it restores that container.
+// PrepareRestore says where checkpoint checkpointID is (this node) and
+// what its Pod was.
 func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (driver.PreparedRestore, error) {
 	ctx = d.ctx(ctx)
 	imgs, err := d.capturedState(ctx, checkpointID)
 	if err != nil {
 		return driver.PreparedRestore{}, err
 	}
-	out := driver.PreparedRestore{Node: d.cfg.Node, CRIUConfig: d.restoreConfig}
+	out := driver.PreparedRestore{Node: d.cfg.Node}
 	for _, im := range imgs {
 		index, err := d.readIndex(ctx, im.Target)
 		if err != nil {
@@ -150,14 +143,13 @@ func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (drive
 		if err != nil {
 			return driver.PreparedRestore{}, err
 		}
+		if !hasMediaType(index, images.MediaTypeContainerd1Checkpoint) {
+			return driver.PreparedRestore{}, fmt.Errorf("%w: container %s of checkpoint %s was captured without its memory: a Pod can only be restored from a memory capture",
+				driver.ErrUnsupported, rec.Name, checkpointID)
+		}
 		if out.Template == nil {
 			out.Template = rec.Template
 		}
-		name := restoreImageName(checkpointID, rec.Name)
-		if err := d.ensureRestoreImage(ctx, name, checkpointID, index, rec); err != nil {
-			return driver.PreparedRestore{}, d.classify("prepare restore image "+name, err)
-		}
-		out.Images = append(out.Images, driver.ContainerImage{Container: rec.Name, Image: name})
 	}
 	return out, nil
 }
@@ -210,73 +202,6 @@ func (d *Driver) readRecord(ctx context.Context, image string, index *ocispec.In
 	}
 	return containerRecord{}, fmt.Errorf("%w: checkpoint %s was captured without a container record, so it cannot be restored into a Pod",
 		driver.ErrUnsupported, image)
-}
-
-// ensureRestoreImage writes and unpacks the CRI checkpoint image name,
-// unless it is there already.
-func (d *Driver) ensureRestoreImage(ctx context.Context, name, checkpointID string, index *ocispec.Index, rec containerRecord) error {
-	if existing, err := d.client.ImageService().Get(ctx, name); err == nil {
-		return d.unpack(ctx, existing)
-	} else if !errdefs.IsNotFound(err) {
-		return err
-	}
-	// The blobs are referenced by nothing until the image is: a lease holds them.
-	lease, err := d.client.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
-	if err != nil {
-		return err
-	}
-	defer func() {
-		_ = d.client.LeasesService().Delete(context.WithoutCancel(ctx), lease)
-	}()
-	ctx = leases.WithLease(ctx, lease.ID)
-	cs := d.client.ContentStore()
-
-	start := time.Now()
-	layer, err := d.writeArchiveLayer(ctx, name, index, rec)
-	if err != nil {
-		return err
-	}
-	archived := time.Since(start)
-	defer func() {
-		klog.FromContext(ctx).V(2).Info("Made a restore image", "image", name, "bytes", layer.Size, "archive", archived, "total", time.Since(start))
-	}()
-	cfg, annotations := criImage(rec, layer)
-	configDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageConfig, cfg, nil)
-	if err != nil {
-		return err
-	}
-	manifestDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageManifest, criManifest(configDesc, layer, annotations), map[string]string{
-		"containerd.io/gc.ref.content.config": configDesc.Digest.String(),
-		"containerd.io/gc.ref.content.l.0":    layer.Digest.String(),
-	})
-	if err != nil {
-		return err
-	}
-	platform := cfg.Platform
-	manifestDesc.Platform = &platform
-	indexDesc, err := writeJSONBlob(ctx, cs, ocispec.MediaTypeImageIndex, ocispec.Index{
-		Versioned:   specs.Versioned{SchemaVersion: 2},
-		MediaType:   ocispec.MediaTypeImageIndex,
-		Manifests:   []ocispec.Descriptor{manifestDesc},
-		Annotations: annotations,
-	}, map[string]string{
-		"containerd.io/gc.ref.content.m.0": manifestDesc.Digest.String(),
-	})
-	if err != nil {
-		return err
-	}
-	img, err := d.client.ImageService().Create(ctx, images.Image{
-		Name:   name,
-		Target: indexDesc,
-		Labels: map[string]string{LabelCheckpointID: checkpointID, LabelContainerName: rec.Name, LabelImageKind: imageKindRestore},
-	})
-	if errdefs.IsAlreadyExists(err) {
-		img, err = d.client.ImageService().Get(ctx, name)
-	}
-	if err != nil {
-		return err
-	}
-	return d.unpack(ctx, img)
 }
 
 // criImage is the image config of a CRI checkpoint image of rec whose one
@@ -368,9 +293,43 @@ type criContainerConfig struct {
 	CheckpointedAt  time.Time `json:"checkpointedTime"`
 }
 
-// writeArchiveLayer streams the kubelet checkpoint archive's layout, made
-// from the captured blobs, into one uncompressed layer.
-func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocispec.Index, rec containerRecord) (ocispec.Descriptor, error) {
+// Archive streams the kubelet checkpoint archive of container's state in
+// checkpoint id, from the node's content store: what the node's restore
+// runtime unpacks when no registry holds the checkpoint.
+func (d *Driver) Archive(ctx context.Context, id, container string) (io.ReadCloser, error) {
+	ctx = d.ctx(ctx)
+	imgs, err := d.capturedState(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, im := range imgs {
+		index, err := d.readIndex(ctx, im.Target)
+		if err != nil {
+			return nil, d.classify("read checkpoint "+im.Name, err)
+		}
+		rec, err := d.readRecord(ctx, im.Name, index)
+		if err != nil {
+			return nil, err
+		}
+		if rec.Name != container {
+			continue
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			buffered := bufio.NewWriterSize(pw, copyBuffer)
+			err := d.archiveTo(ctx, buffered, index, rec)
+			if err == nil {
+				err = buffered.Flush()
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, nil
+	}
+	return nil, fmt.Errorf("%w: checkpoint %s holds no container %s", driver.ErrCheckpointNotFound, id, container)
+}
+
+// archiveTo writes the kubelet checkpoint archive of rec's captured blobs to w.
+func (d *Driver) archiveTo(ctx context.Context, w io.Writer, index *ocispec.Index, rec containerRecord) error {
 	cs := d.client.ContentStore()
 	var criuTar, rwLayer, specBlob *ocispec.Descriptor
 	for i := range index.Manifests {
@@ -385,23 +344,23 @@ func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocis
 		}
 	}
 	if criuTar == nil {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: checkpoint of container %s holds no memory: a Pod can only be restored from a memory capture",
+		return fmt.Errorf("%w: checkpoint of container %s holds no memory: a Pod can only be restored from a memory capture",
 			driver.ErrUnsupported, rec.Name)
 	}
 	if specBlob == nil {
-		return ocispec.Descriptor{}, fmt.Errorf("checkpoint of container %s holds no runtime spec", rec.Name)
+		return fmt.Errorf("checkpoint of container %s holds no runtime spec", rec.Name)
 	}
 	specData, err := content.ReadBlob(ctx, cs, *specBlob)
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return err
 	}
 	var specAny anypb.Any
 	if err := proto.Unmarshal(specData, &specAny); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("decode runtime spec of %s: %w", rec.Name, err)
+		return fmt.Errorf("decode runtime spec of %s: %w", rec.Name, err)
 	}
 	ra, err := cs.ReaderAt(ctx, *criuTar)
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return err
 	}
 	defer ra.Close()
 	memory := func(add addFile) error {
@@ -426,32 +385,12 @@ func (d *Driver) writeArchiveLayer(ctx context.Context, name string, index *ocis
 	if rwLayer != nil {
 		rra, err := cs.ReaderAt(ctx, *rwLayer)
 		if err != nil {
-			return ocispec.Descriptor{}, err
+			return err
 		}
 		defer rra.Close()
 		rw = &blobReader{r: bufio.NewReaderSize(content.NewReader(rra), copyBuffer), size: rwLayer.Size}
 	}
-
-	w, err := content.OpenWriter(ctx, cs, content.WithRef("agents.kruise.io-restore-"+strings.NewReplacer("/", "-", ":", "-").Replace(name)))
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	defer w.Close()
-	// Big writes and reads: each is a message to containerd's content
-	// service, and 32 KiB ones made this four times slower.
-	counter := &countingWriter{w: w}
-	buffered := bufio.NewWriterSize(counter, copyBuffer)
-	if err := writeArchive(buffered, rec, specAny.GetValue(), memory, rw); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	if err := buffered.Flush(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	dgst := w.Digest()
-	if err := w.Commit(ctx, counter.n, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
-		return ocispec.Descriptor{}, err
-	}
-	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dgst, Size: counter.n}, nil
+	return writeArchive(w, rec, specAny.GetValue(), memory, rw)
 }
 
 // addFile adds one CRIU image file (a base name) to an archive.

@@ -78,9 +78,6 @@ type Config struct {
 	// DumpDirLimit bounds what the dumps in DumpDir hold together (0: half
 	// its filesystem); a dump that would exceed it goes to disk.
 	DumpDirLimit int64
-	// Prefetch has CaptureToRegistry pull each checkpoint it pushed back
-	// into this containerd in the background, for clones on this node.
-	Prefetch bool
 }
 
 // criuConfigAnnotation names the CRIU configuration file runc hands CRIU
@@ -107,10 +104,6 @@ type Driver struct {
 	// dumpReserved is what the dumps in flight reserved in DumpDir.
 	dumpMu       sync.Mutex
 	dumpReserved int64
-	// prefetchMu runs one prefetch at a time; prefetches are those running.
-	prefetchMu  sync.Mutex
-	prefetches  sync.WaitGroup
-	prefetching sync.Map // checkpoint ID -> prefetching
 	// bg is the context of the driver's background work, ended by Close.
 	bg     context.Context
 	stopBg context.CancelFunc
@@ -166,7 +159,6 @@ func (d *Driver) Close() error {
 	if d.stopBg != nil {
 		d.stopBg()
 	}
-	d.prefetches.Wait()
 	return d.client.Close()
 }
 
@@ -508,8 +500,6 @@ func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
 	if err := d.Ping(ctx); err != nil {
 		return err
 	}
-	// A prefetch still pulling would bring back what this deletes.
-	d.stopPrefetch(checkpointID)
 	imgs, err := d.checkpointImages(ctx, checkpointID)
 	if err != nil {
 		return err
@@ -630,6 +620,10 @@ func (d *Driver) Restore(ctx context.Context, checkpointID string, req driver.Re
 		}
 		if err := task.Start(ctx); err != nil {
 			return fail(d.classify("start restored container "+cname, err))
+		}
+		// A Pod's network has lo up; a bare clone's namespace is made here.
+		if err := loopbackUp(task.Pid()); err != nil {
+			return fail(fmt.Errorf("restored container %s: %w", cname, err))
 		}
 		target.Containers = append(target.Containers, driver.Container{ID: id, Name: cname})
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,15 +21,19 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/types"
 	certutil "k8s.io/client-go/util/cert"
 
 	containerdclient "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -178,9 +183,10 @@ func TestCaptureWebSandbox(t *testing.T) {
 }
 
 // restoreContinuing restores checkpoint id into sandbox, asserts that its
-// one container's counter continues from the captured one (before..after),
-// brings its loopback up (in a Pod, the sandbox's CNI has done that: a clone
-// has a network namespace of its own) and returns the container's ID.
+// one container's counter continues from the captured one (before..after)
+// and that its loopback is up (as a Pod's CNI leaves it: a bare clone has a
+// network namespace of its own, which the driver brings up), and returns
+// the container's ID.
 func restoreContinuing(t *testing.T, c *framework.Containerd, d *containerd.Driver, id, sandbox string, before, after int) string {
 	t.Helper()
 	clone, err := d.Restore(context.Background(), id, driver.RestoreRequest{Namespace: "team-a", Name: sandbox})
@@ -188,7 +194,13 @@ func restoreContinuing(t *testing.T, c *framework.Containerd, d *containerd.Driv
 	first := restoredCounter(t, d, clone)
 	assert.GreaterOrEqual(t, first, before, "the clone continues from the captured counter (%d..%d)", before, after)
 	assert.LessOrEqual(t, first, after+1, "the clone continues from the captured counter (%d..%d)", before, after)
-	c.LoopbackUp(t, clone.Containers[0].ID)
+	ctr, err := c.Client.LoadContainer(c.Ctx(), clone.Containers[0].ID)
+	require.NoError(t, err)
+	task, err := ctr.Task(c.Ctx(), nil)
+	require.NoError(t, err)
+	out, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", task.Pid()), "ip", "-o", "link", "show", "lo").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), ",UP", "the clone's loopback is up: %s", out)
 	return clone.Containers[0].ID
 }
 
@@ -453,7 +465,7 @@ func TestDumpDirectory(t *testing.T) {
 			slug := strings.ReplaceAll(tc.name, " ", "-")
 			criu := filepath.Join(c.Dir, "criu-"+slug)
 			d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
-				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit, Prefetch: tc.fast})
+				CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: tc.limit})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = d.Close() })
 			var dirs []string
@@ -464,7 +476,7 @@ func TestDumpDirectory(t *testing.T) {
 			source(t, c, pod)
 			target, err := d.Resolve(ctx, "team-a", pod)
 			require.NoError(t, err)
-			id := "ckpt-dump-" + slug
+			id := agents.CheckpointID(types.UID("dump-" + slug))
 			res, pub, err := d.CaptureToRegistry(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory, driver.Filesystem}}, reg)
 			require.NoError(t, err)
 			assert.Positive(t, res.Pause)
@@ -507,19 +519,17 @@ func TestDumpDirectory(t *testing.T) {
 				assert.True(t, names[want], "the archive has %s: %v", want, names)
 			}
 
-			if tc.fast {
-				// Prefetched: the node pulls its checkpoint back, unpacked,
-				// under the name a clone's container gives it.
-				ref := reg.DigestRef(idx.Manifests[0].Digest)
-				require.Eventually(t, func() bool {
-					img, err := c.Client.GetImage(c.Ctx(), ref)
-					if err != nil {
-						return false
-					}
-					ok, err := img.IsUnpacked(c.Ctx(), "")
-					return err == nil && ok && img.Labels()["agents.kruise.io/checkpoint-id"] == id
-				}, time.Minute, 100*time.Millisecond, "the capturing node prefetched %s", ref)
-			}
+			// A node's agent unpacks it from the registry by the index's
+			// digest for the restore runtime, and refuses an index that is
+			// another checkpoint's.
+			store := &nodeimages.Store{Dir: t.TempDir(), Lookup: digestLookup(pub.Digest), Archives: nodeimages.RegistryArchives{Registry: reg}}
+			require.NoError(t, store.Start())
+			got, err := store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: id})
+			require.NoError(t, err)
+			assert.FileExists(t, filepath.Join(got.Images, "inventory.img"))
+			assert.FileExists(t, got.RootfsDiff)
+			_, err = store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: agents.CheckpointID("another")})
+			assert.ErrorContains(t, err, "refused")
 
 			// A dump left behind (a crash), with nothing else of its
 			// checkpoint, is state of it, which the sweep's Delete removes.
@@ -534,7 +544,7 @@ func TestDumpDirectory(t *testing.T) {
 			require.NoError(t, d.Delete(ctx, id))
 			imgs, err := c.Client.ImageService().List(c.Ctx(), fmt.Sprintf("labels.%q==%q", containerd.LabelCheckpointID, id))
 			require.NoError(t, err)
-			assert.Empty(t, imgs, "Delete removes every image of the checkpoint, the prefetched included")
+			assert.Empty(t, imgs, "Delete removes every image of the checkpoint")
 		})
 	}
 	left, err := os.ReadDir(fast)
@@ -560,4 +570,11 @@ func registryGet(t *testing.T, lr framework.LocalRegistry, suffix string) []byte
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return b
+}
+
+// digestLookup finds every checkpoint ID at one registry digest.
+type digestLookup string
+
+func (d digestLookup) Find(_ context.Context, ns, _ string) (nodeimages.Checkpoint, error) {
+	return nodeimages.Checkpoint{Namespace: ns, Name: "cp", ImageDigest: string(d)}, nil
 }

@@ -317,20 +317,6 @@ func withDumpPushed(dir, name string, reg *ociregistry.Registry, into *pushedIma
 	}
 }
 
-// prefetching is a prefetch in flight: Delete ends it before it deletes.
-type prefetching struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// stopPrefetch ends checkpoint id's prefetch, if one runs, and waits for it.
-func (d *Driver) stopPrefetch(id string) {
-	if p, ok := d.prefetching.Load(id); ok {
-		p.(prefetching).cancel()
-		<-p.(prefetching).done
-	}
-}
-
 // pushedImage is a container's CRI checkpoint image in the registry.
 type pushedImage struct {
 	manifest ocispec.Descriptor
@@ -386,42 +372,5 @@ func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, re
 	if err != nil {
 		return fail(fmt.Errorf("%w: push %s: %v", ErrRegistry, reg.TagRef(res.ID), err))
 	}
-	if d.cfg.Prefetch {
-		d.prefetch(klog.FromContext(ctx), res.ID, reg, manifests)
-	}
 	return res, driver.Published{Image: reg.DigestRef(idx.Digest), Digest: idx.Digest.String()}, nil
-}
-
-// prefetch pulls the checkpoint's images from the registry into this
-// node's containerd, unpacked and named as a clone's containers name them,
-// in the background, once the checkpoint is durable: what used to be
-// copied on the capture's path, so a clone on the capturing node finds its
-// image here. A clone that comes first pulls it as any node would. One
-// prefetch at a time; the sweep removes what one leaves of a checkpoint
-// deleted meanwhile.
-func (d *Driver) prefetch(logger klog.Logger, id string, reg *ociregistry.Registry, manifests []ocispec.Descriptor) {
-	ctx, cancel := context.WithTimeout(d.ctx(d.bg), 10*time.Minute)
-	done := make(chan struct{})
-	d.prefetching.Store(id, prefetching{cancel: cancel, done: done})
-	d.prefetches.Add(1)
-	go func() {
-		defer d.prefetches.Done()
-		defer close(done)
-		defer d.prefetching.Delete(id)
-		defer cancel()
-		d.prefetchMu.Lock()
-		defer d.prefetchMu.Unlock()
-		start := time.Now()
-		for _, m := range manifests {
-			ref := reg.DigestRef(m.Digest)
-			_, err := d.client.Pull(ctx, ref, containerd.WithResolver(reg.Resolver()), containerd.WithPullUnpack,
-				containerd.WithPullSnapshotter(d.cfg.Snapshotter),
-				containerd.WithPullLabels(map[string]string{LabelCheckpointID: id, LabelImageKind: imageKindRestore}))
-			if err != nil {
-				logger.Info("Could not prefetch a checkpoint image; a clone here pulls it", "id", id, "image", ref, "err", err)
-				return
-			}
-		}
-		logger.V(2).Info("Prefetched a checkpoint's images", "id", id, "in", time.Since(start))
-	}()
 }

@@ -25,10 +25,6 @@ import (
 // AnnotationRestoreFrom marks a clone with the checkpoint it was restored from.
 const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
 
-// criuConfigAnnotation names, on a Pod, the CRIU configuration file runc
-// hands CRIU (the node's containerd must pass it: pod_annotations).
-const criuConfigAnnotation = "org.criu.config"
-
 // template is what a capture keeps of a Pod to remake it: the node it ran
 // on and its spec, with nothing a restore must not copy.
 type template struct {
@@ -42,7 +38,7 @@ func Template(pod *corev1.Pod) ([]byte, error) {
 }
 
 // cloneSpec is the spec of a clone of a Pod with spec src: its app
-// containers (image, command, env, resources, ports, probes, the mount
+// containers (image, pull policy, command, env, resources, ports, probes, the mount
 // points their processes were captured with), its pod-level settings that
 // the restored processes depend on, and nothing of its credentials. The
 // service-account token volume becomes an empty directory at the same
@@ -77,7 +73,7 @@ func cloneSpec(src *corev1.PodSpec) corev1.PodSpec {
 	}
 	for _, c := range src.Containers {
 		out := corev1.Container{
-			Name: c.Name, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
+			Name: c.Name, Image: c.Image, ImagePullPolicy: c.ImagePullPolicy, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
 			Ports: c.Ports, EnvFrom: c.EnvFrom, Env: c.Env, Resources: *c.Resources.DeepCopy(),
 			VolumeMounts: c.VolumeMounts, LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe,
 			StartupProbe: c.StartupProbe, TerminationMessagePath: c.TerminationMessagePath,
@@ -93,10 +89,10 @@ func cloneSpec(src *corev1.PodSpec) corev1.PodSpec {
 	return spec
 }
 
-// PodRestorer restores a checkpoint into a new Pod: the driver on the node
-// holding the checkpoint prepares one CRI checkpoint image per container,
-// and the kubelet creates the Pod's containers from them, which the
-// node's containerd restores instead of starting. The caller must be
+// PodRestorer restores a checkpoint into a new Pod: the source's spec,
+// annotated agents.kruise.io/restore-from and run under the restore
+// runtime's RuntimeClass, whose shim restores each container from the
+// checkpoint its node's agent puts on the node instead of starting it. The caller must be
 // allowed to create Pods in the namespace; the Pod is then created with
 // the server's own rights, and carries the caller as its owner.
 type PodRestorer struct {
@@ -107,7 +103,14 @@ type PodRestorer struct {
 	// Timeout bounds the wait for the clone to run (default 45 s, and never
 	// past the request's deadline).
 	Timeout time.Duration
+	// RuntimeClass is the clone's: the nodes' restore runtime (default
+	// DefaultRuntimeClass).
+	RuntimeClass string
 }
+
+// DefaultRuntimeClass is the RuntimeClass artifacts/deploy installs for the
+// restore runtime.
+const DefaultRuntimeClass = "checkpoint"
 
 var _ driver.Restorer = &PodRestorer{}
 
@@ -129,7 +132,11 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 	if err != nil {
 		return driver.Target{}, err
 	}
-	pod, err := clonePod(checkpointID, owner, req, prepared)
+	runtimeClass := r.RuntimeClass
+	if runtimeClass == "" {
+		runtimeClass = DefaultRuntimeClass
+	}
+	pod, err := clonePod(checkpointID, owner, runtimeClass, req, prepared)
 	if err != nil {
 		return driver.Target{}, err
 	}
@@ -170,8 +177,10 @@ func (r *PodRestorer) authorize(ctx context.Context, req driver.RestoreRequest) 
 	return u.GetName(), nil
 }
 
-// clonePod is the Pod a restore creates.
-func clonePod(checkpointID, owner string, req driver.RestoreRequest, prepared driver.PreparedRestore) (*corev1.Pod, error) {
+// clonePod is the Pod a restore creates: the source's spec, images and
+// all, marked for restore and run by the restore runtime, which restores
+// each container from its checkpoint on whichever node it runs.
+func clonePod(checkpointID, owner, runtimeClass string, req driver.RestoreRequest, prepared driver.PreparedRestore) (*corev1.Pod, error) {
 	if len(prepared.Template) == 0 {
 		return nil, fmt.Errorf("%w: checkpoint %s was not captured from a Pod, so it cannot be restored into one", driver.ErrUnsupported, checkpointID)
 	}
@@ -179,30 +188,13 @@ func clonePod(checkpointID, owner string, req driver.RestoreRequest, prepared dr
 	if err := json.Unmarshal(prepared.Template, &tmpl); err != nil {
 		return nil, fmt.Errorf("pod template of checkpoint %s: %w", checkpointID, err)
 	}
-	images := map[string]string{}
-	for _, im := range prepared.Images {
-		images[im.Container] = im.Image
-	}
 	spec := tmpl.Spec
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
-		img, ok := images[c.Name]
-		if !ok {
-			return nil, fmt.Errorf("%w: checkpoint %s holds no state of container %s", driver.ErrUnsupported, checkpointID, c.Name)
-		}
-		c.Image, c.ImagePullPolicy = img, corev1.PullNever
-		if prepared.Pulled {
-			c.ImagePullPolicy = corev1.PullIfNotPresent
-		}
-	}
-	if prepared.Pulled {
-		// Any node pulls the images: the one asked for, or the scheduler's.
+	spec.RuntimeClassName = ptr.To(runtimeClass)
+	if prepared.Anywhere {
+		// Any node's agent fetches the checkpoint: the node asked for, or the scheduler's.
 		spec.NodeName = req.Node
-		for _, s := range prepared.PullSecrets {
-			spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
-		}
 	} else {
-		// The images are on the node that holds the checkpoint.
+		// The checkpoint is on the node that holds it.
 		spec.NodeName = prepared.Node
 		if spec.NodeName == "" {
 			spec.NodeName = tmpl.Node
@@ -215,9 +207,6 @@ func clonePod(checkpointID, owner string, req driver.RestoreRequest, prepared dr
 	annotations := map[string]string{AnnotationRestoreFrom: checkpointID}
 	if owner != "" {
 		annotations[agents.AnnotationOwner] = owner
-	}
-	if prepared.CRIUConfig != "" {
-		annotations[criuConfigAnnotation] = prepared.CRIUConfig
 	}
 	labels := map[string]string{}
 	for k, v := range req.Labels {

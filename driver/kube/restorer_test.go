@@ -91,8 +91,7 @@ func prepared(t *testing.T) *fakePreparer {
 	tmpl, err := Template(sourcePod())
 	require.NoError(t, err)
 	return &fakePreparer{prepared: driver.PreparedRestore{
-		Node: "node-1", Template: tmpl, CRIUConfig: "/criu/restore.conf",
-		Images: []driver.ContainerImage{{Container: "main", Image: "checkpoint.agents.kruise.io/ckpt-1/main:restore"}},
+		Node: "node-1", Template: tmpl,
 	}}
 }
 
@@ -137,13 +136,27 @@ func TestPodRestorer(t *testing.T) {
 			Containers: []driver.Container{{ID: "main-id", Name: "main"}}}, target)
 		p, err := client.CoreV1().Pods("ns").Get(context.Background(), "clone", metav1.GetOptions{})
 		require.NoError(t, err)
-		assert.Equal(t, map[string]string{AnnotationRestoreFrom: "ckpt-1", "agents.kruise.io/owner": "alice",
-			"org.criu.config": "/criu/restore.conf"}, p.Annotations)
+		assert.Equal(t, map[string]string{AnnotationRestoreFrom: "ckpt-1", "agents.kruise.io/owner": "alice"}, p.Annotations,
+			"marked for the restore runtime, and no CRIU configuration named by the Pod")
 		assert.Equal(t, "a", p.Labels["team"])
 		assert.Equal(t, "ckpt-1", p.Labels["agents.kruise.io/checkpoint-id"])
-		assert.Equal(t, "node-1", p.Spec.NodeName, "bound to the node holding the images")
-		assert.Equal(t, "checkpoint.agents.kruise.io/ckpt-1/main:restore", p.Spec.Containers[0].Image)
-		assert.Equal(t, corev1.PullNever, p.Spec.Containers[0].ImagePullPolicy)
+		assert.Equal(t, "node-1", p.Spec.NodeName, "bound to the node holding the checkpoint")
+		assert.Equal(t, sourcePod().Spec.Containers[0].Image, p.Spec.Containers[0].Image, "the source's own image")
+		assert.Equal(t, ptr.To(DefaultRuntimeClass), p.Spec.RuntimeClassName, "run by the restore runtime")
+	})
+
+	t.Run("AnywhereFromTheRegistry", func(t *testing.T) {
+		client := fake.NewSimpleClientset()
+		kubelet(client, "")
+		prep := prepared(t)
+		prep.prepared.Node, prep.prepared.Anywhere = "", true
+		r := &PodRestorer{Client: client, Preparer: prep, RuntimeClass: "restore"}
+		_, err := r.Restore(asUser("alice"), "ckpt-1", driver.RestoreRequest{Namespace: "ns", Name: "clone", Node: "node-2"})
+		require.NoError(t, err)
+		p, err := client.CoreV1().Pods("ns").Get(context.Background(), "clone", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "node-2", p.Spec.NodeName, "the node asked for")
+		assert.Equal(t, ptr.To("restore"), p.Spec.RuntimeClassName)
 	})
 
 	t.Run("CallerMayNotCreatePods", func(t *testing.T) {

@@ -32,8 +32,9 @@ import (
 // node agent of the Pod's node, pushed to the registry before it answers
 // (a two-node cluster); the registry transfer of that checkpoint's layer
 // alone (a monolithic push as containerd's, and one GET back); and a clone
-// to Running on the capturing node (its image prefetched there by the
-// agent) and on the other node (pulled by its kubelet).
+// to Running on the capturing node (unpacked there by its agent once
+// durable) and on the other node (pulled by its agent for its restore
+// runtime), both restored lazily by the restore runtime.
 type NodesResult struct {
 	MemoryMiB      int     `json:"memoryMiB"`
 	Runs           int     `json:"runs"`
@@ -184,12 +185,12 @@ func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores b
 			continue
 		}
 		cl.images = append(cl.images, cp.Status.Image)
-		// The capturing node's agent pulls the checkpoint back in the
-		// background: the clone there is timed from a cached image.
+		// The capturing node's agent unpacks the checkpoint for its restore
+		// runtime in the background: the clone there is timed from it.
 		id := cp.Status.CheckpointID
-		c.Eventually("node-1 prefetched the checkpoint", func() bool {
-			out, err := c.NodeCtr(1, "images", "ls", "-q", fmt.Sprintf("labels.%q==%q", "agents.kruise.io/checkpoint-id", id))
-			return err == nil && strings.Contains(out, "@sha256:")
+		c.Eventually("node-1 unpacked the checkpoint", func() bool {
+			_, err := os.Stat(filepath.Join(c.Dir, "agent-data", "node-1", "restore-images", ns, id, "main", ".complete"))
+			return err == nil
 		})
 		for _, node := range []string{"node-1", "node-2"} {
 			clone := fmt.Sprintf("clone-%d-%s", r, node)

@@ -103,7 +103,6 @@ func TestDeployedAsPods(t *testing.T) {
 	front := e2bFront{url: "https://198.18.0.11:3000", ca: filepath.Join(c.Dir, "deploy", "base", "certs", "ca.crt")}
 	t.Run("SandboxesOnTheNodes", func(t *testing.T) { sandboxesOnTheNodes(t, c, sandboxes, front) })
 
-	// Clones pull from the registry with the namespace's pull secret.
 	c.SandboxNamespace(ns)
 
 	t.Run("WebSandboxClonedOntoTheOtherNode", func(t *testing.T) {
@@ -152,15 +151,19 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Contains(t, string(show), "docker.io/library/busybox:local", "checkpointctl shows the base image")
 		assert.Contains(t, string(show), "containerd", "checkpointctl shows the engine")
 
-		// A clone on node-2 pulls it by digest and serves; its established
-		// connection comes back closed.
+		// A clone on node-2, restored by node-2's restore runtime from what
+		// its agent pulled by digest, serves; its established connection
+		// comes back closed.
 		out, err = restoreOn(c, ns, "cp-web", "web-b", "node-2")
 		require.NoError(t, err, out)
 		assert.Contains(t, out, `"node":"node-2"`)
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/web-b", "--timeout=60s")
 		assert.Equal(t, "node-2", nodeOf("web-b"))
-		assert.Equal(t, framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest,
-			c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"))
+		assert.Equal(t, c.Must("get", "pod", "web", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"),
+			c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"), "the clone runs its source's image")
+		assert.Equal(t, "checkpoint", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.runtimeClassName}"))
+		unpacked := filepath.Join(c.Dir, "agent-data", "node-2", "restore-images", ns, id, "main", "checkpoint", "inventory.img")
+		assert.FileExists(t, unpacked, "node-2's agent unpacked the checkpoint for its runtime")
 		assert.Equal(t, "0", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
 		assert.Contains(t, c.Must("exec", "-n", ns, "web-b", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox")
 		assert.Equal(t, "captured", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "web-b", "--", "cat", "/data/marker")))
@@ -170,7 +173,7 @@ func TestDeployedAsPods(t *testing.T) {
 		})
 
 		// Deleting the Checkpoint removes it from the registry and from
-		// both nodes (node-1's capture, node-2's pull).
+		// both nodes (node-1's capture and prefetch, node-2's pull).
 		c.Must("delete", "pod", "web-b", "-n", ns, "--wait=true", "--timeout=60s")
 		c.Must("delete", "cp", "cp-web", "-n", ns, "--wait=true", "--timeout=60s")
 		out, err = reg.Inspect(image, true)
@@ -182,7 +185,8 @@ func TestDeployedAsPods(t *testing.T) {
 			imgs, err := c.NodeCtr(i, "images", "ls")
 			require.NoError(t, err)
 			assert.NotContains(t, imgs, id, "node-%d holds nothing of the checkpoint", i)
-			assert.NotContains(t, imgs, strings.TrimPrefix(index.Manifests[0].Digest, "sha256:"), "node-%d holds no pulled copy", i)
+			assert.NoDirExists(t, filepath.Join(c.Dir, "agent-data", fmt.Sprintf("node-%d", i), "restore-images", ns, id),
+				"node-%d holds no unpacked copy", i)
 		}
 	})
 

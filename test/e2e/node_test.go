@@ -126,6 +126,8 @@ func checkClone(t *testing.T, c *framework.Cluster, ns, cp, sandbox, out string)
 	assert.Equal(t, "local-up-admin", c.Must("get", "pod", sandbox, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
 	assert.Equal(t, "0", c.Must("get", "pod", sandbox, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"),
 		"the kubelet runs the restored container as it is, without restarting it")
+	assert.Equal(t, "checkpoint", c.Must("get", "pod", sandbox, "-n", ns, "-o", "jsonpath={.spec.runtimeClassName}"),
+		"the clone is run by the restore runtime")
 	assert.Empty(t, c.MustStdout("exec", "-n", ns, sandbox, "--", "ls", "/var/run/secrets/kubernetes.io/serviceaccount"),
 		"the clone gets no service-account token")
 }

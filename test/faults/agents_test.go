@@ -3,6 +3,8 @@ package faults
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,6 +66,9 @@ func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, dige
 		}
 		ls, err := c.NodeCtr(i, "leases", "ls")
 		if err != nil || strings.Contains(ls, id) {
+			return false
+		}
+		if unpacked, _ := filepath.Glob(filepath.Join(c.Dir, "agent-data", fmt.Sprintf("node-%d", i), "restore-images", "*", id)); len(unpacked) > 0 {
 			return false
 		}
 	}
@@ -141,18 +146,49 @@ func TestNodeAgentFaults(t *testing.T) {
 			}
 		}()
 
-		// A restore needs no agent: node-2's kubelet pulls the image.
+		// node-2's agent puts the checkpoint on node-2 for its restore
+		// runtime: while it is down, a restore there fails and says why,
+		// leaving no Pod, and nothing starts fresh.
 		body := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":"kept-b","nodeName":"node-2"}}`
 		out, err := c.KubectlStdin(body, "create", "--raw", "/apis/agents.kruise.io/v1alpha1/namespaces/"+ns+"/checkpoints/kept/restore", "-f", "-")
-		require.NoError(t, err, out)
-		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/kept-b", "--timeout=60s")
+		require.Error(t, err, out)
+		assert.Contains(t, out, "node agent", "the restore says the node's agent did not answer")
+		_, err = c.Kubectl("get", "pod", "kept-b", "-n", ns)
+		assert.Error(t, err, "a failed restore leaves no Pod")
+
+		// A Pod marked by hand waits, never running fresh, and is restored
+		// once the agent is back (the kubelet retries its container).
+		id := idOf("kept")
+		marked := framework.OnNode(framework.BusyboxPodYAML(ns, "kept-c", framework.CounterScript, "{}"), "node-2")
+		marked = strings.Replace(marked, "spec:\n", "  annotations: {agents.kruise.io/restore-from: "+id+"}\nspec:\n  runtimeClassName: checkpoint\n", 1)
+		marked = strings.Replace(marked, "metadata: {name: kept-c, namespace: "+ns+"}\n", "metadata:\n  name: kept-c\n  namespace: "+ns+"\n", 1)
+		c.Apply(marked)
+		c.Eventually("the marked Pod's container waits on the agent", func() bool {
+			msg, _ := c.Kubectl("get", "pod", "kept-c", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}")
+			return strings.Contains(msg, "node agent")
+		})
+		running, _ := c.Kubectl("get", "pod", "kept-c", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.running}")
+		assert.Empty(t, running, "never started fresh")
+		require.NoError(t, c.Script("start-agent", "2"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/kept-c", "--timeout=120s")
+		var first int
+		c.Eventually("the clone prints its count", func() bool {
+			logs, _ := c.Kubectl("logs", "-n", ns, "kept-c")
+			f := strings.Fields(logs)
+			if len(f) == 0 {
+				return false
+			}
+			first, err = strconv.Atoi(f[0])
+			return err == nil
+		})
+		assert.Greater(t, first, 1, "the clone counts on from the capture, not from 1")
 		assert.Equal(t, "Succeeded", get("kept", "{.status.phase}"), "the Checkpoint is untouched")
 		assert.Equal(t, digest, get("kept", "{.status.imageDigest}"))
 		assert.Equal(t, gen, get("kept", "{.metadata.generation}"))
-		c.Must("delete", "pod", "kept-b", "-n", ns, "--wait=true", "--timeout=60s")
+		c.Must("delete", "pod", "kept-c", "-n", ns, "--wait=true", "--timeout=60s")
+		require.NoError(t, c.Script("stop-agent", "2"))
 
 		// A delete must reach every node: it waits for node-2's agent.
-		id := idOf("kept")
 		raw, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
 		require.NoError(t, err, raw)
 		var index struct {

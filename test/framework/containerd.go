@@ -136,10 +136,10 @@ func StartContainerd(t testing.TB, namespace string) *Containerd {
 			Missing(t, "%s not on PATH (run make deps: hack/install-test-deps.sh and hack/build-kube-tools.sh, then put _output/bin first on PATH)", bin)
 		}
 	}
-	// The nodes run containerd 2.3 (2.4 dropped CRI's restore from a
-	// checkpoint image): the driver is tested against the same.
-	if out, err := exec.Command("containerd", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), " v2.3.") {
-		Missing(t, "containerd v2.3.x needed on PATH (hack/build-kube-tools.sh builds it into _output/bin), got %q", out)
+	// The nodes run containerd 2.4, as shipped: the driver and the restore
+	// runtime are tested against the same.
+	if out, err := exec.Command("containerd", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), " v2.4.") {
+		Missing(t, "containerd v2.4.x needed on PATH (hack/build-kube-tools.sh builds it into _output/bin), got %q", out)
 	}
 	criu := RequireCRIU(t)
 	busybox, err := exec.LookPath("busybox")

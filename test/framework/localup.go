@@ -255,9 +255,6 @@ func (c *Cluster) Eventually(what string, f func() bool) {
 func (c *Cluster) SandboxNamespace(ns string) {
 	c.t.Helper()
 	c.Must("create", "namespace", ns)
-	if _, err := os.Stat(filepath.Join(c.Dir, "registry", "password")); err == nil {
-		c.PullSecret(ns)
-	}
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
 		return err == nil

@@ -55,13 +55,6 @@ func (r Registry) Inspect(ref string, raw bool) (string, error) {
 	return r.Skopeo(append(args, "docker://"+ref)...)
 }
 
-// PullSecret creates the registry's pull secret (checkpoint-registry) in ns.
-func (c *Cluster) PullSecret(ns string) {
-	r := c.Registry()
-	c.Must("create", "secret", "docker-registry", "checkpoint-registry", "-n", ns,
-		"--docker-server="+RegistryHost, "--docker-username=checkpoints", "--docker-password="+r.Password)
-}
-
 // LocalRegistry is a docker-registry on loopback that StartRegistry ran
 // for one test: TLS from a CA of its own, one htpasswd user.
 type LocalRegistry struct {

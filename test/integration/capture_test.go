@@ -425,7 +425,10 @@ func TestDeclarativeCaptureWaitsForTheDriver(t *testing.T) {
 func TestCaptureTimeout(t *testing.T) {
 	env := startCaptureEnv(t)
 	ctx := context.Background()
-	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", framework.MemoryScript(256))
+	// 1 GiB: CRIU alone keeps it frozen about a second here, so the
+	// capture cannot end within its 1 s timeout however fast the disk (at
+	// 256 MiB a fast tmpfs sometimes made it).
+	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", framework.MemoryScript(1024))
 	framework.WaitCounter(t, src.LogPath, 2)
 	env.create(t, "cp-slow", v1alpha1.CheckpointSpec{PodName: "slow"})
 	cp, err := env.cps().Capture(ctx, "cp-slow", &v1alpha1.CaptureOptions{TimeoutSeconds: ptr.To[int64](1)}, metav1.CreateOptions{})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,6 +24,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
@@ -67,8 +70,12 @@ func startRuntimeEnv(t *testing.T) *runtimeEnv {
 }
 
 func (e *runtimeEnv) configure(t *testing.T, lazy bool, criu string) {
+	e.configureSocket(t, lazy, criu, "")
+}
+
+func (e *runtimeEnv) configureSocket(t *testing.T, lazy bool, criu, socket string) {
 	t.Helper()
-	data, err := json.Marshal(restoreruntime.Config{ImagesDir: e.images, Lazy: lazy, LogDir: e.logs, CRIU: criu})
+	data, err := json.Marshal(restoreruntime.Config{ImagesDir: e.images, Lazy: lazy, LogDir: e.logs, CRIU: criu, AgentSocket: socket})
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(e.cfg, data, 0o600))
 }
@@ -235,6 +242,50 @@ func TestRestoreRuntime(t *testing.T) {
 		}
 	})
 
+	t.Run("through-the-node-agent", func(t *testing.T) {
+		// The node's store unpacks what the containerd driver captured of a
+		// Pod's container, on the runtime's request over the agent's socket,
+		// for a Pod of the checkpoint's own namespace only.
+		d, err := containerddriver.New(containerddriver.Config{Address: e.ctrd.Address, Namespace: e.ctrd.Namespace,
+			LogDir: filepath.Join(e.ctrd.Dir, "driver-logs"), CRIUConfigDir: filepath.Join(e.ctrd.Dir, "driver-criu")})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = d.Close() })
+		pc := e.ctrd.RunPodContainer(t, sandboxNS, "agent-source", "app", memoryScript)
+		root := e.rootfs(pc.Container.ID())
+		var src0 string
+		require.Eventually(t, func() bool {
+			b, err := os.ReadFile(filepath.Join(root, "tmp", "h0"))
+			src0 = strings.TrimSpace(string(b))
+			return err == nil && len(src0) == 64
+		}, 30*time.Second, 20*time.Millisecond)
+		target, err := d.Resolve(context.Background(), sandboxNS, "agent-source")
+		require.NoError(t, err)
+		agentID := agents.CheckpointID("agent-source-uid")
+		_, err = d.Capture(context.Background(), target, driver.CaptureRequest{ID: agentID, Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+		require.NoError(t, err)
+
+		store := &nodeimages.Store{Dir: e.images, Archives: nodeimages.DriverArchives{Driver: d},
+			Lookup: namespaceLookup{ns: sandboxNS, id: agentID}}
+		socket := filepath.Join(t.TempDir(), "restore.sock")
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go func() { _ = store.Serve(ctx, socket) }()
+		require.Eventually(t, func() bool { _, err := os.Stat(socket); return err == nil }, 10*time.Second, 10*time.Millisecond)
+		e.configureSocket(t, true, "", socket)
+		defer e.configure(t, false, "")
+
+		_, _, err = e.start(t, "agent-clone", cloneAnnotations(agentID, "app"))
+		require.NoError(t, err)
+		_, h := memoryCheck(t, e.rootfs("agent-clone"))
+		assert.Equal(t, src0, h, "the clone holds the source's memory")
+
+		other := cloneAnnotations(agentID, "app")
+		other["io.kubernetes.cri.sandbox-namespace"] = "team-b"
+		_, _, err = e.start(t, "agent-other-ns", other)
+		require.Error(t, err, "a Pod of another namespace does not get the checkpoint")
+		assert.Contains(t, err.Error(), "no Checkpoint")
+	})
+
 	t.Run("lazy-pages-daemon-dies", func(t *testing.T) {
 		// 128 MiB, so the daemon is still pushing pages when it is stopped.
 		bigID := "ckpt-00000000000000000000000b"
@@ -322,14 +373,23 @@ func (e *runtimeEnv) startScript(t *testing.T, id, script string, annotations ma
 // or 0 when none runs.
 func lazyPagesDaemon(t *testing.T, images string) int {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-f", "criu lazy-pages --images-dir "+images).Output()
-	f := strings.Fields(string(out))
-	if len(f) == 0 {
-		return 0
-	}
-	pid, err := strconv.Atoi(f[0])
+	procs, err := os.ReadDir("/proc")
 	require.NoError(t, err)
-	return pid
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) > 3 && filepath.Base(args[0]) == "criu" && args[1] == "lazy-pages" && args[2] == "--images-dir" && args[3] == images {
+			return pid
+		}
+	}
+	return 0
 }
 
 // dumpLogs logs what a failed restore left: CRIU's logs in the bundle,
@@ -354,4 +414,14 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// namespaceLookup holds one Succeeded Checkpoint, with ID id, in namespace ns.
+type namespaceLookup struct{ ns, id string }
+
+func (l namespaceLookup) Find(_ context.Context, ns, id string) (nodeimages.Checkpoint, error) {
+	if ns != l.ns || id != l.id {
+		return nodeimages.Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", nodeimages.ErrNotFound, ns, id)
+	}
+	return nodeimages.Checkpoint{Namespace: ns, Name: "cp"}, nil
 }

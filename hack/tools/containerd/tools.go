@@ -1,9 +1,9 @@
 //go:build tools
 
 // Package containerd pins the containerd daemon the kubelet nodes of
-// hack/local-up.sh run: the newest v2.3 patch, since v2.4 removed CRI's
-// restore of a container from a checkpoint image. The server's own Go client
-// stays in the main module.
+// hack/local-up.sh run: the newest v2.4 patch, as shipped (no CRI restore
+// from a checkpoint image: clones are restored by this project's restore
+// runtime). The server's own Go client stays in the main module.
 package containerd
 
 import (

@@ -1,0 +1,94 @@
+package nodeimages
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
+)
+
+// checkpoints is the resource in both modes (aggregated and OpenKruise's CRD).
+var checkpoints = schema.GroupVersionResource{Group: "agents.kruise.io", Version: "v1alpha1", Resource: "checkpoints"}
+
+// APILookup finds Checkpoints through the kube-apiserver.
+type APILookup struct{ Client dynamic.Interface }
+
+// Find lists ns's Checkpoints and takes the Succeeded one with ID id.
+func (l APILookup) Find(ctx context.Context, ns, id string) (Checkpoint, error) {
+	list, err := l.Client.Resource(checkpoints).Namespace(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("list the Checkpoints of namespace %s: %w", ns, err)
+	}
+	for _, item := range list.Items {
+		got, _, _ := unstructured.NestedString(item.Object, "status", "checkpointId")
+		if got != id {
+			continue
+		}
+		phase, _, _ := unstructured.NestedString(item.Object, "status", "phase")
+		if phase != "Succeeded" {
+			return Checkpoint{}, fmt.Errorf("%w: Checkpoint %s/%s is %s, not Succeeded", ErrNotFound, ns, item.GetName(), phase)
+		}
+		d, _, _ := unstructured.NestedString(item.Object, "status", "imageDigest")
+		return Checkpoint{Namespace: ns, Name: item.GetName(), ImageDigest: d}, nil
+	}
+	return Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", ErrNotFound, ns, id)
+}
+
+// RegistryArchives fetches archives from the checkpoint registry, by the
+// Checkpoint's digest only, and checks the index names the checkpoint.
+type RegistryArchives struct{ Registry *ociregistry.Registry }
+
+// Archive streams req's container archive.
+func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Request) (io.ReadCloser, int64, error) {
+	d, err := digest.Parse(cp.ImageDigest)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: Checkpoint %s/%s names no image in the checkpoint registry", ErrNotFound, cp.Namespace, cp.Name)
+	}
+	idx, err := a.Registry.Index(ctx, d.String())
+	if err != nil {
+		return nil, 0, fmt.Errorf("checkpoint index of %s/%s: %w", cp.Namespace, cp.Name, err)
+	}
+	if got := idx.Annotations[ociregistry.AnnotationCheckpointID]; got != req.CheckpointID {
+		return nil, 0, fmt.Errorf("the index %s of Checkpoint %s/%s is of checkpoint %q, not %s: refused", d, cp.Namespace, cp.Name, got, req.CheckpointID)
+	}
+	for _, m := range idx.Manifests {
+		if m.Annotations[ociregistry.AnnotationContainerName] != req.Container {
+			continue
+		}
+		man, err := a.Registry.Manifest(ctx, m.Digest)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(man.Layers) != 1 {
+			return nil, 0, fmt.Errorf("checkpoint manifest %s has %d layers, not one archive", m.Digest, len(man.Layers))
+		}
+		r, err := a.Registry.Blob(ctx, man.Layers[0])
+		if err != nil {
+			return nil, 0, err
+		}
+		return r, man.Layers[0].Size, nil
+	}
+	return nil, 0, fmt.Errorf("%w: checkpoint %s holds no container %s", ErrNotFound, req.CheckpointID, req.Container)
+}
+
+// LocalArchives are the archives a node's own containerd driver keeps.
+type LocalArchives interface {
+	Archive(ctx context.Context, id, container string) (io.ReadCloser, error)
+}
+
+// DriverArchives fetches archives from the node's containerd (no registry).
+type DriverArchives struct{ Driver LocalArchives }
+
+// Archive streams req's container archive.
+func (a DriverArchives) Archive(ctx context.Context, _ Checkpoint, req api.Request) (io.ReadCloser, int64, error) {
+	r, err := a.Driver.Archive(ctx, req.CheckpointID, req.Container)
+	return r, -1, err
+}

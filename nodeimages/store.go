@@ -1,0 +1,328 @@
+package nodeimages
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
+)
+
+// Checkpoint is what the store needs of a Checkpoint object.
+type Checkpoint struct {
+	Namespace, Name string
+	// ImageDigest is its index in the checkpoint registry ("": not there).
+	ImageDigest string
+}
+
+// Lookup finds the Succeeded Checkpoint whose status.checkpointId is id in
+// namespace ns: a Pod restores only what its own namespace holds.
+type Lookup interface {
+	Find(ctx context.Context, ns, id string) (Checkpoint, error)
+}
+
+// Archives streams one container's checkpoint archive (the kubelet's
+// layout: checkpoint/ with CRIU's images, rootfs-diff.tar), and says its
+// size when it knows it (else -1).
+type Archives interface {
+	Archive(ctx context.Context, cp Checkpoint, req api.Request) (io.ReadCloser, int64, error)
+}
+
+// Errors the socket turns into statuses.
+var (
+	ErrNotFound = errors.New("no such checkpoint")
+	ErrTooLarge = errors.New("checkpoint larger than the node's bound")
+)
+
+// completeMarker is written last: a directory without it is not a checkpoint.
+const completeMarker = ".complete"
+
+// recentUse keeps a checkpoint a restore just asked for from eviction, so
+// a restore never loses its images while CRIU reads them.
+const recentUse = 5 * time.Minute
+
+// Store is a node's unpacked checkpoints under Dir, at most Limit bytes
+// (0: unbounded).
+type Store struct {
+	Dir      string
+	Limit    int64
+	Lookup   Lookup
+	Archives Archives
+
+	mu       sync.Mutex
+	inflight map[string]*fetch
+}
+
+type fetch struct {
+	done chan struct{}
+	err  error
+}
+
+// Start removes what an interrupted fetch left.
+func (s *Store) Start() error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	partial, _ := filepath.Glob(filepath.Join(s.Dir, "*", "*", ".tmp-*"))
+	for _, p := range partial {
+		_ = os.RemoveAll(p)
+	}
+	return nil
+}
+
+// Prepare puts req's checkpoint on the node, once however many ask.
+func (s *Store) Prepare(ctx context.Context, req api.Request) (api.Response, error) {
+	if err := req.Validate(); err != nil {
+		return api.Response{}, err
+	}
+	cp, err := s.Lookup.Find(ctx, req.Namespace, req.CheckpointID)
+	if err != nil {
+		return api.Response{}, err
+	}
+	return s.prepare(ctx, cp, req)
+}
+
+// Prefetch puts a checkpoint just captured on the node, before its
+// Checkpoint says Succeeded: the caller (the capturing agent) vouches for
+// cp, so a clone on this node finds it unpacked.
+func (s *Store) Prefetch(ctx context.Context, cp Checkpoint, req api.Request) error {
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	_, err := s.prepare(ctx, cp, req)
+	return err
+}
+
+func (s *Store) prepare(ctx context.Context, cp Checkpoint, req api.Request) (api.Response, error) {
+	dir := api.Dir(s.Dir, req)
+	for {
+		if resp, ok := s.ready(dir); ok {
+			return resp, nil
+		}
+		s.mu.Lock()
+		if s.inflight == nil {
+			s.inflight = map[string]*fetch{}
+		}
+		f, running := s.inflight[dir]
+		if !running {
+			f = &fetch{done: make(chan struct{})}
+			s.inflight[dir] = f
+		}
+		s.mu.Unlock()
+		if running {
+			select {
+			case <-f.done:
+				if f.err != nil {
+					return api.Response{}, f.err
+				}
+				continue
+			case <-ctx.Done():
+				return api.Response{}, ctx.Err()
+			}
+		}
+		// The fetch outlives a caller that gives up: the next one finds it.
+		f.err = s.fetch(context.WithoutCancel(ctx), cp, req, dir)
+		s.mu.Lock()
+		delete(s.inflight, dir)
+		s.mu.Unlock()
+		close(f.done)
+		if f.err != nil {
+			return api.Response{}, f.err
+		}
+	}
+}
+
+// ready says where dir's checkpoint is, if it is whole.
+func (s *Store) ready(dir string) (api.Response, bool) {
+	marker := filepath.Join(dir, completeMarker)
+	if _, err := os.Stat(marker); err != nil {
+		return api.Response{}, false
+	}
+	now := time.Now()
+	_ = os.Chtimes(marker, now, now)
+	resp := api.Response{Images: filepath.Join(dir, "checkpoint")}
+	if _, err := os.Stat(filepath.Join(dir, "rootfs-diff.tar")); err == nil {
+		resp.RootfsDiff = filepath.Join(dir, "rootfs-diff.tar")
+	}
+	return resp, true
+}
+
+// fetch unpacks the container's archive into dir, whole or not at all.
+func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request, dir string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	r, size, err := s.Archives.Archive(ctx, cp, req)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if s.Limit > 0 && size > s.Limit {
+		return fmt.Errorf("%w: %d bytes, the bound is %d", ErrTooLarge, size, s.Limit)
+	}
+	if size > 0 {
+		s.evict(size, dir)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".tmp-"+req.Container+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	n, err := unpack(r, tmp, s.Limit)
+	if err != nil {
+		return fmt.Errorf("unpack checkpoint %s of container %s: %w", req.CheckpointID, req.Container, err)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "checkpoint", "inventory.img")); err != nil {
+		return fmt.Errorf("checkpoint %s of container %s holds no CRIU images (no memory was captured)", req.CheckpointID, req.Container)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, completeMarker), nil, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	klog.FromContext(ctx).V(2).Info("Checkpoint unpacked for a restore", "checkpoint", req.CheckpointID, "namespace", req.Namespace,
+		"container", req.Container, "bytes", n, "in", time.Since(start))
+	s.evict(0, dir)
+	return nil
+}
+
+// unpack writes the archive's CRIU images (checkpoint/) and rootfs diff
+// into dir: regular files only, nothing outside dir, at most limit bytes
+// (0: unbounded). The rest of the archive is the CRI's, not the runtime's.
+func unpack(r io.Reader, dir string, limit int64) (int64, error) {
+	if err := os.Mkdir(filepath.Join(dir, "checkpoint"), 0o700); err != nil {
+		return 0, err
+	}
+	tr := tar.NewReader(r)
+	var total int64
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return total, err
+		}
+		name := strings.TrimPrefix(hdr.Name, "./")
+		var dst string
+		switch {
+		case name == "rootfs-diff.tar":
+			dst = filepath.Join(dir, name)
+		case strings.HasPrefix(name, "checkpoint/"):
+			base := strings.TrimPrefix(name, "checkpoint/")
+			if base == "" && hdr.Typeflag == tar.TypeDir {
+				continue
+			}
+			if base == "" || strings.Contains(base, "/") || base == "." || base == ".." {
+				return total, fmt.Errorf("unexpected entry %q", hdr.Name)
+			}
+			dst = filepath.Join(dir, "checkpoint", base)
+		default:
+			continue
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return total, fmt.Errorf("entry %q is not a regular file", hdr.Name)
+		}
+		total += hdr.Size
+		if limit > 0 && total > limit {
+			return total, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+		}
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return total, err
+		}
+		_, err = io.CopyN(f, tr, hdr.Size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	// Whatever streamed the archive has its say at its end (a digest).
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+type entry struct {
+	dir  string
+	used time.Time
+	size int64
+}
+
+// evict removes the least recently used checkpoints until need more bytes
+// fit under the bound, never keep (being written) nor one used recently.
+func (s *Store) evict(need int64, keep string) {
+	if s.Limit <= 0 {
+		return
+	}
+	var all []entry
+	var total int64
+	dirs, _ := filepath.Glob(filepath.Join(s.Dir, "*", "*", "*"))
+	for _, d := range dirs {
+		if strings.HasPrefix(filepath.Base(d), ".tmp-") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(d, completeMarker))
+		if err != nil {
+			continue
+		}
+		e := entry{dir: d, used: fi.ModTime(), size: dirSize(d)}
+		total += e.size
+		all = append(all, e)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
+	for _, e := range all {
+		if total+need <= s.Limit {
+			return
+		}
+		if e.dir == keep || time.Since(e.used) < recentUse {
+			continue
+		}
+		if err := os.RemoveAll(e.dir); err == nil {
+			total -= e.size
+		}
+	}
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// Remove deletes checkpoint id from the node, in every namespace.
+func (s *Store) Remove(id string) error {
+	if !api.ValidCheckpointID(id) {
+		return fmt.Errorf("checkpoint ID %q is not one this server makes", id)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(s.Dir, "*", id))
+	var errs []error
+	for _, d := range dirs {
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,132 @@
+package nodeimages
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
+)
+
+type entryT struct {
+	name string
+	typ  byte
+	body string
+	link string
+}
+
+func archive(t *testing.T, entries ...entryT) []byte {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range entries {
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: e.typ, Size: int64(len(e.body)), Mode: 0o600, Linkname: e.link}))
+		_, err := tw.Write([]byte(e.body))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tw.Close())
+	return b.Bytes()
+}
+
+type fakeLookup map[string]Checkpoint
+
+func (f fakeLookup) Find(_ context.Context, ns, id string) (Checkpoint, error) {
+	if cp, ok := f[ns+"/"+id]; ok {
+		return cp, nil
+	}
+	return Checkpoint{}, ErrNotFound
+}
+
+type fakeArchives struct {
+	data  []byte
+	calls atomic.Int32
+}
+
+func (f *fakeArchives) Archive(context.Context, Checkpoint, api.Request) (io.ReadCloser, int64, error) {
+	f.calls.Add(1)
+	return io.NopCloser(bytes.NewReader(f.data)), int64(len(f.data)), nil
+}
+
+const id = "ckpt-0123456789abcdef01234567"
+
+var good = []entryT{
+	{name: "config.dump", typ: tar.TypeReg, body: "{}"},
+	{name: "checkpoint/", typ: tar.TypeDir},
+	{name: "checkpoint/inventory.img", typ: tar.TypeReg, body: "inv"},
+	{name: "checkpoint/pages-1.img", typ: tar.TypeReg, body: "pages"},
+	{name: "rootfs-diff.tar", typ: tar.TypeReg, body: "diff"},
+}
+
+func TestPrepareUnpacksOnceAndOnlyForItsNamespace(t *testing.T) {
+	arch := &fakeArchives{data: archive(t, good...)}
+	s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: {Namespace: "team-a", Name: "cp"}}, Archives: arch}
+	require.NoError(t, s.Start())
+	req := api.Request{Namespace: "team-a", Pod: "p", Container: "app", CheckpointID: id}
+	for i := 0; i < 3; i++ {
+		resp, err := s.Prepare(context.Background(), req)
+		require.NoError(t, err)
+		pages, err := os.ReadFile(filepath.Join(resp.Images, "pages-1.img"))
+		require.NoError(t, err)
+		assert.Equal(t, "pages", string(pages))
+		assert.Equal(t, filepath.Join(s.Dir, "team-a", id, "app", "rootfs-diff.tar"), resp.RootfsDiff)
+	}
+	assert.Equal(t, int32(1), arch.calls.Load(), "fetched once, then read in place")
+	_, err := os.Stat(filepath.Join(s.Dir, "team-a", id, "app", "config.dump"))
+	assert.True(t, os.IsNotExist(err), "only what the runtime reads is unpacked")
+
+	req.Namespace = "team-b"
+	_, err = s.Prepare(context.Background(), req)
+	assert.ErrorIs(t, err, ErrNotFound, "another namespace's checkpoint is not found")
+	require.NoError(t, s.Remove(id))
+	_, err = os.Stat(filepath.Join(s.Dir, "team-a", id))
+	assert.True(t, os.IsNotExist(err))
+}
+
+func TestUnpackRefusesWhatIsNotACheckpoint(t *testing.T) {
+	for name, entries := range map[string][]entryT{
+		"path out":  {{name: "checkpoint/../../../etc/x", typ: tar.TypeReg, body: "x"}},
+		"nested":    {{name: "checkpoint/a/b", typ: tar.TypeReg, body: "x"}},
+		"symlink":   {{name: "checkpoint/inventory.img", typ: tar.TypeSymlink, link: "/etc/shadow"}},
+		"hard link": {{name: "rootfs-diff.tar", typ: tar.TypeLink, link: "/etc/shadow"}},
+		"device":    {{name: "checkpoint/inventory.img", typ: tar.TypeChar}},
+		"twice":     {{name: "checkpoint/inventory.img", typ: tar.TypeReg, body: "a"}, {name: "checkpoint/inventory.img", typ: tar.TypeReg, body: "b"}},
+		"no memory": {{name: "rootfs-diff.tar", typ: tar.TypeReg, body: "diff"}},
+	} {
+		arch := &fakeArchives{data: archive(t, entries...)}
+		s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: {}}, Archives: arch}
+		require.NoError(t, s.Start())
+		_, err := s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: id})
+		assert.Error(t, err, name)
+		left, _ := filepath.Glob(filepath.Join(s.Dir, "team-a", id, "*"))
+		assert.Empty(t, left, "%s: nothing is left of a refused archive", name)
+	}
+}
+
+func TestBoundRefusesAndEvicts(t *testing.T) {
+	data := archive(t, good...)
+	s := &Store{Dir: t.TempDir(), Limit: int64(len(data)) - 1, Lookup: fakeLookup{"team-a/" + id: {}}, Archives: &fakeArchives{data: data}}
+	require.NoError(t, s.Start())
+	_, err := s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: id})
+	assert.True(t, errors.Is(err, ErrTooLarge), "a checkpoint over the bound is refused: %v", err)
+}
+
+func TestInvalidRequests(t *testing.T) {
+	s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{}, Archives: &fakeArchives{}}
+	for _, req := range []api.Request{
+		{Namespace: "team-a", Container: "app", CheckpointID: "../x"},
+		{Namespace: "../x", Container: "app", CheckpointID: id},
+		{Namespace: "team-a", Container: "../../x", CheckpointID: id},
+	} {
+		_, err := s.Prepare(context.Background(), req)
+		assert.Error(t, err)
+	}
+	assert.Error(t, s.Remove("*"))
+}
