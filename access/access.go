@@ -17,17 +17,26 @@ import (
 // empty), and otherwise an error saying who may not do what, with RBAC's
 // reason. A nil authorizer allows everything.
 func Check(ctx context.Context, a authorizer.Authorizer, u user.Info, verb string, resource schema.GroupVersionResource, namespace, name string) error {
+	return CheckSubresource(ctx, a, u, verb, resource, "", namespace, name)
+}
+
+// CheckSubresource is Check on a subresource of resource ("": the resource).
+func CheckSubresource(ctx context.Context, a authorizer.Authorizer, u user.Info, verb string, resource schema.GroupVersionResource, subresource, namespace, name string) error {
 	if a == nil {
 		return nil
 	}
 	decision, reason, err := a.Authorize(ctx, authorizer.AttributesRecord{
 		User: u, Verb: verb, Namespace: namespace, APIGroup: resource.Group, APIVersion: resource.Version,
-		Resource: resource.Resource, Name: name, ResourceRequest: true,
+		Resource: resource.Resource, Subresource: subresource, Name: name, ResourceRequest: true,
 	})
 	if decision == authorizer.DecisionAllow {
 		return nil
 	}
-	msg := fmt.Sprintf("user %q may not %s %s in namespace %q", u.GetName(), verb, resource.GroupResource(), namespace)
+	what := resource.GroupResource().String()
+	if subresource != "" {
+		what += "/" + subresource
+	}
+	msg := fmt.Sprintf("user %q may not %s %s in namespace %q", u.GetName(), verb, what, namespace)
 	if reason != "" {
 		msg += ": " + reason
 	}

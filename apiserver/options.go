@@ -13,10 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -236,10 +239,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"aggregated: serve agents.kruise.io/v1alpha1 from this server's etcd behind an APIService. "+
 			"crd: capture the Checkpoint custom resources of OpenKruise Agents' CRD in the kube-apiserver (no etcd, no APIService).")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort,
-		"In --mode=crd, serve the validating and defaulting admission webhook for Checkpoint custom resources on this port (TLS, the serving certificate). 0: off.")
+		"Serve the admission webhooks on this port (TLS, the serving certificate). 0: off. With a kube-apiserver: the review of Pods "+
+			"marked agents.kruise.io/restore-from (admitted only when their creator may restore that Checkpoint); in --mode=crd also "+
+			"the validating and defaulting webhook for Checkpoint custom resources.")
 	fs.StringVar(&o.WebhookService, "webhook-service", o.WebhookService,
 		"namespace/name of the Service in front of --webhook-port. When set, the server registers and keeps current its "+
-			"Validating- and MutatingWebhookConfiguration (only Checkpoints, failurePolicy Fail), with --webhook-ca-file as caBundle.")
+			"ValidatingWebhookConfiguration (marked Pods; in crd mode Checkpoints, with a MutatingWebhookConfiguration), failurePolicy Fail, with --webhook-ca-file as caBundle.")
 	fs.StringVar(&o.WebhookCAFile, "webhook-ca-file", o.WebhookCAFile, "PEM CA bundle that signed the serving certificate, for the webhooks' caBundle.")
 	fs.StringVar(&o.APIServiceService, "apiservice-service", o.APIServiceService,
 		"namespace/name of the Service in front of this server. When set (with a kube-apiserver), the server registers and keeps current "+
@@ -305,6 +310,9 @@ func (o *Options) Validate() error {
 	if o.CaptureTimeout <= 0 || o.CaptureTimeout > 55*time.Second {
 		errs = append(errs, fmt.Errorf("--capture-timeout=%s: must be in (0, 55s]", o.CaptureTimeout))
 	}
+	if o.WebhookService != "" && (o.WebhookPort <= 0 || o.WebhookCAFile == "") {
+		errs = append(errs, errors.New("--webhook-service needs --webhook-port and --webhook-ca-file"))
+	}
 	switch o.Mode {
 	case ModeAggregated:
 		if !o.Standalone && len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 {
@@ -313,9 +321,6 @@ func (o *Options) Validate() error {
 	case ModeCRD:
 		if o.Standalone {
 			errs = append(errs, errors.New("--mode=crd works on custom resources in a kube-apiserver: it cannot be --standalone"))
-		}
-		if o.WebhookService != "" && (o.WebhookPort <= 0 || o.WebhookCAFile == "") {
-			errs = append(errs, errors.New("--webhook-service needs --webhook-port and --webhook-ca-file"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--mode=%q: must be aggregated or crd", o.Mode))
@@ -596,28 +601,82 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 		reg.Recorder = extra.Recorder
 		extra.Registration = reg
 	}
-	if o.Mode == ModeCRD && o.WebhookPort > 0 {
+	if o.WebhookPort > 0 && (o.Mode == ModeCRD || client != nil) {
 		ro := o.RecommendedOptions.SecureServing
 		extra.Webhook = &WebhookServing{
 			Address:  net.JoinHostPort(hostFor(ro.BindAddress), strconv.Itoa(o.WebhookPort)),
 			CertFile: ro.ServerCert.CertKey.CertFile, KeyFile: ro.ServerCert.CertKey.KeyFile,
+			Checkpoints: o.Mode == ModeCRD,
+		}
+		if client != nil {
+			pods, err := o.restorePods(cfg)
+			if err != nil {
+				return err
+			}
+			extra.Webhook.RestorePods = pods
 		}
 		if o.WebhookService != "" {
 			ns, name, ok := strings.Cut(o.WebhookService, "/")
 			if !ok || ns == "" || name == "" || client == nil {
 				return fmt.Errorf("--webhook-service=%q: must be namespace/name, with a kube-apiserver", o.WebhookService)
 			}
-			extra.Webhook.Registration = &registration.WebhookConfig{
+			reg := &registration.WebhookConfig{
 				Client: client, Name: "checkpoint-apiserver", Group: agents.GroupName, Version: v1alpha1.SchemeGroupVersion.Version,
 				Resource: "checkpoints", ServiceNamespace: ns, ServiceName: name, ServicePort: int32(o.WebhookPort),
-				ValidatePath: webhook.ValidatePath, MutatePath: webhook.MutatePath, CAFile: o.WebhookCAFile,
+				RestorePodsPath: webhook.RestorePodsPath, CAFile: o.WebhookCAFile,
 			}
+			if o.Mode == ModeCRD {
+				reg.ValidatePath, reg.MutatePath = webhook.ValidatePath, webhook.MutatePath
+			}
+			extra.Webhook.Registration = reg
 		}
 	}
 	if o.LeaderElect && client != nil {
 		extra.LeaderElection = &LeaderElection{Client: client, Namespace: o.LeaderElectNamespace, Name: "checkpoint-apiserver-lifecycle"}
 	}
 	return nil
+}
+
+// restorePods is the review of Pods marked for restore: by the restore
+// subresource's rule, as the Pod's creator, the Checkpoint found through
+// the kube-apiserver in the Pod's namespace.
+func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook.RestorePods, error) {
+	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return nil, err
+	}
+	lookup := nodeimages.APILookup{Client: dyn}
+	client, err := kubernetes.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return nil, err
+	}
+	restore := v1alpha1.SchemeGroupVersion.WithResource("checkpoints")
+	if o.Mode == ModeCRD {
+		restore = v1alpha1.SubresourcesGroupVersion.WithResource("checkpoints")
+	}
+	var self struct {
+		sync.Mutex
+		name string
+	}
+	return &webhook.RestorePods{
+		Authorizer: cfg.Authorization.Authorizer, Restore: restore, AdminGroups: o.AdminGroups,
+		// Who the server is to the kube-apiserver, asked once it answers.
+		Self: func(ctx context.Context) string {
+			self.Lock()
+			defer self.Unlock()
+			if self.name == "" {
+				r, err := client.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+				if err == nil {
+					self.name = r.Status.UserInfo.Username
+				}
+			}
+			return self.name
+		},
+		Lookup: func(ctx context.Context, ns, id string) (webhook.Checkpoint, error) {
+			cp, err := lookup.Find(ctx, ns, id)
+			return webhook.Checkpoint{Name: cp.Name, Owner: cp.Owner}, err
+		},
+	}, nil
 }
 
 // registration configures the APIService registrar.

@@ -17,10 +17,14 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/webhook"
 )
 
-// WebhookServing is where crd mode serves its admission webhook.
+// WebhookServing is where the server serves its admission webhooks: the
+// Checkpoint custom resources' (crd mode) and the review of Pods marked
+// for restore (both modes, with a kube-apiserver).
 type WebhookServing struct {
 	Address           string
 	CertFile, KeyFile string
+	Checkpoints       bool
+	RestorePods       *webhook.RestorePods
 	// Registration, when set, registers the webhook configurations.
 	Registration *registration.WebhookConfig
 }
@@ -38,7 +42,7 @@ func (w WebhookServing) start(hookCtx genericapiserver.PostStartHookContext) err
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)
 	}
-	srv := &http.Server{Handler: webhook.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: webhook.Handler(w.Checkpoints, w.RestorePods), ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}}
 	go func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
@@ -54,7 +58,7 @@ func (w WebhookServing) start(hookCtx genericapiserver.PostStartHookContext) err
 	if w.Registration != nil {
 		go registration.RunWebhooks(hookCtx, *w.Registration)
 	}
-	klog.InfoS("Admission webhook for Checkpoint custom resources serving", "address", ln.Addr().String())
+	klog.InfoS("Admission webhooks serving", "address", ln.Addr().String(), "checkpoints", w.Checkpoints, "restorePods", w.RestorePods != nil)
 	return nil
 }
 

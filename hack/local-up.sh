@@ -512,10 +512,13 @@ start_server() {
   # admission webhook for the Checkpoint CRs sits behind the same Service.
   args+=(--apiservice-service="$CP_NAMESPACE/$CP_SERVICE" --apiservice-port="$(cat "$WORK/service-port")"
     --apiservice-ca-file="$PKI/ca.crt")
-  if [ "$MODE" = crd ]; then
-    args+=(--mode=crd --webhook-port="${CP_WEBHOOK_PORT:-$((CP_PORT + 1))}" --webhook-service="$CP_NAMESPACE/$CP_SERVICE"
+  # With nodes, the same webhook admits a Pod marked for restore only when
+  # its creator may restore that Checkpoint (one replica serves it here).
+  if [ "$MODE" = crd ] || { [ "$NODES" -gt 0 ] && [ -z "${CP_INSTANCE:-}" ]; }; then
+    args+=(--webhook-port="${CP_WEBHOOK_PORT:-$((CP_PORT + 1))}" --webhook-service="$CP_NAMESPACE/$CP_SERVICE"
       --webhook-ca-file="$PKI/ca.crt")
   fi
+  [ "$MODE" = crd ] && args+=(--mode=crd)
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
   # CP_WAIT=livez when the server is expected not to register (CRDs serve
   # its group-version, so it is not ready, and says why on /readyz).

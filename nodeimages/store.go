@@ -21,6 +21,8 @@ import (
 // Checkpoint is what the store needs of a Checkpoint object.
 type Checkpoint struct {
 	Namespace, Name string
+	// Owner is its agents.kruise.io/owner annotation.
+	Owner string
 	// ImageDigest is its index in the checkpoint registry ("": not there).
 	ImageDigest string
 }

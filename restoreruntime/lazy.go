@@ -1,23 +1,21 @@
 package restoreruntime
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+
+	"github.com/agents-kruise/checkpoint-apiserver/criulog"
 )
 
 // lazyPages is one container's `criu lazy-pages` daemon: it serves the
@@ -64,10 +62,10 @@ func startLazyPages(ctx context.Context, criu, images, work string) (*lazyPages,
 		}
 		select {
 		case <-lp.done:
-			return nil, fmt.Errorf("criu lazy-pages exited (status %d) before it listened%s", lp.status, criuLogTail(filepath.Join(work, lazyPagesLog), 8))
+			return nil, fmt.Errorf("criu lazy-pages exited (status %d) before it listened%s", lp.status, criulog.Tail(filepath.Join(work, lazyPagesLog), 8))
 		case <-deadline.C:
 			lp.stop()
-			return nil, fmt.Errorf("criu lazy-pages did not listen within 10s%s", criuLogTail(filepath.Join(work, lazyPagesLog), 8))
+			return nil, fmt.Errorf("criu lazy-pages did not listen within 10s%s", criulog.Tail(filepath.Join(work, lazyPagesLog), 8))
 		case <-ctx.Done():
 			lp.stop()
 			return nil, ctx.Err()
@@ -89,7 +87,7 @@ var (
 func (lp *lazyPages) wait() (bool, string) {
 	<-lp.done
 	if lp.status != 0 {
-		return false, fmt.Sprintf("criu lazy-pages exited with status %d%s", lp.status, criuLogTail(filepath.Join(lp.work, lazyPagesLog), 4))
+		return false, fmt.Sprintf("criu lazy-pages exited with status %d%s", lp.status, criulog.Tail(filepath.Join(lp.work, lazyPagesLog), 4))
 	}
 	data, err := os.ReadFile(filepath.Join(lp.work, lazyPagesLog))
 	if err != nil {
@@ -126,74 +124,11 @@ func (lp *lazyPages) stop() {
 	<-lp.done
 }
 
-// criuLogTail is the last n error or warning lines of a CRIU log (the
-// last n lines when it has none), as a suffix of an error message.
-func criuLogTail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > 1<<20 {
-		_, _ = f.Seek(fi.Size()-1<<20, io.SeekStart)
-	}
-	var all, errs []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		all = append(all, line)
-		if strings.Contains(line, "Error") || strings.Contains(line, "Warn") {
-			errs = append(errs, line)
-		}
-	}
-	pick := errs
-	if len(pick) == 0 {
-		pick = all
-	}
-	if len(pick) > n {
-		pick = pick[len(pick)-n:]
-	}
-	if len(pick) == 0 {
-		return ""
-	}
-	return "; CRIU: " + strings.Join(pick, " | ")
-}
-
 // keepLog copies a failed restore's CRIU logs out of the bundle (which
 // containerd deletes with the container) into the log directory, keeping
 // the newest LogKeep.
 func (s *Service) keepLog(id string, rs *restore) {
-	if err := os.MkdirAll(s.cfg.LogDir, 0o700); err != nil {
-		return
-	}
-	for _, name := range []string{"restore.log", lazyPagesLog} {
-		data, err := os.ReadFile(filepath.Join(rs.work, name))
-		if err != nil {
-			continue
-		}
-		if len(data) > 4<<20 {
-			data = data[len(data)-4<<20:]
-		}
-		dst := filepath.Join(s.cfg.LogDir, fmt.Sprintf("%s-%s-%s", time.Now().UTC().Format("20060102T150405.000"), id, name))
-		if err := os.WriteFile(dst, data, 0o600); err != nil {
-			log.L.WithError(err).Warn("keep a CRIU log")
-		}
-	}
-	entries, err := os.ReadDir(s.cfg.LogDir)
-	if err != nil {
-		return
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	for len(names) > 2*s.cfg.LogKeep {
-		_ = os.Remove(filepath.Join(s.cfg.LogDir, names[0]))
-		names = names[1:]
+	if err := criulog.Keep(rs.work, s.cfg.LogDir, id, s.cfg.LogKeep, "restore.log", lazyPagesLog); err != nil {
+		log.L.WithError(err).Warn("keep a failed restore's CRIU logs")
 	}
 }

@@ -20,11 +20,14 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/agents-kruise/checkpoint-apiserver/criulog"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
 
-// The Pod annotation that marks a Pod for restore: containerd's CRI passes
+// AnnotationRestoreFrom marks a Pod for restore: containerd's CRI passes
 // it, and only it, into every container's spec (pod_annotations).
-const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
+const AnnotationRestoreFrom = api.AnnotationRestoreFrom
 
 // criuConfigAnnotation is the one runc hands CRIU as its configuration file.
 // No container may carry its own: the runtime removes it from every spec,
@@ -163,7 +166,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		if rs.lazy != nil {
 			rs.lazy.stop()
 		}
-		tail := criuLogTail(filepath.Join(rs.work, "restore.log"), 8)
+		tail := criulog.Tail(filepath.Join(rs.work, "restore.log"), 8)
 		s.keepLog(r.ID, rs)
 		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, err, tail)
 	}

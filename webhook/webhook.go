@@ -1,6 +1,7 @@
 // Package webhook validates and defaults the Checkpoint custom resources of
-// OpenKruise Agents' CRD in crd mode: the admission webhook the
-// kube-apiserver calls, applying the rules this server's own API applies.
+// OpenKruise Agents' CRD in crd mode, applying the rules this server's own
+// API applies, and admits a Pod marked for restore only when its creator
+// may restore that Checkpoint: the admission webhooks the kube-apiserver calls.
 package webhook
 
 import (
@@ -27,11 +28,17 @@ const (
 
 const maxReview = 3 << 20
 
-// Handler serves both paths.
-func Handler() http.Handler {
+// Handler serves the Checkpoint custom resources' paths (crd mode) and,
+// when pods is set, RestorePodsPath.
+func Handler(checkpoints bool, pods *RestorePods) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ValidatePath, serve(validate))
-	mux.HandleFunc("POST "+MutatePath, serve(mutate))
+	if checkpoints {
+		mux.HandleFunc("POST "+ValidatePath, serve(validate))
+		mux.HandleFunc("POST "+MutatePath, serve(mutate))
+	}
+	if pods != nil {
+		mux.HandleFunc("POST "+RestorePodsPath, serve(pods.review))
+	}
 	return mux
 }
 

@@ -26,7 +26,7 @@ func review(t *testing.T, path string, op admissionv1.Operation, obj, old string
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
+	Handler(true, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
 	}

@@ -24,7 +24,11 @@ type WebhookConfig struct {
 	Group, Version, Resource      string
 	ServiceNamespace, ServiceName string
 	ServicePort                   int32
-	ValidatePath, MutatePath      string
+	// ValidatePath and MutatePath serve the Checkpoint resource (crd mode;
+	// "": no webhook for it).
+	ValidatePath, MutatePath string
+	// RestorePodsPath reviews Pods marked for restore ("": none).
+	RestorePodsPath string
 	// CAFile holds the CA bundle that signed the webhook's serving certificate.
 	CAFile   string
 	Interval time.Duration
@@ -63,11 +67,28 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 	fail := ptr.To(admissionregistrationv1.Fail)
 	none := ptr.To(admissionregistrationv1.SideEffectClassNone)
 	meta := metav1.ObjectMeta{Name: cfg.Name, Labels: map[string]string{"app.kubernetes.io/managed-by": "checkpoint-apiserver"}}
-	validating := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: meta,
-		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+	validating := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: meta}
+	if cfg.ValidatePath != "" {
+		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
 			Name: "validate.checkpoints." + cfg.Group, ClientConfig: client(cfg.ValidatePath), Rules: rules,
 			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
-		}}}
+		})
+	}
+	if cfg.RestorePodsPath != "" {
+		// Only Pods that carry the mark reach the webhook: no other Pod
+		// depends on this server, and a marked one is never admitted unchecked.
+		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
+			Name: "restore-pods." + cfg.Group, ClientConfig: client(cfg.RestorePodsPath),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+			}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "marked-for-restore",
+				Expression: `has(object.metadata.annotations) && 'agents.kruise.io/restore-from' in object.metadata.annotations`}},
+			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
+		})
+	}
 	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: meta,
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name: "default.checkpoints." + cfg.Group, ClientConfig: client(cfg.MutatePath), Rules: rules,
@@ -88,6 +109,9 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 		if _, err := vs.Update(ctx, have, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("update ValidatingWebhookConfiguration %s: %w", cfg.Name, err)
 		}
+	}
+	if cfg.MutatePath == "" {
+		return nil
 	}
 	ms := cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	if have, err := ms.Get(ctx, cfg.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {

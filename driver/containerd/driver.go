@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 
+	"github.com/agents-kruise/checkpoint-apiserver/criulog"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
 
@@ -79,6 +80,9 @@ type Config struct {
 	// its filesystem); a dump that would exceed it goes to disk.
 	DumpDirLimit int64
 }
+
+// criuLogsKept is how many CRIU logs of failed dumps the driver keeps.
+const criuLogsKept = 20
 
 // criuConfigAnnotation names the CRIU configuration file runc hands CRIU
 // for a container's checkpoint and restore.
@@ -359,6 +363,16 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 				result.Pause += stats.Frozen
 			} else if err == nil {
 				klog.FromContext(ctx).V(2).Info("No CRIU dump statistics", "container", c.ID, "err", serr)
+			}
+			if err != nil {
+				// CRIU's own reason, in the Checkpoint's message; its whole
+				// log kept (the newest criuLogsKept) under <criu>/logs.
+				if tail := criulog.Tail(filepath.Join(work, "dump.log"), 8); tail != "" {
+					err = fmt.Errorf("%w%s", err, tail)
+				}
+				if kerr := criulog.Keep(work, filepath.Join(d.cfg.CRIUConfigDir, "logs"), req.ID+"-"+c.Name, criuLogsKept, "dump.log"); kerr != nil {
+					klog.FromContext(ctx).Info("Could not keep CRIU's log of a failed dump", "container", c.ID, "err", kerr)
+				}
 			}
 			_ = os.RemoveAll(work)
 		}

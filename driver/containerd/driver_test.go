@@ -578,3 +578,27 @@ type digestLookup string
 func (d digestLookup) Find(_ context.Context, ns, _ string) (nodeimages.Checkpoint, error) {
 	return nodeimages.Checkpoint{Namespace: ns, Name: "cp", ImageDigest: string(d)}, nil
 }
+
+// TestCaptureFailureQuotesCRIU makes CRIU refuse a dump (the process holds
+// an io_uring, which CRIU cannot dump): the error carries CRIU's own error
+// lines, and the whole log is kept after its work directory is gone.
+func TestCaptureFailureQuotesCRIU(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	d := newDriver(t, c)
+	ctx := context.Background()
+	c.ImportTestImage(t, "python.tar")
+	src := c.RunPodImage(t, "team-a", "ring", "main", framework.PythonImage, "python3", "-u", "-c",
+		"import ctypes, time\nring = ctypes.CDLL(None).syscall(425, 4, ctypes.create_string_buffer(120))\nassert ring >= 0\n"+
+			"i = 0\nwhile True:\n    i += 1\n    print(i)\n    time.sleep(0.1)\n")
+	framework.WaitCounter(t, src.LogPath, 2)
+	target, err := d.Resolve(ctx, "team-a", "ring")
+	require.NoError(t, err)
+	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-ring", Contents: []driver.Content{driver.Memory}})
+	require.Error(t, err, "CRIU refuses an io_uring")
+	assert.Contains(t, err.Error(), "; CRIU: ", "CRIU's own words are in the error")
+	assert.Contains(t, err.Error(), "Error (criu/cr-dump.c", "CRIU's own error lines are in the error: %v", err)
+	kept, _ := filepath.Glob(filepath.Join(c.Dir, "criu", "logs", "*-ckpt-ring-main-dump.log"))
+	assert.Len(t, kept, 1, "the whole dump log is kept")
+	_, last, _ := framework.Counter(t, src.LogPath)
+	framework.WaitCounter(t, src.LogPath, last+3)
+}

@@ -11,6 +11,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// AnnotationRestoreFrom marks a Pod for restore: every container of it is
+// restored from checkpoint <value> of the Pod's namespace, never started
+// fresh.
+const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
+
 // Path is the socket's one route: POST a Request, get a Response (200) or
 // an Error.
 const Path = "/v1/restore-images"

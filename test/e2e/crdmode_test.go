@@ -197,6 +197,45 @@ func TestCRDMode(t *testing.T) {
 		assert.Contains(t, out, "NotFound")
 	})
 
+	t.Run("MarkedPodsNeedTheRightToRestore", func(t *testing.T) {
+		// A Pod marked by hand is admitted only if its creator may restore
+		// that Checkpoint (the restore subresource's rule), in the Pod's own
+		// namespace; then the restore runtime restores it.
+		id := get("cp", "sync", "{.status.checkpointId}")
+		require.NotEmpty(t, id)
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"pod-maker","namespace":%q},"rules":[
+{"apiGroups":[""],"resources":["pods"],"verbs":["get","create"]}]}`, ns))
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"restorer","namespace":%q},"rules":[
+{"apiGroups":["subresources.agents.kruise.io"],"resources":["checkpoints/restore"],"verbs":["create"]}]}`, ns))
+		c.Must("create", "rolebinding", "pod-makers", "-n", ns, "--role=pod-maker", "--user=alice", "--user=bob", "--user=mallory")
+		c.Must("create", "rolebinding", "restorers", "-n", ns, "--role=restorer", "--user=alice", "--user=bob")
+		marked := func(name string) string {
+			return framework.MarkForRestore(podYAML(ns, name, framework.CounterScript), id)
+		}
+		for who, says := range map[string]string{
+			"mallory": "may not create checkpoints.subresources.agents.kruise.io/restore",
+			"bob":     "only the owner",
+		} {
+			out, err := c.KubectlStdin(marked("by-"+who), "create", "-f", "-", "--as="+who)
+			require.Error(t, err, "%s's marked Pod is refused", who)
+			assert.Contains(t, out, says, who)
+			assert.Contains(t, out, "agents.kruise.io/restore-from", who)
+		}
+		c.Must("create", "namespace", "elsewhere")
+		c.Must("create", "rolebinding", "pod-makers", "-n", "elsewhere", "--clusterrole=admin", "--user=alice")
+		out, err := c.KubectlStdin(framework.MarkForRestore(podYAML("elsewhere", "stolen", framework.CounterScript), id), "create", "-f", "-", "--as=alice")
+		require.Error(t, err, "a Checkpoint of another namespace is not restored")
+		assert.Contains(t, out, "namespace elsewhere has no Checkpoint")
+		// Unmarked Pods never reach the webhook.
+		c.Apply(podYAML(ns, "plain", "sleep 1000"))
+
+		out, err = c.KubectlStdin(marked("by-alice"), "create", "-f", "-", "--as=alice")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/by-alice", "--timeout=60s")
+		assert.Greater(t, firstCount(t, c, ns, "by-alice"), 3, "the Pod counts on from the capture")
+		c.Must("delete", "pod", "by-alice", "plain", "-n", ns, "--wait=false")
+	})
+
 	t.Run("E2BSDK", func(t *testing.T) {
 		// The team may create Checkpoint CRs, use the subresources group and Pods.
 		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"e2b-team","namespace":%q},"rules":[

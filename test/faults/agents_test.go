@@ -159,10 +159,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		// A Pod marked by hand waits, never running fresh, and is restored
 		// once the agent is back (the kubelet retries its container).
 		id := idOf("kept")
-		marked := framework.OnNode(framework.BusyboxPodYAML(ns, "kept-c", framework.CounterScript, "{}"), "node-2")
-		marked = strings.Replace(marked, "spec:\n", "  annotations: {agents.kruise.io/restore-from: "+id+"}\nspec:\n  runtimeClassName: checkpoint\n", 1)
-		marked = strings.Replace(marked, "metadata: {name: kept-c, namespace: "+ns+"}\n", "metadata:\n  name: kept-c\n  namespace: "+ns+"\n", 1)
-		c.Apply(marked)
+		c.Apply(framework.MarkForRestore(framework.OnNode(framework.BusyboxPodYAML(ns, "kept-c", framework.CounterScript, "{}"), "node-2"), id))
 		c.Eventually("the marked Pod's container waits on the agent", func() bool {
 			msg, _ := c.Kubectl("get", "pod", "kept-c", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}")
 			return strings.Contains(msg, "node agent")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -287,6 +288,15 @@ spec:
     command: [%s]
     resources: %s
 `, name, ns, image, strings.Join(quoted, ", "), resources)
+}
+
+// MarkForRestore marks a Pod manifest (BusyboxPodYAML and the like) for
+// restore from checkpoint id, under the restore runtime's RuntimeClass, as
+// a user or a controller would by hand.
+func MarkForRestore(manifest, id string) string {
+	manifest = regexp.MustCompile(`metadata: \{name: ([^,]+), namespace: ([^}]+)\}\n`).ReplaceAllString(manifest,
+		"metadata:\n  name: $1\n  namespace: $2\n  annotations: {agents.kruise.io/restore-from: "+id+"}\n")
+	return strings.Replace(manifest, "spec:\n", "spec:\n  runtimeClassName: checkpoint\n", 1)
 }
 
 // OnNode binds a Pod manifest (BusyboxPodYAML and the like) to node.

@@ -425,10 +425,13 @@ func TestDeclarativeCaptureWaitsForTheDriver(t *testing.T) {
 func TestCaptureTimeout(t *testing.T) {
 	env := startCaptureEnv(t)
 	ctx := context.Background()
-	// 1 GiB: CRIU alone keeps it frozen about a second here, so the
-	// capture cannot end within its 1 s timeout however fast the disk (at
-	// 256 MiB a fast tmpfs sometimes made it).
-	src := env.ctrd.RunPodContainer(t, sandboxNS, "slow", "main", framework.MemoryScript(1024))
+	// 2 GiB in one Python bytes object (filled in a fraction of a second,
+	// where a shell takes half a minute): CRIU alone keeps that frozen about
+	// two seconds here, so the capture cannot end within its 1 s timeout
+	// however fast the disk (at 256 MiB a fast tmpfs sometimes made it).
+	env.ctrd.ImportTestImage(t, "python.tar")
+	src := env.ctrd.RunPodImage(t, sandboxNS, "slow", "main", framework.PythonImage, "python3", "-u", "-c",
+		"import time\nheld = b'\\x5a' * (2 << 30)\ni = 0\nwhile True:\n    i += 1\n    print(i)\n    time.sleep(0.1)\n")
 	framework.WaitCounter(t, src.LogPath, 2)
 	env.create(t, "cp-slow", v1alpha1.CheckpointSpec{PodName: "slow"})
 	cp, err := env.cps().Capture(ctx, "cp-slow", &v1alpha1.CaptureOptions{TimeoutSeconds: ptr.To[int64](1)}, metav1.CreateOptions{})
