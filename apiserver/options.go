@@ -659,7 +659,7 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook
 		name string
 	}
 	return &webhook.RestorePods{
-		Authorizer: cfg.Authorization.Authorizer, Restore: restore, AdminGroups: o.AdminGroups,
+		Authorizer: cfg.Authorization.Authorizer, Restore: restore, AdminGroups: o.AdminGroups, RuntimeClass: o.RestoreRuntimeClass,
 		// Who the server is to the kube-apiserver, asked once it answers.
 		Self: func(ctx context.Context) string {
 			self.Lock()

@@ -41,6 +41,9 @@ type RestorePods struct {
 	// (checkpoints of agents.kruise.io, or of the subresources group in crd mode).
 	Restore     schema.GroupVersionResource
 	AdminGroups []string
+	// RuntimeClass is the restore runtime's: a marked Pod under any other
+	// runtime would start fresh, so it is refused.
+	RuntimeClass string
 	// Self is the server's own identity ("" when unknown): it creates clones
 	// after checking their caller by the same rule.
 	Self func(ctx context.Context) string
@@ -75,6 +78,9 @@ func (p *RestorePods) review(req *admissionv1.AdmissionRequest) *admissionv1.Adm
 	}
 	if !api.ValidCheckpointID(id) {
 		return forbid("not a checkpoint ID this server makes (ckpt-<24 hex>)")
+	}
+	if p.RuntimeClass != "" && (pod.Spec.RuntimeClassName == nil || *pod.Spec.RuntimeClassName != p.RuntimeClass) {
+		return forbid("a Pod marked for restore must set runtimeClassName: %s (the restore runtime); under another runtime it would start fresh", p.RuntimeClass)
 	}
 	u := &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups}
 	ctx := context.Background()

@@ -31,13 +31,14 @@ func (r restorers) authorize(_ context.Context, a authorizer.Attributes) (author
 	return authorizer.DecisionDeny, "no RBAC rule", nil
 }
 
-func podReview(t *testing.T, p *RestorePods, op admissionv1.Operation, who string, groups []string, ns, annotation, oldAnnotation string) *admissionv1.AdmissionResponse {
+func podReview(t *testing.T, p *RestorePods, op admissionv1.Operation, who string, groups []string, ns, annotation, oldAnnotation, runtimeClass string) *admissionv1.AdmissionResponse {
 	t.Helper()
 	pod := func(a string) []byte {
 		if a == "" {
 			return []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}`)
 		}
-		return []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"agents.kruise.io/restore-from":%q}}}`, a))
+		return []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"agents.kruise.io/restore-from":%q}},"spec":{"runtimeClassName":%q}}`,
+			a, runtimeClass))
 	}
 	req := &admissionv1.AdmissionRequest{Operation: op, Namespace: ns, Name: "p",
 		UserInfo: authnv1.UserInfo{Username: who, Groups: groups}, Object: runtime.RawExtension{Raw: pod(annotation)}}
@@ -50,8 +51,9 @@ func podReview(t *testing.T, p *RestorePods, op admissionv1.Operation, who strin
 func TestRestorePods(t *testing.T) {
 	p := &RestorePods{
 		Authorizer: restorers{"alice": true, "bob": true, "root": true}.authorizer(), AdminGroups: []string{"admins"},
-		Restore: schema.GroupVersionResource{Group: "agents.kruise.io", Version: "v1alpha1", Resource: "checkpoints"},
-		Self:    func(context.Context) string { return "system:serviceaccount:checkpoint-system:checkpoint-apiserver" },
+		Restore:      schema.GroupVersionResource{Group: "agents.kruise.io", Version: "v1alpha1", Resource: "checkpoints"},
+		Self:         func(context.Context) string { return "system:serviceaccount:checkpoint-system:checkpoint-apiserver" },
+		RuntimeClass: "checkpoint",
 		Lookup: func(_ context.Context, ns, id string) (Checkpoint, error) {
 			if ns == "team-a" && id == podID {
 				return Checkpoint{Name: "cp", Owner: "alice"}, nil
@@ -64,9 +66,11 @@ func TestRestorePods(t *testing.T) {
 		who         string
 		groups      []string
 		ns, id, old string
+		runc        bool
 		allowed     bool
 		says        string
 	}{
+		"under runc":             {op: admissionv1.Create, who: "alice", ns: "team-a", id: podID, runc: true, says: "must set runtimeClassName: checkpoint"},
 		"unmarked":               {op: admissionv1.Create, who: "mallory", ns: "team-a", allowed: true},
 		"the owner":              {op: admissionv1.Create, who: "alice", ns: "team-a", id: podID, allowed: true},
 		"an admin":               {op: admissionv1.Create, who: "root", groups: []string{"admins"}, ns: "team-a", id: podID, allowed: true},
@@ -79,7 +83,11 @@ func TestRestorePods(t *testing.T) {
 		"mark changed on update": {op: admissionv1.Update, who: "mallory", ns: "team-a", id: podID, old: "ckpt-ffffffffffffffffffffffff", says: "may not create"},
 		"mark kept on update":    {op: admissionv1.Update, who: "mallory", ns: "team-a", id: podID, old: podID, allowed: true},
 	} {
-		resp := podReview(t, p, tc.op, tc.who, tc.groups, tc.ns, tc.id, tc.old)
+		class := "checkpoint"
+		if tc.runc {
+			class = "runc"
+		}
+		resp := podReview(t, p, tc.op, tc.who, tc.groups, tc.ns, tc.id, tc.old, class)
 		assert.Equal(t, tc.allowed, resp.Allowed, name)
 		if !tc.allowed && resp.Result != nil {
 			assert.Contains(t, resp.Result.Message, tc.says, name)

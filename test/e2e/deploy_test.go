@@ -97,6 +97,20 @@ func TestDeployedAsPods(t *testing.T) {
 		// The server's own /version, through its Service.
 		v := c.Must("get", "--raw", "/api/v1/namespaces/checkpoint-system/services/https:checkpoint-apiserver:443/proxy/version")
 		assert.Contains(t, v, `"gitVersion": "v0.1.0-alpha.`)
+		// The nodes run containerd 2.4 as shipped, with the restore runtime
+		// the agents installed and no CRI restore from checkpoint images.
+		for _, v := range strings.Fields(c.Must("get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}")) {
+			assert.Regexp(t, `^containerd://2\.4\.\d+$`, v)
+		}
+		assert.Equal(t, "checkpoint", c.Must("get", "runtimeclass", "checkpoint", "-o", "jsonpath={.handler}"))
+		for i := 1; i <= 2; i++ {
+			cfg, err := os.ReadFile(filepath.Join(c.Dir, "nodes", fmt.Sprintf("node-%d", i), "containerd.toml"))
+			require.NoError(t, err)
+			assert.NotContains(t, string(cfg), "restore_via_create")
+			assert.NotContains(t, string(cfg), "org.criu.config")
+			assert.FileExists(t, filepath.Join(c.Dir, "node-runtime", fmt.Sprintf("node-%d", i), "bin", "containerd-shim-checkpoint-v1"),
+				"the agent's init container installed the shim")
+		}
 	})
 
 	// The E2B front of either replica, over TLS with the server's certificate.
