@@ -33,7 +33,11 @@ func (e *env) blobs(t *testing.T) map[string]bool {
 func TestServerKilledMidCapture(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	src := e.ctrd.RunPodContainer(t, ns, "big", "main", framework.MemoryScript(256))
+	// 2 GiB in one Python bytes object: on containerd 2.4 a 256 MiB capture
+	// could end before the kill 1.2 s in; this one is still dumping then.
+	e.ctrd.ImportTestImage(t, "python.tar")
+	src := e.ctrd.RunPodImage(t, ns, "big", "main", framework.PythonImage, "python3", "-u", "-c",
+		"import time\nheld = b'\\x5a' * (2 << 30)\ni = 0\nwhile True:\n    i += 1\n    print(i)\n    time.sleep(0.1)\n")
 	framework.WaitCounter(t, src.LogPath, 2)
 	before := e.blobs(t)
 
