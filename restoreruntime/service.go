@@ -190,10 +190,12 @@ func (s *Service) watchLazyPages(id string, rs *restore) {
 	writeTerminationMessage(rs.termLog, rs.failure)
 	ctx := context.Background()
 	log.G(ctx).WithField("container", id).Error(rs.failure)
+	// The daemon has ended, so its log is whole: keep it before the kill,
+	// which whoever waits on the container sees at once.
+	s.keepLog(id, rs)
 	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
 		log.G(ctx).WithError(err).WithField("container", id).Error("kill a container whose pages were lost")
 	}
-	s.keepLog(id, rs)
 	close(rs.finished)
 }
 
