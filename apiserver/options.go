@@ -532,7 +532,12 @@ func (o *Options) serveRestoreImages(cfg *genericapiserver.RecommendedConfig, d 
 	if dir == "" {
 		dir = filepath.Join(o.DataDir, "restore-images")
 	}
-	store := &nodeimages.Store{Dir: absPath(dir), Lookup: nodeimages.APILookup{Client: dyn}, Archives: nodeimages.DriverArchives{Driver: d}}
+	client, err := kubernetes.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	store := &nodeimages.Store{Dir: absPath(dir), Lookup: nodeimages.APILookup{Client: dyn}, Archives: nodeimages.DriverArchives{Driver: d},
+		Events: nodeimages.KubeEvents{Client: client, Component: "checkpoint-apiserver", Node: o.NodeName}}
 	socket := o.RestoreSocket
 	return cfg.AddPostStartHook("restore-images", func(ctx genericapiserver.PostStartHookContext) error {
 		go func() {

@@ -800,6 +800,7 @@ rules:
 - {apiGroups: [""], resources: [pods], verbs: [get]}
 - {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
 - {apiGroups: [agents.kruise.io], resources: [checkpoints], verbs: [list]}
+- {apiGroups: [""], resources: [events], verbs: [create]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding

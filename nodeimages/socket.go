@@ -51,6 +51,31 @@ func (s *Store) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, resp)
 	})
+	mux.HandleFunc("POST "+api.FailurePath, func(w http.ResponseWriter, r *http.Request) {
+		var f api.Failure
+		data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err == nil {
+			err = json.Unmarshal(data, &f)
+		}
+		if err == nil {
+			err = f.Validate()
+		}
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, api.Error{Message: "a restore failure is JSON of a valid request: " + err.Error()})
+			return
+		}
+		klog.FromContext(r.Context()).Info("A restore failed on the node", "namespace", f.Namespace, "pod", f.Pod,
+			"container", f.Container, "checkpoint", f.CheckpointID, "reason", f.Reason)
+		cp, err := s.Lookup.Find(r.Context(), f.Namespace, f.CheckpointID)
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, api.Error{Message: err.Error()})
+			return
+		}
+		if s.Events != nil {
+			s.Events.RestoreFailed(r.Context(), cp, f)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return mux
 }
 

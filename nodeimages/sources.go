@@ -37,7 +37,7 @@ func (l APILookup) Find(ctx context.Context, ns, id string) (Checkpoint, error) 
 			return Checkpoint{}, fmt.Errorf("%w: Checkpoint %s/%s is %s, not Succeeded", ErrNotFound, ns, item.GetName(), phase)
 		}
 		d, _, _ := unstructured.NestedString(item.Object, "status", "imageDigest")
-		return Checkpoint{Namespace: ns, Name: item.GetName(), ImageDigest: d, Owner: item.GetAnnotations()["agents.kruise.io/owner"]}, nil
+		return Checkpoint{Namespace: ns, Name: item.GetName(), UID: string(item.GetUID()), ImageDigest: d, Owner: item.GetAnnotations()["agents.kruise.io/owner"]}, nil
 	}
 	return Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", ErrNotFound, ns, id)
 }

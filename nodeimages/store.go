@@ -20,7 +20,7 @@ import (
 
 // Checkpoint is what the store needs of a Checkpoint object.
 type Checkpoint struct {
-	Namespace, Name string
+	Namespace, Name, UID string
 	// Owner is its agents.kruise.io/owner annotation.
 	Owner string
 	// ImageDigest is its index in the checkpoint registry ("": not there).
@@ -60,6 +60,8 @@ type Store struct {
 	Limit    int64
 	Lookup   Lookup
 	Archives Archives
+	// Events receives the restores that failed on the node (nil: logged only).
+	Events Events
 
 	mu       sync.Mutex
 	inflight map[string]*fetch

@@ -6,8 +6,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -129,4 +132,34 @@ func TestInvalidRequests(t *testing.T) {
 		assert.Error(t, err)
 	}
 	assert.Error(t, s.Remove("*"))
+}
+
+type recordedEvents struct{ got []api.Failure }
+
+func (r *recordedEvents) RestoreFailed(_ context.Context, cp Checkpoint, f api.Failure) {
+	f.Reason = cp.Name + ": " + f.Reason
+	r.got = append(r.got, f)
+}
+
+// A restore the runtime reports failed becomes an Event on the Checkpoint
+// of the Pod's own namespace, and on nothing else.
+func TestFailuresReachTheirCheckpoint(t *testing.T) {
+	events := &recordedEvents{}
+	s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: {Namespace: "team-a", Name: "snap"}}, Archives: &fakeArchives{}, Events: events}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	post := func(body string) int {
+		resp, err := http.Post(srv.URL+api.FailurePath, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusNoContent, post(`{"namespace":"team-a","pod":"clone","container":"app","checkpointId":"`+id+`","reason":"pages lost"}`))
+	assert.Equal(t, http.StatusNotFound, post(`{"namespace":"team-b","pod":"clone","container":"app","checkpointId":"`+id+`","reason":"x"}`),
+		"another namespace's Pod names no Checkpoint")
+	assert.Equal(t, http.StatusBadRequest, post(`{"namespace":"../x","pod":"clone","container":"app","checkpointId":"`+id+`"}`))
+	assert.Equal(t, http.StatusBadRequest, post(`not json`))
+	require.Len(t, events.got, 1)
+	assert.Equal(t, "snap: pages lost", events.got[0].Reason)
+	assert.Equal(t, "clone", events.got[0].Pod)
 }

@@ -30,7 +30,8 @@ func Register() {
 			if err != nil {
 				return nil, err
 			}
-			runc, err := task.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			clean := &cleanExits{}
+			runc, err := task.NewTaskService(ic.Context, exitPublisher{Publisher: pp.(shim.Publisher), clean: clean}, ss.(shutdown.Service))
 			if err != nil {
 				return nil, err
 			}
@@ -38,7 +39,7 @@ func Register() {
 			if cfg.AgentSocket != "" {
 				src = SocketSource{Socket: cfg.AgentSocket}
 			}
-			return NewService(runc, cfg, src), nil
+			return NewService(runc, cfg, src, clean), nil
 		},
 	})
 }

@@ -53,6 +53,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	restores map[string]*restore
+	clean    *cleanExits
 }
 
 // restore is one container being (or restored) from a checkpoint.
@@ -68,8 +69,12 @@ type restore struct {
 }
 
 // NewService wraps runc's task service.
-func NewService(runc taskAPI.TTRPCTaskService, cfg Config, src Source) *Service {
-	return &Service{TTRPCTaskService: runc, cfg: cfg, src: src, restores: map[string]*restore{}}
+// clean is the set its publisher (exitPublisher) shares, or nil for one of its own.
+func NewService(runc taskAPI.TTRPCTaskService, cfg Config, src Source, clean *cleanExits) *Service {
+	if clean == nil {
+		clean = &cleanExits{}
+	}
+	return &Service{TTRPCTaskService: runc, cfg: cfg, src: src, restores: map[string]*restore{}, clean: clean}
 }
 
 // RegisterTTRPC serves the wrapped service in runc's place.
@@ -168,7 +173,9 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 		tail := criulog.Tail(filepath.Join(rs.work, "restore.log"), 8)
 		s.keepLog(r.ID, rs)
-		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, err, tail)
+		err = fmt.Errorf("restore %s/%s container %s from %s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, err, tail)
+		s.src.Failed(ctx, rs.req, err.Error())
+		return nil, err
 	}
 	if rs.lazy != nil {
 		go s.watchLazyPages(r.ID, rs)
@@ -196,6 +203,7 @@ func (s *Service) watchLazyPages(id string, rs *restore) {
 	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
 		log.G(ctx).WithError(err).WithField("container", id).Error("kill a container whose pages were lost")
 	}
+	s.src.Failed(ctx, rs.req, rs.failure)
 	close(rs.finished)
 }
 
@@ -204,6 +212,10 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil || r.ExecID != "" {
 		return resp, err
+	}
+	if s.clean.has(r.ID) {
+		resp.ExitStatus = 0
+		s.clean.forget(r.ID)
 	}
 	s.mu.Lock()
 	rs := s.restores[r.ID]

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/log"
+
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
 
@@ -26,6 +28,8 @@ type (
 // Source puts a container's checkpoint on the node.
 type Source interface {
 	Prepare(ctx context.Context, req Request) (Prepared, error)
+	// Failed reports that req's restore failed, and why (best effort).
+	Failed(ctx context.Context, req Request, reason string)
 }
 
 // ErrNoCheckpoint: the node holds no checkpoint for the container.
@@ -34,6 +38,9 @@ var ErrNoCheckpoint = errors.New("no checkpoint for this container on the node")
 // DirSource reads checkpoints a node agent laid out under Dir as
 // <namespace>/<checkpoint ID>/<container>/{checkpoint/,rootfs-diff.tar}.
 type DirSource struct{ Dir string }
+
+// Failed has no one to tell: the runtime's own log and the Pod say it.
+func (DirSource) Failed(context.Context, Request, string) {}
 
 // Prepare finds req's images under the directory.
 func (s DirSource) Prepare(_ context.Context, req Request) (Prepared, error) {
@@ -72,40 +79,59 @@ func (s SocketSource) Prepare(ctx context.Context, req Request) (Prepared, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", s.Socket)
-		},
-	}}
-	defer client.CloseIdleConnections()
-	body, err := json.Marshal(req)
+	data, err := s.post(ctx, api.Path, req, http.StatusOK)
 	if err != nil {
 		return Prepared{}, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://node-agent"+api.Path, bytes.NewReader(body))
-	if err != nil {
-		return Prepared{}, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(hreq)
-	if err != nil {
-		return Prepared{}, fmt.Errorf("the node agent (%s) is not answering: %w", s.Socket, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return Prepared{}, fmt.Errorf("the node agent's answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		if json.Unmarshal(data, &e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(data))
-		}
-		return Prepared{}, fmt.Errorf("the node agent: %s (%d)", e.Message, resp.StatusCode)
 	}
 	var p Prepared
 	if err := json.Unmarshal(data, &p); err != nil {
 		return Prepared{}, fmt.Errorf("the node agent's answer: %w", err)
 	}
 	return p, nil
+}
+
+// Failed tells the node agent, within 5 s.
+func (s SocketSource) Failed(ctx context.Context, req Request, reason string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.post(ctx, api.FailurePath, api.Failure{Request: req, Reason: reason}, http.StatusNoContent); err != nil {
+		log.G(ctx).WithError(err).Warn("tell the node agent a restore failed")
+	}
+}
+
+// post posts v as JSON to the agent's path and returns its answer, an
+// error unless its status is want.
+func (s SocketSource) post(ctx context.Context, path string, v any, want int) ([]byte, error) {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", s.Socket)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://node-agent"+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("the node agent (%s) is not answering: %w", s.Socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("the node agent's answer: %w", err)
+	}
+	if resp.StatusCode != want {
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(data))
+		}
+		return nil, fmt.Errorf("the node agent: %s (%d)", e.Message, resp.StatusCode)
+	}
+	return data, nil
 }

@@ -182,7 +182,8 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("--restore-images-limit=%q: %w", o.restoreImagesLimit, err)
 		}
 		store := &nodeimages.Store{Dir: o.restoreImages, Limit: limit.Value(), Lookup: nodeimages.APILookup{Client: dyn},
-			Archives: nodeimages.DriverArchives{Driver: d}}
+			Archives: nodeimages.DriverArchives{Driver: d},
+			Events:   nodeimages.KubeEvents{Client: client, Component: "checkpoint-node-agent", Node: o.node}}
 		if cfg.Registry != nil {
 			store.Archives = nodeimages.RegistryArchives{Registry: cfg.Registry}
 		}

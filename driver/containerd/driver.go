@@ -36,6 +36,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/criulog"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	restoreapi "github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
 
 // CRI labels on every pod container, and ours on checkpoint images and clones.
@@ -79,6 +80,10 @@ type Config struct {
 	// DumpDirLimit bounds what the dumps in DumpDir hold together (0: half
 	// its filesystem); a dump that would exceed it goes to disk.
 	DumpDirLimit int64
+	// RestoreRuntimeHandler is the CRI runtime handler of the restore
+	// runtime (package restoreruntime; "" is "checkpoint"). A container of a
+	// Pod running under it that a keepRunning=false capture ends exits 0.
+	RestoreRuntimeHandler string
 }
 
 // criuLogsKept is how many CRIU logs of failed dumps the driver keeps.
@@ -131,6 +136,9 @@ var (
 func New(cfg Config) (*Driver, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = "k8s.io"
+	}
+	if cfg.RestoreRuntimeHandler == "" {
+		cfg.RestoreRuntimeHandler = "checkpoint"
 	}
 	if cfg.StopGracePeriod == 0 {
 		cfg.StopGracePeriod = 10 * time.Second
@@ -763,6 +771,16 @@ func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container, deleteT
 	if err != nil {
 		return d.classify("wait for task of "+ctr.ID(), err)
 	}
+	if d.underRestoreRuntime(ctx, ctr) {
+		// The runtime reports this exit as 0: the sandbox was taken to its
+		// checkpoint, whatever its process does on SIGTERM.
+		if err := task.Update(ctx, func(_ context.Context, _ *containerd.Client, u *containerd.UpdateTaskInfo) error {
+			u.Annotations = map[string]string{restoreapi.AnnotationStopAfterCheckpoint: "true"}
+			return nil
+		}); err != nil && !errdefs.IsNotFound(err) {
+			return d.classify("mark task of "+ctr.ID()+" as ended by its checkpoint", err)
+		}
+	}
 	if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
 		return d.classify("stop task of "+ctr.ID(), err)
 	}
@@ -784,6 +802,36 @@ func (d *Driver) stopTask(ctx context.Context, ctr containerd.Container, deleteT
 	}
 	return nil
 }
+
+// underRestoreRuntime says whether ctr's Pod runs under the restore
+// runtime, by the runtime handler containerd's CRI records in its
+// sandbox's metadata. Only that runtime takes an update without
+// resources: runc's own shim would fail on one.
+func (d *Driver) underRestoreRuntime(ctx context.Context, ctr containerd.Container) bool {
+	info, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil || info.SandboxID == "" {
+		return false
+	}
+	sb, err := d.client.SandboxStore().Get(ctx, info.SandboxID)
+	if err != nil {
+		return false
+	}
+	ext, ok := sb.Extensions[criSandboxMetadata]
+	if !ok || ext == nil {
+		return false
+	}
+	var meta struct {
+		Metadata struct{ RuntimeHandler string }
+	}
+	if err := json.Unmarshal(ext.GetValue(), &meta); err != nil {
+		return false
+	}
+	return meta.Metadata.RuntimeHandler == d.cfg.RestoreRuntimeHandler
+}
+
+// criSandboxMetadata is the sandbox extension where containerd's CRI keeps
+// a Pod sandbox's metadata (as {"Version":"v1","Metadata":{...}}).
+const criSandboxMetadata = "metadata"
 
 // remove kills and deletes a container and its snapshot, ignoring what is gone.
 func (d *Driver) remove(ctx context.Context, ctr containerd.Container) {

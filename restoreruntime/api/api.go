@@ -16,9 +16,28 @@ import (
 // fresh.
 const AnnotationRestoreFrom = "agents.kruise.io/restore-from"
 
+// AnnotationStopAfterCheckpoint, set by a task Update just before a
+// keepRunning=false capture ends the container, makes the runtime report
+// the container's exit as status 0 whatever its process did on SIGTERM:
+// the sandbox was taken to its checkpoint, not failed. The runtime takes
+// the annotation out of the update; runc's own shim refuses an update
+// without resources, which tells the caller the container is not the
+// runtime's.
+const AnnotationStopAfterCheckpoint = "agents.kruise.io/stopped-after-checkpoint"
+
 // Path is the socket's one route: POST a Request, get a Response (200) or
 // an Error.
 const Path = "/v1/restore-images"
+
+// FailurePath is where the runtime reports a restore that failed (POST a
+// Failure, get 204): the node agent puts it on the Checkpoint as an Event.
+const FailurePath = "/v1/restore-failures"
+
+// Failure is a restore that failed, and why (CRIU's own lines included).
+type Failure struct {
+	Request
+	Reason string `json:"reason"`
+}
 
 // Request names one container's checkpoint, from what containerd's CRI
 // put in the container's spec.

@@ -27,6 +27,15 @@ func neverPodYAML(ns, name string) string {
 		"  terminationGracePeriodSeconds: 1\n", "  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n", 1)
 }
 
+// restoreRuntimePodYAML is a counting Pod with restartPolicy Never under
+// the restore runtime's RuntimeClass, whose process (a plain busybox loop
+// as PID 1) ignores SIGTERM: only the runtime makes its end after a
+// keepRunning=false capture an exit 0.
+func restoreRuntimePodYAML(ns, name string) string {
+	return strings.Replace(podYAML(ns, name, framework.CounterScript),
+		"  terminationGracePeriodSeconds: 1\n", "  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n  runtimeClassName: checkpoint\n", 1)
+}
+
 // pythonPodYAML is a Pod of the Python sandbox image (test/images).
 func pythonPodYAML(ns, name string) string {
 	return fmt.Sprintf(`apiVersion: v1
@@ -170,11 +179,12 @@ func startPython(t *testing.T, c *framework.Cluster, ns, node string) ([]string,
 }
 
 // captureEndingPod runs the counting Pod done with restartPolicy Never
-// (bound to node, when set), captures it as cp-done with keepRunning false,
-// and waits for the Pod to end Succeeded.
+// under the restore runtime, its process ignoring SIGTERM (bound to node,
+// when set), captures it as cp-done with keepRunning false, and waits for
+// the Pod to end Succeeded.
 func captureEndingPod(t *testing.T, c *framework.Cluster, ns, node string) {
 	t.Helper()
-	runCounting(t, c, ns, "done", neverPodYAML(ns, "done"), node)
+	runCounting(t, c, ns, "done", restoreRuntimePodYAML(ns, "done"), node)
 	captureByApply(t, c, ns, "cp-done", "done", false)
 	c.Eventually("the source Pod ends Succeeded", func() bool {
 		out, _ := c.Kubectl("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.phase}")
@@ -364,9 +374,10 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 		restoreByKubectl(t, c, ns, "cp-once", "once-clone")
 		assert.Greater(t, firstCount(t, c, ns, "once-clone"), 3)
 
-		// restartPolicy Never: the server ends the processes (SIGTERM), the
-		// kubelet ends the Pod by their exit: Succeeded, as this sandbox
-		// exits 0 on SIGTERM.
+		// restartPolicy Never: the server ends the processes (SIGTERM, then
+		// SIGKILL, as this loop ignores SIGTERM), the kubelet ends the Pod
+		// by their exit: Succeeded, as the restore runtime reports exit 0
+		// for a container ended by its checkpoint.
 		captureEndingPod(t, c, ns, "")
 		assert.Equal(t, "0", c.Must("get", "pod", "done", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"))
 	})

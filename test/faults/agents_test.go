@@ -3,6 +3,7 @@ package faults
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,6 +121,54 @@ func TestNodeAgentFaults(t *testing.T) {
 		require.NoError(t, err, out)
 	})
 
+	t.Run("LazyPagesDaemonKilledMidRestore", func(t *testing.T) {
+		// A clone of big (256 MiB) on node-2, restored lazily from what
+		// node-2's agent pulled: its lazy-pages daemon is stopped as soon as
+		// it runs, then killed. The clone must never run on the zero-filled
+		// pages the kernel would hand it: the runtime kills it, the Pod
+		// (restartPolicy Never) fails with the reason, and an Event on the
+		// Checkpoint says why.
+		require.Equal(t, "Succeeded", get("again", "{.status.phase}"), "AgentKilledMidCapture captured big as again")
+		id := idOf("again")
+		for attempt := 1; ; attempt++ {
+			pod := fmt.Sprintf("lost-%d", attempt)
+			manifest := framework.MarkForRestore(busyboxPod(ns, pod, "node-2", framework.CounterScript), id)
+			c.Apply(strings.Replace(manifest, "spec:\n", "spec:\n  restartPolicy: Never\n", 1))
+			var daemon int
+			deadline := time.Now().Add(120 * time.Second)
+			for daemon == 0 && time.Now().Before(deadline) {
+				if daemon = lazyPagesDaemon(id); daemon == 0 {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+			require.NotZero(t, daemon, "no criu lazy-pages daemon ran for the clone")
+			if syscall.Kill(daemon, syscall.SIGSTOP) != nil {
+				// It served every page before the test could stop it:
+				// that clone is whole; try again, no test without a kill.
+				require.Less(t, attempt, 3, "the lazy-pages daemon finished every time before it could be stopped")
+				continue
+			}
+			require.NoError(t, syscall.Kill(daemon, syscall.SIGKILL))
+			podPath := func(path string) string {
+				out, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath="+path)
+				return out
+			}
+			c.Eventually("the clone's Pod fails", func() bool { return podPath("{.status.phase}") == "Failed" })
+			assert.Equal(t, "137", podPath("{.status.containerStatuses[0].state.terminated.exitCode}"), "the runtime killed it")
+			assert.Contains(t, podPath("{.status.containerStatuses[0].state.terminated.message}"), "lazy-pages daemon",
+				"the Pod says why")
+			c.Eventually("an Event on the Checkpoint says why", func() bool {
+				out, _ := c.Kubectl("describe", "cp", "again", "-n", ns)
+				return strings.Contains(out, "RestoreFailed") && strings.Contains(out, "lazy-pages daemon")
+			})
+			out := c.Must("describe", "cp", "again", "-n", ns)
+			assert.Contains(t, out, ns+"/"+pod, "the Event names the clone")
+			assert.Contains(t, out, `node "node-2"`, "the Event names the node")
+			c.Must("delete", "pod", pod, "-n", ns, "--wait=true", "--timeout=60s")
+			return
+		}
+	})
+
 	t.Run("RegistryDownDuringCapture", func(t *testing.T) {
 		c.Apply(busyboxPod(ns, "small", "node-1", framework.CounterScript))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/small", "--timeout=120s")
@@ -209,4 +258,22 @@ func TestNodeAgentFaults(t *testing.T) {
 			return nothingLeft(id, pulled...)
 		})
 	})
+}
+
+// lazyPagesDaemon is the pid of a criu lazy-pages daemon serving
+// checkpoint id on this machine (a node's), or 0.
+func lazyPagesDaemon(id string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := string(data)
+		if strings.Contains(cmd, "lazy-pages\x00") && strings.Contains(cmd, "/"+id+"/") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	return 0
 }

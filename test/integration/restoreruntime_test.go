@@ -29,6 +29,7 @@ import (
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime"
+	restoreapi "github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -239,6 +240,45 @@ func TestRestoreRuntime(t *testing.T) {
 			}
 			_, statErr := os.Stat(filepath.Join(e.rootfs("fresh-"+name), "tmp", "h0"))
 			assert.True(t, os.IsNotExist(statErr), "%s: the script never ran fresh", name)
+		}
+	})
+
+	t.Run("stopped-after-checkpoint-exits-0", func(t *testing.T) {
+		// A keepRunning=false capture marks the container (a task update
+		// with the annotation and no resources) before it ends it: the
+		// runtime reports exit 0 in Wait, State and Delete. An unmarked
+		// container killed alike reports 137.
+		e.configure(t, false, "")
+		for _, marked := range []bool{true, false} {
+			id := fmt.Sprintf("ended-%t", marked)
+			_, task, err := e.startScript(t, id, "while true; do sleep 1; done", nil)
+			require.NoError(t, err)
+			ctx := e.ctrd.Ctx()
+			if marked {
+				require.NoError(t, task.Update(ctx, func(_ context.Context, _ *containerd.Client, u *containerd.UpdateTaskInfo) error {
+					u.Annotations = map[string]string{restoreapi.AnnotationStopAfterCheckpoint: "true"}
+					return nil
+				}))
+			}
+			exited, err := task.Wait(ctx)
+			require.NoError(t, err)
+			require.NoError(t, task.Kill(ctx, syscall.SIGKILL))
+			want := uint32(137)
+			if marked {
+				want = 0
+			}
+			select {
+			case st := <-exited:
+				assert.Equal(t, want, st.ExitCode(), "Wait, marked %t", marked)
+			case <-time.After(60 * time.Second):
+				t.Fatal("a killed container still runs")
+			}
+			st, err := task.Status(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, want, st.ExitStatus, "State, marked %t", marked)
+			deleted, err := task.Delete(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, want, deleted.ExitCode(), "Delete, marked %t", marked)
 		}
 	})
 
