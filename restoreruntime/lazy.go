@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -131,4 +132,49 @@ func (s *Service) keepLog(id string, rs *restore) {
 	if err := criulog.Keep(rs.work, s.cfg.LogDir, id, s.cfg.LogKeep, "restore.log", lazyPagesLog); err != nil {
 		log.L.WithError(err).Warn("keep a failed restore's CRIU logs")
 	}
+}
+
+// abortIfDaemonEnds kills container id's restored processes when its
+// lazy-pages daemon ends before the restore does (started closes when runc's
+// start returns). CRIU's restore waits on those processes, and they wait
+// on the daemon for their pages: without it they, and the restore, would
+// wait forever (the processes hold their userfaultfd themselves, so no
+// zero page frees them). Killed, they end the restore, which fails.
+func abortIfDaemonEnds(id string, lp *lazyPages, started <-chan struct{}) {
+	select {
+	case <-started:
+		return
+	case <-lp.done:
+	}
+	select {
+	case <-started:
+		return // the restore ended first: the container's watcher takes over
+	default:
+	}
+	served, reason := lp.wait()
+	if served {
+		return // every page went in before the restore ended: nothing waits
+	}
+	n := killCgroupMembers(id)
+	log.L.WithField("container", id).WithField("reason", reason).WithField("killed", n).
+		Error("the lazy-pages daemon ended during the restore: its restored processes were killed")
+}
+
+// killCgroupMembers SIGKILLs every process whose cgroup names container id
+// (both of runc's cgroup drivers put the ID in the path) and says how many.
+func killCgroupMembers(id string) int {
+	n := 0
+	entries, _ := filepath.Glob("/proc/[0-9]*/cgroup")
+	for _, e := range entries {
+		data, err := os.ReadFile(e)
+		if err != nil || !strings.Contains(string(data), id) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(e))); err == nil && pid != os.Getpid() {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				n++
+			}
+		}
+	}
+	return n
 }

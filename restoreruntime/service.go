@@ -162,18 +162,37 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if s.cfg.Lazy {
 		lp, err := startLazyPages(ctx, s.cfg.CRIU, rs.images, rs.work)
 		if err != nil {
-			return nil, fmt.Errorf("restore %s/%s container %s: %w", rs.req.Namespace, rs.req.Pod, rs.req.Container, err)
+			s.keepLog(r.ID, rs)
+			err = fmt.Errorf("restore %s/%s container %s: %w", rs.req.Namespace, rs.req.Pod, rs.req.Container, err)
+			s.src.Failed(ctx, rs.req, err.Error())
+			return nil, err
 		}
 		rs.lazy = lp
 	}
+	var started chan struct{}
+	if rs.lazy != nil {
+		started = make(chan struct{})
+		go abortIfDaemonEnds(r.ID, rs.lazy, started)
+	}
 	resp, err := s.TTRPCTaskService.Start(ctx, r)
+	if started != nil {
+		close(started)
+	}
 	if err != nil {
+		why := ""
 		if rs.lazy != nil {
+			select {
+			case <-rs.lazy.done:
+				if served, reason := rs.lazy.wait(); !served {
+					why = fmt.Sprintf(" (its lazy-pages daemon ended during the restore: %s; the restored processes were killed)", reason)
+				}
+			default:
+			}
 			rs.lazy.stop()
 		}
 		tail := criulog.Tail(filepath.Join(rs.work, "restore.log"), 8)
 		s.keepLog(r.ID, rs)
-		err = fmt.Errorf("restore %s/%s container %s from %s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, err, tail)
+		err = fmt.Errorf("restore %s/%s container %s from %s%s: %w%s", rs.req.Namespace, rs.req.Pod, rs.req.Container, rs.req.CheckpointID, why, err, tail)
 		s.src.Failed(ctx, rs.req, err.Error())
 		return nil, err
 	}

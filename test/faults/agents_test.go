@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,50 +125,74 @@ func TestNodeAgentFaults(t *testing.T) {
 
 	t.Run("LazyPagesDaemonKilledMidRestore", func(t *testing.T) {
 		// A clone of big (256 MiB) on node-2, restored lazily from what
-		// node-2's agent pulled: its lazy-pages daemon is stopped as soon as
-		// it runs, then killed. The clone must never run on the zero-filled
-		// pages the kernel would hand it: the runtime kills it, the Pod
-		// (restartPolicy Never) fails with the reason, and an Event on the
-		// Checkpoint says why.
+		// node-2's agent pulled: once the restored process registered with
+		// its lazy-pages daemon, the daemon is stopped (no page more), then
+		// killed. The processes hold their userfaultfd, so they and CRIU's
+		// restore would wait forever: the runtime kills them, the restore
+		// fails, and an Event on the Checkpoint says why. The clone never
+		// runs on memory it did not get back: the kubelet may start it
+		// again, restored whole by a new daemon, counting on from the
+		// capture, or the Pod fails.
 		require.Equal(t, "Succeeded", get("again", "{.status.phase}"), "AgentKilledMidCapture captured big as again")
 		id := idOf("again")
-		for attempt := 1; ; attempt++ {
-			pod := fmt.Sprintf("lost-%d", attempt)
-			manifest := framework.MarkForRestore(busyboxPod(ns, pod, "node-2", framework.CounterScript), id)
-			c.Apply(strings.Replace(manifest, "spec:\n", "spec:\n  restartPolicy: Never\n", 1))
-			var daemon int
-			deadline := time.Now().Add(120 * time.Second)
-			for daemon == 0 && time.Now().Before(deadline) {
-				if daemon = lazyPagesDaemon(id); daemon == 0 {
-					time.Sleep(2 * time.Millisecond)
-				}
+		const pod = "lost"
+		manifest := framework.MarkForRestore(busyboxPod(ns, pod, "node-2", framework.CounterScript), id)
+		c.Apply(strings.Replace(manifest, "spec:\n", "spec:\n  restartPolicy: Never\n", 1))
+		var daemon int
+		var work string
+		deadline := time.Now().Add(120 * time.Second)
+		for daemon == 0 && time.Now().Before(deadline) {
+			if daemon, work = lazyPagesDaemon(id); daemon == 0 {
+				time.Sleep(2 * time.Millisecond)
 			}
-			require.NotZero(t, daemon, "no criu lazy-pages daemon ran for the clone")
-			if syscall.Kill(daemon, syscall.SIGSTOP) != nil {
-				// It served every page before the test could stop it:
-				// that clone is whole; try again, no test without a kill.
-				require.Less(t, attempt, 3, "the lazy-pages daemon finished every time before it could be stopped")
-				continue
-			}
-			require.NoError(t, syscall.Kill(daemon, syscall.SIGKILL))
-			podPath := func(path string) string {
-				out, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath="+path)
-				return out
-			}
-			c.Eventually("the clone's Pod fails", func() bool { return podPath("{.status.phase}") == "Failed" })
-			assert.Equal(t, "137", podPath("{.status.containerStatuses[0].state.terminated.exitCode}"), "the runtime killed it")
-			assert.Contains(t, podPath("{.status.containerStatuses[0].state.terminated.message}"), "lazy-pages daemon",
-				"the Pod says why")
-			c.Eventually("an Event on the Checkpoint says why", func() bool {
-				out, _ := c.Kubectl("describe", "cp", "again", "-n", ns)
-				return strings.Contains(out, "RestoreFailed") && strings.Contains(out, "lazy-pages daemon")
-			})
-			out := c.Must("describe", "cp", "again", "-n", ns)
-			assert.Contains(t, out, ns+"/"+pod, "the Event names the clone")
-			assert.Contains(t, out, `node "node-2"`, "the Event names the node")
-			c.Must("delete", "pod", pod, "-n", ns, "--wait=true", "--timeout=60s")
-			return
 		}
+		require.NotZero(t, daemon, "no criu lazy-pages daemon ran for the clone")
+		registered := regexp.MustCompile(`uffd: \d+-`)
+		for time.Now().Before(deadline) {
+			log, _ := os.ReadFile(filepath.Join(work, "lazy-pages.log"))
+			if registered.Match(log) {
+				break
+			}
+			require.NoError(t, syscall.Kill(daemon, 0), "the daemon ended before the restored process registered")
+			time.Sleep(time.Millisecond)
+		}
+		require.NoError(t, syscall.Kill(daemon, syscall.SIGSTOP))
+		time.Sleep(time.Second)
+		require.NoError(t, syscall.Kill(daemon, syscall.SIGKILL))
+
+		c.Eventually("an Event on the Checkpoint says why", func() bool {
+			out, _ := c.Kubectl("describe", "cp", "again", "-n", ns)
+			return strings.Contains(out, "RestoreFailed") && strings.Contains(out, "lazy-pages daemon ended during the restore")
+		})
+		out := c.Must("describe", "cp", "again", "-n", ns)
+		assert.Contains(t, out, ns+"/"+pod, "the Event names the clone")
+		assert.Contains(t, out, `node "node-2"`, "the Event names the node")
+		c.Eventually("the Pod says why", func() bool {
+			events, _ := c.Kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name="+pod, "-o", "jsonpath={.items[*].message}")
+			return strings.Contains(events, "lazy-pages daemon ended during the restore")
+		})
+		podPath := func(path string) string {
+			out, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath="+path)
+			return out
+		}
+		c.Eventually("the clone fails, or runs restored whole", func() bool {
+			return podPath("{.status.phase}") == "Failed" || podPath("{.status.containerStatuses[0].state.running}") != ""
+		})
+		if podPath("{.status.phase}") != "Failed" {
+			var first int
+			c.Eventually("the clone prints its count", func() bool {
+				logs, _ := c.Kubectl("logs", "-n", ns, pod)
+				f := strings.Fields(logs)
+				if len(f) == 0 {
+					return false
+				}
+				first, _ = strconv.Atoi(f[0])
+				return true
+			})
+			assert.Greater(t, first, 1, "a clone that runs counts on from the capture: never fresh, never zeroed")
+		}
+		assert.False(t, lazyPagesRestoreLeft(id), "no CRIU restore of it is left waiting")
+		c.Must("delete", "pod", pod, "-n", ns, "--wait=true", "--timeout=60s")
 	})
 
 	t.Run("RegistryDownDuringCapture", func(t *testing.T) {
@@ -260,20 +286,40 @@ func TestNodeAgentFaults(t *testing.T) {
 	})
 }
 
-// lazyPagesDaemon is the pid of a criu lazy-pages daemon serving
-// checkpoint id on this machine (a node's), or 0.
-func lazyPagesDaemon(id string) int {
+// lazyPagesDaemon is the pid and work directory of a criu lazy-pages
+// daemon serving checkpoint id on this machine (a node's), or 0.
+func lazyPagesDaemon(id string) (int, string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
-		cmd := string(data)
-		if strings.Contains(cmd, "lazy-pages\x00") && strings.Contains(cmd, "/"+id+"/") {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
+		args := strings.Split(string(data), "\x00")
+		if !slices.Contains(args, "lazy-pages") || !strings.Contains(string(data), "/"+id+"/") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		for i, a := range args {
+			if a == "--work-dir" && i+1 < len(args) {
+				return pid, args[i+1]
+			}
 		}
 	}
-	return 0
+	return 0, ""
+}
+
+// lazyPagesRestoreLeft says whether a lazy-pages daemon of checkpoint id,
+// or a CRIU restore, still runs on this machine.
+func lazyPagesRestoreLeft(id string) bool {
+	if pid, _ := lazyPagesDaemon(id); pid != 0 {
+		return true
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, err := os.ReadFile(p); err == nil && strings.HasPrefix(string(data), "criu: restore") {
+			return true
+		}
+	}
+	return false
 }
