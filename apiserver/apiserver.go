@@ -66,7 +66,7 @@ type ExtraConfig struct {
 	// Authorizer is the server's (delegated) authorizer, asked on behalf of
 	// callers before acting for them with the server's rights.
 	Authorizer authorizer.Authorizer
-	// Webhook, in crd mode, serves (and registers) the admission webhook.
+	// Webhook serves (and registers) the admission webhooks (addWebhook).
 	Webhook *WebhookServing
 	// Registration, when set, registers the APIService (never over CRDs).
 	Registration *registration.Config
@@ -167,6 +167,9 @@ func (c CompletedConfig) New() (*Server, error) {
 		if err := s.addRegistration(*extra.Registration); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.addWebhook(extra); err != nil {
+		return nil, err
 	}
 	if err := s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
 		// Protobuf over loopback: cheaper to decode than JSON, and what it
@@ -297,13 +300,8 @@ func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) 
 	if err := s.addE2B(extra, &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer}); err != nil {
 		return err
 	}
-	if extra.Webhook != nil {
-		wh := *extra.Webhook
-		if err := s.GenericAPIServer.AddPostStartHook("checkpoint-webhook", func(hookCtx genericapiserver.PostStartHookContext) error {
-			return wh.start(hookCtx)
-		}); err != nil {
-			return err
-		}
+	if err := s.addWebhook(extra); err != nil {
+		return err
 	}
 	return s.GenericAPIServer.AddPostStartHook("checkpoint-lifecycle", func(hookCtx genericapiserver.PostStartHookContext) error {
 		klog.InfoS("Capturing the Checkpoint custom resources of the kube-apiserver (--mode=crd)")
@@ -367,4 +365,17 @@ func startLifecycle(hookCtx genericapiserver.PostStartHookContext, clientConfig 
 		}
 	}()
 	return nil
+}
+
+// addWebhook serves (and registers) the admission webhooks, when
+// configured: the Pods marked for restore in both modes, the Checkpoint
+// custom resources in crd mode.
+func (s *Server) addWebhook(extra *ExtraConfig) error {
+	if extra.Webhook == nil {
+		return nil
+	}
+	wh := *extra.Webhook
+	return s.GenericAPIServer.AddPostStartHook("checkpoint-webhook", func(hookCtx genericapiserver.PostStartHookContext) error {
+		return wh.start(hookCtx)
+	})
 }

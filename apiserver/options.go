@@ -589,7 +589,7 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
 	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents}
 	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
-		Preparer: &ociregistry.Preparer{Registry: reg}}
+		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	o.recorder(client, extra)
 	return o.applyRegistrations(cfg, client, extra)

@@ -619,6 +619,9 @@ spec:
         - --e2b-tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
         - --e2b-tls-private-key-file=/etc/checkpoint-apiserver/serving/tls.key
         - --e2b-api-keys-file=/etc/checkpoint-e2b/keys.yaml
+        - --webhook-port=8444
+        - --webhook-service=$CP_NAMESPACE/$CP_SERVICE
+        - --webhook-ca-file=/etc/checkpoint-apiserver/serving/ca.crt
 $(yaml_args ${CHECKPOINT_APISERVER_ARGS:-})
 YAML
   cat >"$d/dev/agent.yaml" <<YAML

@@ -241,6 +241,8 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, applied, "clusterrole.rbac.authorization.k8s.io/checkpoint-node-agent")
 		assert.Contains(t, rendered, "--server-user=system:serviceaccount:checkpoint-system:checkpoint-apiserver")
 		assert.Contains(t, rendered, "--node-agents")
+		assert.Contains(t, rendered, "--webhook-port=8444", "the review of marked Pods is served")
+		assert.Regexp(t, `name: webhook\s+port: 8444`, rendered, "behind the Service's webhook port")
 		assert.Contains(t, rendered, "--checkpoint-registry-ca-file=")
 		for _, insecure := range []string{"insecure", "skip-tls", "skipTLS", "plain-http", "plainHTTP"} {
 			assert.NotContains(t, strings.ToLower(rendered), strings.ToLower(insecure), "no insecure registry or TLS setting in artifacts/")
