@@ -226,6 +226,12 @@ func (c *Client) Stop(ctx context.Context, t driver.Target) error {
 	return c.call(ctx, t.Node, PathStop, StopRequest{Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}}, nil)
 }
 
+// Prefetch has node's agent start putting checkpoint id's containers on
+// the node for clone ns/pod; it does not wait for the fetch.
+func (c *Client) Prefetch(ctx context.Context, node, ns, pod, id string, containers []string) error {
+	return c.call(ctx, node, PathPrefetch, PrefetchRequest{Namespace: ns, Pod: pod, ID: id, Containers: containers}, nil)
+}
+
 // Terminate ends the Pod's processes on its node and leaves the rest to its kubelet.
 func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
 	return c.call(ctx, t.Node, PathTerminate, StopRequest{Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}}, nil)

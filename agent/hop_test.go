@@ -68,6 +68,12 @@ func testClientCert(tb testing.TB, dir, user string) (string, string) {
 // client certificate.
 func hop(tb testing.TB) (*Client, driver.Target) {
 	tb.Helper()
+	return hopWith(tb, func(*Config) {})
+}
+
+// hopWith is hop with the agent's configuration changed by set.
+func hopWith(tb testing.TB, set func(*Config)) (*Client, driver.Target) {
+	tb.Helper()
 	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, nil)
 	require.NoError(tb, err)
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -85,7 +91,9 @@ func hop(tb testing.TB) (*Client, driver.Target) {
 	kube := fake.NewSimpleClientset(pod)
 	dir := tb.TempDir()
 	clientCA, clientCert := testClientCert(tb, dir, "the-server")
-	srv, err := New(Config{Node: "node-1", Driver: &capturingDriver{}, Client: kube, ServerUsers: []string{"the-server"}, ClientCAFile: clientCA})
+	cfg := Config{Node: "node-1", Driver: &capturingDriver{}, Client: kube, ServerUsers: []string{"the-server"}, ClientCAFile: clientCA}
+	set(&cfg)
+	srv, err := New(cfg)
 	require.NoError(tb, err)
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}

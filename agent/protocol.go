@@ -22,6 +22,7 @@ const (
 	PathTerminate    = "/v1/terminate"
 	PathStop         = "/v1/stop"
 	PathStates       = "/v1/states"
+	PathPrefetch     = "/v1/prefetch"
 	PathHealthz      = "/healthz"
 	PathMetrics      = "/metrics"
 	maxRequestBytes  = 1 << 20
@@ -58,6 +59,16 @@ type CaptureResponse struct {
 type DeleteRequest struct {
 	ID     string   `json:"id"`
 	Images []string `json:"images,omitempty"`
+}
+
+// PrefetchRequest puts checkpoint ID's containers on the node for the
+// restore runtime, before the clone (Pod, of Namespace) asks for them.
+// The agent resolves ID in Namespace itself, as it does for the runtime.
+type PrefetchRequest struct {
+	Namespace  string   `json:"namespace"`
+	Pod        string   `json:"pod"`
+	ID         string   `json:"id"`
+	Containers []string `json:"containers"`
 }
 
 // StopRequest ends a Pod's processes (terminate) or containers (stop).

@@ -120,6 +120,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+PathTerminate, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, true) }))
 	mux.Handle("POST "+PathStop, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, false) }))
 	mux.Handle("POST "+PathStates, s.serve(s.states))
+	mux.Handle("POST "+PathPrefetch, s.serve(s.prefetchForRestore))
 	mux.Handle("GET "+PathMetrics, s.authorized(append(append([]string(nil), s.cfg.ServerUsers...), s.cfg.MetricsUsers...), legacyregistry.Handler()))
 	return mux
 }
@@ -289,6 +290,41 @@ func (s *Server) prefetch(logger klog.Logger, t driver.Target, id, digest string
 			}
 		}
 	}()
+}
+
+// prefetchForRestore starts putting a checkpoint on the node for a clone
+// about to run here, and answers at once: the restore runtime's own
+// request joins the fetch in flight. Like the runtime's, it resolves the
+// checkpoint in the clone's namespace.
+func (s *Server) prefetchForRestore(ctx context.Context, r *http.Request) (any, error) {
+	var req PrefetchRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Images == nil {
+		return nil, fmt.Errorf("%w: this agent serves no restore runtime (--restore-socket)", driver.ErrUnsupported)
+	}
+	reqs := make([]api.Request, 0, len(req.Containers))
+	for _, c := range req.Containers {
+		one := api.Request{Namespace: req.Namespace, Pod: req.Pod, Container: c, CheckpointID: req.ID}
+		if err := one.Validate(); err != nil {
+			return nil, badRequest{err}
+		}
+		reqs = append(reqs, one)
+	}
+	logger := klog.FromContext(ctx).WithValues("namespace", req.Namespace, "pod", req.Pod, "checkpoint", req.ID)
+	go func() {
+		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for _, one := range reqs {
+			if _, err := s.cfg.Images.Prepare(pctx, one); err != nil {
+				logger.Info("Could not put a checkpoint on the node ahead of its clone; the runtime's own request says why", "container", one.Container, "err", err)
+				return
+			}
+		}
+		logger.V(2).Info("Checkpoint on the node ahead of its clone")
+	}()
+	return struct{}{}, nil
 }
 
 // cleanup deletes what a capture that cannot be answered left.

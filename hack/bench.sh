@@ -11,7 +11,7 @@
 #    BenchmarkCaptureAcrossNodes then brings up one kubelet node, then two
 #    with node agents and the registry, and times capture and clones there;
 # 4. checkpoint-bench report writes results.json, table.md, list.png and
-#    capture.png, nodes.png under BENCH_OUT (default _output/bench) and prints the ratios.
+#    capture.png, nodes.png, restore.png under BENCH_OUT (default _output/bench) and prints the ratios.
 #
 # BENCH_RUN_ARGS      extra flags for `checkpoint-bench run` (e.g. -steps 500,1000)
 # BENCH_CAPTURE_RUNS  captures per memory size (default 5)
@@ -62,11 +62,11 @@ log "capture done at $((SECONDS - start))s; timing capture across kubelet nodes 
   { tail -50 "$OUT/nodes.log"; exit 1; }
 
 "$BIN/checkpoint-bench" report -dir "$OUT"
-log "done in $((SECONDS - start))s: $OUT/{results.json,table.md,list.png,capture.png,nodes.png}"
+log "done in $((SECONDS - start))s: $OUT/{results.json,table.md,list.png,capture.png,nodes.png,restore.png}"
 
 if [ "${BENCH_PUBLISH:-}" = 1 ]; then
   mkdir -p "$ROOT/docs/benchmarks"
-  cp "$OUT/results.json" "$OUT/list.png" "$OUT/capture.png" "$OUT/nodes.png" "$ROOT/docs/benchmarks/"
+  cp "$OUT/results.json" "$OUT/list.png" "$OUT/capture.png" "$OUT/nodes.png" "$OUT/restore.png" "$ROOT/docs/benchmarks/"
   # the table goes between the markers in BENCHMARKS.md
   awk -v table="$OUT/table.md" '
     /<!-- bench:begin -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next }

@@ -8,13 +8,14 @@
 #   pause.tar    registry.k8s.io/pause:local      the pod sandbox (busybox sleep)
 #   busybox.tar  docker.io/library/busybox:local  every busybox applet
 #   python.tar   docker.io/library/python-sandbox:local
-#                a Debian bookworm rootfs (debootstrap, minbase) with python3,
-#                running test/images/python-sandbox.py: state in memory,
+#                a Debian bookworm rootfs (debootstrap, minbase) with python3
+#                and an IPython kernel (ipykernel, jupyter_client), running
+#                test/images/python-sandbox.py: state in memory,
 #                served on a listening TCP socket (E2B's code interpreter shape)
 #
 # Each archive is rebuilt only when missing or when its inputs changed; the
 # debootstrapped rootfs is cached under /var/cache/checkpoint-apiserver (about
-# 45 s to make, from the Debian mirror of the machine's apt configuration).
+# 4 min to make with the IPython kernel's packages, from the Debian mirror of the machine's apt configuration).
 # Needs busybox-static and debootstrap (hack/install-test-deps.sh).
 set -o errexit -o nounset -o pipefail
 
@@ -88,10 +89,15 @@ fi
 # The Python sandbox: the rootfs is cached by suite and packages, the image
 # rebuilt when the program changes.
 PY_SUITE=bookworm
-PY_PACKAGES=python3
+# python3-ipykernel and python3-jupyter-client: an IPython kernel driven over
+# ZeroMQ on loopback, the kind of process E2B's code interpreter runs.
+# debootstrap does not resolve virtual packages: python3-cffi-backend provides
+# python3-zmq's python3-cffi-backend-api-*, libboost-regex1.74.0 gdb's
+# libboost-regex1.74.0-icu72 (ipykernel -> debugpy -> pydevd -> gdb).
+PY_PACKAGES=python3,python3-ipykernel,python3-jupyter-client,python3-cffi-backend,libboost-regex1.74.0
 PY_CACHE=${TEST_IMAGES_CACHE:-/var/cache/checkpoint-apiserver}/rootfs-$PY_SUITE-minbase-$PY_PACKAGES.tar
 PY_PROGRAM=$ROOT/test/images/python-sandbox.py
-py_stamp=$OUT/.python-$(sha256sum "$PY_PROGRAM" | cut -c1-16)
+py_stamp=$OUT/.python-$( (cat "$PY_PROGRAM"; echo "$PY_PACKAGES") | sha256sum | cut -c1-16)
 if [ ! -s "$OUT/python.tar" ] || [ ! -e "$py_stamp" ]; then
   if [ ! -s "$PY_CACHE" ]; then
     mirror=$(sed -n 's/^URIs: *\([^ ]*\/debian\/*\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -23,7 +24,34 @@ type PodResolver struct {
 
 var _ driver.Resolver = &PodResolver{}
 
-// Resolve returns the running app containers of Pod namespace/name. Every
+// runningContainers are the containers of pod that run beside each other,
+// in their start order: its native sidecars (init containers that restart
+// Always), then its app containers. A capture takes them all.
+func runningContainers(pod *corev1.Pod) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range pod.Spec.InitContainers {
+		if isSidecar(c) {
+			out = append(out, c)
+		}
+	}
+	return append(out, pod.Spec.Containers...)
+}
+
+// runningStatuses are the statuses of runningContainers, as the kubelet
+// reports them (the sidecars' among the init containers').
+func runningStatuses(pod *corev1.Pod) []corev1.ContainerStatus {
+	var out []corev1.ContainerStatus
+	for _, st := range pod.Status.InitContainerStatuses {
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == st.Name && isSidecar(c) {
+				out = append(out, st)
+			}
+		}
+	}
+	return append(out, pod.Status.ContainerStatuses...)
+}
+
+// Resolve returns the running containers (sidecars and app) of Pod namespace/name. Every
 // container must be running on the runtime the driver speaks: a capture of
 // part of a pod would be a silent partial capture.
 func (r *PodResolver) Resolve(ctx context.Context, namespace, name string) (driver.Target, error) {
@@ -37,11 +65,11 @@ func (r *PodResolver) Resolve(ctx context.Context, namespace, name string) (driv
 	t := driver.Target{Namespace: namespace, Name: name, UID: string(pod.UID), Node: pod.Spec.NodeName}
 	statuses := map[string]string{}
 	running := map[string]bool{}
-	for _, st := range pod.Status.ContainerStatuses {
+	for _, st := range runningStatuses(pod) {
 		statuses[st.Name] = st.ContainerID
 		running[st.Name] = st.State.Running != nil
 	}
-	for _, c := range pod.Spec.Containers {
+	for _, c := range runningContainers(pod) {
 		id, ok := statuses[c.Name]
 		if !ok || id == "" || !running[c.Name] {
 			return driver.Target{}, fmt.Errorf("%w: container %s of pod %s/%s is not running", driver.ErrTargetNotFound, c.Name, namespace, name)

@@ -2,9 +2,12 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -56,4 +59,36 @@ func TestPodResolver(t *testing.T) {
 			t.Errorf("Resolve(%s) = %v, want %v", name, err, wantErr)
 		}
 	}
+}
+
+// A native sidecar is captured with the app, first (it starts first); a
+// plain init container, done in the source, is not; a sidecar that does
+// not run fails the capture rather than leave it out.
+func TestPodResolverTakesNativeSidecars(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	withSidecar := func(name string, sidecar corev1.ContainerStatus) *corev1.Pod {
+		p := pod(name, running("main", "containerd://app"))
+		p.Spec.InitContainers = []corev1.Container{{Name: "setup"}, {Name: "proxy", RestartPolicy: &always}}
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{
+			{Name: "setup", ContainerID: "containerd://done", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}},
+			sidecar,
+		}
+		return p
+	}
+	client := fake.NewSimpleClientset(
+		withSidecar("sidecar", running("proxy", "containerd://side")),
+		withSidecar("sidecar-down", corev1.ContainerStatus{Name: "proxy", ContainerID: "containerd://side"}),
+	)
+	r := &PodResolver{Client: client, Runtime: "containerd"}
+	got, err := r.Resolve(context.Background(), "ns", "sidecar")
+	require.NoError(t, err)
+	assert.Equal(t, []driver.Container{{ID: "side", Name: "proxy"}, {ID: "app", Name: "main"}}, got.Containers)
+	var tmpl template
+	require.NoError(t, json.Unmarshal(got.Template, &tmpl))
+	require.Len(t, tmpl.Spec.InitContainers, 1, "the clone runs the sidecar, not the finished init container")
+	assert.Equal(t, "proxy", tmpl.Spec.InitContainers[0].Name)
+	assert.Equal(t, &always, tmpl.Spec.InitContainers[0].RestartPolicy)
+
+	_, err = r.Resolve(context.Background(), "ns", "sidecar-down")
+	assert.ErrorIs(t, err, driver.ErrTargetNotFound)
 }

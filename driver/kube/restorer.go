@@ -15,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	"github.com/agents-kruise/checkpoint-apiserver/access"
@@ -71,22 +72,40 @@ func cloneSpec(src *corev1.PodSpec) corev1.PodSpec {
 			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		}
 	}
+	// Native sidecars (init containers that restart Always) run beside the
+	// app and were captured with it; plain init containers ran to
+	// completion in the source and do not run again.
+	for _, c := range src.InitContainers {
+		if isSidecar(c) {
+			spec.InitContainers = append(spec.InitContainers, cloneContainer(c))
+		}
+	}
 	for _, c := range src.Containers {
-		out := corev1.Container{
-			Name: c.Name, Image: c.Image, ImagePullPolicy: c.ImagePullPolicy, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
-			Ports: c.Ports, EnvFrom: c.EnvFrom, Env: c.Env, Resources: *c.Resources.DeepCopy(),
-			VolumeMounts: c.VolumeMounts, LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe,
-			StartupProbe: c.StartupProbe, TerminationMessagePath: c.TerminationMessagePath,
-			TerminationMessagePolicy: c.TerminationMessagePolicy, SecurityContext: c.SecurityContext,
-			Stdin: c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY,
-		}
-		// A postStart hook ran in the source already.
-		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
-			out.Lifecycle = &corev1.Lifecycle{PreStop: c.Lifecycle.PreStop}
-		}
-		spec.Containers = append(spec.Containers, *out.DeepCopy())
+		spec.Containers = append(spec.Containers, cloneContainer(c))
 	}
 	return spec
+}
+
+// isSidecar says whether init container c is a native sidecar.
+func isSidecar(c corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// cloneContainer is container c of a clone's spec.
+func cloneContainer(c corev1.Container) corev1.Container {
+	out := corev1.Container{
+		Name: c.Name, Image: c.Image, ImagePullPolicy: c.ImagePullPolicy, Command: c.Command, Args: c.Args, WorkingDir: c.WorkingDir,
+		Ports: c.Ports, EnvFrom: c.EnvFrom, Env: c.Env, Resources: *c.Resources.DeepCopy(),
+		VolumeMounts: c.VolumeMounts, LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe,
+		StartupProbe: c.StartupProbe, TerminationMessagePath: c.TerminationMessagePath,
+		TerminationMessagePolicy: c.TerminationMessagePolicy, SecurityContext: c.SecurityContext,
+		Stdin: c.Stdin, StdinOnce: c.StdinOnce, TTY: c.TTY, RestartPolicy: c.RestartPolicy,
+	}
+	// A postStart hook ran in the source already.
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+		out.Lifecycle = &corev1.Lifecycle{PreStop: c.Lifecycle.PreStop}
+	}
+	return *out.DeepCopy()
 }
 
 // PodRestorer restores a checkpoint into a new Pod: the source's spec,
@@ -106,6 +125,16 @@ type PodRestorer struct {
 	// RuntimeClass is the clone's: the nodes' restore runtime (default
 	// DefaultRuntimeClass).
 	RuntimeClass string
+	// Prefetcher, when set, has the clone's node start fetching the
+	// checkpoint as soon as the node is known (named in the request, or
+	// chosen by the scheduler), while the kubelet makes the Pod's sandbox.
+	Prefetcher Prefetcher
+}
+
+// Prefetcher starts putting checkpoint id's containers on node for clone
+// ns/pod (the node agents' client), without waiting for the fetch.
+type Prefetcher interface {
+	Prefetch(ctx context.Context, node, ns, pod, id string, containers []string) error
 }
 
 // DefaultRuntimeClass is the RuntimeClass artifacts/deploy installs for the
@@ -140,6 +169,22 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 	if err != nil {
 		return driver.Target{}, err
 	}
+	prefetched := false
+	prefetch := func(node string) {
+		if r.Prefetcher == nil || prefetched || node == "" {
+			return
+		}
+		prefetched = true
+		names := make([]string, 0, len(pod.Spec.Containers))
+		for _, c := range pod.Spec.Containers {
+			names = append(names, c.Name)
+		}
+		// Best effort: the runtime's own request fetches what this did not.
+		if err := r.Prefetcher.Prefetch(ctx, node, req.Namespace, req.Name, checkpointID, names); err != nil {
+			klog.FromContext(ctx).V(2).Info("Could not start the checkpoint's fetch ahead of the clone", "node", node, "err", err)
+		}
+	}
+	prefetch(pod.Spec.NodeName)
 	created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		var status apierrors.APIStatus
@@ -148,7 +193,7 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 		}
 		return driver.Target{}, fmt.Errorf("%w: create pod %s/%s: %v", driver.ErrUnavailable, req.Namespace, req.Name, err)
 	}
-	running, err := r.waitRunning(ctx, created)
+	running, err := r.waitRunning(ctx, created, prefetch)
 	if err != nil {
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -158,7 +203,7 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 		return driver.Target{}, err
 	}
 	t := driver.Target{Namespace: running.Namespace, Name: running.Name, UID: string(running.UID), Node: running.Spec.NodeName}
-	for _, st := range running.Status.ContainerStatuses {
+	for _, st := range runningStatuses(running) {
 		_, id, _ := strings.Cut(st.ContainerID, "://")
 		t.Containers = append(t.Containers, driver.Container{ID: id, Name: st.Name})
 	}
@@ -221,7 +266,7 @@ func clonePod(checkpointID, owner, runtimeClass string, req driver.RestoreReques
 
 // waitRunning waits until every container of pod runs, and fails at once
 // when one cannot be restored.
-func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod, bound func(node string)) (*corev1.Pod, error) {
 	timeout := r.Timeout
 	if timeout == 0 {
 		timeout = 45 * time.Second
@@ -233,7 +278,7 @@ func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1
 	defer cancel()
 	var last *corev1.Pod
 	var failure error
-	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		p, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			if apierrors.IsNotFound(err) {
@@ -247,6 +292,7 @@ func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1
 			return false, failure
 		}
 		last = p
+		bound(p.Spec.NodeName)
 		if failure = restoreFailure(p); failure != nil {
 			return false, failure
 		}
@@ -266,10 +312,11 @@ func (r *PodRestorer) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1
 }
 
 func allRunning(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) < len(p.Spec.Containers) {
+	statuses := runningStatuses(p)
+	if p.Status.Phase != corev1.PodRunning || len(statuses) < len(runningContainers(p)) {
 		return false
 	}
-	for _, st := range p.Status.ContainerStatuses {
+	for _, st := range statuses {
 		if st.State.Running == nil {
 			return false
 		}
@@ -282,7 +329,7 @@ func restoreFailure(p *corev1.Pod) error {
 	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 		return fmt.Errorf("clone pod %s/%s ended %s before it ran: %s", p.Namespace, p.Name, p.Status.Phase, describe(p))
 	}
-	for _, st := range p.Status.ContainerStatuses {
+	for _, st := range runningStatuses(p) {
 		if w := st.State.Waiting; w != nil {
 			switch w.Reason {
 			case "CreateContainerError", "CreateContainerConfigError", "RunContainerError", "ErrImageNeverPull",
@@ -300,7 +347,7 @@ func restoreFailure(p *corev1.Pod) error {
 
 func describe(p *corev1.Pod) string {
 	parts := []string{"phase " + string(p.Status.Phase)}
-	for _, st := range p.Status.ContainerStatuses {
+	for _, st := range runningStatuses(p) {
 		if w := st.State.Waiting; w != nil {
 			parts = append(parts, fmt.Sprintf("%s waiting (%s: %s)", st.Name, w.Reason, w.Message))
 		}

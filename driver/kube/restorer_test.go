@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -159,6 +160,35 @@ func TestPodRestorer(t *testing.T) {
 		assert.Equal(t, ptr.To("restore"), p.Spec.RuntimeClassName)
 	})
 
+	t.Run("PrefetchesOnTheClonesNode", func(t *testing.T) {
+		// Named node: the fetch starts before the Pod exists. Scheduler's
+		// node: as soon as the Pod is bound, once.
+		for _, named := range []bool{true, false} {
+			client := fake.NewSimpleClientset()
+			kubelet(client, "")
+			if !named {
+				client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).Spec.NodeName = "node-3"
+					return false, nil, nil
+				})
+			}
+			prep := prepared(t)
+			prep.prepared.Node, prep.prepared.Anywhere = "", true
+			pf := &prefetches{client: client}
+			r := &PodRestorer{Client: client, Preparer: prep, Prefetcher: pf}
+			rr := driver.RestoreRequest{Namespace: "ns", Name: "clone"}
+			want := "node-3"
+			if named {
+				rr.Node, want = "node-2", "node-2"
+			}
+			_, err := r.Restore(asUser("alice"), "ckpt-1", rr)
+			require.NoError(t, err)
+			require.Len(t, pf.calls, 1, "named %t: one prefetch", named)
+			assert.Equal(t, want+" ns/clone ckpt-1 [main]", pf.calls[0])
+			assert.Equal(t, !named, pf.podExisted, "named %t: the fetch starts before the Pod exists only when the node is known", named)
+		}
+	})
+
 	t.Run("CallerMayNotCreatePods", func(t *testing.T) {
 		client := fake.NewSimpleClientset()
 		prep := prepared(t)
@@ -200,4 +230,17 @@ func TestPodRestorer(t *testing.T) {
 func resourceMust(s string) *resource.Quantity {
 	q := resource.MustParse(s)
 	return &q
+}
+
+type prefetches struct {
+	client     *fake.Clientset
+	calls      []string
+	podExisted bool
+}
+
+func (p *prefetches) Prefetch(ctx context.Context, node, ns, pod, id string, containers []string) error {
+	p.calls = append(p.calls, fmt.Sprintf("%s %s/%s %s %v", node, ns, pod, id, containers))
+	_, err := p.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	p.podExisted = err == nil
+	return nil
 }

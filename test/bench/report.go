@@ -211,7 +211,10 @@ func (r *Results) Plot(dir string) error {
 		}
 	}
 	if len(r.Nodes) > 0 {
-		return r.plotNodes(dir)
+		if err := r.plotNodes(dir); err != nil {
+			return err
+		}
+		return r.plotRestore(dir)
 	}
 	return nil
 }
@@ -249,20 +252,42 @@ func (r *Results) plotCapture(dir string) error {
 	return p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, "capture.png"))
 }
 
+// nodesLine is one line of a plot of NodesResult figures against memory.
+type nodesLine struct {
+	name string
+	f    func(NodesResult) float64
+}
+
 // plotNodes draws nodes.png.
 func (r *Results) plotNodes(dir string) error {
-	p := newPlot("Capture and clone of a Pod on kubelet nodes against its memory (median)", "container memory (MiB)")
-	lines := []struct {
-		name string
-		f    func(NodesResult) float64
-	}{
+	return r.plotNodesLines(dir, "nodes.png", "Capture and clone of a Pod on kubelet nodes against its memory (median)", 3, []nodesLine{
 		{"through the agent, durable in the registry", func(n NodesResult) float64 { return n.AgentMs }},
 		{"in the server's process, on the node", func(n NodesResult) float64 { return n.OwnNodeMs }},
 		{"the kubelet's checkpoint API", func(n NodesResult) float64 { return n.KubeletMs }},
-		{"clone Running, capturing node", func(n NodesResult) float64 { return n.RestoreLocalMs }},
-		{"clone Running, other node", func(n NodesResult) float64 { return n.RestoreOtherMs }},
+		{"clone Ready (lazy), capturing node", func(n NodesResult) float64 { return n.RestoreLocalMs }},
+		{"clone Ready (lazy), other node", func(n NodesResult) float64 { return n.RestoreOtherMs }},
 		{"push of the image alone", func(n NodesResult) float64 { return n.PushMs }},
-	}
+	})
+}
+
+// plotRestore draws restore.png: clones, lazy and eager, on both nodes,
+// against a fresh Pod (dashed: the other node).
+func (r *Results) plotRestore(dir string) error {
+	return r.plotNodesLines(dir, "restore.png", "Clone of a Pod holding random memory, by the restore runtime (median)", 4, []nodesLine{
+		{"fresh Pod to Ready, capturing node (the floor)", func(n NodesResult) float64 { return n.FreshLocalMs }},
+		{"lazy clone to Ready, capturing node", func(n NodesResult) float64 { return n.RestoreLocalMs }},
+		{"lazy clone to every page in, capturing node", func(n NodesResult) float64 { return n.RestoreLocalPagesMs }},
+		{"eager clone to Ready, capturing node", func(n NodesResult) float64 { return n.EagerLocalMs }},
+		{"lazy clone to Ready, other node", func(n NodesResult) float64 { return n.RestoreOtherMs }},
+		{"lazy clone to every page in, other node", func(n NodesResult) float64 { return n.RestoreOtherPagesMs }},
+		{"eager clone to Ready, other node", func(n NodesResult) float64 { return n.EagerOtherMs }},
+	})
+}
+
+// plotNodesLines draws lines (dashed from the dashed-th on, colours
+// starting over there) into file.
+func (r *Results) plotNodesLines(dir, file, title string, dashed int, lines []nodesLine) error {
+	p := newPlot(title, "container memory (MiB)")
 	for j, l := range lines {
 		var pts plotter.XYs
 		for _, n := range r.Nodes {
@@ -273,11 +298,11 @@ func (r *Results) plotNodes(dir string) error {
 		if len(pts) == 0 {
 			continue
 		}
-		if err := addLine(p, l.name, pts, j, j >= 3); err != nil {
+		if err := addLine(p, l.name, pts, j%len(palette), j >= dashed); err != nil {
 			return err
 		}
 	}
-	return p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, "nodes.png"))
+	return p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, file))
 }
 
 // newPlot is a plot of milliseconds against x, its legend top left.

@@ -1,14 +1,16 @@
 # The benchmarks' sandbox (python3 -c <this> <MiB>, in the Python sandbox
-# image): it holds MiB MiB resident in one filled bytes object, so a capture
-# has exactly that much to dump; prints a counter once a second; and a
+# image): it holds MiB MiB resident in one bytes object of random bytes
+# (os.urandom: no zero page, no compression flatters a capture or a restore),
+# so a capture has exactly that much to dump; prints a counter once a second; and a
 # thread stamps CLOCK_BOOTTIME (the host's clock too: no time namespace) in
 # a tight loop with 1 ms naps, printing each gap of 5 ms or more as
 # "gap <start us> <length us>". It says "stamper-ready" first.
+import os
 import sys
 import threading
 import time
 
-held = b"\x5a" * (int(sys.argv[1]) << 20)
+held = os.urandom(int(sys.argv[1]) << 20)
 lock = threading.Lock()
 
 

@@ -248,6 +248,90 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Len(t, nodes, 2, "the clones run on both nodes")
 	})
 
+	t.Run("MarkedPodsAreAdmittedByTheDeployedWebhook", func(t *testing.T) {
+		// The Deployment's replicas serve and register the webhook for
+		// marked Pods: a user who may create Pods, but not restore, is
+		// refused; so is a Pod naming another namespace's checkpoint.
+		id := c.Must("get", "cp", "cp-py", "-n", ns, "-o", "jsonpath={.status.checkpointId}")
+		require.NotEmpty(t, id)
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"pod-maker","namespace":%q},"rules":[
+{"apiGroups":[""],"resources":["pods"],"verbs":["get","create"]}]}`, ns))
+		c.Must("create", "rolebinding", "pod-makers", "-n", ns, "--role=pod-maker", "--user=mallory")
+		out, err := c.KubectlStdin(framework.MarkForRestore(podYAML(ns, "by-mallory", framework.CounterScript), id), "create", "-f", "-", "--as=mallory")
+		require.Error(t, err, "a marked Pod of a user who may not restore is refused")
+		assert.Regexp(t, `may not create checkpoints\S*/restore`, out)
+		c.Must("create", "namespace", "elsewhere")
+		out, err = c.KubectlStdin(framework.MarkForRestore(podYAML("elsewhere", "stolen", framework.CounterScript), id), "create", "-f", "-")
+		require.Error(t, err, "a Checkpoint of another namespace is not restored")
+		assert.Contains(t, out, "namespace elsewhere has no Checkpoint")
+	})
+
+	t.Run("NativeSidecarClonedOnBothNodes", func(t *testing.T) {
+		// A sandbox with a plain init container and a native sidecar that
+		// keeps its own state (a count in its shell's memory, a file): both
+		// running containers come back in each clone, the init container
+		// does not run again.
+		c.Apply(framework.OnNode(sidecarPodYAML(ns, "side"), "node-1"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/side", "--timeout=120s")
+		c.Must("exec", "-n", ns, "side", "-c", "proxy", "--", "sh", "-c", "echo kept by the sidecar > /tmp/note")
+		c.Eventually("both count", func() bool {
+			return countIn(c, ns, "side", "proxy", true) >= 3 && countIn(c, ns, "side", "main", true) >= 3
+		})
+		captureByApply(t, c, ns, "cp-side", "side", true)
+		for clone, node := range map[string]string{"side-a": "node-1", "side-b": "node-2"} {
+			out, err := restoreOn(c, ns, "cp-side", clone, node)
+			require.NoError(t, err, out)
+			c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+clone, "--timeout=60s")
+			assert.Equal(t, node, nodeOf(clone))
+			for _, ctr := range []string{"proxy", "main"} {
+				c.Eventually(clone+"/"+ctr+" logs", func() bool { return countIn(c, ns, clone, ctr, false) >= 0 })
+				assert.Greater(t, countIn(c, ns, clone, ctr, false), 3, "%s on %s: container %s counts on from the capture", clone, node, ctr)
+			}
+			assert.Equal(t, "kept by the sidecar", strings.TrimSpace(c.MustStdout("exec", "-n", ns, clone, "-c", "proxy", "--", "cat", "/tmp/note")))
+			assert.Equal(t, "proxy", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.initContainerStatuses[*].name}"),
+				"the clone runs the sidecar, not the finished init container")
+		}
+	})
+
+	t.Run("IPythonKernelClonedOnBothNodes", func(t *testing.T) {
+		// An IPython kernel (Debian's python3-ipykernel), its state set
+		// through jupyter_client over ZeroMQ on loopback, as E2B's code
+		// interpreter drives one: each clone's kernel answers a new client
+		// on its listening sockets with the state the source had.
+		c.Apply(framework.OnNode(framework.PodYAML(ns, "kernel", framework.PythonImage, "{}",
+			"python3", "-m", "ipykernel_launcher", "--ip=127.0.0.1", "-f", "/tmp/kernel.json"), "node-1"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/kernel", "--timeout=120s")
+		c.Eventually("the kernel wrote its connection file", func() bool {
+			_, err := c.Kubectl("exec", "-n", ns, "kernel", "--", "test", "-s", "/tmp/kernel.json")
+			return err == nil
+		})
+		run := func(pod, code string) (string, error) {
+			stdout, stderr, err := c.KubectlOutputs("exec", "-n", ns, pod, "--", "python3", "-c", kernelClient, code)
+			if stderr != "" {
+				t.Logf("%s's kernel said on stderr: %s", pod, stderr)
+			}
+			if err != nil {
+				return stdout + stderr, err
+			}
+			return stdout, nil
+		}
+		out, err := run("kernel", "secret = 'kept in the kernel'; n = 41 + 1; print(secret, n)")
+		require.NoError(t, err, out)
+		require.Equal(t, "kept in the kernel 42", strings.TrimSpace(out))
+		captureByApply(t, c, ns, "cp-kernel", "kernel", true)
+		for clone, node := range map[string]string{"kernel-a": "node-1", "kernel-b": "node-2"} {
+			out, err := restoreOn(c, ns, "cp-kernel", clone, node)
+			require.NoError(t, err, out)
+			c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+clone, "--timeout=60s")
+			out, err = run(clone, "n += 1; print(secret, n)")
+			require.NoError(t, err, out)
+			assert.Equal(t, "kept in the kernel 43", strings.TrimSpace(out), "the kernel on %s has the source's state", node)
+		}
+		out, err = run("kernel", "print(secret, n)")
+		require.NoError(t, err, out)
+		assert.Equal(t, "kept in the kernel 42", strings.TrimSpace(out), "the source's kernel goes on, untouched by its clones")
+	})
+
 	t.Run("KeepRunningFalseThroughNode2sAgent", func(t *testing.T) {
 		// node-2's agent ends the source's processes; its kubelet ends the
 		// Pod Succeeded; the checkpoint is in the registry and clones onto node-1.
@@ -313,21 +397,28 @@ func TestDeployedAsPods(t *testing.T) {
 		// capture's pauseDuration is set and no larger than captureDuration).
 		n := bench.SmokeAcrossNodes(t, c)
 		for what, v := range map[string]float64{"capture through the agent": n.AgentMs, "clone on node-1": n.RestoreLocalMs,
-			"clone on node-2": n.RestoreOtherMs, "the kubelet's checkpoint API": n.KubeletMs, "push": n.PushMs, "pull": n.PullMs} {
+			"clone on node-2": n.RestoreOtherMs, "the kubelet's checkpoint API": n.KubeletMs, "push": n.PushMs, "pull": n.PullMs,
+			"eager clone on node-1": n.EagerLocalMs, "eager clone on node-2": n.EagerOtherMs,
+			"fresh Pod on node-1": n.FreshLocalMs, "fresh Pod on node-2": n.FreshOtherMs} {
 			assert.Positive(t, v, what)
 		}
+		assert.GreaterOrEqual(t, n.RestoreLocalPagesMs, n.RestoreLocalMs, "every page in comes no sooner than Ready")
+		assert.GreaterOrEqual(t, n.RestoreOtherPagesMs, n.RestoreOtherMs, "every page in comes no sooner than Ready")
 		assert.Positive(t, n.ImageBytes)
 		r := bench.Results{Nodes: []bench.NodesResult{n}}
 		table := r.Markdown()
 		for _, want := range []string{"durable in the registry, 0 MiB", "the kubelet's checkpoint API", "pull, 0 MiB checkpoint",
-			"restore, 0 MiB, to a Running Pod on the other node"} {
+			"clone, 0 MiB random, other node: lazy, to Ready", "clone, 0 MiB random, capturing node: lazy, to every page in",
+			"clone, 0 MiB random, capturing node: eager"} {
 			assert.Contains(t, table, want)
 		}
 		dir := t.TempDir()
 		require.NoError(t, r.Plot(dir))
-		st, err := os.Stat(filepath.Join(dir, "nodes.png"))
-		require.NoError(t, err)
-		assert.Positive(t, st.Size())
+		for _, png := range []string{"nodes.png", "restore.png"} {
+			st, err := os.Stat(filepath.Join(dir, png))
+			require.NoError(t, err)
+			assert.Positive(t, st.Size(), png)
+		}
 	})
 
 	t.Run("AKilledServerPodIsReplaced", func(t *testing.T) {

@@ -36,6 +36,61 @@ func restoreRuntimePodYAML(ns, name string) string {
 		"  terminationGracePeriodSeconds: 1\n", "  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n  runtimeClassName: checkpoint\n", 1)
 }
 
+// sidecarPodYAML is a counting Pod (main) with a plain init container
+// (setup) and a native sidecar (proxy) that counts too.
+func sidecarPodYAML(ns, name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %[1]s, namespace: %[2]s}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: setup, image: %[3]s, imagePullPolicy: Never, command: [sh, -c, "echo set up"]}
+  - {name: proxy, image: %[3]s, imagePullPolicy: Never, restartPolicy: Always, command: [sh, -c, %[4]q]}
+  containers:
+  - {name: main, image: %[3]s, imagePullPolicy: Never, command: [sh, -c, %[4]q]}
+`, name, ns, framework.BusyboxImage, framework.CounterScript)
+}
+
+// countIn is the last (or first) count container ctr of pod printed, or -1.
+func countIn(c *framework.Cluster, ns, pod, ctr string, last bool) int {
+	out, _ := c.Kubectl("logs", "-n", ns, pod, "-c", ctr)
+	n := -1
+	for _, l := range strings.Split(out, "\n") {
+		if v, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
+			n = v
+			if !last {
+				break
+			}
+		}
+	}
+	return n
+}
+
+// kernelClient runs its argument in the IPython kernel whose connection
+// file is /tmp/kernel.json (python3 -c kernelClient CODE) through
+// jupyter_client, and prints what the code printed on stdout (the kernel's
+// other streams go to stderr); it fails if the code did.
+const kernelClient = `import sys
+from jupyter_client import BlockingKernelClient
+c = BlockingKernelClient(connection_file="/tmp/kernel.json")
+c.load_connection_file()
+c.start_channels()
+c.wait_for_ready(timeout=30)
+out = []
+def hook(msg):
+    if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+        out.append(msg["content"]["text"])
+    elif msg["msg_type"] == "stream":
+        sys.stderr.write(msg["content"]["text"])
+    elif msg["msg_type"] == "error":
+        out.append("error: %s: %s" % (msg["content"]["ename"], msg["content"]["evalue"]))
+reply = c.execute_interactive(sys.argv[1], timeout=30, output_hook=hook)
+print("".join(out), end="")
+c.stop_channels()
+sys.exit(0 if reply["content"]["status"] == "ok" else 1)
+`
+
 // pythonPodYAML is a Pod of the Python sandbox image (test/images).
 func pythonPodYAML(ns, name string) string {
 	return fmt.Sprintf(`apiVersion: v1

@@ -211,13 +211,19 @@ func (c *Cluster) Kubectl(args ...string) (string, error) {
 // stderr (such as a streaming hiccup of exec) must not pollute.
 func (c *Cluster) MustStdout(args ...string) string {
 	c.t.Helper()
+	out, stderr, err := c.KubectlOutputs(args...)
+	require.NoError(c.t, err, "kubectl %s:\n%s%s", strings.Join(args, " "), out, stderr)
+	return out
+}
+
+// KubectlOutputs runs kubectl and returns its stdout and stderr apart.
+func (c *Cluster) KubectlOutputs(args ...string) (string, string, error) {
 	cmd := exec.Command("kubectl", args...)
 	cmd.Env = c.Env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	require.NoError(c.t, err, "kubectl %s:\n%s%s", strings.Join(args, " "), out, stderr.String())
-	return string(out)
+	return string(out), stderr.String(), err
 }
 
 // KubectlStdin runs kubectl with stdin (for "-f -").

@@ -3,7 +3,7 @@
 // runs both; see BENCHMARKS.md.
 //
 //	checkpoint-bench run -kubeconfig K -server https://127.0.0.1:PORT -server-pid P -kas-pid P -out results.json
-//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json and DIR/nodes.json; writes table.md, list.png, capture.png, nodes.png)
+//	checkpoint-bench report -dir DIR   (DIR/results.json, merges DIR/capture.json and DIR/nodes.json; writes table.md, list.png, capture.png, nodes.png, restore.png)
 package main
 
 import (
