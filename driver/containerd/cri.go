@@ -164,9 +164,21 @@ func (d *Driver) capturedState(ctx context.Context, checkpointID string) ([]imag
 		return nil, err
 	}
 	if len(imgs) == 0 {
-		return nil, fmt.Errorf("%w: %s", driver.ErrCheckpointNotFound, checkpointID)
+		return nil, fmt.Errorf("%w: %s%s", driver.ErrCheckpointNotFound, checkpointID, d.whatIsHere(ctx, checkpointID))
 	}
 	return imgs, nil
+}
+
+// whatIsHere says, for a checkpoint not found, what this node holds: how
+// many checkpoints have images here, and whether a capture of this one is
+// still open (its lease), so that an error says more than "not found".
+func (d *Driver) whatIsHere(ctx context.Context, id string) string {
+	states, err := d.States(ctx)
+	if err != nil {
+		return ""
+	}
+	_, leased := states[id]
+	return fmt.Sprintf(" (this node's containerd holds state of %d checkpoints; of this one: %t)", len(states), leased)
 }
 
 // capturedImages are the checkpoint's images a capture wrote (not those

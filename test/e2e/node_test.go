@@ -67,28 +67,28 @@ func countIn(c *framework.Cluster, ns, pod, ctr string, last bool) int {
 	return n
 }
 
-// kernelClient runs its argument in the IPython kernel whose connection
-// file is /tmp/kernel.json (python3 -c kernelClient CODE) through
-// jupyter_client, and prints what the code printed on stdout (the kernel's
-// other streams go to stderr); it fails if the code did.
-const kernelClient = `import sys
+// kernelClient runs code in the IPython kernel whose connection file is
+// /tmp/kernel.json (python3 -c kernelClient CODE EXPR) through
+// jupyter_client, and prints the value of EXPR after it (a user expression
+// of the same request: what the code prints, and anything the kernel's
+// threads print meanwhile, goes to stderr); it fails if either fails.
+const kernelClient = `import ast, sys
 from jupyter_client import BlockingKernelClient
 c = BlockingKernelClient(connection_file="/tmp/kernel.json")
 c.load_connection_file()
 c.start_channels()
 c.wait_for_ready(timeout=30)
-out = []
 def hook(msg):
-    if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-        out.append(msg["content"]["text"])
-    elif msg["msg_type"] == "stream":
+    if msg["msg_type"] == "stream":
         sys.stderr.write(msg["content"]["text"])
     elif msg["msg_type"] == "error":
-        out.append("error: %s: %s" % (msg["content"]["ename"], msg["content"]["evalue"]))
-reply = c.execute_interactive(sys.argv[1], timeout=30, output_hook=hook)
-print("".join(out), end="")
+        sys.stderr.write("error: %s: %s\n" % (msg["content"]["ename"], msg["content"]["evalue"]))
+reply = c.execute_interactive(sys.argv[1], timeout=30, output_hook=hook, user_expressions={"v": sys.argv[2]})
 c.stop_channels()
-sys.exit(0 if reply["content"]["status"] == "ok" else 1)
+value = reply["content"].get("user_expressions", {}).get("v", {})
+if reply["content"]["status"] != "ok" or value.get("status") != "ok":
+    sys.exit("the kernel said: %s" % reply["content"])
+print(ast.literal_eval(value["data"]["text/plain"]))
 `
 
 // pythonPodYAML is a Pod of the Python sandbox image (test/images).
