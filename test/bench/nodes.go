@@ -307,26 +307,13 @@ func timeClone(t testing.TB, c *framework.Cluster, ns, name, clone, node, id str
 	if err != nil {
 		t.Fatalf("restore %s onto %s: %v", name, node, err)
 	}
-	for lazyPagesRunning(id) {
+	for pid, _ := framework.LazyPagesDaemon(id); pid != 0; pid, _ = framework.LazyPagesDaemon(id) {
 		if time.Since(start) > 5*time.Minute {
 			t.Fatalf("the lazy-pages daemon of %s on %s still runs after 5 minutes", clone, node)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	return ready, max(ready, time.Since(start)), false
-}
-
-// lazyPagesRunning says whether a criu lazy-pages daemon serves checkpoint
-// id on this machine.
-func lazyPagesRunning(id string) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err == nil && bytes.Contains(data, []byte("lazy-pages\x00")) && bytes.Contains(data, []byte("/"+id+"/")) {
-			return true
-		}
-	}
-	return false
 }
 
 // timeFresh creates a fresh Pod of the sandbox's image on node (the

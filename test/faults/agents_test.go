@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -142,7 +141,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		var work string
 		deadline := time.Now().Add(120 * time.Second)
 		for daemon == 0 && time.Now().Before(deadline) {
-			if daemon, work = lazyPagesDaemon(id); daemon == 0 {
+			if daemon, work = framework.LazyPagesDaemon(id); daemon == 0 {
 				time.Sleep(2 * time.Millisecond)
 			}
 		}
@@ -286,33 +285,10 @@ func TestNodeAgentFaults(t *testing.T) {
 	})
 }
 
-// lazyPagesDaemon is the pid and work directory of a criu lazy-pages
-// daemon serving checkpoint id on this machine (a node's), or 0.
-func lazyPagesDaemon(id string) (int, string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(data), "\x00")
-		if !slices.Contains(args, "lazy-pages") || !strings.Contains(string(data), "/"+id+"/") {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		for i, a := range args {
-			if a == "--work-dir" && i+1 < len(args) {
-				return pid, args[i+1]
-			}
-		}
-	}
-	return 0, ""
-}
-
 // lazyPagesRestoreLeft says whether a lazy-pages daemon of checkpoint id,
 // or a CRIU restore, still runs on this machine.
 func lazyPagesRestoreLeft(id string) bool {
-	if pid, _ := lazyPagesDaemon(id); pid != 0 {
+	if pid, _ := framework.LazyPagesDaemon(id); pid != 0 {
 		return true
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
