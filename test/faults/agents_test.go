@@ -100,11 +100,24 @@ func TestNodeAgentFaults(t *testing.T) {
 	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/big", "--timeout=120s")
 
 	t.Run("AgentKilledMidCapture", func(t *testing.T) {
+		// The registry is frozen (SIGSTOP) until the agent is dead, so the
+		// capture cannot end before the kill however fast this machine dumps:
+		// the kill lands mid-dump or mid-push (which waits on the registry).
+		registry := c.PID("registry")
+		require.NoError(t, syscall.Kill(registry, syscall.SIGSTOP))
+		thawed := false
+		thaw := func() {
+			if !thawed {
+				thawed = true
+				assert.NoError(t, syscall.Kill(registry, syscall.SIGCONT))
+			}
+		}
+		defer thaw()
 		apply("cut", "big")
 		c.Eventually("the capture started", func() bool { return get("cut", "{.status.phase}") == "Creating" })
-		// Mid-dump: CRIU writes 256 MiB for about 2 s here, the push follows.
 		time.Sleep(700 * time.Millisecond)
 		require.NoError(t, syscall.Kill(c.PID("agent-node-1"), syscall.SIGKILL))
+		thaw()
 		require.Equal(t, "Failed", waitEnd("cut"), get("cut", "{.status.message}"))
 		assert.Equal(t, "DriverUnavailable", get("cut", `{.status.conditions[?(@.type=="Ready")].reason}`))
 		assert.Contains(t, get("cut", "{.status.message}"), "node agent of node-1")
@@ -282,6 +295,107 @@ func TestNodeAgentFaults(t *testing.T) {
 		c.Eventually("nothing of it is left on the nodes (node-2's pull included) or in the registry", func() bool {
 			return nothingLeft(id, pulled...)
 		})
+	})
+
+	t.Run("AgentKilledDuringRestorePull", func(t *testing.T) {
+		// big (256 MiB) captured on node-1 and cloned on node-2 by a marked
+		// Pod: node-2's agent pulls the checkpoint from the registry into its
+		// store. Once that pull is writing, the registry is frozen (so the
+		// pull cannot end first, however fast this machine) and the agent is
+		// killed. The clone waits, never running fresh; the agent back, it
+		// removes the interrupted pull and the clone is restored.
+		apply("pulled", "big")
+		require.Equal(t, "Succeeded", waitEnd("pulled"), get("pulled", "{.status.message}"))
+		id := idOf("pulled")
+		store := filepath.Join(c.Dir, "agent-data", "node-2", "restore-images")
+		partial := func() []string {
+			p, _ := filepath.Glob(filepath.Join(store, ns, id, ".tmp-*"))
+			return p
+		}
+		const pod = "pulling"
+		c.Apply(framework.MarkForRestore(busyboxPod(ns, pod, "node-2", framework.CounterScript), id))
+		deadline := time.Now().Add(120 * time.Second)
+		for len(partial()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		require.NotEmpty(t, partial(), "node-2's agent never started pulling %s", id)
+		registry := c.PID("registry")
+		require.NoError(t, syscall.Kill(registry, syscall.SIGSTOP))
+		thawed := false
+		thaw := func() {
+			if !thawed {
+				thawed = true
+				assert.NoError(t, syscall.Kill(registry, syscall.SIGCONT))
+			}
+		}
+		defer thaw()
+		restarted := false
+		defer func() {
+			if !restarted {
+				_ = c.Script("start-agent", "2")
+			}
+		}()
+		require.NoError(t, syscall.Kill(c.PID("agent-node-2"), syscall.SIGKILL))
+		thaw()
+		left := partial()
+		require.NotEmpty(t, left, "the kill interrupted the pull")
+		var size int64
+		for _, p := range left {
+			_ = filepath.WalkDir(p, func(_ string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					if fi, err := d.Info(); err == nil {
+						size += fi.Size()
+					}
+				}
+				return nil
+			})
+		}
+		t.Logf("the killed agent left %d bytes of its pull in %d directories", size, len(left))
+		assert.NotContains(t, strings.Join(func() []string { d, _ := filepath.Glob(filepath.Join(store, ns, id, "*")); return d }(), " "),
+			filepath.Join(store, ns, id, "main"), "no checkpoint directory of the interrupted pull looks whole")
+
+		c.Eventually("the clone's container waits on the agent", func() bool {
+			msg, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}")
+			return strings.Contains(msg, "node agent")
+		})
+		running, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.running}")
+		assert.Empty(t, running, "never started fresh while the agent is down")
+
+		require.NoError(t, c.Script("start-agent", "2"))
+		restarted = true
+		c.Eventually("the agent back removed the interrupted pull", func() bool { return len(partial()) == 0 })
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+pod, "--timeout=180s")
+		var first int
+		c.Eventually("the clone prints its count", func() bool {
+			logs, _ := c.Kubectl("logs", "-n", ns, pod)
+			f := strings.Fields(logs)
+			if len(f) == 0 {
+				return false
+			}
+			first, _ = strconv.Atoi(f[0])
+			return true
+		})
+		assert.Greater(t, first, 1, "the clone counts on from the capture, never from 1")
+		c.Must("delete", "pod", pod, "-n", ns, "--wait=false")
+	})
+
+	t.Run("CRIURefusesCapture", func(t *testing.T) {
+		// A process holding a deleted 2 MiB file: CRIU keeps deleted files
+		// as ghosts of at most 1 MiB and refuses the dump. Its own error
+		// line reaches the Checkpoint's message and its Event.
+		c.Apply(busyboxPod(ns, "ghostly", "node-1",
+			`dd if=/dev/urandom of=/tmp/ghost bs=1M count=2 2>/dev/null; exec 3</tmp/ghost; rm /tmp/ghost; `+framework.CounterScript))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/ghostly", "--timeout=120s")
+		apply("refused", "ghostly")
+		require.Equal(t, "Failed", waitEnd("refused"), get("refused", "{.status.message}"))
+		criuLine := "Can't dump ghost file"
+		assert.Contains(t, get("refused", "{.status.message}"), criuLine, "the message quotes CRIU's error")
+		c.Eventually("kubectl describe cp shows CRIU's error", func() bool {
+			out, _ := c.Kubectl("describe", "cp", "refused", "-n", ns)
+			return strings.Contains(out, "CaptureFailed") && strings.Contains(out, criuLine)
+		})
+		phase, _ := c.Kubectl("get", "pod", "ghostly", "-n", ns, "-o", "jsonpath={.status.phase}")
+		assert.Equal(t, "Running", phase, "a refused dump leaves the sandbox running")
 	})
 }
 
