@@ -335,6 +335,16 @@ func (c *Capturer) abandoned(ctx context.Context, cp *agents.Checkpoint, now tim
 	parts := strings.Split(cp.Annotations[agents.AnnotationCapturedBy], "/")
 	known, alive := false, false
 	if len(parts) == 3 {
+		if parts[0] == c.replica && parts[1] == c.incarnation {
+			// This very process started it and it is no longer in flight:
+			// its last write is landing (a read can see Creating just
+			// before it), unless that write gave up long ago.
+			secs, _ := strconv.ParseInt(parts[2], 10, 64)
+			if now.After(time.Unix(secs, 0).Add(MaxCaptureTimeout + 2*time.Minute + 30*time.Second)) {
+				return true, "its capture's last status write never landed", 0
+			}
+			return false, "", 10 * time.Second
+		}
 		if parts[0] == c.replica {
 			// This replica is capturing it only if it is in flight here.
 			return true, "this replica restarted", 0
