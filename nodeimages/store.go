@@ -53,11 +53,16 @@ const completeMarker = ".complete"
 // a restore never loses its images while CRIU reads them.
 const recentUse = 5 * time.Minute
 
-// Store is a node's unpacked checkpoints under Dir, at most Limit bytes
-// (0: unbounded).
+// Store is a node's unpacked checkpoints: under MemDir (a tmpfs: memory)
+// while they fit in MemLimit bytes, else under Dir, at most Limit bytes
+// (0: unbounded). CRIU reads them where they are: nothing is copied again.
 type Store struct {
-	Dir      string
-	Limit    int64
+	Dir   string
+	Limit int64
+	// MemDir, when set, is a tmpfs holding at most MemLimit bytes (0: none)
+	// of checkpoints, tried first.
+	MemDir   string
+	MemLimit int64
 	Lookup   Lookup
 	Archives Archives
 	// Events receives the restores that failed on the node (nil: logged only).
@@ -72,14 +77,31 @@ type fetch struct {
 	err  error
 }
 
+// tier is one place checkpoints are unpacked, with its bound.
+type tier struct {
+	root  string
+	limit int64
+}
+
+// tiers are where checkpoints go, memory first.
+func (s *Store) tiers() []tier {
+	var out []tier
+	if s.MemDir != "" && s.MemLimit > 0 {
+		out = append(out, tier{s.MemDir, s.MemLimit})
+	}
+	return append(out, tier{s.Dir, s.Limit})
+}
+
 // Start removes what an interrupted fetch left.
 func (s *Store) Start() error {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return err
-	}
-	partial, _ := filepath.Glob(filepath.Join(s.Dir, "*", "*", ".tmp-*"))
-	for _, p := range partial {
-		_ = os.RemoveAll(p)
+	for _, t := range s.tiers() {
+		if err := os.MkdirAll(t.root, 0o700); err != nil {
+			return err
+		}
+		partial, _ := filepath.Glob(filepath.Join(t.root, "*", "*", ".tmp-*"))
+		for _, p := range partial {
+			_ = os.RemoveAll(p)
+		}
 	}
 	return nil
 }
@@ -108,10 +130,12 @@ func (s *Store) Prefetch(ctx context.Context, cp Checkpoint, req api.Request) er
 }
 
 func (s *Store) prepare(ctx context.Context, cp Checkpoint, req api.Request) (api.Response, error) {
-	dir := api.Dir(s.Dir, req)
+	dir := api.Dir(s.Dir, req) // the key of req's fetch, whichever tier it lands in
 	for {
-		if resp, ok := s.ready(dir); ok {
-			return resp, nil
+		for _, t := range s.tiers() {
+			if resp, ok := s.ready(api.Dir(t.root, req)); ok {
+				return resp, nil
+			}
 		}
 		s.mu.Lock()
 		if s.inflight == nil {
@@ -135,7 +159,7 @@ func (s *Store) prepare(ctx context.Context, cp Checkpoint, req api.Request) (ap
 			}
 		}
 		// The fetch outlives a caller that gives up: the next one finds it.
-		f.err = s.fetch(context.WithoutCancel(ctx), cp, req, dir)
+		f.err = s.fetch(context.WithoutCancel(ctx), cp, req)
 		s.mu.Lock()
 		delete(s.inflight, dir)
 		s.mu.Unlock()
@@ -161,8 +185,9 @@ func (s *Store) ready(dir string) (api.Response, bool) {
 	return resp, true
 }
 
-// fetch unpacks the container's archive into dir, whole or not at all.
-func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request, dir string) error {
+// fetch unpacks the container's archive into its tier, whole or not at
+// all: memory when its size is known and fits there, else disk.
+func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -171,11 +196,20 @@ func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request, dir s
 		return err
 	}
 	defer r.Close()
-	if s.Limit > 0 && size > s.Limit {
-		return fmt.Errorf("%w: %d bytes, the bound is %d", ErrTooLarge, size, s.Limit)
+	tiers := s.tiers()
+	t := tiers[len(tiers)-1]
+	if mem := tiers[0]; len(tiers) > 1 && size > 0 && size <= mem.limit {
+		// Memory if it fits there once what is not in use went.
+		if held := s.evict(mem, size, api.Dir(mem.root, req)); held+size <= mem.limit {
+			t = mem
+		}
 	}
-	if size > 0 {
-		s.evict(size, dir)
+	if t.limit > 0 && size > t.limit {
+		return fmt.Errorf("%w: %d bytes, the bound is %d", ErrTooLarge, size, t.limit)
+	}
+	dir := api.Dir(t.root, req)
+	if size > 0 && t.root == s.Dir {
+		s.evict(t, size, dir)
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
@@ -185,7 +219,7 @@ func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request, dir s
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	n, err := unpack(r, tmp, s.Limit)
+	n, err := unpack(r, tmp, t.limit)
 	if err != nil {
 		return fmt.Errorf("unpack checkpoint %s of container %s: %w", req.CheckpointID, req.Container, err)
 	}
@@ -199,8 +233,8 @@ func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request, dir s
 		return err
 	}
 	klog.FromContext(ctx).V(2).Info("Checkpoint unpacked for a restore", "checkpoint", req.CheckpointID, "namespace", req.Namespace,
-		"container", req.Container, "bytes", n, "in", time.Since(start))
-	s.evict(0, dir)
+		"container", req.Container, "bytes", n, "in", time.Since(start), "dir", dir)
+	s.evict(t, 0, dir)
 	return nil
 }
 
@@ -270,15 +304,16 @@ type entry struct {
 	size int64
 }
 
-// evict removes the least recently used checkpoints until need more bytes
-// fit under the bound, never keep (being written) nor one used recently.
-func (s *Store) evict(need int64, keep string) {
-	if s.Limit <= 0 {
-		return
+// evict removes the least recently used checkpoints of tier t until need
+// more bytes fit under its bound, never keep (being written) nor one used
+// recently, and says how many bytes t holds then.
+func (s *Store) evict(t tier, need int64, keep string) int64 {
+	if t.limit <= 0 {
+		return 0
 	}
 	var all []entry
 	var total int64
-	dirs, _ := filepath.Glob(filepath.Join(s.Dir, "*", "*", "*"))
+	dirs, _ := filepath.Glob(filepath.Join(t.root, "*", "*", "*"))
 	for _, d := range dirs {
 		if strings.HasPrefix(filepath.Base(d), ".tmp-") {
 			continue
@@ -293,8 +328,8 @@ func (s *Store) evict(need int64, keep string) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
 	for _, e := range all {
-		if total+need <= s.Limit {
-			return
+		if total+need <= t.limit {
+			return total
 		}
 		if e.dir == keep || time.Since(e.used) < recentUse {
 			continue
@@ -303,6 +338,7 @@ func (s *Store) evict(need int64, keep string) {
 			total -= e.size
 		}
 	}
+	return total
 }
 
 func dirSize(dir string) int64 {
@@ -323,10 +359,12 @@ func (s *Store) Remove(id string) error {
 	if !api.ValidCheckpointID(id) {
 		return fmt.Errorf("checkpoint ID %q is not one this server makes", id)
 	}
-	dirs, _ := filepath.Glob(filepath.Join(s.Dir, "*", id))
 	var errs []error
-	for _, d := range dirs {
-		errs = append(errs, os.RemoveAll(d))
+	for _, t := range s.tiers() {
+		dirs, _ := filepath.Glob(filepath.Join(t.root, "*", id))
+		for _, d := range dirs {
+			errs = append(errs, os.RemoveAll(d))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -121,6 +121,51 @@ func TestBoundRefusesAndEvicts(t *testing.T) {
 	assert.True(t, errors.Is(err, ErrTooLarge), "a checkpoint over the bound is refused: %v", err)
 }
 
+// Checkpoints go to the memory tier while they fit its bound, else to
+// disk; either is found in place, and removed with its checkpoint.
+func TestMemoryTierFirstThenDisk(t *testing.T) {
+	withPages := func(n int) []byte {
+		return archive(t, append(append([]entryT{}, good...), entryT{name: "checkpoint/pages-2.img", typ: tar.TypeReg, body: strings.Repeat("p", n)})...)
+	}
+	small, big := withPages(8192), withPages(32768)
+	const other = "ckpt-ffffffffffffffffffffffff"
+	archives := byID{id: &fakeArchives{data: small}, other: &fakeArchives{data: big}}
+	s := &Store{Dir: t.TempDir(), MemDir: t.TempDir(), MemLimit: int64(len(small)) + 4096,
+		Lookup: fakeLookup{"team-a/" + id: {}, "team-a/" + other: {}}, Archives: &archives}
+	require.NoError(t, s.Start())
+	resp, err := s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: id})
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(s.MemDir, "team-a", id, "app", "checkpoint"), resp.Images, "what fits goes to memory")
+	resp, err = s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: other})
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(s.Dir, "team-a", other, "app", "checkpoint"), resp.Images, "what does not fit goes to disk")
+	// Found again where it is, not fetched again.
+	resp, err = s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: id})
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(s.MemDir, "team-a", id, "app", "checkpoint"), resp.Images)
+	assert.Equal(t, int32(1), archives[id].calls.Load())
+	// A second small one does not fit beside the first (used just now): disk.
+	archives["ckpt-eeeeeeeeeeeeeeeeeeeeeeee"] = &fakeArchives{data: small}
+	s.Lookup.(fakeLookup)["team-a/ckpt-eeeeeeeeeeeeeeeeeeeeeeee"] = Checkpoint{}
+	resp, err = s.Prepare(context.Background(), api.Request{Namespace: "team-a", Container: "app", CheckpointID: "ckpt-eeeeeeeeeeeeeeeeeeeeeeee"})
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(resp.Images, s.Dir), "the memory tier stays within its bound: %s", resp.Images)
+	for _, cp := range []string{id, other} {
+		require.NoError(t, s.Remove(cp))
+	}
+	left, _ := filepath.Glob(filepath.Join(s.MemDir, "team-a", "*"))
+	assert.Empty(t, left)
+	left, _ = filepath.Glob(filepath.Join(s.Dir, "team-a", "ckpt-f*"))
+	assert.Empty(t, left)
+}
+
+// byID streams each checkpoint's own archive.
+type byID map[string]*fakeArchives
+
+func (b *byID) Archive(ctx context.Context, cp Checkpoint, req api.Request) (io.ReadCloser, int64, error) {
+	return (*b)[req.CheckpointID].Archive(ctx, cp, req)
+}
+
 func TestInvalidRequests(t *testing.T) {
 	s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{}, Archives: &fakeArchives{}}
 	for _, req := range []api.Request{

@@ -21,6 +21,9 @@ type Config struct {
 	// (checkpoint/ with CRIU's images, rootfs-diff.tar), the layout the node
 	// agent fills; the runtime only reads it.
 	ImagesDir string `json:"imagesDir"`
+	// MemImagesDir is the tmpfs the agent fills first, in the same layout,
+	// while checkpoints fit its bound ("": none).
+	MemImagesDir string `json:"memImagesDir,omitempty"`
 	// AgentSocket is the node agent's socket that puts a checkpoint under
 	// ImagesDir when asked ("": ImagesDir is read as it is).
 	AgentSocket string `json:"agentSocket,omitempty"`
@@ -47,8 +50,8 @@ func LoadConfig() (Config, error) {
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("restore runtime configuration %s: %w", path, err)
 	}
-	if !filepath.IsAbs(cfg.ImagesDir) {
-		return Config{}, errors.New("restore runtime configuration: imagesDir must be an absolute path")
+	if !filepath.IsAbs(cfg.ImagesDir) || (cfg.MemImagesDir != "" && !filepath.IsAbs(cfg.MemImagesDir)) {
+		return Config{}, errors.New("restore runtime configuration: imagesDir and memImagesDir must be absolute paths")
 	}
 	if cfg.LogDir == "" {
 		cfg.LogDir = filepath.Join(cfg.ImagesDir, ".logs")

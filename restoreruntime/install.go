@@ -49,6 +49,11 @@ func Install(binDir, configPath string, cfg Config) error {
 	if err := writeAtomic(configPath, data, 0o644); err != nil {
 		return fmt.Errorf("write the restore runtime's configuration: %w", err)
 	}
+	if cfg.MemImagesDir != "" {
+		if err := os.MkdirAll(cfg.MemImagesDir, 0o700); err != nil {
+			return err
+		}
+	}
 	return os.MkdirAll(cfg.ImagesDir, 0o700)
 }
 

@@ -34,6 +34,9 @@ const AnnotationRestoreFrom = api.AnnotationRestoreFrom
 // and sets it only to a file it wrote itself.
 const criuConfigAnnotation = "org.criu.config"
 
+// criuRestoreConf is the restore's CRIU configuration, in the bundle.
+const criuRestoreConf = "criu-restore.conf"
+
 // What containerd's CRI writes into a container's spec.
 const (
 	criContainerType      = "io.kubernetes.cri.container-type"
@@ -113,7 +116,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fmt.Errorf("%w: restore %s/%s container %s from %s: %v (a Pod marked for restore never starts fresh)",
 			errdefs.ErrFailedPrecondition, req.Namespace, req.Pod, req.Container, id, err)
 	}
-	if err := within(s.cfg.ImagesDir, prepared.Images, prepared.RootfsDiff); err != nil {
+	if err := within([]string{s.cfg.ImagesDir, s.cfg.MemImagesDir}, prepared.Images, prepared.RootfsDiff); err != nil {
 		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w", req.Namespace, req.Pod, req.Container, id, err)
 	}
 	rs := &restore{req: req, bundle: r.Bundle, work: filepath.Join(r.Bundle, "criu-restore"), images: prepared.Images,
@@ -121,7 +124,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err := os.MkdirAll(rs.work, 0o700); err != nil {
 		return nil, err
 	}
-	conf := filepath.Join(r.Bundle, "criu-restore.conf")
+	conf := filepath.Join(r.Bundle, criuRestoreConf)
 	if err := os.WriteFile(conf, []byte(criuConfig(s.cfg.Lazy)), 0o600); err != nil {
 		return nil, err
 	}
@@ -196,10 +199,32 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		s.src.Failed(ctx, rs.req, err.Error())
 		return nil, err
 	}
+	// The restore's CRIU configuration is the container's for good (runc
+	// keeps org.criu.config from its create): gone, a later checkpoint of
+	// the clone dumps as any container's does, not with lazy-pages (which
+	// on a dump waits for a page client that never comes).
+	_ = os.Remove(filepath.Join(rs.bundle, criuRestoreConf))
 	if rs.lazy != nil {
 		go s.watchLazyPages(r.ID, rs)
 	}
 	return resp, nil
+}
+
+// Checkpoint of a container still restoring lazily waits for its last
+// page: CRIU dumps what the process holds, and part of it is still in the
+// lazy-pages daemon's images.
+func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	rs := s.restores[r.ID]
+	s.mu.Unlock()
+	if rs != nil && rs.lazy != nil {
+		select {
+		case <-rs.lazy.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("checkpoint %s: its lazy restore has not brought all its memory back yet: %w", r.ID, ctx.Err())
+		}
+	}
+	return s.TTRPCTaskService.Checkpoint(ctx, r)
 }
 
 // watchLazyPages kills the container when its lazy-pages daemon ends
@@ -334,14 +359,21 @@ func writeTerminationMessage(path, msg string) {
 
 // within refuses a checkpoint the source placed outside the node's images
 // directory.
-func within(root string, paths ...string) error {
+func within(roots []string, paths ...string) error {
 	for _, p := range paths {
 		if p == "" {
 			continue
 		}
-		rel, err := filepath.Rel(root, filepath.Clean(p))
-		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
-			return fmt.Errorf("checkpoint path %s is outside the node's images directory %s", p, root)
+		inside := false
+		for _, root := range roots {
+			if root == "" {
+				continue
+			}
+			rel, err := filepath.Rel(root, filepath.Clean(p))
+			inside = inside || (err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel))
+		}
+		if !inside {
+			return fmt.Errorf("checkpoint path %s is outside the node's images directories %s", p, strings.Join(roots, " and "))
 		}
 	}
 	return nil

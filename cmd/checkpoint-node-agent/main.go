@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/dynamic"
@@ -45,6 +46,7 @@ type options struct {
 	prefetch                        bool
 	restoreSocket, restoreImages    string
 	restoreImagesLimit              string
+	restoreMemDir, restoreMemLimit  string
 }
 
 func main() {
@@ -62,6 +64,7 @@ func main() {
 		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
 		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0",
 		prefetch: true, restoreSocket: nodeimages.DefaultSocket, restoreImages: "/var/lib/checkpoint-agent/restore-images", restoreImagesLimit: "20Gi",
+		restoreMemDir: "/dev/shm/checkpoint-agent-restore-images", restoreMemLimit: "0",
 	}
 	fs := pflag.NewFlagSet("checkpoint-node-agent", pflag.ExitOnError)
 	fs.StringVar(&o.node, "node-name", o.node, "The node this agent serves (default $NODE_NAME); it acts on Pods bound to it only.")
@@ -80,6 +83,11 @@ func main() {
 		"Where checkpoints are unpacked for the restore runtime, which reads them in place (its configuration's imagesDir).")
 	fs.StringVar(&o.restoreImagesLimit, "restore-images-limit", o.restoreImagesLimit,
 		"Bound of --restore-images-dir (a quantity; 0: unbounded); the least recently used checkpoints go first.")
+	fs.StringVar(&o.restoreMemDir, "restore-images-mem-dir", o.restoreMemDir,
+		"A tmpfs (memory) where checkpoints are unpacked for the restore runtime while they fit in --restore-images-mem-limit, "+
+			"before --restore-images-dir (disk); CRIU reads them in place (empty: disk only).")
+	fs.StringVar(&o.restoreMemLimit, "restore-images-mem-limit", o.restoreMemLimit,
+		"Bound of --restore-images-mem-dir (a quantity; 0: a quarter of its filesystem, beside the dumps' half).")
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
@@ -116,6 +124,8 @@ func installRuntime(args []string) {
 	config := fs.String("config", restoreruntime.DefaultConfigPath, "Where the runtime's configuration goes (the shim reads $"+restoreruntime.ConfigEnv+", or this default).")
 	cfg := restoreruntime.Config{Lazy: true, AgentSocket: nodeimages.DefaultSocket, ImagesDir: "/var/lib/checkpoint-agent/restore-images"}
 	fs.StringVar(&cfg.ImagesDir, "images-dir", cfg.ImagesDir, "The agent's --restore-images-dir.")
+	cfg.MemImagesDir = "/dev/shm/checkpoint-agent-restore-images"
+	fs.StringVar(&cfg.MemImagesDir, "mem-images-dir", cfg.MemImagesDir, "The agent's --restore-images-mem-dir (empty: none).")
 	fs.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "The agent's --restore-socket.")
 	fs.StringVar(&cfg.LogDir, "log-dir", "", "Where CRIU's logs of failed restores are kept (default <images-dir>/.logs).")
 	fs.BoolVar(&cfg.Lazy, "lazy", cfg.Lazy, "Restore lazily (criu lazy-pages); false: eagerly, as a node without userfaultfd must.")
@@ -181,7 +191,22 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("--restore-images-limit=%q: %w", o.restoreImagesLimit, err)
 		}
-		store := &nodeimages.Store{Dir: o.restoreImages, Limit: limit.Value(), Lookup: nodeimages.APILookup{Client: dyn},
+		memLimit, err := resource.ParseQuantity(o.restoreMemLimit)
+		if err != nil {
+			return fmt.Errorf("--restore-images-mem-limit=%q: %w", o.restoreMemLimit, err)
+		}
+		mem := memLimit.Value()
+		if o.restoreMemDir != "" && mem == 0 {
+			if err := os.MkdirAll(o.restoreMemDir, 0o700); err != nil {
+				return fmt.Errorf("--restore-images-mem-dir: %w", err)
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(o.restoreMemDir, &st); err != nil {
+				return fmt.Errorf("--restore-images-mem-dir: %w", err)
+			}
+			mem = int64(st.Blocks) * st.Bsize / 4
+		}
+		store := &nodeimages.Store{Dir: o.restoreImages, Limit: limit.Value(), MemDir: o.restoreMemDir, MemLimit: mem, Lookup: nodeimages.APILookup{Client: dyn},
 			Archives: nodeimages.DriverArchives{Driver: d},
 			Events:   nodeimages.KubeEvents{Client: client, Component: "checkpoint-node-agent", Node: o.node}}
 		if cfg.Registry != nil {

@@ -216,8 +216,7 @@ func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores b
 		// runtime in the background: the clone there is timed from it.
 		id := cp.Status.CheckpointID
 		c.Eventually("node-1 unpacked the checkpoint", func() bool {
-			_, err := os.Stat(filepath.Join(c.Dir, "agent-data", "node-1", "restore-images", ns, id, "main", ".complete"))
-			return err == nil
+			return c.RestoreImage(1, ns, id, "main") != ""
 		})
 		for _, lazy := range []bool{true, false} {
 			setLazy(t, c, lazy)

@@ -176,8 +176,10 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Equal(t, c.Must("get", "pod", "web", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"),
 			c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.containers[0].image}"), "the clone runs its source's image")
 		assert.Equal(t, "checkpoint", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.spec.runtimeClassName}"))
-		unpacked := filepath.Join(c.Dir, "agent-data", "node-2", "restore-images", ns, id, "main", "checkpoint", "inventory.img")
-		assert.FileExists(t, unpacked, "node-2's agent unpacked the checkpoint for its runtime")
+		unpacked := c.RestoreImage(2, ns, id, "main")
+		require.NotEmpty(t, unpacked, "node-2's agent unpacked the checkpoint for its runtime")
+		assert.FileExists(t, filepath.Join(unpacked, "checkpoint", "inventory.img"))
+		assert.True(t, strings.HasPrefix(unpacked, "/dev/shm/"), "in memory, since it fits the agent's bound there: %s", unpacked)
 		assert.Equal(t, "0", c.Must("get", "pod", "web-b", "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
 		assert.Contains(t, c.Must("exec", "-n", ns, "web-b", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"), "web-sandbox")
 		assert.Equal(t, "captured", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "web-b", "--", "cat", "/data/marker")))
@@ -199,8 +201,9 @@ func TestDeployedAsPods(t *testing.T) {
 			imgs, err := c.NodeCtr(i, "images", "ls")
 			require.NoError(t, err)
 			assert.NotContains(t, imgs, id, "node-%d holds nothing of the checkpoint", i)
-			assert.NoDirExists(t, filepath.Join(c.Dir, "agent-data", fmt.Sprintf("node-%d", i), "restore-images", ns, id),
-				"node-%d holds no unpacked copy", i)
+			for _, root := range c.RestoreImages(i) {
+				assert.NoDirExists(t, filepath.Join(root, ns, id), "node-%d holds no unpacked copy", i)
+			}
 		}
 	})
 

@@ -70,8 +70,10 @@ func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, dige
 		if err != nil || strings.Contains(ls, id) {
 			return false
 		}
-		if unpacked, _ := filepath.Glob(filepath.Join(c.Dir, "agent-data", fmt.Sprintf("node-%d", i), "restore-images", "*", id)); len(unpacked) > 0 {
-			return false
+		for _, root := range c.RestoreImages(i) {
+			if unpacked, _ := filepath.Glob(filepath.Join(root, "*", id)); len(unpacked) > 0 {
+				return false
+			}
 		}
 	}
 	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
@@ -307,9 +309,13 @@ func TestNodeAgentFaults(t *testing.T) {
 		apply("pulled", "big")
 		require.Equal(t, "Succeeded", waitEnd("pulled"), get("pulled", "{.status.message}"))
 		id := idOf("pulled")
-		store := filepath.Join(c.Dir, "agent-data", "node-2", "restore-images")
+		stores := c.RestoreImages(2)
 		partial := func() ([]string, int64) {
-			dirs, _ := filepath.Glob(filepath.Join(store, ns, id, ".tmp-*"))
+			var dirs []string
+			for _, store := range stores {
+				d, _ := filepath.Glob(filepath.Join(store, ns, id, ".tmp-*"))
+				dirs = append(dirs, d...)
+			}
 			var size int64
 			for _, d := range dirs {
 				_ = filepath.WalkDir(d, func(_ string, e os.DirEntry, err error) error {
@@ -353,8 +359,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		require.NotEmpty(t, left, "the kill interrupted the pull")
 		t.Logf("the killed agent left %d bytes of its pull in %d directories", size, len(left))
 		assert.Less(t, size, int64(256<<20), "the interrupted pull is partial")
-		whole, _ := filepath.Glob(filepath.Join(store, ns, id, "*", ".complete"))
-		assert.Empty(t, whole, "nothing of the interrupted pull looks whole")
+		assert.Empty(t, c.RestoreImage(2, ns, id, "main"), "nothing of the interrupted pull looks whole")
 
 		c.Eventually("the clone's container waits on the agent", func() bool {
 			msg, _ := c.Kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}")

@@ -61,7 +61,7 @@ func LocalUpNodesEnv(t testing.TB, nodes int, env []string, serverArgs ...string
 }
 
 // LocalUpNodesCRDMode is LocalUpNodes with OpenKruise Agents' CRDs
-// (test/crds) installed and the server in --mode=crd (local-up MODE=crd).
+// (third_party/openkruise-agents) installed and the server in --mode=crd (local-up MODE=crd).
 func LocalUpNodesCRDMode(t testing.TB, nodes int, serverArgs ...string) *Cluster {
 	t.Helper()
 	return localUpNodes(t, nodes, []string{"MODE=crd"}, serverArgs)
@@ -151,11 +151,41 @@ func (c *Cluster) EtcdGet(key string) []byte {
 	return out.Kvs[0].Value
 }
 
+// runName is hack/local-up.sh's cpup-<hash of its directory>, which names
+// its run directory and its tmpfs directories.
+func (c *Cluster) runName() string {
+	sum := sha256.Sum256([]byte(c.Dir + "\n")) // as `echo "$WORK" | sha256sum`
+	return "cpup-" + hex.EncodeToString(sum[:])[:8]
+}
+
+// RestoreImages are node i's checkpoint stores for its restore runtime, as
+// local-up places them: the tmpfs tier (tried first), then the disk tier.
+// Each holds <namespace>/<checkpoint ID>/<container>/.
+func (c *Cluster) RestoreImages(i int) []string {
+	return []string{filepath.Join("/dev/shm", c.runName()+"-restore", fmt.Sprintf("node-%d", i)),
+		filepath.Join(c.Dir, "agent-data", fmt.Sprintf("node-%d", i), "restore-images")}
+}
+
+// RestoreImage is where node i holds container ctr of checkpoint id of
+// namespace ns, in whichever tier ("" when in none).
+func (c *Cluster) RestoreImage(i int, ns, id, ctr string) string {
+	for _, root := range c.RestoreImages(i) {
+		if d := filepath.Join(root, ns, id, ctr); fileExists(filepath.Join(d, ".complete")) {
+			return d
+		}
+	}
+	return ""
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // NodeCtr runs ctr, in containerd namespace k8s.io, against node i's
 // containerd (its socket is where hack/local-up.sh puts it).
 func (c *Cluster) NodeCtr(i int, args ...string) (string, error) {
-	sum := sha256.Sum256([]byte(c.Dir + "\n")) // as `echo "$WORK" | sha256sum`
-	sock := fmt.Sprintf("/run/cpup-%s/node-%d/containerd.sock", hex.EncodeToString(sum[:])[:8], i)
+	sock := fmt.Sprintf("/run/%s/node-%d/containerd.sock", c.runName(), i)
 	cmd := exec.Command(filepath.Join(RepoRoot(), "_output", "bin", "ctr"), append([]string{"--address", sock, "-n", "k8s.io"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -200,7 +200,7 @@ func TestRestoreRuntime(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e.configure(t, lazy, "")
 			cloneID := "clone-" + name
-			_, _, err := e.start(t, cloneID, cloneAnnotations(id, "app"))
+			cloneCtr, cloneTask, err := e.start(t, cloneID, cloneAnnotations(id, "app"))
 			require.NoError(t, err, "restore %s", name)
 			root := e.rootfs(cloneID)
 			defer func() {
@@ -216,10 +216,18 @@ func TestRestoreRuntime(t *testing.T) {
 			assert.Equal(t, "captured-files\n", string(marker))
 			conf := e.bundleSpec(t, cloneID)["org.criu.config"]
 			require.NotEmpty(t, conf, "the runtime names its own CRIU configuration")
-			data, err := os.ReadFile(conf)
-			require.NoError(t, err)
-			assert.Contains(t, string(data), "tcp-close")
-			assert.Equal(t, lazy, strings.Contains(string(data), "lazy-pages"))
+			assert.Equal(t, "criu-restore.conf", filepath.Base(conf), "in the clone's bundle")
+			_, err = os.Stat(conf)
+			assert.True(t, os.IsNotExist(err), "the restore's configuration is gone once restored (a later dump would run with lazy-pages and wait forever): %v", err)
+
+			// The clone captures again (a snapshot of a clone), and that
+			// capture restores with the source's memory.
+			again := map[bool]string{false: "ckpt-aaaaaaaaaaaaaaaaaaaaaaaa", true: "ckpt-bbbbbbbbbbbbbbbbbbbbbbbb"}[lazy]
+			e.captureInto(t, cloneCtr, cloneTask, sandboxNS, again, "app")
+			_, _, err = e.start(t, cloneID+"-again", cloneAnnotations(again, "app"))
+			require.NoError(t, err, "restore the clone's own capture")
+			_, h2 := memoryCheck(t, e.rootfs(cloneID+"-again"))
+			assert.Equal(t, h0, h2, "the clone of the clone holds the source's memory")
 		})
 	}
 
