@@ -7,10 +7,10 @@ SERVER    := $(BIN_DIR)/checkpoint-apiserver
 RUN_DIR   ?= $(CURDIR)/_output/run
 ARGS      ?=
 MODE      ?= aggregated
-# Two nodes, the server and the agents as Pods from make image's images;
-# crd mode (not deployed as Pods yet) one node and host processes.
-NODES     ?= $(if $(filter crd,$(MODE)),1,2)
-DEPLOY    ?= $(if $(filter crd,$(MODE)),processes,pods)
+# Two nodes, the server and the agents as Pods from make image's images
+# (artifacts/deploy; in crd mode artifacts/crd-mode), in either MODE.
+NODES     ?= 2
+DEPLOY    ?= pods
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
 .PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean

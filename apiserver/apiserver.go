@@ -16,6 +16,7 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
@@ -297,7 +298,15 @@ func (s *Server) runCRDMode(extra *ExtraConfig, opts checkpointstorage.Options) 
 			return err
 		}
 	}
-	if err := s.addE2B(extra, &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer}); err != nil {
+	pods, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return err
+	}
+	templates, err := dynamic.NewForConfig(kube)
+	if err != nil {
+		return err
+	}
+	if err := s.addE2B(extra, &e2b.CRDBackend{Kube: client, Authorizer: extra.Authorizer, Pods: pods, Templates: templates}); err != nil {
 		return err
 	}
 	if err := s.addWebhook(extra); err != nil {

@@ -49,6 +49,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 	"github.com/agents-kruise/checkpoint-apiserver/webhook"
 )
@@ -126,6 +127,12 @@ type Options struct {
 	// RestoreRuntimeClass is the RuntimeClass of clone Pods: the nodes'
 	// restore runtime (containerd-shim-checkpoint-v1).
 	RestoreRuntimeClass string
+	// SandboxControllers create OpenKruise Sandboxes' Pods; in crd mode the
+	// Pod of a clone Sandbox (restore-from) is restored when they create it.
+	SandboxControllers []string
+	// SandboxAdminOwners are Sandbox owners (the admin team's API keys)
+	// whose clones may restore any Checkpoint of their namespace.
+	SandboxAdminOwners []string
 	// RestoreSocket and RestoreImagesDir: where the server, capturing
 	// through its node's containerd itself (no node agents), serves that
 	// node's restore runtime, as a node agent does.
@@ -182,6 +189,7 @@ func NewOptions(out io.Writer) *Options {
 		OrphanSweepInterval:     5 * time.Minute,
 		AgentPort:               10370,
 		RestoreRuntimeClass:     "checkpoint",
+		SandboxControllers:      []string{"system:serviceaccount:sandbox-system:sandbox-controller-manager"},
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		Out:                     out,
@@ -219,6 +227,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Docker config.json with the registry's credentials (the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret).")
 	fs.StringVar(&o.RestoreRuntimeClass, "restore-runtime-class", o.RestoreRuntimeClass,
 		"RuntimeClass of clone Pods: the nodes' restore runtime, which restores a Pod annotated agents.kruise.io/restore-from.")
+	fs.StringSliceVar(&o.SandboxControllers, "sandbox-controllers", o.SandboxControllers,
+		"crd mode: the users that create OpenKruise Sandboxes' Pods (its sandbox controller's service account). The Pod of a Sandbox annotated "+
+			"agents.kruise.io/restore-from is restored from that checkpoint when one of them creates it; anyone else's is refused.")
+	fs.StringSliceVar(&o.SandboxAdminOwners, "sandbox-admin-owners", o.SandboxAdminOwners,
+		"crd mode: Sandbox owners (agents.kruise.io/owner: the admin team's API key IDs) whose clones may restore any Checkpoint of their namespace; "+
+			"any other Sandbox only a Checkpoint of its own owner.")
 	fs.StringVar(&o.RestoreSocket, "restore-socket", o.RestoreSocket,
 		"Without node agents, with a kube-apiserver: the node-local socket where this server puts its node's checkpoints for the restore runtime (empty: none).")
 	fs.StringVar(&o.RestoreImagesDir, "restore-images-dir", o.RestoreImagesDir,
@@ -509,7 +523,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
 		// A kubelet runs the Pod: keepRunning=false ends it through the API,
 		// and a restore makes a Pod the kubelet runs.
-		extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: d}
+		extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: d, Sandboxes: o.sandboxes(cfg)}
 		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 		if o.RestoreSocket != "" {
@@ -587,12 +601,25 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	extra.KubeClientConfig = cfg.ClientConfig
 	extra.Authorizer = cfg.Authorization.Authorizer
 	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
-	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents}
+	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents, Sandboxes: o.sandboxes(cfg)}
 	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
 		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	o.recorder(client, extra)
 	return o.applyRegistrations(cfg, client, extra)
+}
+
+// sandboxes is the client that pauses OpenKruise's Sandboxes for
+// keepRunning false: crd mode only (in aggregated mode no Sandbox is served).
+func (o *Options) sandboxes(cfg *genericapiserver.RecommendedConfig) dynamic.Interface {
+	if o.Mode != ModeCRD || cfg.ClientConfig == nil {
+		return nil
+	}
+	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return nil
+	}
+	return dyn
 }
 
 // applyRegistrations configures what the server registers in the
@@ -632,6 +659,7 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 			}
 			if o.Mode == ModeCRD {
 				reg.ValidatePath, reg.MutatePath = webhook.ValidatePath, webhook.MutatePath
+				reg.SandboxPodsPath = webhook.SandboxPodsPath
 			}
 			extra.Webhook.Registration = reg
 		}
@@ -663,7 +691,21 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook
 		sync.Mutex
 		name string
 	}
+	var clones *webhook.SandboxClones
+	if o.Mode == ModeCRD {
+		sandboxes := v1alpha1.SchemeGroupVersion.WithResource("sandboxes")
+		clones = &webhook.SandboxClones{Controllers: o.SandboxControllers, AdminOwners: o.SandboxAdminOwners,
+			Sandboxes: func(ctx context.Context, ns, name string) (webhook.Sandbox, error) {
+				sb, err := dyn.Resource(sandboxes).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return webhook.Sandbox{}, err
+				}
+				a := sb.GetAnnotations()
+				return webhook.Sandbox{UID: string(sb.GetUID()), RestoreFrom: a[api.AnnotationRestoreFrom], Owner: a[agents.AnnotationOwner]}, nil
+			}}
+	}
 	return &webhook.RestorePods{
+		Clones:     clones,
 		Authorizer: cfg.Authorization.Authorizer, Restore: restore, AdminGroups: o.AdminGroups, RuntimeClass: o.RestoreRuntimeClass,
 		// Who the server is to the kube-apiserver, asked once it answers.
 		Self: func(ctx context.Context) string {

@@ -2,14 +2,19 @@ package e2b
 
 import (
 	"context"
+	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/agents-kruise/checkpoint-apiserver/access"
@@ -62,6 +67,12 @@ type CRDBackend struct {
 	// Authorizer said the key's user may.
 	Kube       versioned.Interface
 	Authorizer authorizer.Authorizer
+	// Pods and Templates, when set, give each snapshot a SandboxTemplate of
+	// its name, controller-owned by it, holding its sandbox's Pod template,
+	// as OpenKruise's sandbox-manager does: OpenKruise's own clone (a
+	// Sandbox from that template) then works on our snapshots too.
+	Pods      kubernetes.Interface
+	Templates dynamic.Interface
 }
 
 // crdCheckpoints acts for one key's user in crd mode: it creates the CR
@@ -99,7 +110,58 @@ func (c crdCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Chec
 		cp.Annotations = map[string]string{}
 	}
 	cp.Annotations[AnnotationOwner] = c.user.GetName()
-	return c.backend.Kube.AgentsV1alpha1().Checkpoints(ns).Create(ctx, cp, metav1.CreateOptions{})
+	var pod *corev1.Pod
+	sandbox := cp.Spec.PodName // the sandbox is its Pod, as a capture resolves it
+	if sandbox == "" {
+		sandbox = cp.Spec.SandboxName
+	}
+	if c.backend.Templates != nil && sandbox != "" {
+		// Read before anything is made: a snapshot of no Pod makes nothing.
+		// The template copies the Pod's spec, so only for a user who may read it.
+		if err := access.Check(ctx, c.backend.Authorizer, c.user, "get", corev1.SchemeGroupVersion.WithResource("pods"), ns, sandbox); err != nil {
+			return nil, apierrors.NewForbidden(corev1.Resource("pods"), sandbox, err)
+		}
+		var err error
+		if pod, err = c.backend.Pods.CoreV1().Pods(ns).Get(ctx, sandbox, metav1.GetOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	made, err := c.backend.Kube.AgentsV1alpha1().Checkpoints(ns).Create(ctx, cp, metav1.CreateOptions{})
+	if err != nil || pod == nil {
+		return made, err
+	}
+	if err := c.backend.template(ctx, made, pod); err != nil {
+		// All or nothing: OpenKruise could not clone it without its template.
+		_ = c.backend.Kube.AgentsV1alpha1().Checkpoints(ns).Delete(context.WithoutCancel(ctx), made.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &made.UID}})
+		return nil, err
+	}
+	return made, nil
+}
+
+// template creates cp's SandboxTemplate: pod's labels and spec (no node:
+// the scheduler places a clone), controller-owned by cp, so it goes with it.
+func (b *CRDBackend) template(ctx context.Context, cp *v1alpha1.Checkpoint, pod *corev1.Pod) error {
+	spec := pod.Spec.DeepCopy()
+	spec.NodeName = ""
+	tmpl, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels}, Spec: *spec})
+	if err != nil {
+		return err
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "SandboxTemplate",
+		"metadata": map[string]any{"name": cp.Name, "namespace": cp.Namespace, "ownerReferences": []any{map[string]any{
+			"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "Checkpoint", "name": cp.Name, "uid": string(cp.UID),
+			"controller": true}}},
+		"spec": map[string]any{"template": tmpl},
+	}}
+	_, err = b.Templates.Resource(v1alpha1.SchemeGroupVersion.WithResource("sandboxtemplates")).Namespace(cp.Namespace).
+		Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create the snapshot's SandboxTemplate %s/%s: %w", cp.Namespace, cp.Name, err)
+	}
+	return nil
 }
 
 func (c crdCheckpoints) Capture(ctx context.Context, ns, name string, opts *v1alpha1.CaptureOptions) (*v1alpha1.Checkpoint, error) {

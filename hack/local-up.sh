@@ -42,8 +42,10 @@ KCM_PORT=${KCM_PORT:-0}
 CP_NAMESPACE=checkpoint-system
 CP_SERVICE=checkpoint-apiserver
 CP_NAME=checkpoint-apiserver${CP_INSTANCE:-}
-# MODE=crd: OpenKruise Agents' CRDs (test/crds) are installed and the server
-# captures their Checkpoint custom resources (--mode=crd), with no APIService.
+# MODE=crd: OpenKruise Agents' own CRDs (third_party/openkruise-agents) are
+# installed and the server captures their Checkpoint custom resources
+# (--mode=crd), with no APIService of agents.kruise.io. Each mode keeps its
+# cluster's data (etcd) apart, so switching MODE between down and up works.
 MODE=${MODE:-aggregated}
 KSCHED_PORT=${KSCHED_PORT:-0}
 IMAGES=$ROOT/_output/images
@@ -62,7 +64,6 @@ AGENT_PORT=${AGENT_PORT:-10370}
 DEPLOY=${DEPLOY:-processes}
 if [ "$DEPLOY" = pods ]; then
   AGENTS=1
-  [ "$MODE" = aggregated ] || { echo "local-up: DEPLOY=pods runs the aggregated server only (not MODE=$MODE yet)" >&2; exit 2; }
 fi
 REGISTRY_PORT=${REGISTRY_PORT:-5443}
 PKI=$WORK/pki
@@ -70,6 +71,9 @@ PKI=$WORK/pki
 RUNDIR=/run/cpup-$(echo "$WORK" | sha256sum | cut -c1-8)
 # CRIU's memory dumps on the nodes' agents: in memory (a tmpfs), this cluster's own.
 DUMPDIR=/dev/shm/$(basename "$RUNDIR")-dumps
+# Checkpoints unpacked for the restore runtime go here first (a tmpfs), one
+# directory per node, while they fit; then to disk under $WORK/agent-data.
+MEMDIR=/dev/shm/$(basename "$RUNDIR")-restore
 NET_LINK=cpup0
 HOST_IP=198.18.0.1
 SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
@@ -153,6 +157,7 @@ ctr_node() { local i=$1; shift; "$BIN/ctr" --address "$(node_sock "$i")" -n k8s.
 # socket of the agent (or, with no agents, the server) that unpacks them.
 node_runtime() { echo "$WORK/node-runtime/$(node_name "$1")"; }
 node_restore_images() { echo "$WORK/agent-data/$(node_name "$1")/restore-images"; }
+node_restore_mem() { echo "$MEMDIR/$(node_name "$1")"; }
 node_restore_sock() { echo "$RUNDIR/$(node_name "$1")/restore.sock"; }
 # install_runtime I: what the agent DaemonSet's init container does on a
 # node, for nodes whose agents are host processes (or absent).
@@ -160,7 +165,7 @@ install_runtime() {
   local i=$1
   "$BIN/checkpoint-node-agent" install-runtime --bin-dir="$(node_runtime "$i")/bin" \
     --config="$(node_runtime "$i")/restore-runtime.json" --images-dir="$(node_restore_images "$i")" \
-    --agent-socket="$(node_restore_sock "$i")" ${RUNTIME_INSTALL_ARGS:-} >/dev/null
+    --mem-images-dir="$(node_restore_mem "$i")" --agent-socket="$(node_restore_sock "$i")" ${RUNTIME_INSTALL_ARGS:-} >/dev/null
 }
 
 # node_certs I: the kubelet's client identity (system:node:<name>, which the
@@ -402,6 +407,7 @@ start_agent() {
   start "agent-$n" "$BIN/checkpoint-node-agent" --node-name="$n" --kubeconfig="$WORK/agent-$n.kubeconfig" \
     --containerd-address="$(node_sock "$i")" --data-dir="$(node_dir "$i")/agent" --criu-config-dir="$WORK/agent-criu" \
     --restore-socket="$(node_restore_sock "$i")" --restore-images-dir="$(node_restore_images "$i")" \
+    --restore-images-mem-dir="$(node_restore_mem "$i")" \
     --dump-dir="$DUMPDIR" --bind-address="$(node_ip "$i")" --port="$AGENT_PORT" \
     --tls-cert-file="$PKI/agent-serving-$n.crt" --tls-private-key-file="$PKI/agent-serving-$n.key" \
     --client-ca-file="$PKI/ca.crt" --server-user=checkpoint-apiserver \
@@ -458,7 +464,7 @@ clean_host() {
     rm -f /var/lib/cni/results/cpup-"$n"-*
   done
   ip link del "$NET_LINK" 2>/dev/null || true
-  rm -rf "$RUNDIR" "$DUMPDIR"
+  rm -rf "$RUNDIR" "$DUMPDIR" "$MEMDIR"
   # Paths the kubelet and libcni fix, whatever their configuration says.
   find /var/log/containers -maxdepth 1 -lname "$WORK/*" -delete 2>/dev/null || true
   rmdir /var/log/containers 2>/dev/null || true
@@ -522,7 +528,31 @@ start_server() {
   start "$CP_NAME" "$BIN/checkpoint-apiserver" "${args[@]}" ${CHECKPOINT_APISERVER_ARGS:-}
   # CP_WAIT=livez when the server is expected not to register (CRDs serve
   # its group-version, so it is not ready, and says why on /readyz).
-  wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}"
+  wait_for "$CP_NAME" 90 curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$CP_PORT/${CP_WAIT:-readyz}" || { why_not_ready; return 1; }
+}
+
+# why_not_ready [ADDRESS...]: what the server at each address (default this
+# machine's replica) says of its readiness, and the end of its log: why up
+# failed, not only that it timed out.
+why_not_ready() {
+  local a addrs=("$@") ca=$PKI/ca.crt
+  [ ${#addrs[@]} -gt 0 ] || addrs=("127.0.0.1:$CP_PORT")
+  [ "$DEPLOY" = pods ] && ca=$WORK/deploy/base/certs/ca.crt
+  for a in "${addrs[@]}"; do
+    log "checkpoint-apiserver at $a is not ready; it says:"
+    curl -s --max-time 5 --cacert "$ca" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$a/readyz?verbose" 2>&1 |
+      grep -v '^\[+\]' | sed 's/^/  /' >&2 || true
+    curl -s --max-time 5 --cacert "$ca" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$a/readyz/apiservice-registration" 2>&1 |
+      sed 's/^/  /' >&2 || true
+    echo >&2
+  done
+  if [ "$DEPLOY" = pods ]; then
+    kubectl -n "$CP_NAMESPACE" get pods -o wide >&2 || true
+    kubectl -n "$CP_NAMESPACE" logs -l app=checkpoint-apiserver --tail=5 --prefix >&2 2>&1 || true
+  elif [ -f "$WORK/$CP_NAME.log" ]; then
+    log "the end of $WORK/$CP_NAME.log:"
+    tail -5 "$WORK/$CP_NAME.log" | sed 's/^/  /' >&2
+  fi
 }
 
 # yaml_args WORDS...: each word as an item of a container's args list.
@@ -539,6 +569,13 @@ deploy_pods() {
   mkdir -p "$d/dev" "$WORK/agent-data"
   cp -r "$ROOT/artifacts/deploy" "$d/base"
   rm -rf "$d/base/certs"
+  # MODE=crd: artifacts/crd-mode, an overlay of artifacts/deploy.
+  local top=../base
+  if [ "$MODE" = crd ]; then
+    cp -r "$ROOT/artifacts/crd-mode" "$d/crd-mode"
+    sed -i 's|^- \.\./deploy$|- ../base|' "$d/crd-mode/kustomization.yaml"
+    top=../crd-mode
+  fi
   # The server binds its node's address (host network): that address is in its certificate too.
   local sans i
   sans=$(for i in $(seq 1 "$NODES"); do printf 'IP:%s,' "$(node_ip "$i")"; done)
@@ -567,7 +604,7 @@ deploy_pods() {
 # Written by hack/local-up.sh (DEPLOY=pods): artifacts/deploy on this machine.
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-resources: [../base]
+resources: [$top]
 images:
 - {name: checkpoint-apiserver, newName: ${server%:*}, newTag: ${server##*:}}
 - {name: checkpoint-node-agent, newName: ${agent%:*}, newTag: ${agent##*:}}
@@ -596,7 +633,7 @@ spec:
         - name: POD_IP
           valueFrom: {fieldRef: {fieldPath: status.podIP}}
         args:
-        - --etcd-servers=http://127.0.0.1:$ETCD_PORT
+$(if [ "$MODE" = crd ]; then yaml_args --mode=crd; else yaml_args "--etcd-servers=http://127.0.0.1:$ETCD_PORT"; fi)
         - --bind-address=\$(POD_IP)
         - --secure-port=6443
         - --tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
@@ -639,12 +676,14 @@ spec:
         - --bin-dir=$WORK/node-runtime/\$(NODE_NAME)/bin
         - --config=$WORK/node-runtime/\$(NODE_NAME)/restore-runtime.json
         - --images-dir=$WORK/agent-data/\$(NODE_NAME)/restore-images
+        - --mem-images-dir=$MEMDIR/\$(NODE_NAME)
         - --agent-socket=$RUNDIR/\$(NODE_NAME)/restore.sock
 $(yaml_args ${RUNTIME_INSTALL_ARGS:-})
         volumeMounts:
         - \$patch: replace
         - {name: runtime, mountPath: $WORK/node-runtime}
         - {name: data, mountPath: $WORK/agent-data}
+        - {name: restore-mem, mountPath: $MEMDIR}
       containers:
       - name: checkpoint-node-agent
         imagePullPolicy: Never
@@ -666,6 +705,7 @@ $(yaml_args ${RUNTIME_INSTALL_ARGS:-})
         - --dump-dir=$DUMPDIR
         - --restore-socket=$RUNDIR/\$(NODE_NAME)/restore.sock
         - --restore-images-dir=$WORK/agent-data/\$(NODE_NAME)/restore-images
+        - --restore-images-mem-dir=$MEMDIR/\$(NODE_NAME)
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
@@ -678,10 +718,12 @@ $(yaml_args ${AGENT_ARGS:-})
         - {name: containerd, mountPath: $RUNDIR}
         - {name: data, mountPath: $WORK/agent-data}
         - {name: dumps, mountPath: $DUMPDIR}
+        - {name: restore-mem, mountPath: $MEMDIR}
       volumes:
       - {name: containerd, hostPath: {path: $RUNDIR, type: Directory}}
       - {name: data, hostPath: {path: $WORK/agent-data, type: DirectoryOrCreate}}
       - {name: dumps, hostPath: {path: $DUMPDIR, type: DirectoryOrCreate}}
+      - {name: restore-mem, hostPath: {path: $MEMDIR, type: DirectoryOrCreate}}
       - {name: runtime, hostPath: {path: $WORK/node-runtime, type: DirectoryOrCreate}}
       # This machine's nodes keep their runtime and socket under $WORK and $RUNDIR.
       - {name: runtime-bin, \$patch: delete}
@@ -690,7 +732,10 @@ $(yaml_args ${AGENT_ARGS:-})
 YAML
   kubectl apply -k "$d/dev" >/dev/null
   kubectl -n "$CP_NAMESPACE" rollout status ds/checkpoint-node-agent --timeout=180s >/dev/null
-  kubectl -n "$CP_NAMESPACE" rollout status deploy/checkpoint-apiserver --timeout=180s >/dev/null
+  if ! kubectl -n "$CP_NAMESPACE" rollout status deploy/checkpoint-apiserver --timeout=180s >/dev/null; then
+    why_not_ready $(for i in $(seq 1 "$replicas"); do echo "$(node_ip "$i"):6443"; done)
+    return 1
+  fi
 }
 
 APISERVICE=v1alpha1.agents.kruise.io
@@ -698,8 +743,16 @@ APISERVICE=v1alpha1.agents.kruise.io
 
 wait_available() {
   [ "${CP_WAIT:-readyz}" = readyz ] || return 0
-  wait_for "APIService $APISERVICE" 90 kubectl get apiservice "$APISERVICE"
-  kubectl wait --for=condition=Available "apiservice/$APISERVICE" --timeout=90s >/dev/null
+  if ! wait_for "APIService $APISERVICE" 90 kubectl get apiservice "$APISERVICE" ||
+    ! kubectl wait --for=condition=Available "apiservice/$APISERVICE" --timeout=90s >/dev/null; then
+    kubectl get apiservice "$APISERVICE" -o jsonpath='{range .status.conditions[*]}{.type}={.status}: {.message}{"\n"}{end}' >&2 || true
+    if [ "$DEPLOY" = pods ]; then
+      why_not_ready $(for i in $(seq 1 $((NODES < 2 ? NODES : 2))); do echo "$(node_ip "$i"):6443"; done)
+    else
+      why_not_ready
+    fi
+    return 1
+  fi
 }
 
 up() {
@@ -720,7 +773,12 @@ up() {
     net_up
   fi
 
-  start etcd "$BIN/etcd" --data-dir "$WORK/etcd" --name local-up \
+  local other
+  for other in aggregated crd; do
+    [ "$other" != "$MODE" ] && [ -d "$WORK/etcd-$other" ] &&
+      log "MODE=$MODE: a cluster of its own (etcd $WORK/etcd-$MODE); MODE=$other's data stays in $WORK/etcd-$other"
+  done
+  start etcd "$BIN/etcd" --data-dir "$WORK/etcd-$MODE" --name local-up \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-cluster "local-up=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level warn
@@ -821,6 +879,11 @@ YAML
   fi
 
   kubectl apply -f "$ROOT/artifacts/deploy/namespace.yaml" -f "$ROOT/artifacts/deploy/rbac-users.yaml" >/dev/null
+  if [ "$MODE" = crd ]; then
+    kubectl apply -f "$ROOT/third_party/openkruise-agents/crds" >/dev/null
+    kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+    log "OpenKruise Agents' CRDs installed (third_party/openkruise-agents)"
+  fi
   if [ "$DEPLOY" = pods ]; then
     deploy_pods
     log "checkpoint-apiserver and the node agents run as Pods (kubectl -n $CP_NAMESPACE get pods)"
@@ -839,11 +902,6 @@ kind: Service
 metadata: {name: $CP_SERVICE, namespace: $CP_NAMESPACE}
 spec: {type: ExternalName, externalName: localhost, ports: [{port: $CP_PORT}]}
 YAML
-  if [ "$MODE" = crd ]; then
-    kubectl apply -f "$ROOT/test/crds/openkruise-agents.yaml" >/dev/null
-    kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-    log "OpenKruise Agents' CRDs installed (test/crds)"
-  fi
   start_server
   log "checkpoint-apiserver ready (mode $MODE)"
   wait_available

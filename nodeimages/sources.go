@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
@@ -37,6 +38,9 @@ func (l APILookup) Find(ctx context.Context, ns, id string) (Checkpoint, error) 
 			return Checkpoint{}, fmt.Errorf("%w: Checkpoint %s/%s is %s, not Succeeded", ErrNotFound, ns, item.GetName(), phase)
 		}
 		d, _, _ := unstructured.NestedString(item.Object, "status", "imageDigest")
+		if d == "" { // crd mode: OpenKruise's CRD has no such status field
+			d = item.GetAnnotations()[agents.AnnotationImageDigest]
+		}
 		return Checkpoint{Namespace: ns, Name: item.GetName(), UID: string(item.GetUID()), ImageDigest: d, Owner: item.GetAnnotations()["agents.kruise.io/owner"]}, nil
 	}
 	return Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", ErrNotFound, ns, id)

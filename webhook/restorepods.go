@@ -47,6 +47,9 @@ type RestorePods struct {
 	// Self is the server's own identity ("" when unknown): it creates clones
 	// after checking their caller by the same rule.
 	Self func(ctx context.Context) string
+	// Clones, when set (crd mode), restores the Pods of OpenKruise's clone
+	// Sandboxes by the Sandbox's owner rule (SandboxPodsPath).
+	Clones *SandboxClones
 }
 
 func (p *RestorePods) review(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
@@ -82,8 +85,17 @@ func (p *RestorePods) review(req *admissionv1.AdmissionRequest) *admissionv1.Adm
 	if p.RuntimeClass != "" && (pod.Spec.RuntimeClassName == nil || *pod.Spec.RuntimeClassName != p.RuntimeClass) {
 		return forbid("a Pod marked for restore must set runtimeClassName: %s (the restore runtime); under another runtime it would start fresh", p.RuntimeClass)
 	}
-	u := &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups}
 	ctx := context.Background()
+	// A clone Sandbox's Pod, marked by SandboxPodsPath, is its Sandbox's.
+	if clone, resp := p.cloneOf(ctx, req, &pod); resp != nil {
+		return resp
+	} else if clone != "" {
+		if clone != id {
+			return forbid("its Sandbox clones %s", clone)
+		}
+		return allow
+	}
+	u := &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups}
 	if p.Self != nil && u.Name != "" && p.Self(ctx) == u.Name {
 		return allow
 	}

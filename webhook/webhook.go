@@ -29,7 +29,7 @@ const (
 const maxReview = 3 << 20
 
 // Handler serves the Checkpoint custom resources' paths (crd mode) and,
-// when pods is set, RestorePodsPath.
+// when pods is set, RestorePodsPath (and SandboxPodsPath with pods.Clones).
 func Handler(checkpoints bool, pods *RestorePods) http.Handler {
 	mux := http.NewServeMux()
 	if checkpoints {
@@ -38,6 +38,9 @@ func Handler(checkpoints bool, pods *RestorePods) http.Handler {
 	}
 	if pods != nil {
 		mux.HandleFunc("POST "+RestorePodsPath, serve(pods.review))
+		if pods.Clones != nil {
+			mux.HandleFunc("POST "+SandboxPodsPath, serve(pods.markClone))
+		}
 	}
 	return mux
 }

@@ -18,6 +18,11 @@ const (
 	// ("<replica>/<incarnation>/<unix seconds>"), so that a capture whose
 	// process died can be told from one still running elsewhere.
 	AnnotationCapturedBy = "agents.kruise.io/captured-by"
+	// AnnotationImage and AnnotationImageDigest carry status.image and
+	// status.imageDigest in crd mode, where OpenKruise's CRD schema prunes
+	// those status fields: the node agents find the checkpoint by them.
+	AnnotationImage       = "agents.kruise.io/checkpoint-image"
+	AnnotationImageDigest = "agents.kruise.io/checkpoint-image-digest"
 )
 
 // ContentType names one part of a sandbox's state that a Checkpoint persists.

@@ -29,6 +29,9 @@ type WebhookConfig struct {
 	ValidatePath, MutatePath string
 	// RestorePodsPath reviews Pods marked for restore ("": none).
 	RestorePodsPath string
+	// SandboxPodsPath marks the Pods of OpenKruise's clone Sandboxes for
+	// restore ("": none; crd mode).
+	SandboxPodsPath string
 	// CAFile holds the CA bundle that signed the webhook's serving certificate.
 	CAFile   string
 	Interval time.Duration
@@ -89,12 +92,32 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
 		})
 	}
-	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: meta,
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: meta}
+	if cfg.MutatePath != "" {
+		mutating.Webhooks = append(mutating.Webhooks, admissionregistrationv1.MutatingWebhook{
 			Name: "default.checkpoints." + cfg.Group, ClientConfig: client(cfg.MutatePath), Rules: rules,
 			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
 			ReinvocationPolicy: ptr.To(admissionregistrationv1.NeverReinvocationPolicy),
-		}}}
+		})
+	}
+	if cfg.SandboxPodsPath != "" {
+		// Only Pods a Sandbox controls reach it: a clone's Pod is never
+		// created unmarked (fail closed), and Pods unrelated to sandboxes
+		// never wait on this server.
+		mutating.Webhooks = append(mutating.Webhooks, admissionregistrationv1.MutatingWebhook{
+			Name: "restore-sandbox-pods." + cfg.Group, ClientConfig: client(cfg.SandboxPodsPath),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+			}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "owned-by-a-sandbox",
+				Expression: `has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind == 'Sandbox' && ` +
+					`r.apiVersion.startsWith('agents.kruise.io/') && has(r.controller) && r.controller)`}},
+			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
+			ReinvocationPolicy: ptr.To(admissionregistrationv1.NeverReinvocationPolicy),
+		})
+	}
 
 	vs := cfg.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 	if have, err := vs.Get(ctx, cfg.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
@@ -110,7 +133,7 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 			return fmt.Errorf("update ValidatingWebhookConfiguration %s: %w", cfg.Name, err)
 		}
 	}
-	if cfg.MutatePath == "" {
+	if len(mutating.Webhooks) == 0 {
 		return nil
 	}
 	ms := cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()

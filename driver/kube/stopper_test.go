@@ -7,7 +7,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -74,5 +80,54 @@ func TestPodStopperByRestartPolicy(t *testing.T) {
 	}
 	if _, err := client.CoreV1().Pods("ns").Get(ctx, "always", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the Always Pod is not deleted: %v", err)
+	}
+}
+
+// A Pod an OpenKruise Sandbox controls is paused through its Sandbox
+// (spec.paused, as OpenKruise pauses one), never deleted under it; a
+// Sandbox replaced since (another UID) is not paused.
+func TestPodStopperPausesSandboxes(t *testing.T) {
+	owned := func(name, sandbox, uid string) *corev1.Pod {
+		p := pod(name, running("main", "containerd://"+name))
+		p.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "agents.kruise.io/v1alpha1", Kind: "Sandbox", Name: sandbox,
+			UID: types.UID(uid), Controller: ptr.To(true)}}
+		return p
+	}
+	sandbox := func(name, uid string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "agents.kruise.io/v1alpha1", "kind": "Sandbox",
+			"metadata": map[string]any{"name": name, "namespace": "ns", "uid": uid}, "spec": map[string]any{}}}
+		return u
+	}
+	client := fake.NewSimpleClientset(owned("sbx", "sb", "u-sb"), owned("stale", "sb2", "u-old"))
+	gvr := schema.GroupVersionResource{Group: "agents.kruise.io", Version: "v1alpha1", Resource: "sandboxes"}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{gvr: "SandboxList"})
+	for _, sb := range []*unstructured.Unstructured{sandbox("sb", "u-sb"), sandbox("sb2", "u-sb2")} {
+		if err := dyn.Tracker().Create(gvr, sb, "ns"); err != nil { // "sandboxes", which no guess from the kind gives
+			t.Fatal(err)
+		}
+	}
+	s := &PodStopper{Client: client, Processes: &fakeProcesses{}, Sandboxes: dyn}
+	ctx := context.Background()
+
+	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "sbx"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := dyn.Resource(gvr).Namespace("ns").Get(ctx, "sb", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paused, _, _ := unstructured.NestedBool(sb.Object, "spec", "paused"); !paused {
+		t.Errorf("the Sandbox is not paused: %v", sb.Object["spec"])
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "sbx", metav1.GetOptions{}); err != nil {
+		t.Errorf("the Sandbox's Pod was deleted under it: %v", err)
+	}
+	if err := s.Stop(ctx, driver.Target{Namespace: "ns", Name: "stale"}); err == nil {
+		t.Error("a Sandbox replaced since (another UID) was paused")
+	}
+	sb2, _ := dyn.Resource(gvr).Namespace("ns").Get(ctx, "sb2", metav1.GetOptions{})
+	if paused, _, _ := unstructured.NestedBool(sb2.Object, "spec", "paused"); paused {
+		t.Error("the replaced Sandbox was paused")
 	}
 }

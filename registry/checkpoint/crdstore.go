@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 
@@ -29,7 +30,8 @@ const ContentPodInfo = validation.ContentPodInfo
 // client as this server's own API: the CRD serves the same group, version
 // and resource, in JSON. The CRD's schema prunes what it does not know
 // (conditions, sizes), and its status subresource ignores metadata, so
-// UpdateStatus writes the metadata first.
+// UpdateStatus writes the metadata first. Writes are merge patches of what
+// this server owns, never whole objects: nothing it does not model is lost.
 type crdStore struct {
 	client versioned.Interface
 }
@@ -41,6 +43,9 @@ func toInternal(in *v1alpha1.Checkpoint) (*agents.Checkpoint, error) {
 	out := &agents.Checkpoint{}
 	if err := v1alpha1.Convert_v1alpha1_Checkpoint_To_agents_Checkpoint(in, out, nil); err != nil {
 		return nil, err
+	}
+	if out.Status.Image == "" && out.Status.ImageDigest == "" {
+		out.Status.Image, out.Status.ImageDigest = in.Annotations[agents.AnnotationImage], in.Annotations[agents.AnnotationImageDigest]
 	}
 	return out, nil
 }
@@ -66,6 +71,9 @@ func (s crdStore) Get(ctx context.Context, namespace, name string) (*agents.Chec
 // status (the capture marker; the finalizer once a capture starts, since
 // nothing adds it at creation; the checkpoint-id label on success), then
 // the status, each against the resourceVersion the last write returned.
+// Both are merge patches of what this server owns: whatever else the CR
+// holds (status.podTemplateDelta, another controller's annotations, fields
+// of a newer OpenKruise) survives.
 func (s crdStore) UpdateStatus(ctx context.Context, cp *agents.Checkpoint) (*agents.Checkpoint, error) {
 	want := cp.DeepCopy()
 	if want.Status.Phase == agents.PhaseCreating && !hasFinalizer(want.Finalizers, CRDFinalizer) {
@@ -74,30 +82,95 @@ func (s crdStore) UpdateStatus(ctx context.Context, cp *agents.Checkpoint) (*age
 	if want.Status.Phase == agents.PhaseSucceeded && want.Status.CheckpointID != "" {
 		setLabel(want, agents.LabelCheckpointID, want.Status.CheckpointID)
 	}
-	cps := s.client.AgentsV1alpha1().Checkpoints(cp.Namespace)
-	current, err := cps.Get(ctx, cp.Name, metav1.GetOptions{})
+	// The CRD prunes these status fields: they live in annotations.
+	setAnnotation(want, agents.AnnotationImage, want.Status.Image)
+	setAnnotation(want, agents.AnnotationImageDigest, want.Status.ImageDigest)
+	current, err := s.current(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
+	if current, err = s.patchMetadata(ctx, current, want); err != nil {
+		return nil, err
+	}
+	out, err := toExternal(want)
+	if err != nil {
+		return nil, err
+	}
+	status, err := json.Marshal(out.Status)
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]any{}
+	if err := json.Unmarshal(status, &fields); err != nil {
+		return nil, err
+	}
+	for _, f := range crdStatusFields {
+		if _, set := fields[f]; !set {
+			fields[f] = nil // cleared
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": current.ResourceVersion}, "status": fields})
+	if err != nil {
+		return nil, err
+	}
+	updated, err := s.client.AgentsV1alpha1().Checkpoints(cp.Namespace).Patch(ctx, cp.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return nil, err
+	}
+	return toInternal(updated)
+}
+
+// crdStatusFields are the status fields of OpenKruise's Checkpoint CRD that
+// this server writes: a status patch sets each, or clears it. The CRD's
+// schema prunes the rest of this server's status (conditions, sizes).
+var crdStatusFields = []string{"observedGeneration", "phase", "message", "checkpointId", "completionTime"}
+
+// current reads cp as it is, refusing a write from a stale read.
+func (s crdStore) current(ctx context.Context, cp *agents.Checkpoint) (*v1alpha1.Checkpoint, error) {
+	current, err := s.client.AgentsV1alpha1().Checkpoints(cp.Namespace).Get(ctx, cp.Name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
 	if current.ResourceVersion != cp.ResourceVersion || current.UID != cp.UID {
 		return nil, apierrors.NewConflict(v1alpha1.Resource("checkpoints"), cp.Name, fmt.Errorf("the checkpoint changed since it was read"))
 	}
-	if !sameMetadata(current, want) {
-		current.Labels, current.Annotations, current.Finalizers = want.Labels, want.Annotations, want.Finalizers
-		if current, err = cps.Update(ctx, current, metav1.UpdateOptions{}); err != nil {
-			return nil, err
+	return current, nil
+}
+
+// patchMetadata makes current's labels, annotations and finalizers want's,
+// by a merge patch against current's resourceVersion (only the keys that
+// differ; nothing else of the object).
+func (s crdStore) patchMetadata(ctx context.Context, current *v1alpha1.Checkpoint, want *agents.Checkpoint) (*v1alpha1.Checkpoint, error) {
+	if sameMetadata(current, want) {
+		return current, nil
+	}
+	diff := func(have, want map[string]string) map[string]any {
+		out := map[string]any{}
+		for k, v := range want {
+			if have[k] != v {
+				out[k] = v
+			}
+		}
+		for k := range have {
+			if _, kept := want[k]; !kept {
+				out[k] = nil
+			}
+		}
+		return out
+	}
+	meta := map[string]any{"resourceVersion": current.ResourceVersion,
+		"labels": diff(current.Labels, want.Labels), "annotations": diff(current.Annotations, want.Annotations)}
+	if !sets.New(current.Finalizers...).Equal(sets.New(want.Finalizers...)) {
+		meta["finalizers"] = want.Finalizers
+		if len(want.Finalizers) == 0 {
+			meta["finalizers"] = nil
 		}
 	}
-	out, err := toExternal(want)
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return nil, err
 	}
-	out.ObjectMeta = current.ObjectMeta
-	updated, err := cps.UpdateStatus(ctx, out, metav1.UpdateOptions{})
-	if err != nil {
-		return nil, err
-	}
-	return toInternal(updated)
+	return s.client.AgentsV1alpha1().Checkpoints(current.Namespace).Patch(ctx, current.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 }
 
 func sameMetadata(have *v1alpha1.Checkpoint, want *agents.Checkpoint) bool {
@@ -105,12 +178,14 @@ func sameMetadata(have *v1alpha1.Checkpoint, want *agents.Checkpoint) bool {
 		sets.New(have.Finalizers...).Equal(sets.New(want.Finalizers...))
 }
 
+// Update writes cp's metadata (a finalizer removed): the spec of a CR is
+// immutable, and nothing else of it is this server's.
 func (s crdStore) Update(ctx context.Context, cp *agents.Checkpoint) (*agents.Checkpoint, error) {
-	out, err := toExternal(cp)
+	current, err := s.current(ctx, cp)
 	if err != nil {
 		return nil, err
 	}
-	updated, err := s.client.AgentsV1alpha1().Checkpoints(cp.Namespace).Update(ctx, out, metav1.UpdateOptions{})
+	updated, err := s.patchMetadata(ctx, current, cp)
 	if err != nil {
 		return nil, err
 	}

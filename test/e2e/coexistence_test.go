@@ -14,11 +14,6 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
-// openKruiseCRDs are CRDs of agents.kruise.io/v1alpha1 as OpenKruise Agents ships them.
-func openKruiseCRDs() string {
-	return filepath.Join(framework.RepoRoot(), "test", "crds", "openkruise-agents.yaml")
-}
-
 // serverGet GETs path from the server directly, as the cluster admin.
 func serverGet(t *testing.T, c *framework.Cluster, path string) string {
 	t.Helper()
@@ -59,13 +54,13 @@ func TestCoexistence(t *testing.T) {
 	})
 
 	t.Run("CRDsAfterRegistering", func(t *testing.T) {
-		c.Must("apply", "-f", openKruiseCRDs())
+		c.Must("apply", "-f", framework.OpenKruiseCRDs())
 		c.Eventually("the server reports the CRDs its APIService shadows", func() bool {
 			return strings.Contains(events("ShadowsCRDs"), "sandboxes.agents.kruise.io") &&
 				apiService(`{.status.conditions[?(@.type=="CRDConflict")].status}`) == "True"
 		})
 		assert.Contains(t, apiService(`{.status.conditions[?(@.type=="CRDConflict")].message}`), "sandboxtemplates.agents.kruise.io")
-		assert.Contains(t, serverGet(t, c, "/metrics"), "checkpoint_apiserver_conflicting_crds 3")
+		assert.Contains(t, serverGet(t, c, "/metrics"), "checkpoint_apiserver_conflicting_crds 11", "OpenKruise Agents' eleven CRDs")
 		assert.Contains(t, serverLog(), "shadows CRDs of agents.kruise.io/v1alpha1")
 		// It keeps serving its own Checkpoints, and moves nothing.
 		assert.Contains(t, c.Must("get", "cp", "mine", "-n", "kept"), "mine")
@@ -80,7 +75,7 @@ func TestCoexistence(t *testing.T) {
 			_, err := c.Kubectl("get", "sandboxes", "-A")
 			return err == nil
 		})
-		c.Apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","metadata":{"name":"sb","namespace":"kept"},"spec":{"x":1}}`)
+		c.Apply(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","metadata":{"name":"sb","namespace":"kept"},"spec":{"paused":false}}`)
 
 		require.NoError(t, c.ScriptWith([]string{"CP_WAIT=livez"}, "start-server"))
 		c.Eventually("the server says it does not register, and why", func() bool {
@@ -88,7 +83,8 @@ func TestCoexistence(t *testing.T) {
 				strings.Contains(events("GroupVersionServedByCRDs"), "--mode=crd")
 		})
 		ready := serverGet(t, c, "/readyz/apiservice-registration")
-		assert.Contains(t, ready, "checkpoints.agents.kruise.io, sandboxes.agents.kruise.io, sandboxtemplates.agents.kruise.io")
+		assert.Contains(t, ready, "checkpoints.agents.kruise.io, commits.agents.kruise.io")
+		assert.Contains(t, ready, "sandboxes.agents.kruise.io, sandboxsets.agents.kruise.io, sandboxtemplates.agents.kruise.io")
 		assert.Contains(t, ready, "--mode=crd")
 		assert.Contains(t, serverGet(t, c, "/readyz?verbose"), "[-]apiservice-registration failed")
 		// The CRDs stay served: OpenKruise keeps working.
@@ -99,7 +95,7 @@ func TestCoexistence(t *testing.T) {
 	})
 
 	t.Run("RegistersOnceTheCRDsGo", func(t *testing.T) {
-		c.Must("delete", "-f", openKruiseCRDs(), "--wait=true")
+		c.Must("delete", "-f", framework.OpenKruiseCRDs(), "--wait=true")
 		c.Eventually("the server registers", func() bool {
 			return apiService("{.spec.service.name}") == "checkpoint-apiserver" &&
 				apiService(`{.status.conditions[?(@.type=="Available")].status}`) == "True"

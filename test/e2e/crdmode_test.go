@@ -57,6 +57,10 @@ func TestCRDMode(t *testing.T) {
 		fields := strings.Fields(out)
 		require.Len(t, fields, 2, out)
 		name = fields[0]
+		// What this server does not model survives its writes: OpenKruise's
+		// status.podTemplateDelta, another controller's annotation.
+		c.Must("patch", "cp", name, "-n", ns, "--subresource=status", "--type=merge", "-p", `{"status":{"podTemplateDelta":{"metadata":{"labels":{"delta":"kept"}}}}}`)
+		c.Must("annotate", "cp", name, "-n", ns, "example.com/kept=yes")
 		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"SandboxTemplate","metadata":{"name":%q,"namespace":%q,
 "ownerReferences":[{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","name":%q,"uid":%q,"controller":true}]},"spec":{}}`,
 			name, ns, name, fields[1]))
@@ -69,6 +73,8 @@ func TestCRDMode(t *testing.T) {
 		assert.Contains(t, get("cp", name, "{.status.message}"), "captured")
 		assert.Equal(t, id, get("cp", name, `{.metadata.labels.agents\.kruise\.io/checkpoint-id}`))
 		assert.Equal(t, "key-0123", get("cp", name, `{.metadata.annotations.agents\.kruise\.io/owner}`), "the owner is kept as it is")
+		assert.Equal(t, "kept", get("cp", name, "{.status.podTemplateDelta.metadata.labels.delta}"), "status.podTemplateDelta survives the server's writes")
+		assert.Equal(t, "yes", get("cp", name, `{.metadata.annotations.example\.com/kept}`), "another controller's annotation survives")
 		assert.Contains(t, get("cp", name, "{.metadata.finalizers}"), "agents.kruise.io/checkpoint")
 		images, err := c.NodeCtr(1, "images", "ls", "-q")
 		require.NoError(t, err, images)
@@ -236,6 +242,86 @@ func TestCRDMode(t *testing.T) {
 		c.Must("delete", "pod", "by-alice", "plain", "-n", ns, "--wait=false")
 	})
 
+	t.Run("OpenKruiseClonesAreRestored", func(t *testing.T) {
+		// OpenKruise's own clone path, played by a fake of its
+		// sandbox-manager and sandbox controller on its real CRDs: the
+		// controller's Pod of a clone Sandbox carries no mark; admission
+		// marks it by the Sandbox's owner rule, and the restore runtime
+		// restores every container of it.
+		kruise := fakeOpenKruise{c: c, ns: ns}
+		kruise.install()
+		c.Apply(sidecarPodYAML(ns, "sbx"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/sbx", "--timeout=120s")
+		c.Must("exec", "-n", ns, "sbx", "-c", "proxy", "--", "sh", "-c", "echo kept by the sidecar > /tmp/note")
+		c.Eventually("both containers count", func() bool {
+			return countIn(c, ns, "sbx", "proxy", true) >= 3 && countIn(c, ns, "sbx", "main", true) >= 3
+		})
+		_, id := kruise.snapshot(t, "sbx", "key-alice")
+
+		clone, out, err := kruise.clone(t, ns, id, "key-alice")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+clone, "--timeout=60s")
+		assert.Equal(t, id, get("pod", clone, `{.metadata.annotations.agents\.kruise\.io/restore-from}`), "marked at admission")
+		assert.Equal(t, "checkpoint", get("pod", clone, "{.spec.runtimeClassName}"))
+		assert.Equal(t, "sandbox", get("pod", clone, `{.metadata.annotations.agents\.kruise\.io/created-by}`), "the controller's own annotations are kept")
+		for _, ctr := range []string{"proxy", "main"} {
+			c.Eventually(clone+"/"+ctr+" logs", func() bool { return countIn(c, ns, clone, ctr, false) >= 0 })
+			assert.Greater(t, countIn(c, ns, clone, ctr, false), 3, "container %s of the clone counts on from the capture", ctr)
+		}
+		assert.Equal(t, "kept by the sidecar", strings.TrimSpace(c.MustStdout("exec", "-n", ns, clone, "-c", "proxy", "--", "cat", "/tmp/note")))
+		assert.Equal(t, "captured", strings.TrimSpace(c.MustStdout("exec", "-n", ns, clone, "-c", "main", "--", "cat", "/data/marker")))
+
+		// Refused, never fresh: another owner's clone, a clone of another
+		// namespace's checkpoint, a clone's Pod made by someone else.
+		other, out, err := kruise.clone(t, ns, id, "key-bob")
+		require.Error(t, err, "another owner's clone is refused")
+		assert.Contains(t, out, `the Sandbox's owner ("key-bob") is not the owner`)
+		_, err = c.Kubectl("get", "pod", other, "-n", ns)
+		assert.Error(t, err, "no Pod of the refused clone")
+		c.Must("create", "namespace", "kruise-elsewhere")
+		_, out, err = kruise.clone(t, "kruise-elsewhere", id, "key-alice")
+		require.Error(t, err, "a checkpoint of another namespace is not cloned")
+		assert.Contains(t, out, "namespace kruise-elsewhere has no Checkpoint")
+		_, out, err = kruise.sandbox(t, ns, id, "key-alice", true, "alice", "")
+		require.Error(t, err, "only the sandbox controller makes a clone's Pod")
+		assert.Contains(t, out, "created by its controller")
+
+		// A Sandbox that is no clone: its Pod starts fresh, unmarked.
+		fresh, out, err := kruise.sandbox(t, ns, id, "key-alice", false, fakeSandboxController, "")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+fresh, "--timeout=60s")
+		assert.Empty(t, get("pod", fresh, `{.metadata.annotations.agents\.kruise\.io/restore-from}`))
+		c.Eventually("the fresh sandbox counts", func() bool { return countIn(c, ns, fresh, "main", false) >= 0 })
+		assert.Equal(t, 1, countIn(c, ns, fresh, "main", false), "a sandbox that is no clone starts from 1")
+
+		// keepRunning false on a Sandbox's Pod pauses the Sandbox, as
+		// OpenKruise pauses one (its controller then takes the Pod away),
+		// instead of deleting the Pod under it (which OpenKruise calls Failed).
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"pause-%s","namespace":%q},
+"spec":{"podName":%q,"keepRunning":false}}`, fresh, ns, fresh))
+		c.Eventually("the capture Succeeded", func() bool { return get("cp", "pause-"+fresh, "{.status.phase}") == "Succeeded" })
+		c.Eventually("the Sandbox is paused", func() bool { return get("sandbox", fresh, "{.spec.paused}") == "true" })
+		assert.NotEmpty(t, get("pod", fresh, "{.metadata.uid}"), "the Pod is left to OpenKruise's controller")
+		assert.Empty(t, get("pod", fresh, "{.metadata.deletionTimestamp}"), "the Pod is not deleted under its Sandbox")
+
+		// With the server down, Pods unrelated to sandboxes are admitted;
+		// a clone Sandbox's Pod is not.
+		require.NoError(t, c.Script("stop-server"))
+		started := false
+		defer func() {
+			if !started {
+				_ = c.Script("start-server")
+			}
+		}()
+		c.Apply(podYAML(ns, "unrelated", "sleep 1000"))
+		_, out, err = kruise.clone(t, ns, id, "key-alice")
+		require.NoError(t, c.Script("start-server"))
+		started = true
+		require.Error(t, err, "a clone's Pod is not created unchecked")
+		assert.Contains(t, out, "failed calling webhook")
+		c.Must("delete", "pod", clone, fresh, "unrelated", "-n", ns, "--wait=false")
+	})
+
 	t.Run("E2BSDK", func(t *testing.T) {
 		// The team may create Checkpoint CRs, use the subresources group and Pods.
 		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"e2b-team","namespace":%q},"rules":[
@@ -253,6 +339,17 @@ func TestCRDMode(t *testing.T) {
 		assert.Equal(t, "alice", out)
 		assert.Equal(t, "Running", get("pod", made.CloneID, "{.status.phase}"))
 		assert.Greater(t, firstCount(t, c, ns, made.CloneID), 3, "the clone counts on from the capture")
+		// The snapshot has a SandboxTemplate of its name, as OpenKruise's
+		// sandbox-manager makes one: OpenKruise's own clone works on it too.
+		cpName := c.MustStdout("get", "cp", "-n", ns, "-l", "agents.kruise.io/checkpoint-id="+made.SnapshotID, "-o", "jsonpath={.items[0].metadata.name}")
+		assert.Equal(t, cpName, get("sandboxtemplate", cpName, "{.metadata.ownerReferences[0].name}"), "the template is the snapshot's")
+		kruise := fakeOpenKruise{c: c, ns: ns}
+		kruise.install()
+		sandbox, out, err := kruise.clone(t, ns, made.SnapshotID, "alice")
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+sandbox, "--timeout=60s")
+		assert.Greater(t, firstCount(t, c, ns, sandbox), 3, "OpenKruise's clone of our snapshot counts on from the capture")
+		c.Must("delete", "pod", sandbox, "-n", ns, "--wait=false")
 		var refused struct{ Refused bool }
 		e2bStep(t, front, "e2b", keyBob, "other", made.CloneID, &refused)
 		assert.True(t, refused.Refused)

@@ -37,6 +37,12 @@ var (
 	buildErr  error
 )
 
+// OpenKruiseCRDs is the directory of OpenKruise Agents' own CRDs
+// (third_party/openkruise-agents), for kubectl apply -f.
+func OpenKruiseCRDs() string {
+	return filepath.Join(RepoRoot(), "third_party", "openkruise-agents", "crds")
+}
+
 // RepoRoot is the checkout this package lives in.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)

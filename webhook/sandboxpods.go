@@ -1,0 +1,166 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
+)
+
+// SandboxPodsPath is where the Pods of OpenKruise Sandboxes are marked for
+// restore when their Sandbox is a clone.
+const SandboxPodsPath = "/mutate-sandbox-pods"
+
+// Sandbox is what the review needs of an OpenKruise Sandbox.
+type Sandbox struct {
+	UID string
+	// RestoreFrom and Owner are its agents.kruise.io/restore-from and
+	// agents.kruise.io/owner annotations (the sandbox-manager's: the
+	// checkpoint ID it clones, and the API key it acts for).
+	RestoreFrom, Owner string
+}
+
+// SandboxLookup reads Sandbox name of namespace ns.
+type SandboxLookup func(ctx context.Context, ns, name string) (Sandbox, error)
+
+// SandboxClones restores OpenKruise's clones: a Pod controller-owned by a
+// Sandbox that carries agents.kruise.io/restore-from is marked for restore
+// (that annotation and the restore runtime's RuntimeClass) when it is
+// created, by the Sandbox's owner rule. OpenKruise's sandbox controller
+// creates that Pod from the template verbatim, with no mark, so without
+// this the clone would start fresh.
+type SandboxClones struct {
+	Sandboxes SandboxLookup
+	// Controllers are who create Sandboxes' Pods (OpenKruise's sandbox
+	// controller). A Pod of a clone Sandbox made by anyone else is refused:
+	// owning a Pod by a Sandbox is no right to that Sandbox's checkpoint.
+	Controllers []string
+	// AdminOwners are Sandbox owners (API key IDs or users of the admin
+	// team) whose clones may restore any Checkpoint of their namespace;
+	// anyone else's only a Checkpoint of the same owner.
+	AdminOwners []string
+}
+
+// cloneOf says which checkpoint pod restores as its Sandbox's clone: "" when
+// its Sandbox is no clone (or it has none), a response when it may not.
+func (p *RestorePods) cloneOf(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (string, *admissionv1.AdmissionResponse) {
+	s := p.Clones
+	if s == nil {
+		return "", nil
+	}
+	ref, owned := agents.SandboxController(pod.OwnerReferences)
+	if !owned {
+		return "", nil
+	}
+	ns := req.Namespace
+	forbid := func(format string, args ...any) *admissionv1.AdmissionResponse {
+		return deny(apierrors.NewForbidden(corev1.Resource("pods"), req.Name, fmt.Errorf("Pod of Sandbox %s/%s: "+format,
+			append([]any{ns, ref.Name}, args...)...)))
+	}
+	sb, err := s.Sandboxes(ctx, ns, ref.Name)
+	if err != nil {
+		// Undecided is refused: a clone's Pod never starts fresh, and
+		// OpenKruise's controller creates it again.
+		return "", forbid("cannot tell whether it is a clone: %v", err)
+	}
+	if sb.UID != string(ref.UID) {
+		return "", forbid("the Sandbox of that name has UID %s, the Pod's owner reference %s", sb.UID, ref.UID)
+	}
+	if sb.RestoreFrom == "" {
+		return "", nil
+	}
+	id := sb.RestoreFrom
+	if !slices.Contains(s.Controllers, req.UserInfo.Username) {
+		return "", forbid("the Sandbox is a clone of %s, and its Pod is created by its controller (%s), not by %s",
+			id, strings.Join(s.Controllers, ", "), req.UserInfo.Username)
+	}
+	if !api.ValidCheckpointID(id) {
+		return "", forbid("%s=%s is not a checkpoint ID this server makes (ckpt-<24 hex>)", api.AnnotationRestoreFrom, id)
+	}
+	cp, err := p.Lookup(ctx, ns, id)
+	if err != nil {
+		return "", forbid("the Sandbox clones %s: %v", id, err)
+	}
+	if sb.Owner != cp.Owner && !slices.Contains(s.AdminOwners, sb.Owner) {
+		return "", forbid("the Sandbox's owner (%q) is not the owner of Checkpoint %s/%s (%q) nor of the admin team", sb.Owner, ns, cp.Name, cp.Owner)
+	}
+	return id, nil
+}
+
+// markClone marks a new Pod of a clone Sandbox for restore.
+func (p *RestorePods) markClone(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	allow := &admissionv1.AdmissionResponse{Allowed: true}
+	if req.Operation != admissionv1.Create {
+		return allow
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return deny(fmt.Errorf("not a Pod: %v", err))
+	}
+	id, resp := p.cloneOf(context.Background(), req, &pod)
+	if resp != nil || id == "" {
+		if resp != nil {
+			return resp
+		}
+		return allow
+	}
+	if have, ok := pod.Annotations[api.AnnotationRestoreFrom]; ok && have != id {
+		return deny(apierrors.NewForbidden(corev1.Resource("pods"), req.Name,
+			fmt.Errorf("%s=%s, where its Sandbox clones %s", api.AnnotationRestoreFrom, have, id)))
+	}
+	var patch []map[string]any
+	if pod.Annotations == nil {
+		patch = append(patch, map[string]any{"op": "add", "path": "/metadata/annotations", "value": map[string]string{}})
+	}
+	patch = append(patch, map[string]any{"op": "add", "path": "/metadata/annotations/" + escape(api.AnnotationRestoreFrom), "value": id})
+	if p.RuntimeClass != "" {
+		patch = append(patch, map[string]any{"op": "add", "path": "/spec/runtimeClassName", "value": p.RuntimeClass})
+	}
+	patch = append(patch, cloneSpec(&pod)...)
+	data, err := json.Marshal(patch)
+	if err != nil {
+		return deny(err)
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	return &admissionv1.AdmissionResponse{Allowed: true, Patch: data, PatchType: &pt}
+}
+
+// cloneSpec patches a Sandbox's template into a clone's spec, as the
+// restore subresource builds one: plain init containers and postStart
+// hooks ran in the source already, so they do not run again; native
+// sidecars (restartPolicy Always) stay, to be restored with the rest.
+func cloneSpec(pod *corev1.Pod) []map[string]any {
+	var patch []map[string]any
+	sidecars := []corev1.Container{}
+	changed := false
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			changed = true
+			continue
+		}
+		if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+			c.Lifecycle.PostStart, changed = nil, true
+		}
+		sidecars = append(sidecars, c)
+	}
+	switch {
+	case changed && len(sidecars) == 0:
+		patch = append(patch, map[string]any{"op": "remove", "path": "/spec/initContainers"})
+	case changed:
+		patch = append(patch, map[string]any{"op": "replace", "path": "/spec/initContainers", "value": sidecars})
+	}
+	for i, c := range pod.Spec.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+			patch = append(patch, map[string]any{"op": "remove", "path": fmt.Sprintf("/spec/containers/%d/lifecycle/postStart", i)})
+		}
+	}
+	return patch
+}
