@@ -442,8 +442,17 @@ stop_node() {
 
 # clean_host: what containerd, the CNI plugins and the kubelet leave on the
 # host once stopped.
+# kill_tree PID: PID and everything it started, children first.
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -9 "$1" 2>/dev/null || true; }
+
 clean_host() {
-  local m i n h
+  local m i n h p
+  # Shims outlive their containerd, and so does what they started (a CRIU
+  # dump or restore, a lazy-pages daemon): every process naming this
+  # cluster's run directory or installed runtime, with its descendants.
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -e "$RUNDIR/" -e "$WORK/node-runtime/" && kill_tree "${p#/proc/}"
+  done
   # Pod processes whose shim is gone still hold their cgroups.
   for i in $(seq 1 "$NODES"); do
     n=$(node_name "$i")

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -80,6 +81,31 @@ func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, dige
 	return err != nil && strings.Contains(out, "manifest unknown")
 }
 
+// firstCount waits for pod's log to start with a number (a counting
+// script's first line) and returns it.
+func firstCount(c *framework.Cluster, ns, pod string) int {
+	var first int
+	c.Eventually(pod+" prints its count", func() bool {
+		logs, _ := c.Kubectl("logs", "-n", ns, pod)
+		f := strings.Fields(logs)
+		if len(f) == 0 {
+			return false
+		}
+		n, err := strconv.Atoi(f[0])
+		first = n
+		return err == nil
+	})
+	return first
+}
+
+// freeze stops process pid (SIGSTOP) and returns what continues it, once
+// however often it is called.
+func freeze(t *testing.T, pid int) (thaw func()) {
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	var once sync.Once
+	return func() { once.Do(func() { assert.NoError(t, syscall.Kill(pid, syscall.SIGCONT)) }) }
+}
+
 // TestNodeAgentFaults breaks the node agents and the registry of a
 // two-node cluster (local-up LOCAL_UP_NODES=2) while they work.
 func TestNodeAgentFaults(t *testing.T) {
@@ -105,15 +131,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		// The registry is frozen (SIGSTOP) until the agent is dead, so the
 		// capture cannot end before the kill however fast this machine dumps:
 		// the kill lands mid-dump or mid-push (which waits on the registry).
-		registry := c.PID("registry")
-		require.NoError(t, syscall.Kill(registry, syscall.SIGSTOP))
-		thawed := false
-		thaw := func() {
-			if !thawed {
-				thawed = true
-				assert.NoError(t, syscall.Kill(registry, syscall.SIGCONT))
-			}
-		}
+		thaw := freeze(t, c.PID("registry"))
 		defer thaw()
 		apply("cut", "big")
 		c.Eventually("the capture started", func() bool { return get("cut", "{.status.phase}") == "Creating" })
@@ -193,17 +211,7 @@ func TestNodeAgentFaults(t *testing.T) {
 			return podPath("{.status.phase}") == "Failed" || podPath("{.status.containerStatuses[0].state.running}") != ""
 		})
 		if podPath("{.status.phase}") != "Failed" {
-			var first int
-			c.Eventually("the clone prints its count", func() bool {
-				logs, _ := c.Kubectl("logs", "-n", ns, pod)
-				f := strings.Fields(logs)
-				if len(f) == 0 {
-					return false
-				}
-				first, _ = strconv.Atoi(f[0])
-				return true
-			})
-			assert.Greater(t, first, 1, "a clone that runs counts on from the capture: never fresh, never zeroed")
+			assert.Greater(t, firstCount(c, ns, pod), 1, "a clone that runs counts on from the capture: never fresh, never zeroed")
 		}
 		assert.False(t, lazyPagesRestoreLeft(id), "no CRIU restore of it is left waiting")
 		c.Must("delete", "pod", pod, "-n", ns, "--wait=true", "--timeout=60s")
@@ -257,17 +265,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		assert.Empty(t, running, "never started fresh")
 		require.NoError(t, c.Script("start-agent", "2"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/kept-c", "--timeout=120s")
-		var first int
-		c.Eventually("the clone prints its count", func() bool {
-			logs, _ := c.Kubectl("logs", "-n", ns, "kept-c")
-			f := strings.Fields(logs)
-			if len(f) == 0 {
-				return false
-			}
-			first, err = strconv.Atoi(f[0])
-			return err == nil
-		})
-		assert.Greater(t, first, 1, "the clone counts on from the capture, not from 1")
+		assert.Greater(t, firstCount(c, ns, "kept-c"), 1, "the clone counts on from the capture, not from 1")
 		assert.Equal(t, "Succeeded", get("kept", "{.status.phase}"), "the Checkpoint is untouched")
 		assert.Equal(t, digest, get("kept", "{.status.imageDigest}"))
 		assert.Equal(t, gen, get("kept", "{.metadata.generation}"))
@@ -337,15 +335,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		}
 		_, size := partial()
 		require.GreaterOrEqual(t, size, int64(1<<20), "node-2's agent never pulled 1 MiB of %s", id)
-		registry := c.PID("registry")
-		require.NoError(t, syscall.Kill(registry, syscall.SIGSTOP))
-		thawed := false
-		thaw := func() {
-			if !thawed {
-				thawed = true
-				assert.NoError(t, syscall.Kill(registry, syscall.SIGCONT))
-			}
-		}
+		thaw := freeze(t, c.PID("registry"))
 		defer thaw()
 		restarted := false
 		defer func() {
@@ -372,17 +362,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		restarted = true
 		c.Eventually("the agent back removed the interrupted pull", func() bool { dirs, _ := partial(); return len(dirs) == 0 })
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+pod, "--timeout=180s")
-		var first int
-		c.Eventually("the clone prints its count", func() bool {
-			logs, _ := c.Kubectl("logs", "-n", ns, pod)
-			f := strings.Fields(logs)
-			if len(f) == 0 {
-				return false
-			}
-			first, _ = strconv.Atoi(f[0])
-			return true
-		})
-		assert.Greater(t, first, 1, "the clone counts on from the capture, never from 1")
+		assert.Greater(t, firstCount(c, ns, pod), 1, "the clone counts on from the capture, never from 1")
 		c.Must("delete", "pod", pod, "-n", ns, "--wait=false")
 	})
 
