@@ -259,7 +259,7 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 			return nil, err
 		}
 		logger.Info("Captured into the registry", "bytes", res.SizeBytes, "paused", res.Pause, "image", pub.Image, "total", time.Since(start))
-		s.prefetch(logger, t, res.ID, pub.Digest)
+		s.prefetch(logger, t, res.ID, pub.Digest, !driver.Has(res.Contents, driver.Memory))
 		return CaptureResponse{ID: res.ID, SizeBytes: res.SizeBytes, Contents: res.Contents, Pause: res.Pause, Published: &pub}, nil
 	}
 	res, err := s.cfg.Driver.Capture(ctx, t, dreq)
@@ -274,14 +274,14 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 // prefetch unpacks a checkpoint just pushed into the node's restore
 // images, in the background, so a clone on the capturing node starts
 // without a pull.
-func (s *Server) prefetch(logger klog.Logger, t driver.Target, id, digest string) {
+func (s *Server) prefetch(logger klog.Logger, t driver.Target, id, digest string, filesystemOnly bool) {
 	if s.cfg.Images == nil || !s.cfg.Prefetch {
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		cp := nodeimages.Checkpoint{Namespace: t.Namespace, Name: t.Name, ImageDigest: digest}
+		cp := nodeimages.Checkpoint{Namespace: t.Namespace, Name: t.Name, ImageDigest: digest, FilesystemOnly: filesystemOnly}
 		for _, c := range t.Containers {
 			err := s.cfg.Images.Prefetch(ctx, cp, api.Request{Namespace: t.Namespace, Pod: t.Name, Container: c.Name, CheckpointID: id})
 			if err != nil {

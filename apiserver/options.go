@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -133,6 +134,10 @@ type Options struct {
 	// SandboxAdminOwners are Sandbox owners (the admin team's API keys)
 	// whose clones may restore any Checkpoint of their namespace.
 	SandboxAdminOwners []string
+	// CheckpointIDAnnotationKey is OpenKruise's sandbox controller's
+	// --checkpoint-id-annotation-key: the Pod annotation naming the
+	// filesystem Checkpoint a CheckpointRestore upgrade restores.
+	CheckpointIDAnnotationKey string
 	// RestoreSocket and RestoreImagesDir: where the server, capturing
 	// through its node's containerd itself (no node agents), serves that
 	// node's restore runtime, as a node agent does.
@@ -233,6 +238,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.SandboxAdminOwners, "sandbox-admin-owners", o.SandboxAdminOwners,
 		"crd mode: Sandbox owners (agents.kruise.io/owner: the admin team's API key IDs) whose clones may restore any Checkpoint of their namespace; "+
 			"any other Sandbox only a Checkpoint of its own owner.")
+	fs.StringVar(&o.CheckpointIDAnnotationKey, "checkpoint-id-annotation-key", o.CheckpointIDAnnotationKey,
+		"crd mode: the key OpenKruise's sandbox controller is given as its --checkpoint-id-annotation-key. A Pod of a Sandbox carrying it, "+
+			"created by a --sandbox-controllers user, gets its writable layers back from that filesystem Checkpoint of the same Sandbox "+
+			"(OpenKruise's CheckpointRestore upgrade). Empty: not restored.")
 	fs.StringVar(&o.RestoreSocket, "restore-socket", o.RestoreSocket,
 		"Without node agents, with a kube-apiserver: the node-local socket where this server puts its node's checkpoints for the restore runtime (empty: none).")
 	fs.StringVar(&o.RestoreImagesDir, "restore-images-dir", o.RestoreImagesDir,
@@ -317,6 +326,13 @@ func (o *Options) Validate() error {
 	}
 	if (o.AgentClientCertFile == "") != (o.AgentClientKeyFile == "") {
 		errs = append(errs, errors.New("--agent-client-cert-file and --agent-client-key-file go together"))
+	}
+	if k := o.CheckpointIDAnnotationKey; k != "" {
+		if bad := validation.IsQualifiedName(k); len(bad) > 0 {
+			errs = append(errs, fmt.Errorf("--checkpoint-id-annotation-key=%q: %s", k, strings.Join(bad, "; ")))
+		} else if k == api.AnnotationRestoreFrom {
+			errs = append(errs, fmt.Errorf("--checkpoint-id-annotation-key=%q: that is the clone mark itself, which restores memory", k))
+		}
 	}
 	if o.OrphanSweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("--orphan-sweep-interval=%s: must not be negative", o.OrphanSweepInterval))
@@ -701,8 +717,9 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook
 					return webhook.Sandbox{}, err
 				}
 				a := sb.GetAnnotations()
-				return webhook.Sandbox{UID: string(sb.GetUID()), RestoreFrom: a[api.AnnotationRestoreFrom], Owner: a[agents.AnnotationOwner]}, nil
-			}}
+				return webhook.Sandbox{UID: string(sb.GetUID()), Created: sb.GetCreationTimestamp().Time,
+					RestoreFrom: a[api.AnnotationRestoreFrom], Owner: a[agents.AnnotationOwner]}, nil
+			}, CheckpointIDKey: o.CheckpointIDAnnotationKey}
 	}
 	return &webhook.RestorePods{
 		Clones:     clones,
@@ -721,7 +738,7 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook
 		},
 		Lookup: func(ctx context.Context, ns, id string) (webhook.Checkpoint, error) {
 			cp, err := lookup.Find(ctx, ns, id)
-			return webhook.Checkpoint{Name: cp.Name, Owner: cp.Owner}, err
+			return webhook.Checkpoint{Name: cp.Name, Owner: cp.Owner, Sandbox: cp.Sandbox, Created: cp.Created, FilesystemOnly: cp.FilesystemOnly}, err
 		},
 	}, nil
 }

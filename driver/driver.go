@@ -6,6 +6,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -27,6 +28,8 @@ var (
 	ErrUnavailable = errors.New("checkpoint driver unavailable")
 	// ErrCheckpointNotFound: no captured state has that ID.
 	ErrCheckpointNotFound = errors.New("checkpoint not found")
+	// ErrNoContainer: the checkpoint exists and holds no such container.
+	ErrNoContainer = fmt.Errorf("%w: no such container in it", ErrCheckpointNotFound)
 	// ErrSandboxExists: a restore was asked to create a sandbox that exists.
 	ErrSandboxExists = errors.New("sandbox already exists")
 	// ErrUnsupported: the driver cannot do what was asked; it never does part of it silently.

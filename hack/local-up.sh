@@ -642,7 +642,7 @@ spec:
         - name: POD_IP
           valueFrom: {fieldRef: {fieldPath: status.podIP}}
         args:
-$(if [ "$MODE" = crd ]; then yaml_args --mode=crd; else yaml_args "--etcd-servers=http://127.0.0.1:$ETCD_PORT"; fi)
+$(if [ "$MODE" = crd ]; then yaml_args --mode=crd --checkpoint-id-annotation-key=agents.kruise.io/checkpoint-id; else yaml_args "--etcd-servers=http://127.0.0.1:$ETCD_PORT"; fi)
         - --bind-address=\$(POD_IP)
         - --secure-port=6443
         - --tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt

@@ -2,8 +2,10 @@ package nodeimages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
@@ -41,9 +44,22 @@ func (l APILookup) Find(ctx context.Context, ns, id string) (Checkpoint, error) 
 		if d == "" { // crd mode: OpenKruise's CRD has no such status field
 			d = item.GetAnnotations()[agents.AnnotationImageDigest]
 		}
-		return Checkpoint{Namespace: ns, Name: item.GetName(), UID: string(item.GetUID()), ImageDigest: d, Owner: item.GetAnnotations()["agents.kruise.io/owner"]}, nil
+		contents, _, _ := unstructured.NestedStringSlice(item.Object, "spec", "persistentContents")
+		sandbox, _, _ := unstructured.NestedString(item.Object, "spec", "sandboxName")
+		if sandbox == "" {
+			sandbox, _, _ = unstructured.NestedString(item.Object, "spec", "podName")
+		}
+		return Checkpoint{Namespace: ns, Name: item.GetName(), UID: string(item.GetUID()), ImageDigest: d,
+			Owner: item.GetAnnotations()[agents.AnnotationOwner], FilesystemOnly: filesystemOnly(contents),
+			Sandbox: sandbox, Created: item.GetCreationTimestamp().Time}, nil
 	}
 	return Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", ErrNotFound, ns, id)
+}
+
+// filesystemOnly: contents name the filesystem and not memory (none names
+// both, the API's default).
+func filesystemOnly(contents []string) bool {
+	return slices.Contains(contents, string(agents.ContentFilesystem)) && !slices.Contains(contents, string(agents.ContentMemory))
 }
 
 // RegistryArchives fetches archives from the checkpoint registry, by the
@@ -80,7 +96,7 @@ func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Re
 		}
 		return r, man.Layers[0].Size, nil
 	}
-	return nil, 0, fmt.Errorf("%w: checkpoint %s holds no container %s", ErrNotFound, req.CheckpointID, req.Container)
+	return nil, 0, fmt.Errorf("%w: checkpoint %s holds no container %s", ErrNoContainer, req.CheckpointID, req.Container)
 }
 
 // LocalArchives are the archives a node's own containerd driver keeps.
@@ -94,5 +110,8 @@ type DriverArchives struct{ Driver LocalArchives }
 // Archive streams req's container archive.
 func (a DriverArchives) Archive(ctx context.Context, _ Checkpoint, req api.Request) (io.ReadCloser, int64, error) {
 	r, err := a.Driver.Archive(ctx, req.CheckpointID, req.Container)
+	if errors.Is(err, driver.ErrNoContainer) {
+		err = fmt.Errorf("%w: %v", ErrNoContainer, err)
+	}
 	return r, -1, err
 }

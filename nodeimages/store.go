@@ -25,6 +25,15 @@ type Checkpoint struct {
 	Owner string
 	// ImageDigest is its index in the checkpoint registry ("": not there).
 	ImageDigest string
+	// FilesystemOnly: it holds its containers' writable layers and no
+	// memory (persistentContents filesystem alone), so a restore starts the
+	// containers' processes afresh on their layers. False: it must hold
+	// CRIU's images, or nothing is restored.
+	FilesystemOnly bool
+	// Sandbox is the sandbox it captured (spec.sandboxName, else spec.podName).
+	Sandbox string
+	// Created is its creation time.
+	Created time.Time
 }
 
 // Lookup finds the Succeeded Checkpoint whose status.checkpointId is id in
@@ -43,7 +52,9 @@ type Archives interface {
 // Errors the socket turns into statuses.
 var (
 	ErrNotFound = errors.New("no such checkpoint")
-	ErrTooLarge = errors.New("checkpoint larger than the node's bound")
+	// ErrNoContainer: the checkpoint holds nothing of that container.
+	ErrNoContainer = fmt.Errorf("%w: no such container in it", ErrNotFound)
+	ErrTooLarge    = errors.New("checkpoint larger than the node's bound")
 )
 
 // completeMarker is written last: a directory without it is not a checkpoint.
@@ -133,7 +144,7 @@ func (s *Store) prepare(ctx context.Context, cp Checkpoint, req api.Request) (ap
 	dir := api.Dir(s.Dir, req) // the key of req's fetch, whichever tier it lands in
 	for {
 		for _, t := range s.tiers() {
-			if resp, ok := s.ready(api.Dir(t.root, req)); ok {
+			if resp, ok := s.ready(api.Dir(t.root, req), cp); ok {
 				return resp, nil
 			}
 		}
@@ -170,15 +181,22 @@ func (s *Store) prepare(ctx context.Context, cp Checkpoint, req api.Request) (ap
 	}
 }
 
-// ready says where dir's checkpoint is, if it is whole.
-func (s *Store) ready(dir string) (api.Response, bool) {
+// ready says where dir's checkpoint is, if it is whole: CRIU's images
+// unless cp holds filesystems only, then none.
+func (s *Store) ready(dir string, cp Checkpoint) (api.Response, bool) {
 	marker := filepath.Join(dir, completeMarker)
 	if _, err := os.Stat(marker); err != nil {
 		return api.Response{}, false
 	}
+	resp := api.Response{FilesystemOnly: cp.FilesystemOnly}
+	if !cp.FilesystemOnly {
+		resp.Images = filepath.Join(dir, "checkpoint")
+		if _, err := os.Stat(filepath.Join(resp.Images, "inventory.img")); err != nil {
+			return api.Response{}, false
+		}
+	}
 	now := time.Now()
 	_ = os.Chtimes(marker, now, now)
-	resp := api.Response{Images: filepath.Join(dir, "checkpoint")}
 	if _, err := os.Stat(filepath.Join(dir, "rootfs-diff.tar")); err == nil {
 		resp.RootfsDiff = filepath.Join(dir, "rootfs-diff.tar")
 	}
@@ -192,6 +210,13 @@ func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request) error
 	defer cancel()
 	start := time.Now()
 	r, size, err := s.Archives.Archive(ctx, cp, req)
+	if cp.FilesystemOnly && errors.Is(err, ErrNoContainer) {
+		// A container the filesystem checkpoint has no layer of (one added
+		// since, a plain init container): it starts from its image alone.
+		r, size, err = io.NopCloser(strings.NewReader("")), 0, nil
+		klog.FromContext(ctx).Info("A filesystem checkpoint holds no layer of this container: it starts from its image",
+			"checkpoint", req.CheckpointID, "namespace", req.Namespace, "container", req.Container)
+	}
 	if err != nil {
 		return err
 	}
@@ -223,7 +248,7 @@ func (s *Store) fetch(ctx context.Context, cp Checkpoint, req api.Request) error
 	if err != nil {
 		return fmt.Errorf("unpack checkpoint %s of container %s: %w", req.CheckpointID, req.Container, err)
 	}
-	if _, err := os.Stat(filepath.Join(tmp, "checkpoint", "inventory.img")); err != nil {
+	if _, err := os.Stat(filepath.Join(tmp, "checkpoint", "inventory.img")); err != nil && !cp.FilesystemOnly {
 		return fmt.Errorf("checkpoint %s of container %s holds no CRIU images (no memory was captured)", req.CheckpointID, req.Container)
 	}
 	if err := os.WriteFile(filepath.Join(tmp, completeMarker), nil, 0o600); err != nil {

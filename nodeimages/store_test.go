@@ -208,3 +208,49 @@ func TestFailuresReachTheirCheckpoint(t *testing.T) {
 	assert.Equal(t, "snap: pages lost", events.got[0].Reason)
 	assert.Equal(t, "clone", events.got[0].Pod)
 }
+
+// noContainer is a checkpoint that holds nothing of the container asked for.
+type noContainer struct{}
+
+func (noContainer) Archive(context.Context, Checkpoint, api.Request) (io.ReadCloser, int64, error) {
+	return nil, 0, ErrNoContainer
+}
+
+// A filesystem checkpoint (no memory) gives its layer and no CRIU images;
+// a container it has no layer of starts from its image. A memory
+// checkpoint gets neither: without its images nothing is restored.
+func TestFilesystemOnlyCheckpoints(t *testing.T) {
+	layer := archive(t, entryT{name: "checkpoint/", typ: tar.TypeDir}, entryT{name: "rootfs-diff.tar", typ: tar.TypeReg, body: "diff"})
+	req := api.Request{Namespace: "team-a", Pod: "p", Container: "app", CheckpointID: id}
+	fs := Checkpoint{Namespace: "team-a", Name: "up", FilesystemOnly: true}
+	s := &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: fs}, Archives: &fakeArchives{data: layer}}
+	require.NoError(t, s.Start())
+	for i := 0; i < 2; i++ { // unpacked, then found in place
+		resp, err := s.Prepare(context.Background(), req)
+		require.NoError(t, err)
+		assert.True(t, resp.FilesystemOnly)
+		assert.Empty(t, resp.Images, "no memory to restore")
+		diff, err := os.ReadFile(resp.RootfsDiff)
+		require.NoError(t, err)
+		assert.Equal(t, "diff", string(diff))
+	}
+
+	s = &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: fs}, Archives: noContainer{}}
+	resp, err := s.Prepare(context.Background(), req)
+	require.NoError(t, err)
+	assert.Equal(t, api.Response{FilesystemOnly: true}, resp, "a container the checkpoint has no layer of starts from its image")
+
+	memory := Checkpoint{Namespace: "team-a", Name: "snap"}
+	for name, archives := range map[string]Archives{"layer only": &fakeArchives{data: layer}, "no such container": noContainer{}} {
+		s = &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: memory}, Archives: archives}
+		_, err = s.Prepare(context.Background(), req)
+		assert.Error(t, err, "%s: a memory checkpoint without its images restores nothing", name)
+	}
+	// And a filesystem checkpoint's unpacked layer never answers for memory.
+	s = &Store{Dir: t.TempDir(), Lookup: fakeLookup{"team-a/" + id: fs}, Archives: &fakeArchives{data: layer}}
+	_, err = s.Prepare(context.Background(), req)
+	require.NoError(t, err)
+	s.Lookup = fakeLookup{"team-a/" + id: memory}
+	_, err = s.Prepare(context.Background(), req)
+	assert.Error(t, err)
+}

@@ -119,6 +119,13 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err := within([]string{s.cfg.ImagesDir, s.cfg.MemImagesDir}, prepared.Images, prepared.RootfsDiff); err != nil {
 		return nil, fmt.Errorf("restore %s/%s container %s from %s: %w", req.Namespace, req.Pod, req.Container, id, err)
 	}
+	if prepared.FilesystemOnly {
+		return s.createOnLayer(ctx, r, spec, hadCRIUConfig, req, prepared)
+	}
+	if prepared.Images == "" {
+		return nil, fmt.Errorf("%w: restore %s/%s container %s from %s: the node agent named no memory images (a Pod marked for restore never starts fresh)",
+			errdefs.ErrFailedPrecondition, req.Namespace, req.Pod, req.Container, id)
+	}
 	rs := &restore{req: req, bundle: r.Bundle, work: filepath.Join(r.Bundle, "criu-restore"), images: prepared.Images,
 		termLog: terminationLogSource(spec), finished: make(chan struct{})}
 	if err := os.MkdirAll(rs.work, 0o700); err != nil {
@@ -136,20 +143,51 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, err
 	}
 	r.Checkpoint = prepared.Images
-	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	resp, err := s.createWithLayer(ctx, r, req, prepared.RootfsDiff)
 	if err != nil {
 		return nil, err
-	}
-	if prepared.RootfsDiff != "" {
-		if err := applyDiff(ctx, filepath.Join(r.Bundle, "rootfs"), prepared.RootfsDiff); err != nil {
-			_, _ = s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID})
-			return nil, fmt.Errorf("restore %s/%s container %s: apply its filesystem changes: %w", req.Namespace, req.Pod, req.Container, err)
-		}
 	}
 	s.mu.Lock()
 	s.restores[r.ID] = rs
 	s.mu.Unlock()
 	log.G(ctx).WithField("checkpoint", id).WithField("container", req.Container).Info("container created from its checkpoint")
+	return resp, nil
+}
+
+// createOnLayer creates a container of a filesystem checkpoint (its
+// writable layer, no memory) as runc does, with the captured layer applied
+// before it starts: its processes start afresh on its files, which is all
+// such a checkpoint holds (OpenKruise's CheckpointRestore upgrade).
+func (s *Service) createOnLayer(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, hadCRIUConfig bool,
+	req Request, prepared Prepared) (*taskAPI.CreateTaskResponse, error) {
+	if hadCRIUConfig {
+		if err := writeSpec(r.Bundle, spec); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := s.createWithLayer(ctx, r, req, prepared.RootfsDiff)
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("checkpoint", req.CheckpointID).WithField("container", req.Container).WithField("layer", prepared.RootfsDiff != "").
+		Info("container created on its checkpoint's writable layer")
+	return resp, nil
+}
+
+// createWithLayer creates r's container as runc's shim does, then applies
+// the captured writable layer diff ("": none) to its rootfs before anything
+// runs in it; the container is deleted when that fails.
+func (s *Service) createWithLayer(ctx context.Context, r *taskAPI.CreateTaskRequest, req Request, diff string) (*taskAPI.CreateTaskResponse, error) {
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil || diff == "" {
+		return resp, err
+	}
+	if err := applyDiff(ctx, filepath.Join(r.Bundle, "rootfs"), diff); err != nil {
+		_, _ = s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: r.ID})
+		err = fmt.Errorf("restore %s/%s container %s from %s: apply its filesystem changes: %w", req.Namespace, req.Pod, req.Container, req.CheckpointID, err)
+		s.src.Failed(ctx, req, err.Error())
+		return nil, err
+	}
 	return resp, nil
 }
 

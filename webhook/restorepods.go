@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,12 @@ const RestorePodsPath = "/validate-restore-pods"
 // Checkpoint is what the review needs of the Checkpoint a Pod names.
 type Checkpoint struct {
 	Name, Owner string
+	// Sandbox is the sandbox it captured (spec.sandboxName, else spec.podName).
+	Sandbox string
+	// Created is when it was created.
+	Created time.Time
+	// FilesystemOnly: it holds writable layers and no memory.
+	FilesystemOnly bool
 }
 
 // CheckpointLookup finds the Succeeded Checkpoint with checkpoint ID id
@@ -87,11 +94,11 @@ func (p *RestorePods) review(req *admissionv1.AdmissionRequest) *admissionv1.Adm
 	}
 	ctx := context.Background()
 	// A clone Sandbox's Pod, marked by SandboxPodsPath, is its Sandbox's.
-	if clone, resp := p.cloneOf(ctx, req, &pod); resp != nil {
+	if sr, resp := p.sandboxRestore(ctx, req, &pod); resp != nil {
 		return resp
-	} else if clone != "" {
-		if clone != id {
-			return forbid("its Sandbox clones %s", clone)
+	} else if sr.id != "" {
+		if sr.id != id {
+			return forbid("its Sandbox restores %s", sr.id)
 		}
 		return allow
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +22,8 @@ const SandboxPodsPath = "/mutate-sandbox-pods"
 
 // Sandbox is what the review needs of an OpenKruise Sandbox.
 type Sandbox struct {
-	UID string
+	UID     string
+	Created time.Time
 	// RestoreFrom and Owner are its agents.kruise.io/restore-from and
 	// agents.kruise.io/owner annotations (the sandbox-manager's: the
 	// checkpoint ID it clones, and the API key it acts for).
@@ -47,18 +49,32 @@ type SandboxClones struct {
 	// team) whose clones may restore any Checkpoint of their namespace;
 	// anyone else's only a Checkpoint of the same owner.
 	AdminOwners []string
+	// CheckpointIDKey is the Pod annotation OpenKruise's sandbox controller
+	// writes the checkpoint ID of a CheckpointRestore upgrade under (its
+	// --checkpoint-id-annotation-key; "": no upgrade is restored). Such a
+	// Pod gets its Sandbox's writable layers back from that filesystem
+	// Checkpoint, its processes starting afresh.
+	CheckpointIDKey string
 }
 
-// cloneOf says which checkpoint pod restores as its Sandbox's clone: "" when
-// its Sandbox is no clone (or it has none), a response when it may not.
-func (p *RestorePods) cloneOf(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (string, *admissionv1.AdmissionResponse) {
+// sandboxRestore is what a Sandbox's Pod restores: a clone's checkpoint,
+// or (upgrade) the writable layers of its own Sandbox's checkpoint.
+type sandboxRestore struct {
+	id      string
+	upgrade bool
+}
+
+// sandboxRestore says which checkpoint pod restores as its Sandbox's clone
+// or upgrade: none when its Sandbox is neither (or it has none), a response
+// when it may not.
+func (p *RestorePods) sandboxRestore(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (sandboxRestore, *admissionv1.AdmissionResponse) {
 	s := p.Clones
 	if s == nil {
-		return "", nil
+		return sandboxRestore{}, nil
 	}
 	ref, owned := agents.SandboxController(pod.OwnerReferences)
 	if !owned {
-		return "", nil
+		return sandboxRestore{}, nil
 	}
 	ns := req.Namespace
 	forbid := func(format string, args ...any) *admissionv1.AdmissionResponse {
@@ -69,33 +85,53 @@ func (p *RestorePods) cloneOf(ctx context.Context, req *admissionv1.AdmissionReq
 	if err != nil {
 		// Undecided is refused: a clone's Pod never starts fresh, and
 		// OpenKruise's controller creates it again.
-		return "", forbid("cannot tell whether it is a clone: %v", err)
+		return sandboxRestore{}, forbid("cannot tell whether it is a clone: %v", err)
 	}
 	if sb.UID != string(ref.UID) {
-		return "", forbid("the Sandbox of that name has UID %s, the Pod's owner reference %s", sb.UID, ref.UID)
+		return sandboxRestore{}, forbid("the Sandbox of that name has UID %s, the Pod's owner reference %s", sb.UID, ref.UID)
 	}
-	if sb.RestoreFrom == "" {
-		return "", nil
+	// An upgrade's Pod names its checkpoint itself; it comes first, since
+	// a clone Sandbox too is upgraded from a checkpoint of its own.
+	what, id, upgrade := "is a clone of", sb.RestoreFrom, false
+	if key := s.CheckpointIDKey; key != "" && pod.Annotations[key] != "" {
+		what, id, upgrade = "is upgraded from", pod.Annotations[key], true
 	}
-	id := sb.RestoreFrom
+	if id == "" {
+		return sandboxRestore{}, nil
+	}
 	if !slices.Contains(s.Controllers, req.UserInfo.Username) {
-		return "", forbid("the Sandbox is a clone of %s, and its Pod is created by its controller (%s), not by %s",
-			id, strings.Join(s.Controllers, ", "), req.UserInfo.Username)
+		return sandboxRestore{}, forbid("the Sandbox %s %s, and its Pod is created by its controller (%s), not by %s",
+			what, id, strings.Join(s.Controllers, ", "), req.UserInfo.Username)
 	}
 	if !api.ValidCheckpointID(id) {
-		return "", forbid("%s=%s is not a checkpoint ID this server makes (ckpt-<24 hex>)", api.AnnotationRestoreFrom, id)
+		return sandboxRestore{}, forbid("the Sandbox %s %s: not a checkpoint ID this server makes (ckpt-<24 hex>)", what, id)
 	}
 	cp, err := p.Lookup(ctx, ns, id)
 	if err != nil {
-		return "", forbid("the Sandbox clones %s: %v", id, err)
+		return sandboxRestore{}, forbid("the Sandbox %s %s: %v", what, id, err)
+	}
+	if upgrade {
+		// Its own writable layers only: a checkpoint of this very Sandbox
+		// (not of an earlier one of that name), holding no memory (the
+		// upgraded Pod's processes start afresh, maybe on a new image).
+		switch {
+		case cp.Sandbox != ref.Name:
+			return sandboxRestore{}, forbid("Checkpoint %s/%s (%s) is of sandbox %q: an upgrade restores its own Sandbox's checkpoint only", ns, cp.Name, id, cp.Sandbox)
+		case cp.Created.Before(sb.Created):
+			return sandboxRestore{}, forbid("Checkpoint %s/%s (%s) was taken before this Sandbox was created: it is an earlier sandbox's of that name", ns, cp.Name, id)
+		case !cp.FilesystemOnly:
+			return sandboxRestore{}, forbid("Checkpoint %s/%s (%s) holds memory: an upgrade restores the writable layers of a filesystem Checkpoint "+
+				"(persistentContents [filesystem]), its processes starting afresh", ns, cp.Name, id)
+		}
+		return sandboxRestore{id: id, upgrade: true}, nil
 	}
 	if sb.Owner != cp.Owner && !slices.Contains(s.AdminOwners, sb.Owner) {
-		return "", forbid("the Sandbox's owner (%q) is not the owner of Checkpoint %s/%s (%q) nor of the admin team", sb.Owner, ns, cp.Name, cp.Owner)
+		return sandboxRestore{}, forbid("the Sandbox's owner (%q) is not the owner of Checkpoint %s/%s (%q) nor of the admin team", sb.Owner, ns, cp.Name, cp.Owner)
 	}
-	return id, nil
+	return sandboxRestore{id: id}, nil
 }
 
-// markClone marks a new Pod of a clone Sandbox for restore.
+// markClone marks a new Pod of a clone Sandbox, or of an upgrade, for restore.
 func (p *RestorePods) markClone(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 	if req.Operation != admissionv1.Create {
@@ -105,16 +141,17 @@ func (p *RestorePods) markClone(req *admissionv1.AdmissionRequest) *admissionv1.
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
 		return deny(fmt.Errorf("not a Pod: %v", err))
 	}
-	id, resp := p.cloneOf(context.Background(), req, &pod)
-	if resp != nil || id == "" {
-		if resp != nil {
-			return resp
-		}
+	sr, resp := p.sandboxRestore(context.Background(), req, &pod)
+	if resp != nil {
+		return resp
+	}
+	id := sr.id
+	if id == "" {
 		return allow
 	}
 	if have, ok := pod.Annotations[api.AnnotationRestoreFrom]; ok && have != id {
 		return deny(apierrors.NewForbidden(corev1.Resource("pods"), req.Name,
-			fmt.Errorf("%s=%s, where its Sandbox clones %s", api.AnnotationRestoreFrom, have, id)))
+			fmt.Errorf("%s=%s, where its Sandbox restores %s", api.AnnotationRestoreFrom, have, id)))
 	}
 	var patch []map[string]any
 	if pod.Annotations == nil {
@@ -124,7 +161,9 @@ func (p *RestorePods) markClone(req *admissionv1.AdmissionRequest) *admissionv1.
 	if p.RuntimeClass != "" {
 		patch = append(patch, map[string]any{"op": "add", "path": "/spec/runtimeClassName", "value": p.RuntimeClass})
 	}
-	patch = append(patch, cloneSpec(&pod)...)
+	if !sr.upgrade { // an upgrade's processes start afresh: init containers and hooks run
+		patch = append(patch, cloneSpec(&pod)...)
+	}
 	data, err := json.Marshal(patch)
 	if err != nil {
 		return deny(err)

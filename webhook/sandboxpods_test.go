@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,6 +33,19 @@ func sandboxPod(uid, restoreFrom string) []byte {
 	}
 	return fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sb","annotations":%s%s},"spec":{"containers":[{"name":"main","image":"busybox"}]}}`,
 		annotations, owner)
+}
+
+// patched applies an admission response's JSON patch to raw.
+func patched(t *testing.T, resp *admissionv1.AdmissionResponse, raw []byte) ([]byte, corev1.Pod) {
+	t.Helper()
+	require.True(t, resp.Allowed, "%v", resp.Result)
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
+	require.NoError(t, err)
+	out, err := patch.Apply(raw)
+	require.NoError(t, err)
+	var pod corev1.Pod
+	require.NoError(t, json.Unmarshal(out, &pod))
+	return out, pod
 }
 
 func TestSandboxClones(t *testing.T) {
@@ -97,20 +111,14 @@ func TestSandboxClones(t *testing.T) {
 		"the Sandbox cannot be read":          {who: controller, sandbox: "broken", uid: "u-x", says: "cannot tell whether it is a clone"},
 		"no such Sandbox":                     {who: controller, sandbox: "gone", uid: "u-x", says: "not found"},
 		"a stale owner reference":             {who: controller, sandbox: "sb", uid: "u-old", says: "has UID u-clone"},
-		"a Pod naming another checkpoint":     {who: controller, sandbox: "sb", uid: "u-clone", restoreFrom: "ckpt-ffffffffffffffffffffffff", says: "where its Sandbox clones"},
+		"a Pod naming another checkpoint":     {who: controller, sandbox: "sb", uid: "u-clone", restoreFrom: "ckpt-ffffffffffffffffffffffff", says: "where its Sandbox restores"},
 	} {
 		raw := podOf(tc.sandbox, tc.uid, tc.restoreFrom)
 		resp := p.markClone(request(tc.who, raw))
 		switch {
 		case tc.marked:
-			require.True(t, resp.Allowed, "%s: %v", name, resp.Result)
 			require.NotNil(t, resp.Patch, name)
-			patch, err := jsonpatch.DecodePatch(resp.Patch)
-			require.NoError(t, err, name)
-			out, err := patch.Apply(raw)
-			require.NoError(t, err, name)
-			var pod corev1.Pod
-			require.NoError(t, json.Unmarshal(out, &pod))
+			out, pod := patched(t, resp, raw)
 			assert.Equal(t, podID, pod.Annotations["agents.kruise.io/restore-from"], name)
 			assert.Equal(t, "sandbox", pod.Annotations["agents.kruise.io/created-by"], "%s: the rest is kept", name)
 			require.NotNil(t, pod.Spec.RuntimeClassName, name)
@@ -134,14 +142,7 @@ func TestSandboxClones(t *testing.T) {
 		raw := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sb","ownerReferences":[{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","name":"sb","uid":"u-clone","controller":true}]},
 "spec":{"initContainers":[{"name":"setup","image":"busybox"},{"name":"envd","image":"envd","restartPolicy":"Always","lifecycle":{"postStart":{"exec":{"command":["init"]}}}}],
 "containers":[{"name":"main","image":"busybox","lifecycle":{"postStart":{"exec":{"command":["hello"]}},"preStop":{"exec":{"command":["bye"]}}}}]}}`)
-		resp := p.markClone(request(controller, raw))
-		require.True(t, resp.Allowed, "%v", resp.Result)
-		patch, err := jsonpatch.DecodePatch(resp.Patch)
-		require.NoError(t, err)
-		out, err := patch.Apply(raw)
-		require.NoError(t, err)
-		var pod corev1.Pod
-		require.NoError(t, json.Unmarshal(out, &pod))
+		out, pod := patched(t, p.markClone(request(controller, raw)), raw)
 		require.Len(t, pod.Spec.InitContainers, 1, "only the native sidecar stays")
 		assert.Equal(t, "envd", pod.Spec.InitContainers[0].Name)
 		assert.Nil(t, pod.Spec.InitContainers[0].Lifecycle.PostStart)
@@ -167,4 +168,83 @@ func TestSandboxClones(t *testing.T) {
 			assert.False(t, resp.Allowed, who)
 		}
 	})
+}
+
+// TestSandboxUpgrades: OpenKruise's CheckpointRestore upgrade. The Pod its
+// controller recreates carries the configured key naming a filesystem
+// Checkpoint of its own Sandbox; it is marked for restore, its init
+// containers and hooks kept (its processes start afresh), and nothing else
+// passes.
+func TestSandboxUpgrades(t *testing.T) {
+	const key = "example.com/checkpoint-id"
+	const fsID, memID, oldID, otherID = "ckpt-000000000000000000000f5f", "ckpt-000000000000000000000aaa",
+		"ckpt-000000000000000000000b0b", "ckpt-000000000000000000000c0c"
+	born := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	checkpoints := map[string]Checkpoint{
+		fsID:    {Name: "up", Sandbox: "sb", Created: born.Add(time.Hour), FilesystemOnly: true},
+		memID:   {Name: "mem", Sandbox: "sb", Created: born.Add(time.Hour), Owner: "key-alice"},
+		oldID:   {Name: "old", Sandbox: "sb", Created: born.Add(-time.Hour), FilesystemOnly: true},
+		otherID: {Name: "theirs", Sandbox: "victim", Created: born.Add(time.Hour), FilesystemOnly: true},
+	}
+	p := &RestorePods{
+		Authorizer: restorers{}.authorizer(), RuntimeClass: "checkpoint",
+		Restore: schema.GroupVersionResource{Group: "subresources.agents.kruise.io", Version: "v1alpha1", Resource: "checkpoints"},
+		Lookup: func(_ context.Context, ns, id string) (Checkpoint, error) {
+			if cp, ok := checkpoints[id]; ok && ns == "team-a" {
+				return cp, nil
+			}
+			return Checkpoint{}, errors.New("namespace " + ns + " has no Checkpoint with ID " + id)
+		},
+		Clones: &SandboxClones{
+			Controllers: []string{controller}, CheckpointIDKey: key,
+			Sandboxes: func(_ context.Context, ns, name string) (Sandbox, error) {
+				// A clone Sandbox, upgraded: its upgrade's checkpoint wins.
+				return Sandbox{UID: "u-sb", Created: born, RestoreFrom: memID, Owner: "key-alice"}, nil
+			},
+		},
+	}
+	upgradePod := func(id string) []byte {
+		return fmt.Appendf(nil, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sb","annotations":{%q:%q},
+"ownerReferences":[{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","name":"sb","uid":"u-sb","controller":true}]},
+"spec":{"initContainers":[{"name":"setup","image":"busybox"}],"containers":[{"name":"main","image":"busybox:new","lifecycle":{"postStart":{"exec":{"command":["hello"]}}}}]}}`, key, id)
+	}
+	request := func(who string, raw []byte) *admissionv1.AdmissionRequest {
+		return &admissionv1.AdmissionRequest{Operation: admissionv1.Create, Namespace: "team-a", Name: "sb",
+			UserInfo: authnv1.UserInfo{Username: who}, Object: runtime.RawExtension{Raw: raw}}
+	}
+
+	raw := upgradePod(fsID)
+	out, pod := patched(t, p.markClone(request(controller, raw)), raw)
+	assert.Equal(t, fsID, pod.Annotations["agents.kruise.io/restore-from"], "the upgrade's checkpoint, not the clone's")
+	require.NotNil(t, pod.Spec.RuntimeClassName)
+	assert.Equal(t, "checkpoint", *pod.Spec.RuntimeClassName)
+	assert.Len(t, pod.Spec.InitContainers, 1, "an upgrade's init containers run")
+	assert.NotNil(t, pod.Spec.Containers[0].Lifecycle.PostStart, "and its hooks")
+	assert.Equal(t, "busybox:new", pod.Spec.Containers[0].Image, "on the upgrade's image")
+	review := p.review(request(controller, out))
+	assert.True(t, review.Allowed, "%v", review.Result)
+
+	for name, tc := range map[string]struct {
+		who, id, says string
+	}{
+		"made by someone else":              {who: "mallory", id: fsID, says: "created by its controller"},
+		"a checkpoint holding memory":       {who: controller, id: memID, says: "holds memory"},
+		"an earlier sandbox's of that name": {who: controller, id: oldID, says: "taken before this Sandbox was created"},
+		"another sandbox's checkpoint":      {who: controller, id: otherID, says: `is of sandbox "victim"`},
+		"another namespace's (or none)":     {who: controller, id: "ckpt-0000000000000000000dead0", says: "has no Checkpoint"},
+		"not an ID this server makes":       {who: controller, id: "../../etc", says: "not a checkpoint ID"},
+	} {
+		resp := p.markClone(request(tc.who, upgradePod(tc.id)))
+		assert.False(t, resp.Allowed, name)
+		require.NotNil(t, resp.Result, name)
+		assert.Contains(t, resp.Result.Message, tc.says, name)
+		assert.EqualValues(t, 403, resp.Result.Code, name)
+	}
+
+	// Without the key configured, the annotation means nothing: the Pod
+	// restores as its Sandbox says (here the clone's memory).
+	p.Clones.CheckpointIDKey = ""
+	resp := p.markClone(request(controller, upgradePod(fsID)))
+	require.True(t, resp.Allowed, "%v", resp.Result)
+	assert.Contains(t, string(resp.Patch), memID)
 }

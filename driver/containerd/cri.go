@@ -337,7 +337,7 @@ func (d *Driver) Archive(ctx context.Context, id, container string) (io.ReadClos
 		}()
 		return pr, nil
 	}
-	return nil, fmt.Errorf("%w: checkpoint %s holds no container %s", driver.ErrCheckpointNotFound, id, container)
+	return nil, fmt.Errorf("%w: checkpoint %s holds no container %s", driver.ErrNoContainer, id, container)
 }
 
 // archiveTo writes the kubelet checkpoint archive of rec's captured blobs to w.
@@ -355,10 +355,6 @@ func (d *Driver) archiveTo(ctx context.Context, w io.Writer, index *ocispec.Inde
 			specBlob = m
 		}
 	}
-	if criuTar == nil {
-		return fmt.Errorf("%w: checkpoint of container %s holds no memory: a Pod can only be restored from a memory capture",
-			driver.ErrUnsupported, rec.Name)
-	}
 	if specBlob == nil {
 		return fmt.Errorf("checkpoint of container %s holds no runtime spec", rec.Name)
 	}
@@ -369,6 +365,9 @@ func (d *Driver) archiveTo(ctx context.Context, w io.Writer, index *ocispec.Inde
 	var specAny anypb.Any
 	if err := proto.Unmarshal(specData, &specAny); err != nil {
 		return fmt.Errorf("decode runtime spec of %s: %w", rec.Name, err)
+	}
+	if criuTar == nil { // a filesystem capture: its writable layer only
+		return d.writeLayerArchive(ctx, w, rec, specAny.GetValue(), rwLayer, nil)
 	}
 	ra, err := cs.ReaderAt(ctx, *criuTar)
 	if err != nil {
@@ -393,16 +392,25 @@ func (d *Driver) archiveTo(ctx context.Context, w io.Writer, index *ocispec.Inde
 			}
 		}
 	}
+	return d.writeLayerArchive(ctx, w, rec, specAny.GetValue(), rwLayer, memory)
+}
+
+// writeLayerArchive writes rec's archive with its writable layer rwLayer
+// (nil: none) and the CRIU images memory adds (nil: none).
+func (d *Driver) writeLayerArchive(ctx context.Context, w io.Writer, rec containerRecord, spec []byte, rwLayer *ocispec.Descriptor, memory func(add addFile) error) error {
 	var rw *blobReader
 	if rwLayer != nil {
-		rra, err := cs.ReaderAt(ctx, *rwLayer)
+		rra, err := d.client.ContentStore().ReaderAt(ctx, *rwLayer)
 		if err != nil {
 			return err
 		}
 		defer rra.Close()
 		rw = &blobReader{r: bufio.NewReaderSize(content.NewReader(rra), copyBuffer), size: rwLayer.Size}
 	}
-	return writeArchive(w, rec, specAny.GetValue(), memory, rw)
+	if memory == nil {
+		memory = func(addFile) error { return nil }
+	}
+	return writeArchive(w, rec, spec, memory, rw)
 }
 
 // addFile adds one CRIU image file (a base name) to an archive.

@@ -341,19 +341,23 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 				}
 				opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
 					withContainerRecord(c.Name, target.Template), withCheckpointSpec)
-				for _, o := range sink(dump.Dir, c.Name) {
-					// The client flattens an option's error to its text: keep it.
-					opts = append(opts, func(ctx context.Context, client *containerd.Client, ci *containers.Container, index *ocispec.Index, copts *options.CheckpointOptions) error {
-						err := o(ctx, client, ci, index, copts)
-						if err != nil {
-							storeErr = err
-						}
-						return err
-					})
-				}
 			}
 		} else {
 			opts = append(opts, withCheckpointSpec, withContainerRecord(c.Name, target.Template))
+		}
+		if sink != nil {
+			// Last, once the index holds what the sink sends (no dump
+			// directory for a filesystem capture: its archive has no memory).
+			for _, o := range sink(dump.Dir, c.Name) {
+				// The client flattens an option's error to its text: keep it.
+				opts = append(opts, func(ctx context.Context, client *containerd.Client, ci *containers.Container, index *ocispec.Index, copts *options.CheckpointOptions) error {
+					err := o(ctx, client, ci, index, copts)
+					if err != nil {
+						storeErr = err
+					}
+					return err
+				})
+			}
 		}
 		name := imageName(req.ID, c.Name)
 		unlock := d.lockContainer(c.ID)

@@ -213,6 +213,9 @@ func dumpFiles(dir string) ([]os.FileInfo, error) {
 
 // eachDumpFile hands every CRIU image in dir to add.
 func eachDumpFile(dir string, add addFile) error {
+	if dir == "" { // a filesystem capture: no memory
+		return nil
+	}
 	files, err := dumpFiles(dir)
 	if err != nil {
 		return err
@@ -330,10 +333,6 @@ type pushedImage struct {
 // tagged with its ID, that is, durable. The local checkpoint images keep
 // the rest (record, filesystem diff, options) for Delete and the sweep.
 func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, req driver.CaptureRequest, reg *ociregistry.Registry) (driver.CaptureResult, driver.Published, error) {
-	if !driver.Has(req.Contents, driver.Memory) {
-		return driver.CaptureResult{}, driver.Published{}, fmt.Errorf("%w: a checkpoint in the registry holds no memory without it: a Pod can only be restored from a memory capture",
-			driver.ErrUnsupported)
-	}
 	pushed := make([]pushedImage, len(target.Containers))
 	n := 0
 	res, err := d.capture(ctx, target, req, func(dir, container string) []containerd.CheckpointOpts {

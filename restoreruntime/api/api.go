@@ -50,8 +50,11 @@ type Request struct {
 
 // Response is a container's checkpoint on the node, ready for CRIU.
 type Response struct {
-	// Images is the directory of CRIU's images.
+	// Images is the directory of CRIU's images ("" only when FilesystemOnly).
 	Images string `json:"images"`
+	// FilesystemOnly: the checkpoint holds writable layers and no memory;
+	// the container starts afresh on its layer.
+	FilesystemOnly bool `json:"filesystemOnly,omitempty"`
 	// RootfsDiff is the container's filesystem changes as a tar ("": none).
 	RootfsDiff string `json:"rootfsDiff,omitempty"`
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -65,4 +66,16 @@ func TestCRDModeDeployedAsPods(t *testing.T) {
 		out, _ := c.Kubectl("get", "sandbox", clone, "-n", ns, "-o", "jsonpath={.spec.paused}")
 		return out == "true"
 	})
+	assert.Equal(t, "Paused", kruise.reconcile(t, clone), "its Pod was left to OpenKruise's controller, which ends the Sandbox Paused")
+
+	// OpenKruise's CheckpointRestore upgrade, with the key artifacts/crd-mode
+	// gives the server: the filesystem capture goes through the registry,
+	// and the new Pod gets its writable layers back wherever it lands.
+	uid := kruise.plainSandbox(t, "upg", "key-alice", sidecarPodYAML(ns, "upg"))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/upg", "--timeout=120s")
+	c.Must("exec", "-n", ns, "upg", "-c", "proxy", "--", "sh", "-c", "echo kept through the upgrade > /tmp/kept")
+	_, out, err = kruise.upgrade(t, "upg", uid, upgradeKey)
+	require.NoError(t, err, out)
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/upg", "--timeout=120s")
+	assert.Equal(t, "kept through the upgrade", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "upg", "-c", "proxy", "--", "cat", "/tmp/kept")))
 }

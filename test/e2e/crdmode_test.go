@@ -18,6 +18,10 @@ import (
 // TestCRDMode: beside OpenKruise Agents' CRDs, --mode=crd captures its
 // Checkpoint custom resources on a real node, keeping the contract its
 // sandbox-manager and sandbox-controller rely on.
+// upgradeKey is the --checkpoint-id-annotation-key the tests give the
+// server and OpenKruise's fake controller, as artifacts/crd-mode does.
+const upgradeKey = "agents.kruise.io/checkpoint-id"
+
 func TestCRDMode(t *testing.T) {
 	// Declarative captures wait 6 s: long enough for the capture
 	// subresource's calls to come first where a subtest makes them.
@@ -26,7 +30,8 @@ func TestCRDMode(t *testing.T) {
 	require.NoError(t, os.WriteFile(keys, []byte(fmt.Sprintf("keys:\n- {key: %s, user: alice, team: %s}\n- {key: %s, user: bob, team: %s}\n",
 		keyAlice, ns, keyBob, ns)), 0o600))
 	e2bAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
-	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s", "--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys)
+	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s", "--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys,
+		"--checkpoint-id-annotation-key="+upgradeKey)
 	c.Must("create", "namespace", ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
@@ -303,6 +308,8 @@ func TestCRDMode(t *testing.T) {
 		c.Eventually("the Sandbox is paused", func() bool { return get("sandbox", fresh, "{.spec.paused}") == "true" })
 		assert.NotEmpty(t, get("pod", fresh, "{.metadata.uid}"), "the Pod is left to OpenKruise's controller")
 		assert.Empty(t, get("pod", fresh, "{.metadata.deletionTimestamp}"), "the Pod is not deleted under its Sandbox")
+		assert.Equal(t, "Paused", kruise.reconcile(t, fresh), "OpenKruise's controller then takes the Pod away: Paused, not Failed")
+		assert.Equal(t, "Paused", get("sandbox", fresh, "{.status.phase}"))
 
 		// With the server down, Pods unrelated to sandboxes are admitted;
 		// a clone Sandbox's Pod is not.
@@ -319,7 +326,46 @@ func TestCRDMode(t *testing.T) {
 		started = true
 		require.Error(t, err, "a clone's Pod is not created unchecked")
 		assert.Contains(t, out, "failed calling webhook")
-		c.Must("delete", "pod", clone, fresh, "unrelated", "-n", ns, "--wait=false")
+		c.Must("delete", "pod", clone, fresh, "unrelated", "-n", ns, "--wait=false", "--ignore-not-found")
+	})
+
+	t.Run("OpenKruiseUpgradeRestoresTheWritableLayer", func(t *testing.T) {
+		// OpenKruise's CheckpointRestore upgrade, played by its fake: a
+		// filesystem Checkpoint of the Sandbox, its Pod deleted, a new Pod
+		// of the (changed) template naming the Checkpoint under the key
+		// both are given. Every container gets its writable layer back, on
+		// a fresh start: init containers run, counts start over.
+		kruise := fakeOpenKruise{c: c, ns: ns}
+		kruise.install()
+		uid := kruise.plainSandbox(t, "upg", "key-alice", sidecarPodYAML(ns, "upg"))
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/upg", "--timeout=120s")
+		for _, ctr := range []string{"main", "proxy"} {
+			c.Must("exec", "-n", ns, "upg", "-c", ctr, "--", "sh", "-c", "echo "+ctr+" before the upgrade > /tmp/kept")
+		}
+		c.Eventually("it counts", func() bool { return countIn(c, ns, "upg", "main", true) >= 3 })
+		id, out, err := kruise.upgrade(t, "upg", uid, upgradeKey)
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/upg", "--timeout=120s")
+		assert.Equal(t, id, get("pod", "upg", `{.metadata.annotations.agents\.kruise\.io/restore-from}`), "marked at admission")
+		assert.Equal(t, "checkpoint", get("pod", "upg", "{.spec.runtimeClassName}"))
+		for _, ctr := range []string{"main", "proxy"} {
+			assert.Equal(t, ctr+" before the upgrade", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "upg", "-c", ctr, "--", "cat", "/tmp/kept")),
+				"container %s has its writable layer back", ctr)
+		}
+		assert.Equal(t, "yes", strings.TrimSpace(c.MustStdout("exec", "-n", ns, "upg", "-c", "main", "--", "sh", "-c", "echo $UPGRADED")), "on the upgraded template")
+		c.Eventually("the upgraded sandbox counts", func() bool { return countIn(c, ns, "upg", "main", false) >= 0 })
+		assert.Equal(t, 1, countIn(c, ns, "upg", "main", false), "its processes start afresh")
+		assert.Contains(t, c.Must("logs", "-n", ns, "upg", "-c", "setup"), "set up", "its init container ran again")
+
+		// Another Sandbox's Pod naming this upgrade's checkpoint is refused.
+		thief := c.MustStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Sandbox","metadata":{"name":"thief","namespace":%q},"spec":{}}`, ns),
+			"create", "-f", "-", "-o", "jsonpath={.metadata.uid}")
+		out, err = kruise.sandboxPod(t, fakeSandboxController, ns, "thief", thief, nil,
+			map[string]any{"containers": []any{map[string]any{"name": "main", "image": framework.BusyboxImage, "imagePullPolicy": "Never"}}},
+			map[string]string{upgradeKey: id})
+		require.Error(t, err, "only its own Sandbox's upgrade restores a checkpoint's layers")
+		assert.Contains(t, out, `is of sandbox "upg"`)
+		c.Must("delete", "pod", "upg", "-n", ns, "--wait=false")
 	})
 
 	t.Run("E2BSDK", func(t *testing.T) {

@@ -67,8 +67,15 @@ func (k fakeOpenKruise) snapshot(t *testing.T, pod, owner string) (string, strin
 		"metadata": map[string]any{"name": name, "namespace": k.ns, "ownerReferences": []any{map[string]any{
 			"apiVersion": "agents.kruise.io/v1alpha1", "kind": "Checkpoint", "name": name, "uid": uid, "controller": true}}},
 		"spec": map[string]any{"template": tmpl}}))
+	return name, k.checkpointID(t, name)
+}
+
+// checkpointID waits, as OpenKruise's controllers do, for Checkpoint name
+// to succeed, and returns its ID; it fails the test if it fails.
+func (k fakeOpenKruise) checkpointID(t *testing.T, name string) string {
+	t.Helper()
 	var id string
-	k.c.Eventually("the sandbox-manager's Checkpoint succeeds with an ID", func() bool {
+	k.c.Eventually("Checkpoint "+name+" succeeds with an ID", func() bool {
 		out, _ := k.c.Kubectl("get", "cp", name, "-n", k.ns, "-o", "jsonpath={.status.phase} {.status.checkpointId}")
 		f := strings.Fields(out)
 		if len(f) == 2 && f[0] == "Succeeded" {
@@ -76,8 +83,8 @@ func (k fakeOpenKruise) snapshot(t *testing.T, pod, owner string) (string, strin
 		}
 		return id != "" || (len(f) > 0 && f[0] == "Failed")
 	})
-	require.NotEmpty(t, id, "the snapshot failed: %s", k.c.MustStdout("get", "cp", name, "-n", k.ns, "-o", "jsonpath={.status.message}"))
-	return name, id
+	require.NotEmpty(t, id, "Checkpoint %s failed: %s", name, k.c.MustStdout("get", "cp", name, "-n", k.ns, "-o", "jsonpath={.status.message}"))
+	return id
 }
 
 // clone is E2B POST /sandboxes with templateID=id for API key owner, in
@@ -134,21 +141,97 @@ func (k fakeOpenKruise) sandbox(t *testing.T, ns, id, owner string, restore bool
 	require.NoError(t, err, out)
 	f := strings.Fields(out)
 	require.Len(t, f, 2, out)
-	out, err = k.sandboxPod(t, as, ns, f[0], f[1], template.Metadata.Labels, template.Spec)
+	out, err = k.sandboxPod(t, as, ns, f[0], f[1], template.Metadata.Labels, template.Spec, nil)
 	return f[0], out, err
 }
 
+// plainSandbox is a Sandbox name of k.ns (no clone) whose template is the
+// spec of podYAML, and its Pod, made by the sandbox controller. It
+// returns the Sandbox's UID.
+func (k fakeOpenKruise) plainSandbox(t *testing.T, name, owner, podYAML string) string {
+	t.Helper()
+	var pod struct {
+		Spec map[string]any `json:"spec"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdin(podYAML, "create", "--dry-run=client", "-o", "json", "-f", "-")), &pod))
+	uid := k.c.MustStdin(mustJSON(t, map[string]any{"apiVersion": "agents.kruise.io/v1alpha1", "kind": "Sandbox",
+		"metadata": map[string]any{"name": name, "namespace": k.ns, "annotations": map[string]string{"agents.kruise.io/owner": owner}},
+		"spec":     map[string]any{"persistentContents": []string{"filesystem"}, "template": map[string]any{"spec": pod.Spec}}}),
+		"create", "-f", "-", "-o", "jsonpath={.metadata.uid}")
+	out, err := k.sandboxPod(t, fakeSandboxController, k.ns, name, uid, nil, pod.Spec, nil)
+	require.NoError(t, err, out)
+	return uid
+}
+
+// upgrade is the sandbox controller's CheckpointRestore upgrade of Sandbox
+// name (uid), run with --checkpoint-id-annotation-key=key: a filesystem
+// Checkpoint of the sandbox, then its Pod deleted, then a new Pod of the
+// Sandbox's template with env changed by the upgrade, annotated
+// key=<checkpoint ID>. It returns the ID and the new Pod's create's output
+// and error.
+func (k fakeOpenKruise) upgrade(t *testing.T, name, uid, key string) (string, string, error) {
+	t.Helper()
+	cp := k.c.MustStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint",
+"metadata":{"generateName":"%s-upgrade-","namespace":%q,"labels":{"agents.kruise.io/sandbox-name":%q}},
+"spec":{"sandboxName":%q,"podName":%q,"keepRunning":true,"persistentContents":["filesystem"]}}`, name, k.ns, name, name, name),
+		"create", "-f", "-", "-o", "jsonpath={.metadata.name}")
+	id := k.checkpointID(t, cp)
+	k.c.Must("delete", "pod", name, "-n", k.ns, "--timeout=60s")
+	var box struct {
+		Spec struct {
+			Template struct {
+				Spec map[string]any `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdout("get", "sandbox", name, "-n", k.ns, "-o", "json")), &box))
+	spec := box.Spec.Template.Spec
+	for _, c := range spec["containers"].([]any) {
+		c.(map[string]any)["env"] = []any{map[string]any{"name": "UPGRADED", "value": "yes"}}
+	}
+	out, err := k.sandboxPod(t, fakeSandboxController, k.ns, name, uid, nil, spec, map[string]string{key: id})
+	return id, out, err
+}
+
+// reconcile is the sandbox controller's answer to Sandbox name's state, as
+// OpenKruise's plays it: paused, its Pod is deleted and it is Paused; its
+// Pod gone while not paused, it is Failed. It returns the phase it set.
+func (k fakeOpenKruise) reconcile(t *testing.T, name string) string {
+	t.Helper()
+	paused := k.c.MustStdout("get", "sandbox", name, "-n", k.ns, "-o", "jsonpath={.spec.paused}") == "true"
+	podGone := true
+	if out, err := k.c.Kubectl("get", "pod", name, "-n", k.ns, "-o", "jsonpath={.metadata.deletionTimestamp}"); err == nil {
+		podGone = out != ""
+	}
+	phase := ""
+	switch {
+	case paused:
+		k.c.Must("delete", "pod", name, "-n", k.ns, "--ignore-not-found", "--timeout=60s")
+		phase = "Paused"
+	case podGone:
+		phase = "Failed"
+	default:
+		return ""
+	}
+	k.c.Must("patch", "sandbox", name, "-n", k.ns, "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"`+phase+`"}}`)
+	return phase
+}
+
 // sandboxPod is the sandbox controller's Pod of Sandbox name (uid),
-// created as user as.
-func (k fakeOpenKruise) sandboxPod(t *testing.T, as, ns, name, uid string, labels map[string]string, spec map[string]any) (string, error) {
+// created as user as, with annotations besides its own.
+func (k fakeOpenKruise) sandboxPod(t *testing.T, as, ns, name, uid string, labels map[string]string, spec map[string]any, annotations map[string]string) (string, error) {
 	t.Helper()
 	l := map[string]string{"agents.kruise.io/created-by": "sandbox"}
 	for key, v := range labels {
 		l[key] = v
 	}
+	a := map[string]string{"agents.kruise.io/created-by": "sandbox"}
+	for key, v := range annotations {
+		a[key] = v
+	}
 	return k.c.KubectlStdin(mustJSON(t, map[string]any{"apiVersion": "v1", "kind": "Pod",
 		"metadata": map[string]any{"name": name, "namespace": ns, "labels": l,
-			"annotations": map[string]string{"agents.kruise.io/created-by": "sandbox"},
+			"annotations": a,
 			"ownerReferences": []any{map[string]any{"apiVersion": "agents.kruise.io/v1alpha1", "kind": "Sandbox", "name": name, "uid": uid,
 				"controller": true, "blockOwnerDeletion": true}}},
 		"spec": spec}), "create", "-f", "-", "--as="+as)

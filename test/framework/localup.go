@@ -265,6 +265,20 @@ func (c *Cluster) KubectlStdin(stdin string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// MustStdin runs kubectl with stdin and returns its stdout alone,
+// failing the test when it fails.
+func (c *Cluster) MustStdin(stdin string, args ...string) string {
+	c.t.Helper()
+	cmd := exec.Command("kubectl", args...)
+	cmd.Env = c.Env
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(c.t, err, "kubectl %s:\n%s%s", strings.Join(args, " "), out, stderr.String())
+	return string(out)
+}
+
 // Must runs kubectl and fails the test when it fails.
 func (c *Cluster) Must(args ...string) string {
 	c.t.Helper()

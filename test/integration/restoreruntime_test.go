@@ -164,6 +164,40 @@ func memoryCheck(t *testing.T, root string) (count int, hash string) {
 	return count, hash
 }
 
+// driverFor is a containerd driver on e's containerd, its logs under name.
+func (e *runtimeEnv) driverFor(t *testing.T, name string) *containerddriver.Driver {
+	t.Helper()
+	d, err := containerddriver.New(containerddriver.Config{Address: e.ctrd.Address, Namespace: e.ctrd.Namespace,
+		LogDir: filepath.Join(e.ctrd.Dir, name+"-logs"), CRIUConfigDir: filepath.Join(e.ctrd.Dir, name+"-criu")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// serveStore serves store on a socket of its own, as a node agent does,
+// and returns the socket's path.
+func serveStore(t *testing.T, store *nodeimages.Store) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "restore.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = store.Serve(ctx, socket) }()
+	require.Eventually(t, func() bool { _, err := os.Stat(socket); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	return socket
+}
+
+// startHash is the SHA-256 of the memory memoryScript drew at its start.
+func startHash(t *testing.T, root string) string {
+	t.Helper()
+	var h string
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(root, "tmp", "h0"))
+		h = strings.TrimSpace(string(b))
+		return err == nil && len(h) == 64
+	}, 30*time.Second, 20*time.Millisecond)
+	return h
+}
+
 func cloneAnnotations(checkpointID, container string) map[string]string {
 	return map[string]string{
 		restoreruntime.AnnotationRestoreFrom:  checkpointID,
@@ -185,12 +219,7 @@ func TestRestoreRuntime(t *testing.T) {
 	src, srcTask, err := e.start(t, "source", map[string]string{"org.criu.config": "/etc/passwd"})
 	require.NoError(t, err, "an unmarked container runs under the restore runtime as under runc")
 	assert.NotContains(t, e.bundleSpec(t, "source"), "org.criu.config")
-	h0 := ""
-	require.Eventually(t, func() bool {
-		b, err := os.ReadFile(filepath.Join(e.rootfs("source"), "tmp", "h0"))
-		h0 = strings.TrimSpace(string(b))
-		return err == nil && len(h0) == 64
-	}, 30*time.Second, 20*time.Millisecond)
+	h0 := startHash(t, e.rootfs("source"))
 	// The count before the capture: the captured one is at least that.
 	before := readCount(t, e.rootfs("source"))
 	e.captureInto(t, src, srcTask, sandboxNS, id, "app")
@@ -294,18 +323,9 @@ func TestRestoreRuntime(t *testing.T) {
 		// The node's store unpacks what the containerd driver captured of a
 		// Pod's container, on the runtime's request over the agent's socket,
 		// for a Pod of the checkpoint's own namespace only.
-		d, err := containerddriver.New(containerddriver.Config{Address: e.ctrd.Address, Namespace: e.ctrd.Namespace,
-			LogDir: filepath.Join(e.ctrd.Dir, "driver-logs"), CRIUConfigDir: filepath.Join(e.ctrd.Dir, "driver-criu")})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = d.Close() })
+		d := e.driverFor(t, "driver")
 		pc := e.ctrd.RunPodContainer(t, sandboxNS, "agent-source", "app", memoryScript)
-		root := e.rootfs(pc.Container.ID())
-		var src0 string
-		require.Eventually(t, func() bool {
-			b, err := os.ReadFile(filepath.Join(root, "tmp", "h0"))
-			src0 = strings.TrimSpace(string(b))
-			return err == nil && len(src0) == 64
-		}, 30*time.Second, 20*time.Millisecond)
+		src0 := startHash(t, e.rootfs(pc.Container.ID()))
 		target, err := d.Resolve(context.Background(), sandboxNS, "agent-source")
 		require.NoError(t, err)
 		agentID := agents.CheckpointID("agent-source-uid")
@@ -314,11 +334,7 @@ func TestRestoreRuntime(t *testing.T) {
 
 		store := &nodeimages.Store{Dir: e.images, Archives: nodeimages.DriverArchives{Driver: d},
 			Lookup: namespaceLookup{ns: sandboxNS, id: agentID}}
-		socket := filepath.Join(t.TempDir(), "restore.sock")
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		go func() { _ = store.Serve(ctx, socket) }()
-		require.Eventually(t, func() bool { _, err := os.Stat(socket); return err == nil }, 10*time.Second, 10*time.Millisecond)
+		socket := serveStore(t, store)
 		e.configureSocket(t, true, "", socket)
 		defer e.configure(t, false, "")
 
@@ -332,6 +348,53 @@ func TestRestoreRuntime(t *testing.T) {
 		_, _, err = e.start(t, "agent-other-ns", other)
 		require.Error(t, err, "a Pod of another namespace does not get the checkpoint")
 		assert.Contains(t, err.Error(), "no Checkpoint")
+	})
+
+	t.Run("filesystem-only", func(t *testing.T) {
+		// A filesystem checkpoint (OpenKruise's CheckpointRestore upgrade):
+		// the marked container starts afresh on the captured writable
+		// layer; one the checkpoint holds nothing of, from its image.
+		d := e.driverFor(t, "driver-fs")
+		pc := e.ctrd.RunPodContainer(t, sandboxNS, "fs-source", "app", memoryScript)
+		root := e.rootfs(pc.Container.ID())
+		src0 := startHash(t, root)
+		require.NoError(t, os.WriteFile(filepath.Join(root, "data", "kept"), []byte("written before the upgrade"), 0o644))
+		for readCount(t, root) <= 20 { // it has counted a while
+			time.Sleep(100 * time.Millisecond)
+		}
+		target, err := d.Resolve(context.Background(), sandboxNS, "fs-source")
+		require.NoError(t, err)
+		fsID := agents.CheckpointID("fs-source-uid")
+		res, err := d.Capture(context.Background(), target, driver.CaptureRequest{ID: fsID, Contents: []driver.Content{driver.Filesystem}})
+		require.NoError(t, err)
+		assert.False(t, driver.Has(res.Contents, driver.Memory))
+
+		store := &nodeimages.Store{Dir: e.images, Archives: nodeimages.DriverArchives{Driver: d},
+			Lookup: namespaceLookup{ns: sandboxNS, id: fsID, filesystemOnly: true}}
+		socket := serveStore(t, store)
+		e.configureSocket(t, true, "", socket)
+		defer e.configure(t, false, "")
+
+		_, _, err = e.start(t, "fs-upgraded", cloneAnnotations(fsID, "app"))
+		require.NoError(t, err)
+		up := e.rootfs("fs-upgraded")
+		kept, err := os.ReadFile(filepath.Join(up, "data", "kept"))
+		require.NoError(t, err, "the writable layer is back")
+		assert.Equal(t, "written before the upgrade", string(kept))
+		n, h := memoryCheck(t, up)
+		assert.NotEqual(t, src0, h, "a fresh process: its memory is its own")
+		assert.Less(t, n, readCount(t, root), "its count started over")
+		assert.NotContains(t, e.bundleSpec(t, "fs-upgraded"), "org.criu.config", "nothing of CRIU's for a fresh start")
+
+		_, _, err = e.start(t, "fs-new-sidecar", cloneAnnotations(fsID, "sidecar"))
+		require.NoError(t, err, "a container the filesystem checkpoint holds nothing of starts from its image")
+		_, err = os.Stat(filepath.Join(e.rootfs("fs-new-sidecar"), "data", "kept"))
+		assert.True(t, os.IsNotExist(err), "with nothing of another container's layer")
+
+		// The same checkpoint looked up as a memory one restores nothing.
+		store.Lookup = namespaceLookup{ns: sandboxNS, id: fsID}
+		_, _, err = e.start(t, "fs-as-memory", cloneAnnotations(fsID, "app"))
+		require.Error(t, err, "no memory images: never fresh")
 	})
 
 	t.Run("lazy-pages-daemon-dies", func(t *testing.T) {
@@ -465,11 +528,14 @@ func tail(b []byte, n int) string {
 }
 
 // namespaceLookup holds one Succeeded Checkpoint, with ID id, in namespace ns.
-type namespaceLookup struct{ ns, id string }
+type namespaceLookup struct {
+	ns, id         string
+	filesystemOnly bool
+}
 
 func (l namespaceLookup) Find(_ context.Context, ns, id string) (nodeimages.Checkpoint, error) {
 	if ns != l.ns || id != l.id {
 		return nodeimages.Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", nodeimages.ErrNotFound, ns, id)
 	}
-	return nodeimages.Checkpoint{Namespace: ns, Name: "cp"}, nil
+	return nodeimages.Checkpoint{Namespace: ns, Name: "cp", FilesystemOnly: l.filesystemOnly}, nil
 }
