@@ -45,3 +45,22 @@ func CheckSubresource(ctx context.Context, a authorizer.Authorizer, u user.Info,
 	}
 	return errors.New(msg)
 }
+
+var pods = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// CapturePod returns nil when u may have Pod pod of namespace ns captured
+// (pod "": any Pod of ns): a capture reads the Pod's memory and files, as
+// exec can (get pods, create pods/exec); one with keepRunning false also
+// ends it (delete pods).
+func CapturePod(ctx context.Context, a authorizer.Authorizer, u user.Info, ns, pod string, keepRunning bool) error {
+	if err := Check(ctx, a, u, "get", pods, ns, pod); err != nil {
+		return err
+	}
+	if err := CheckSubresource(ctx, a, u, "create", pods, "exec", ns, pod); err != nil {
+		return err
+	}
+	if !keepRunning {
+		return Check(ctx, a, u, "delete", pods, ns, pod)
+	}
+	return nil
+}

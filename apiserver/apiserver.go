@@ -131,6 +131,11 @@ func (c CompletedConfig) New() (*Server, error) {
 		Replica:        c.ExtraConfig.ReplicaName,
 		Recorder:       c.ExtraConfig.Recorder,
 	}
+	if c.ExtraConfig.KubeClientConfig != nil {
+		// Pods and their RBAC are the kube-apiserver's: a Checkpoint's
+		// creator and a capture's caller need rights on the Pod.
+		opts.Authorizer = c.ExtraConfig.Authorizer
+	}
 	if le := c.ExtraConfig.LeaderElection; le != nil {
 		// Replicas: each renews a Lease of its own, so the leader tells a
 		// capture whose process is gone at once.

@@ -654,10 +654,13 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 		extra.Webhook = &WebhookServing{
 			Address:  net.JoinHostPort(hostFor(ro.BindAddress), strconv.Itoa(o.WebhookPort)),
 			CertFile: ro.ServerCert.CertKey.CertFile, KeyFile: ro.ServerCert.CertKey.KeyFile,
-			Checkpoints: o.Mode == ModeCRD,
+		}
+		self := selfName(client)
+		if o.Mode == ModeCRD {
+			extra.Webhook.Checkpoints = &webhook.Checkpoints{Self: self, AdminGroups: o.AdminGroups, Authorizer: cfg.Authorization.Authorizer}
 		}
 		if client != nil {
-			pods, err := o.restorePods(cfg)
+			pods, err := o.restorePods(cfg, self)
 			if err != nil {
 				return err
 			}
@@ -686,26 +689,36 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 	return nil
 }
 
+// selfName is who the server is to the kube-apiserver (client's user),
+// asked once it answers ("" until then, or without one).
+func selfName(client kubernetes.Interface) func(context.Context) string {
+	var mu sync.Mutex
+	name := ""
+	return func(ctx context.Context) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if name == "" && client != nil {
+			r, err := client.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			if err == nil {
+				name = r.Status.UserInfo.Username
+			}
+		}
+		return name
+	}
+}
+
 // restorePods is the review of Pods marked for restore: by the restore
 // subresource's rule, as the Pod's creator, the Checkpoint found through
 // the kube-apiserver in the Pod's namespace.
-func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook.RestorePods, error) {
+func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig, self func(context.Context) string) (*webhook.RestorePods, error) {
 	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
 	if err != nil {
 		return nil, err
 	}
 	lookup := nodeimages.APILookup{Client: dyn}
-	client, err := kubernetes.NewForConfig(cfg.ClientConfig)
-	if err != nil {
-		return nil, err
-	}
 	restore := v1alpha1.SchemeGroupVersion.WithResource("checkpoints")
 	if o.Mode == ModeCRD {
 		restore = v1alpha1.SubresourcesGroupVersion.WithResource("checkpoints")
-	}
-	var self struct {
-		sync.Mutex
-		name string
 	}
 	var clones *webhook.SandboxClones
 	if o.Mode == ModeCRD {
@@ -724,18 +737,7 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig) (*webhook
 	return &webhook.RestorePods{
 		Clones:     clones,
 		Authorizer: cfg.Authorization.Authorizer, Restore: restore, AdminGroups: o.AdminGroups, RuntimeClass: o.RestoreRuntimeClass,
-		// Who the server is to the kube-apiserver, asked once it answers.
-		Self: func(ctx context.Context) string {
-			self.Lock()
-			defer self.Unlock()
-			if self.name == "" {
-				r, err := client.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
-				if err == nil {
-					self.name = r.Status.UserInfo.Username
-				}
-			}
-			return self.name
-		},
+		Self: self,
 		Lookup: func(ctx context.Context, ns, id string) (webhook.Checkpoint, error) {
 			cp, err := lookup.Find(ctx, ns, id)
 			return webhook.Checkpoint{Name: cp.Name, Owner: cp.Owner, Sandbox: cp.Sandbox, Created: cp.Created, FilesystemOnly: cp.FilesystemOnly}, err

@@ -23,8 +23,9 @@ import (
 type WebhookServing struct {
 	Address           string
 	CertFile, KeyFile string
-	Checkpoints       bool
-	RestorePods       *webhook.RestorePods
+	// Checkpoints reviews Checkpoint custom resources (crd mode; nil: not served).
+	Checkpoints *webhook.Checkpoints
+	RestorePods *webhook.RestorePods
 	// Registration, when set, registers the webhook configurations.
 	Registration *registration.WebhookConfig
 }
@@ -58,7 +59,7 @@ func (w WebhookServing) start(hookCtx genericapiserver.PostStartHookContext) err
 	if w.Registration != nil {
 		go registration.RunWebhooks(hookCtx, *w.Registration)
 	}
-	klog.InfoS("Admission webhooks serving", "address", ln.Addr().String(), "checkpoints", w.Checkpoints, "restorePods", w.RestorePods != nil)
+	klog.InfoS("Admission webhooks serving", "address", ln.Addr().String(), "checkpoints", w.Checkpoints != nil, "restorePods", w.RestorePods != nil)
 	return nil
 }
 

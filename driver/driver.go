@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -28,6 +29,9 @@ var (
 	ErrUnavailable = errors.New("checkpoint driver unavailable")
 	// ErrCheckpointNotFound: no captured state has that ID.
 	ErrCheckpointNotFound = errors.New("checkpoint not found")
+	// ErrInvalidID: a checkpoint ID that is no DNS label; it would become
+	// a path, an image name, a tag.
+	ErrInvalidID = errors.New("invalid checkpoint ID")
 	// ErrNoContainer: the checkpoint exists and holds no such container.
 	ErrNoContainer = fmt.Errorf("%w: no such container in it", ErrCheckpointNotFound)
 	// ErrSandboxExists: a restore was asked to create a sandbox that exists.
@@ -150,4 +154,15 @@ func Has(contents []Content, c Content) bool {
 		}
 	}
 	return false
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// ValidateID refuses a checkpoint ID that is not a DNS label (the server's
+// are ckpt-<24 hex>): no path, glob, URL or tag syntax reaches a driver.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w %q: not a DNS label", ErrInvalidID, id)
+	}
+	return nil
 }

@@ -115,6 +115,11 @@ func (c crdCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Chec
 	if sandbox == "" {
 		sandbox = cp.Spec.SandboxName
 	}
+	// The server creates it, so the webhook sees the server: the key's
+	// user needs the rights on the Pod a capture needs, checked here.
+	if err := access.CapturePod(ctx, c.backend.Authorizer, c.user, ns, cp.Spec.PodName, cp.Spec.KeepRunning == nil || *cp.Spec.KeepRunning); err != nil {
+		return nil, apierrors.NewForbidden(v1alpha1.Resource("checkpoints"), "", fmt.Errorf("a capture reads its Pod's memory, as exec does: %w", err))
+	}
 	if c.backend.Templates != nil && sandbox != "" {
 		// Read before anything is made: a snapshot of no Pod makes nothing.
 		// The template copies the Pod's spec, so only for a user who may read it.

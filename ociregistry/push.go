@@ -52,6 +52,9 @@ func (r *Registry) PushManifest(ctx context.Context, ref, mediaType string, data
 	if ref == "" {
 		ref = desc.Digest.String()
 	}
+	if err := validRef(ref); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	resp, err := r.send(ctx, http.MethodPut, r.url("/manifests/"+ref), bytes.NewReader(data), mediaType, "")
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("push manifest %s: %w", ref, err)

@@ -168,3 +168,19 @@ var errDumpGone = &os.PathError{Op: "read", Path: "pages-1.img", Err: os.ErrNotE
 func certPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// A reference that is neither a tag nor a digest never reaches a URL.
+func TestReferencesAreTagsOrDigests(t *testing.T) {
+	f, r := startFake(t)
+	for _, ref := range []string{"../../v2/other/manifests/x", "x?y=1", "a/b", "", "-x", "sha256:nothex"} {
+		_, err := r.Index(t.Context(), ref)
+		assert.ErrorContains(t, err, "neither a tag nor a digest", ref)
+		if ref != "" {
+			_, err = r.PushManifest(t.Context(), ref, ocispec.MediaTypeImageIndex, []byte(`{}`))
+			assert.ErrorContains(t, err, "neither a tag nor a digest", ref)
+		}
+	}
+	assert.Empty(t, f.blobs)
+	_, err := r.PushManifest(t.Context(), "ckpt-0123456789abcdef01234567", ocispec.MediaTypeImageIndex, []byte(`{}`))
+	assert.NoError(t, err, "a checkpoint ID is a tag")
+}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -193,6 +194,9 @@ func (r *Registry) Images(i *Index) map[string]string {
 // Index reads checkpoint id's index (by tag), or the index with digest
 // ref when ref is a digest.
 func (r *Registry) Index(ctx context.Context, ref string) (*Index, error) {
+	if err := validRef(ref); err != nil {
+		return nil, err
+	}
 	resp, err := r.do(ctx, http.MethodGet, "/manifests/"+ref, ocispec.MediaTypeImageIndex)
 	if err != nil {
 		return nil, err
@@ -340,4 +344,18 @@ func (p *Preparer) PrepareRestore(ctx context.Context, id string) (driver.Prepar
 		return driver.PreparedRestore{}, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 	}
 	return driver.PreparedRestore{Template: idx.Template(), Anywhere: true}, nil
+}
+
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// validRef refuses a manifest reference that is neither a tag nor a
+// digest: it becomes part of a registry URL.
+func validRef(ref string) error {
+	if tagPattern.MatchString(ref) {
+		return nil
+	}
+	if _, err := digest.Parse(ref); err == nil {
+		return nil
+	}
+	return fmt.Errorf("manifest reference %q is neither a tag nor a digest", ref)
 }

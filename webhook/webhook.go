@@ -5,16 +5,21 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/klog/v2"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/validation"
@@ -28,12 +33,25 @@ const (
 
 const maxReview = 3 << 20
 
-// Handler serves the Checkpoint custom resources' paths (crd mode) and,
-// when pods is set, RestorePodsPath (and SandboxPodsPath with pods.Clones).
-func Handler(checkpoints bool, pods *RestorePods) http.Handler {
+// Checkpoints reviews writes of the Checkpoint custom resources (crd
+// mode): the API's rules, and what only the server or an admin writes.
+type Checkpoints struct {
+	// Self is the server's own identity ("" while unknown).
+	Self func(ctx context.Context) string
+	// AdminGroups may change a Checkpoint's owner (for migration).
+	AdminGroups []string
+	// Authorizer, when set, is asked whether a Checkpoint's creator may
+	// capture its Pod (access.CapturePod).
+	Authorizer authorizer.Authorizer
+}
+
+// Handler serves the Checkpoint custom resources' paths (crd mode, when
+// checkpoints is set) and, when pods is set, RestorePodsPath (and
+// SandboxPodsPath with pods.Clones).
+func Handler(checkpoints *Checkpoints, pods *RestorePods) http.Handler {
 	mux := http.NewServeMux()
-	if checkpoints {
-		mux.HandleFunc("POST "+ValidatePath, serve(validate))
+	if checkpoints != nil {
+		mux.HandleFunc("POST "+ValidatePath, serve(checkpoints.validate))
 		mux.HandleFunc("POST "+MutatePath, serve(mutate))
 	}
 	if pods != nil {
@@ -93,9 +111,16 @@ func deny(err error) *admissionv1.AdmissionResponse {
 	return &admissionv1.AdmissionResponse{Allowed: false, Result: &status}
 }
 
+// serverAnnotations are written by the server alone: the capture marker
+// and where the captured state is.
+var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationImage, agents.AnnotationImageDigest}
+
 // validate: a new Checkpoint obeys the API's rules (targets, contents,
-// TTL), and an update leaves the spec as it was.
-func validate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+// TTL), and an update leaves the spec as it was. What the server alone
+// writes (status.checkpointId, always its UID's; the capture marker; the
+// image annotations) nobody else sets or changes, and only an admin
+// changes the owner: on the Checkpoint and on checkpoints/status.
+func (c *Checkpoints) validate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
@@ -104,19 +129,90 @@ func validate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse 
 		return deny(fmt.Errorf("not a Checkpoint: %v", err))
 	}
 	var errs field.ErrorList
+	old := &agents.Checkpoint{}
 	if req.Operation == admissionv1.Create {
-		errs = validation.ValidateCheckpointCR(cp)
+		if req.SubResource == "" {
+			errs = validation.ValidateCheckpointCR(cp)
+		}
+		if err := c.mayCapture(req, cp); err != nil {
+			return deny(apierrors.NewForbidden(agents.Resource("checkpoints"), cp.Name, err))
+		}
 	} else {
-		old, _, err := decode(req.OldObject.Raw)
-		if err != nil {
+		if old, _, err = decode(req.OldObject.Raw); err != nil {
 			return deny(fmt.Errorf("the old object is not a Checkpoint: %v", err))
 		}
-		errs = validation.ValidateCheckpointCRUpdate(cp, old)
+		if req.SubResource == "" {
+			errs = validation.ValidateCheckpointCRUpdate(cp, old)
+		}
+	}
+	if id := cp.Status.CheckpointID; id != "" && cp.UID != "" && id != agents.CheckpointID(cp.UID) {
+		errs = append(errs, field.Forbidden(field.NewPath("status", "checkpointId"), "is the server's: derived from the Checkpoint's own UID"))
+	}
+	if !c.isServer(req) {
+		if cp.Status.CheckpointID != old.Status.CheckpointID {
+			errs = append(errs, field.Forbidden(field.NewPath("status", "checkpointId"), "is written by the server only"))
+		}
+		annotations := field.NewPath("metadata", "annotations")
+		for _, k := range serverAnnotations {
+			if cp.Annotations[k] != old.Annotations[k] {
+				errs = append(errs, field.Forbidden(annotations.Key(k), "is written by the server only"))
+			}
+		}
+		if req.Operation == admissionv1.Update && cp.Annotations[agents.AnnotationOwner] != old.Annotations[agents.AnnotationOwner] && !c.isAdmin(req) {
+			errs = append(errs, field.Forbidden(annotations.Key(agents.AnnotationOwner), "only an admin changes the owner of a Checkpoint"))
+		}
 	}
 	if len(errs) > 0 {
 		return deny(apierrors.NewInvalid(agents.Kind("Checkpoint"), cp.Name, errs))
 	}
 	return &admissionv1.AdmissionResponse{Allowed: true}
+}
+
+// mayCapture: creating cp starts its capture, which reads its Pod's memory
+// as exec does, so its creator needs the rights exec needs (and delete,
+// when the capture ends the Pod). The server's own creates (E2B snapshots)
+// were checked against their caller already.
+func (c *Checkpoints) mayCapture(req *admissionv1.AdmissionRequest, cp *agents.Checkpoint) error {
+	if c.Authorizer == nil || c.isServer(req) || podInfoOnly(cp.Spec.PersistentContents) {
+		return nil
+	}
+	extra := map[string][]string{}
+	for k, v := range req.UserInfo.Extra {
+		extra[k] = v
+	}
+	u := &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra}
+	keep := cp.Spec.KeepRunning == nil || *cp.Spec.KeepRunning
+	if err := access.CapturePod(context.Background(), c.Authorizer, u, req.Namespace, cp.Spec.PodName, keep); err != nil {
+		return fmt.Errorf("a capture reads its Pod's memory, as exec does: %w", err)
+	}
+	return nil
+}
+
+// podInfoOnly: contents name OpenKruise's podInfo alone (nothing is captured).
+func podInfoOnly(contents []agents.ContentType) bool {
+	for _, ct := range contents {
+		if ct == agents.ContentMemory || ct == agents.ContentFilesystem {
+			return false
+		}
+	}
+	return len(contents) > 0
+}
+
+// isServer: the request is the server's own (known by its SelfSubjectReview).
+func (c *Checkpoints) isServer(req *admissionv1.AdmissionRequest) bool {
+	if c.Self == nil || req.UserInfo.Username == "" {
+		return false
+	}
+	return c.Self(context.Background()) == req.UserInfo.Username
+}
+
+func (c *Checkpoints) isAdmin(req *admissionv1.AdmissionRequest) bool {
+	for _, g := range req.UserInfo.Groups {
+		if slices.Contains(c.AdminGroups, g) {
+			return true
+		}
+	}
+	return false
 }
 
 // mutate defaults a new Checkpoint as the API does (keepRunning true, both

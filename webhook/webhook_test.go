@@ -2,15 +2,21 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	admissionv1 "k8s.io/api/admission/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 )
 
 func review(t *testing.T, path string, op admissionv1.Operation, obj, old string) *admissionv1.AdmissionResponse {
@@ -26,7 +32,7 @@ func review(t *testing.T, path string, op admissionv1.Operation, obj, old string
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	Handler(true, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
+	Handler(&Checkpoints{}, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
 	}
@@ -93,4 +99,71 @@ func TestMutate(t *testing.T) {
 	if resp := review(t, MutatePath, admissionv1.Update, spec(`{"podName":"p"}`), spec(`{"podName":"p"}`)); resp.Patch != nil {
 		t.Errorf("an update was patched: %s", resp.Patch)
 	}
+}
+
+// What the server alone writes, nobody else sets or changes; the owner
+// changes by an admin only; a checkpoint ID is always the object's own.
+func TestServerWrittenFields(t *testing.T) {
+	const uid = "0b6f5c1e-1111-4222-8333-944445555666"
+	own := agents.CheckpointID(uid)
+	other := agents.CheckpointID("another-object")
+	c := &Checkpoints{Self: func(context.Context) string { return "system:serviceaccount:checkpoint-system:checkpoint-apiserver" },
+		AdminGroups: []string{"checkpoint-admins"}}
+	obj := func(annotations, status string) []byte {
+		return fmt.Appendf(nil, `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"c","namespace":"ns","uid":%q,"annotations":%s},
+"spec":{"podName":"p"},"status":%s}`, uid, annotations, status)
+	}
+	pending := obj(`{"agents.kruise.io/owner":"alice"}`, `{"phase":"Pending"}`)
+	request := func(who string, groups []string, sub string, op admissionv1.Operation, o, old []byte) *admissionv1.AdmissionRequest {
+		return &admissionv1.AdmissionRequest{Operation: op, SubResource: sub, Namespace: "ns", Name: "c",
+			UserInfo: authnv1.UserInfo{Username: who, Groups: groups}, Object: runtime.RawExtension{Raw: o}, OldObject: runtime.RawExtension{Raw: old}}
+	}
+	server := c.Self(context.Background())
+	for name, tc := range map[string]struct {
+		req  *admissionv1.AdmissionRequest
+		says string // "": allowed
+	}{
+		"the server writes its ID": {req: request(server, nil, "status", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice"}`, fmt.Sprintf(`{"phase":"Succeeded","checkpointId":%q}`, own)), pending)},
+		"a namespace admin forges another's ID": {req: request("ns-admin", []string{"system:authenticated"}, "status", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice"}`, fmt.Sprintf(`{"phase":"Succeeded","checkpointId":%q}`, other)), pending),
+			says: "derived from the Checkpoint's own UID"},
+		"even the server names no other object's ID": {req: request(server, nil, "status", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice"}`, fmt.Sprintf(`{"phase":"Succeeded","checkpointId":%q}`, other)), pending),
+			says: "derived from the Checkpoint's own UID"},
+		"a cluster admin sets the right ID by hand": {req: request("root", []string{"checkpoint-admins"}, "status", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice"}`, fmt.Sprintf(`{"phase":"Succeeded","checkpointId":%q}`, own)), pending),
+			says: "written by the server only"},
+		"an editor forges the capture marker": {req: request("bob", nil, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/captured-by":"replica-x/1"}`, `{"phase":"Pending"}`), pending),
+			says: "captured-by"},
+		"an editor points it at another image": {req: request("bob", nil, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/checkpoint-image-digest":"sha256:00"}`, `{"phase":"Pending"}`), pending),
+			says: "checkpoint-image-digest"},
+		"a creator names an image": {req: request("bob", nil, "", admissionv1.Create,
+			obj(`{"agents.kruise.io/checkpoint-image":"registry/x@sha256:00"}`, `{}`), nil),
+			says: "checkpoint-image"},
+		"an editor takes it over": {req: request("bob", nil, "", admissionv1.Update, obj(`{"agents.kruise.io/owner":"bob"}`, `{"phase":"Pending"}`), pending),
+			says: "only an admin changes the owner"},
+		"an admin migrates it": {req: request("root", []string{"checkpoint-admins"}, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"bob"}`, `{"phase":"Pending"}`), pending)},
+		"an editor labels it": {req: request("bob", nil, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","note":"x"}`, `{"phase":"Pending"}`), pending)},
+		"the server marks its capture": {req: request(server, nil, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/captured-by":"replica-a/1"}`, `{"phase":"Pending"}`), pending)},
+	} {
+		resp := c.validate(tc.req)
+		if tc.says == "" {
+			assert.True(t, resp.Allowed, "%s: %v", name, resp.Result)
+			continue
+		}
+		if assert.False(t, resp.Allowed, name) {
+			assert.Contains(t, resp.Result.Message, tc.says, name)
+		}
+	}
+	// Who the server is unknown: nobody is the server.
+	unknown := &Checkpoints{Self: func(context.Context) string { return "" }}
+	resp := unknown.validate(request("", nil, "status", admissionv1.Update,
+		obj(`{"agents.kruise.io/owner":"alice"}`, fmt.Sprintf(`{"phase":"Succeeded","checkpointId":%q}`, own)), pending))
+	assert.False(t, resp.Allowed)
 }

@@ -72,8 +72,11 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 	meta := metav1.ObjectMeta{Name: cfg.Name, Labels: map[string]string{"app.kubernetes.io/managed-by": "checkpoint-apiserver"}}
 	validating := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: meta}
 	if cfg.ValidatePath != "" {
+		// Status writes too: status.checkpointId is the server's.
+		withStatus := []admissionregistrationv1.RuleWithOperations{rules[0]}
+		withStatus[0].Resources = []string{cfg.Resource, cfg.Resource + "/status"}
 		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
-			Name: "validate.checkpoints." + cfg.Group, ClientConfig: client(cfg.ValidatePath), Rules: rules,
+			Name: "validate.checkpoints." + cfg.Group, ClientConfig: client(cfg.ValidatePath), Rules: withStatus,
 			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
 		})
 	}

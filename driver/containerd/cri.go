@@ -156,6 +156,9 @@ func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (drive
 
 // capturedState are the images of a checkpoint that must exist.
 func (d *Driver) capturedState(ctx context.Context, checkpointID string) ([]images.Image, error) {
+	if err := driver.ValidateID(checkpointID); err != nil {
+		return nil, err
+	}
 	if err := d.Ping(ctx); err != nil {
 		return nil, err
 	}

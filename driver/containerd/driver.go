@@ -268,6 +268,9 @@ func (d *Driver) Capture(ctx context.Context, target driver.Target, req driver.C
 // container's memory dump from its dump directory (see reserveDump) after
 // the task's checkpoint, instead of containerd's checkpoint tar.
 func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.CaptureRequest, sink func(dir, container string) []containerd.CheckpointOpts) (driver.CaptureResult, error) {
+	if err := driver.ValidateID(req.ID); err != nil {
+		return driver.CaptureResult{}, err
+	}
 	ctx = d.ctx(ctx)
 	if err := d.Ping(ctx); err != nil {
 		return driver.CaptureResult{}, err
@@ -522,6 +525,9 @@ func (d *Driver) checkpointImages(ctx context.Context, id string) ([]images.Imag
 // Delete removes every image of the checkpoint, and with them (garbage
 // collected synchronously) the memory dump and filesystem diff.
 func (d *Driver) Delete(ctx context.Context, checkpointID string) error {
+	if err := driver.ValidateID(checkpointID); err != nil {
+		return err
+	}
 	ctx = d.ctx(ctx)
 	if err := d.Ping(ctx); err != nil {
 		return err

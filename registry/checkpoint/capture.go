@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 	"k8s.io/client-go/tools/record"
@@ -56,6 +57,8 @@ type Capturer struct {
 	replica, incarnation string
 	// liveness, when set, tells whether another replica's process still runs.
 	liveness ReplicaLiveness
+	// authorizer, when set, is asked whether a capture's caller may capture its Pod.
+	authorizer authorizer.Authorizer
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
@@ -141,6 +144,11 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	}
 	if podInfoOnly(cp.Spec.PersistentContents) {
 		return c.podInfoOnly(ctx, cp, dryRun)
+	}
+	// The caller (not only the creator) may capture the Pod; refused, the
+	// Checkpoint stays as it was, for one who may.
+	if err := mayCapture(ctx, c.authorizer, cp); err != nil {
+		return nil, err
 	}
 	cp.Status = agents.CheckpointStatus{
 		Phase:              agents.PhaseCreating,

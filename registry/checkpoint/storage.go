@@ -6,8 +6,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/generic"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -16,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 )
@@ -53,11 +57,46 @@ type Options struct {
 	// replica's incarnation still runs.
 	Incarnation string
 	Liveness    ReplicaLiveness
+	// Authorizer, when set (with a kube-apiserver), is asked whether a
+	// Checkpoint's creator, and a capture's caller, may capture its Pod.
+	Authorizer authorizer.Authorizer
 }
 
 // REST is the checkpoints resource, stored in etcd.
 type REST struct {
 	*genericregistry.Store
+	authorizer authorizer.Authorizer
+}
+
+// Create creates a Checkpoint only when its creator may capture its Pod
+// (access.CapturePod): creating one is what starts its capture.
+func (r *REST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
+	if cp, ok := obj.(*agents.Checkpoint); ok {
+		if err := mayCapture(ctx, r.authorizer, cp); err != nil {
+			return nil, err
+		}
+	}
+	return r.Store.Create(ctx, obj, createValidation, options)
+}
+
+// mayCapture: the request's user may capture cp's Pod (its sandbox's, any
+// of the namespace when only a sandbox names it), unless cp captures
+// nothing (pod info only). In-process calls, with no user, are the server's.
+func mayCapture(ctx context.Context, a authorizer.Authorizer, cp *agents.Checkpoint) error {
+	u, ok := genericapirequest.UserFrom(ctx)
+	if !ok || a == nil || podInfoOnly(cp.Spec.PersistentContents) {
+		return nil
+	}
+	ns := cp.Namespace
+	if ns == "" {
+		ns, _ = genericapirequest.NamespaceFrom(ctx)
+	}
+	keep := cp.Spec.KeepRunning == nil || *cp.Spec.KeepRunning
+	if err := access.CapturePod(ctx, a, u, ns, cp.Spec.PodName, keep); err != nil {
+		return apierrors.NewForbidden(agents.Resource("checkpoints"), cp.Name,
+			fmt.Errorf("a capture reads its Pod's memory, as exec does: %w", err))
+	}
+	return nil
 }
 
 var (
@@ -102,7 +141,7 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 
 	capturer := newCapturer(registryStore{store: store, status: &statusStore}, opts)
 	return &Storage{
-		Checkpoint: &REST{store},
+		Checkpoint: &REST{Store: store, authorizer: opts.Authorizer},
 		Status:     &StatusREST{store: &statusStore},
 		Capture:    &CaptureREST{capturer: capturer},
 		Restore:    &RestoreREST{capturer: capturer, isAdmin: strategy.isAdmin},
@@ -143,6 +182,7 @@ func newCapturer(store Store, opts Options) *Capturer {
 	return &Capturer{
 		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
 		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: opts.Incarnation, liveness: opts.Liveness,
+		authorizer: opts.Authorizer,
 	}
 }
 

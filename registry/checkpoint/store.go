@@ -57,7 +57,7 @@ func (r registryStore) Update(ctx context.Context, cp *agents.Checkpoint) (*agen
 }
 
 func (r registryStore) update(ctx context.Context, s *genericregistry.Store, cp *agents.Checkpoint) (*agents.Checkpoint, error) {
-	obj, _, err := s.Update(genericapirequest.WithNamespace(ctx, cp.Namespace), cp.Name,
+	obj, _, err := s.Update(withServerWrite(genericapirequest.WithNamespace(ctx, cp.Namespace)), cp.Name,
 		rest.DefaultUpdatedObjectInfo(cp), rest.ValidateAllObjectFunc, rest.ValidateAllObjectUpdateFunc, false, &metav1.UpdateOptions{})
 	if err != nil {
 		return nil, err
@@ -82,3 +82,17 @@ func (r registryStore) ListCreating(ctx context.Context) ([]agents.Checkpoint, e
 }
 
 func (r registryStore) Finalizer() string { return Finalizer }
+
+type serverWriteKey struct{}
+
+// withServerWrite marks ctx as the server's own write, in process: what
+// only the server writes (status.checkpointId, the capture marker) it may
+// write; through the API, whoever the user, nobody does.
+func withServerWrite(ctx context.Context) context.Context {
+	return context.WithValue(ctx, serverWriteKey{}, true)
+}
+
+func isServerWrite(ctx context.Context) bool {
+	v, _ := ctx.Value(serverWriteKey{}).(bool)
+	return v
+}

@@ -105,6 +105,11 @@ func (s Strategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object)
 func keepServerMetadata(ctx context.Context, s Strategy, cp, old *agents.Checkpoint) {
 	setLabel(cp, agents.LabelSandboxName, old.Labels[agents.LabelSandboxName])
 	setLabel(cp, agents.LabelCheckpointID, old.Labels[agents.LabelCheckpointID])
+	if !isServerWrite(ctx) {
+		// The capture marker is the server's: a forged one would make the
+		// leader take a running capture for an abandoned one.
+		setAnnotation(cp, agents.AnnotationCapturedBy, old.Annotations[agents.AnnotationCapturedBy])
+	}
 	if u, ok := genericapirequest.UserFrom(ctx); ok && s.isAdmin(u.GetGroups()) && cp.Annotations[agents.AnnotationOwner] != "" {
 		return
 	}
@@ -156,6 +161,9 @@ func (s StatusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.O
 	cp, oldCp := obj.(*agents.Checkpoint), old.(*agents.Checkpoint)
 	cp.Spec = oldCp.Spec
 	marker, marked := cp.Annotations[agents.AnnotationCapturedBy]
+	if !isServerWrite(ctx) {
+		marker, marked = oldCp.Annotations[agents.AnnotationCapturedBy]
+	}
 	cp.Labels, cp.Annotations = maps.Clone(oldCp.Labels), maps.Clone(oldCp.Annotations)
 	// The capture marker is the one annotation status writes carry: it is
 	// set with Creating and goes when the capture ends.
@@ -171,8 +179,19 @@ func (s StatusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.O
 }
 
 // ValidateUpdate checks the status and that its phase only moves forward.
-func (StatusStrategy) ValidateUpdate(_ context.Context, obj, old runtime.Object) field.ErrorList {
-	return validation.ValidateCheckpointStatusUpdate(obj.(*agents.Checkpoint), old.(*agents.Checkpoint))
+// status.checkpointId is the server's: always the one derived from the
+// object's UID, and set by no write through the API, whoever makes it.
+func (StatusStrategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
+	cp, oldCp := obj.(*agents.Checkpoint), old.(*agents.Checkpoint)
+	errs := validation.ValidateCheckpointStatusUpdate(cp, oldCp)
+	idPath := field.NewPath("status", "checkpointId")
+	if id := cp.Status.CheckpointID; id != "" && id != agents.CheckpointID(cp.UID) {
+		errs = append(errs, field.Forbidden(idPath, "is the server's: derived from the Checkpoint's own UID"))
+	}
+	if !isServerWrite(ctx) && cp.Status.CheckpointID != oldCp.Status.CheckpointID {
+		errs = append(errs, field.Forbidden(idPath, "is written by the server only"))
+	}
+	return errs
 }
 
 // WarningsOnUpdate has nothing to warn about yet.

@@ -94,7 +94,7 @@ func TestStatusPrepareForUpdate(t *testing.T) {
 	cp.Spec.PodName = "changed"
 	cp.Labels["sneaky"] = "1"
 	cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: "ck-9"}
-	st.PrepareForUpdate(asUser("controller"), cp, old)
+	st.PrepareForUpdate(withServerWrite(context.Background()), cp, old)
 
 	if cp.Spec.PodName != "pod-a" {
 		t.Errorf("spec changed through status: %q", cp.Spec.PodName)
@@ -126,5 +126,56 @@ func TestSelectableFields(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("field %s = %q, want %q", k, got[k], v)
 		}
+	}
+}
+
+// status.checkpointId is the server's: no write through the API sets or
+// changes it (an admin's neither), and none, the server's included, names
+// another object's; the capture marker is the server's too.
+func TestServerWrittenStatus(t *testing.T) {
+	s, st := NewStrategy(runtime.NewScheme(), []string{"admins"})
+	old := newCheckpoint()
+	old.UID, old.ResourceVersion = "uid-1", "1"
+	old.Status.Phase = agents.PhasePending
+	own, other := agents.CheckpointID("uid-1"), agents.CheckpointID("uid-of-another-namespace")
+	for name, tc := range map[string]struct {
+		ctx    context.Context
+		id     string
+		forbid bool
+	}{
+		"the server, its own ID":             {ctx: withServerWrite(context.Background()), id: own},
+		"the server, another object's ID":    {ctx: withServerWrite(context.Background()), id: other, forbid: true},
+		"a namespace admin, another's ID":    {ctx: asUser("ns-admin"), id: other, forbid: true},
+		"a cluster admin, even the right ID": {ctx: asUser("root", "admins"), id: own, forbid: true},
+	} {
+		cp := old.DeepCopy()
+		cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: tc.id}
+		st.PrepareForUpdate(tc.ctx, cp, old)
+		errs := st.ValidateUpdate(tc.ctx, cp, old)
+		if tc.forbid != (len(errs) > 0) {
+			t.Errorf("%s: %v", name, errs)
+		}
+	}
+
+	creating := old.DeepCopy()
+	creating.Status.Phase = agents.PhaseCreating
+	creating.Annotations = map[string]string{agents.AnnotationCapturedBy: "replica-a/7"}
+	forged := creating.DeepCopy()
+	forged.Annotations[agents.AnnotationCapturedBy] = "replica-b/1"
+	st.PrepareForUpdate(asUser("ns-admin"), forged, creating)
+	if got := forged.Annotations[agents.AnnotationCapturedBy]; got != "replica-a/7" {
+		t.Errorf("a status write through the API moved the capture marker to %q", got)
+	}
+	forged = creating.DeepCopy()
+	forged.Annotations[agents.AnnotationCapturedBy] = "replica-b/1"
+	s.PrepareForUpdate(asUser("ns-admin"), forged, creating)
+	if got := forged.Annotations[agents.AnnotationCapturedBy]; got != "replica-a/7" {
+		t.Errorf("an update through the API moved the capture marker to %q", got)
+	}
+	ok := creating.DeepCopy()
+	ok.Annotations[agents.AnnotationCapturedBy] = "replica-a/8"
+	s.PrepareForUpdate(withServerWrite(context.Background()), ok, creating)
+	if got := ok.Annotations[agents.AnnotationCapturedBy]; got != "replica-a/8" {
+		t.Errorf("the server's own marker = %q", got)
 	}
 }

@@ -14,7 +14,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -92,6 +94,44 @@ func TestAggregation(t *testing.T) {
 		}
 		_, err = create("nobody", "by-nobody")
 		assert.Error(t, err)
+	})
+
+	t.Run("CheckpointIDIsTheServers", func(t *testing.T) {
+		// A namespace admin (whose role may write checkpoints/status) cannot
+		// make their Checkpoint name another object's captured state, nor
+		// set its own, nor forge the capture marker.
+		c.Must("create", "namespace", "forgers")
+		c.Must("create", "rolebinding", "ns-admin", "--clusterrole=admin", "--user=ns-admin", "-n", "forgers")
+		cp := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"mine","namespace":"forgers"},"spec":{"podName":"p"}}`
+		c.Eventually("the namespace admin may create Checkpoints", func() bool {
+			_, err := c.KubectlStdin(cp, "--as=ns-admin", "create", "-f", "-")
+			return err == nil
+		})
+		uid := c.Must("get", "cp", "mine", "-n", "forgers", "-o", "jsonpath={.metadata.uid}")
+		for id, says := range map[string]string{
+			agents.CheckpointID("the-uid-of-another-namespaces-checkpoint"): "derived from the Checkpoint's own UID",
+			agents.CheckpointID(types.UID(uid)):                             "written by the server only",
+		} {
+			c.Eventually("refused: "+says, func() bool { // (once the admin role's aggregation is seen)
+				out, err := c.Kubectl("--as=ns-admin", "patch", "cp", "mine", "-n", "forgers", "--subresource=status", "--type=merge",
+					"-p", `{"status":{"phase":"Succeeded","checkpointId":"`+id+`"}}`)
+				require.Error(t, err, "a status write naming %s", id)
+				return strings.Contains(out, says)
+			})
+		}
+		assert.Empty(t, c.Must("get", "cp", "mine", "-n", "forgers", "-o", "jsonpath={.status.checkpointId}"))
+		// Creating a Checkpoint needs the rights a capture needs on its Pod.
+		c.Apply(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"cp-only","namespace":"forgers"},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["create","get"]}]}`)
+		c.Must("create", "rolebinding", "cp-only", "-n", "forgers", "--role=cp-only", "--user=no-pod-rights")
+		c.Eventually("refused for want of rights on Pods (once the Role is seen)", func() bool {
+			out, err := c.KubectlStdin(strings.Replace(cp, `"mine"`, `"theirs"`, 1), "--as=no-pod-rights", "create", "-f", "-")
+			require.Error(t, err, "a Checkpoint of a user with no right on Pods")
+			return strings.Contains(out, `user "no-pod-rights" may not get pods`)
+		})
+		c.Must("--as=ns-admin", "annotate", "cp", "mine", "-n", "forgers", "agents.kruise.io/captured-by=replica-x/1")
+		assert.Empty(t, c.Must("get", "cp", "mine", "-n", "forgers", "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/captured-by}`),
+			"the capture marker is the server's")
 	})
 
 	t.Run("OwnerScopedSnapshots", func(t *testing.T) {

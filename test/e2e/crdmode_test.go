@@ -11,7 +11,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -141,6 +143,70 @@ func TestCRDMode(t *testing.T) {
 		assert.Contains(t, out, "immutable")
 		c.Eventually("the good one Succeeded", func() bool { return get("cp", "good", "{.status.phase}") == "Succeeded" })
 		c.Must("delete", "cp", "good", "-n", ns, "--timeout=60s")
+	})
+
+	t.Run("ServerWrittenFieldsAndTheOwner", func(t *testing.T) {
+		// What the server alone writes (status.checkpointId, the image and
+		// the capture marker) nobody else sets; only an admin changes the owner.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"cp-admin","namespace":%q},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints","checkpoints/status"],"verbs":["get","list","create","update","patch"]}]}`, ns))
+		c.Must("create", "rolebinding", "cp-admin", "-n", ns, "--role=cp-admin", "--user=ns-admin")
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"guarded","namespace":%q,
+"annotations":{"agents.kruise.io/owner":"ns-admin"}},"spec":{"podName":"src","persistentContents":["podInfo"]}}`, ns))
+		c.Eventually("it Succeeded", func() bool { return get("cp", "guarded", "{.status.phase}") == "Succeeded" })
+		own := get("cp", "guarded", "{.status.checkpointId}")
+		require.Equal(t, agents.CheckpointID(types.UID(get("cp", "guarded", "{.metadata.uid}"))), own, "the server's ID is its UID's")
+		for what, p := range map[string][]string{
+			"derived from the Checkpoint's own UID": {"--subresource=status", "-p", `{"status":{"checkpointId":"` + agents.CheckpointID("another-namespaces-uid") + `"}}`},
+			"checkpoint-image-digest":               {"-p", `{"metadata":{"annotations":{"agents.kruise.io/checkpoint-image-digest":"sha256:` + strings.Repeat("0", 64) + `"}}}`},
+			"captured-by":                           {"-p", `{"metadata":{"annotations":{"agents.kruise.io/captured-by":"replica-x/1"}}}`},
+			"only an admin changes the owner":       {"-p", `{"metadata":{"annotations":{"agents.kruise.io/owner":"key-victim"}}}`},
+		} {
+			out, err := c.Kubectl(append([]string{"--as=ns-admin", "patch", "cp", "guarded", "-n", ns, "--type=merge"}, p...)...)
+			require.Error(t, err, what)
+			assert.Contains(t, out, what)
+		}
+		assert.Equal(t, own, get("cp", "guarded", "{.status.checkpointId}"))
+		assert.Equal(t, "ns-admin", get("cp", "guarded", `{.metadata.annotations.agents\.kruise\.io/owner}`))
+		c.Must("--as=ns-admin", "annotate", "cp", "guarded", "-n", ns, "note=a label of mine is fine")
+		c.Must("annotate", "cp", "guarded", "-n", ns, "--overwrite", "agents.kruise.io/owner=migrated") // an admin migrates it
+		assert.Equal(t, "migrated", get("cp", "guarded", `{.metadata.annotations.agents\.kruise\.io/owner}`))
+		c.Must("delete", "cp", "guarded", "-n", ns)
+	})
+
+	t.Run("CaptureNeedsRightsOnThePod", func(t *testing.T) {
+		// A user who may create Checkpoints and call capture, but has no
+		// right on Pods, captures nothing: a capture reads a Pod's memory
+		// as exec does.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"cp-only","namespace":%q},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["get","list","create"]},
+{"apiGroups":["subresources.agents.kruise.io"],"resources":["checkpoints/capture"],"verbs":["create"]}]}`, ns))
+		c.Must("create", "rolebinding", "cp-only", "-n", ns, "--role=cp-only", "--user=no-pod-rights")
+		before := lastCount(t, c, ns, "src")
+		var out string
+		var err error
+		c.Eventually("refused for want of rights on Pods (once the Role is seen)", func() bool {
+			out, err = c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"steal","namespace":%q},
+"spec":{"podName":"src"}}`, ns), "--as=no-pod-rights", "create", "-f", "-")
+			require.Error(t, err, "a Checkpoint of a Pod its creator may not exec into")
+			return strings.Contains(out, `user "no-pod-rights" may not get pods`)
+		})
+		assert.Contains(t, out, "Forbidden")
+		_, err = c.Kubectl("get", "cp", "steal", "-n", ns)
+		assert.Error(t, err, "nothing was created")
+		// keepRunning false needs delete too.
+		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"pod-exec","namespace":%q},"rules":[
+{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
+		c.Must("create", "rolebinding", "pod-exec", "-n", ns, "--role=pod-exec", "--user=no-pod-rights")
+		// (The server's authorizer caches decisions for a few seconds.)
+		c.Eventually("refused for want of delete pods alone", func() bool {
+			out, err = c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"stop","namespace":%q},
+"spec":{"podName":"src","keepRunning":false}}`, ns), "--as=no-pod-rights", "create", "-f", "-")
+			require.Error(t, err, "keepRunning false ends the Pod: delete pods is needed")
+			return strings.Contains(out, `may not delete pods`)
+		})
+		assert.GreaterOrEqual(t, lastCount(t, c, ns, "src"), before, "the source ran on, untouched")
+		c.Must("delete", "rolebinding", "pod-exec", "cp-only", "-n", ns)
 	})
 
 	t.Run("WebhookDownFailsClosed", func(t *testing.T) {
@@ -374,7 +440,8 @@ func TestCRDMode(t *testing.T) {
 {"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["get","list","create"]},
 {"apiGroups":["subresources.agents.kruise.io"],"resources":["checkpoints/capture","checkpoints/restore"],"verbs":["create"]},
 {"apiGroups":["subresources.agents.kruise.io"],"resources":["snapshots"],"verbs":["get","list","delete"]},
-{"apiGroups":[""],"resources":["pods"],"verbs":["get","create","delete"]}]}`, ns))
+{"apiGroups":[""],"resources":["pods"],"verbs":["get","create","delete"]},
+{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
 		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--role=e2b-team", "--group=agents.kruise.io:e2b-team:"+ns)
 		front := e2bFront{url: "http://" + e2bAddr}
 		var made struct{ SnapshotID, CloneID, TemplateID string }
