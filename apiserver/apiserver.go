@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -135,6 +136,15 @@ func (c CompletedConfig) New() (*Server, error) {
 		// Pods and their RBAC are the kube-apiserver's: a Checkpoint's
 		// creator and a capture's caller need rights on the Pod.
 		opts.Authorizer = c.ExtraConfig.Authorizer
+		// The kube-apiserver's quota admission does not see an aggregated
+		// API's creates (crd mode's CRs it does).
+		if !c.ExtraConfig.CRDMode {
+			kube, err := kubernetes.NewForConfig(c.ExtraConfig.KubeClientConfig)
+			if err != nil {
+				return nil, err
+			}
+			opts.Quota = quotaLimit(kube)
+		}
 	}
 	if le := c.ExtraConfig.LeaderElection; le != nil {
 		// Replicas: each renews a Lease of its own, so the leader tells a
@@ -392,4 +402,24 @@ func (s *Server) addWebhook(extra *ExtraConfig) error {
 	return s.GenericAPIServer.AddPostStartHook("checkpoint-webhook", func(hookCtx genericapiserver.PostStartHookContext) error {
 		return wh.start(hookCtx)
 	})
+}
+
+// quotaLimit reads a namespace's ResourceQuotas for their tightest hard
+// limit on the count of Checkpoints.
+func quotaLimit(kube kubernetes.Interface) checkpointstorage.QuotaLimit {
+	return func(ctx context.Context, ns string) (int64, string, bool, error) {
+		quotas, err := kube.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return 0, "", false, err
+		}
+		var limit int64
+		name, found := "", false
+		for _, q := range quotas.Items {
+			hard, ok := q.Spec.Hard[corev1.ResourceName(checkpointstorage.QuotaResource)]
+			if ok && (!found || hard.Value() < limit) {
+				limit, name, found = hard.Value(), q.Name, true
+			}
+		}
+		return limit, name, found, nil
+	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"k8s.io/apimachinery/pkg/util/uuid"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
@@ -60,23 +62,68 @@ type Options struct {
 	// Authorizer, when set (with a kube-apiserver), is asked whether a
 	// Checkpoint's creator, and a capture's caller, may capture its Pod.
 	Authorizer authorizer.Authorizer
+	// Quota, when set (with a kube-apiserver), is a namespace's bound on
+	// its count of Checkpoints from its ResourceQuotas, which the
+	// kube-apiserver does not enforce for an aggregated API.
+	Quota QuotaLimit
 }
+
+// QuotaResource is the object-count quota of Checkpoints.
+const QuotaResource = "count/checkpoints.agents.kruise.io"
+
+// QuotaLimit says namespace ns's tightest hard limit on QuotaResource and
+// the ResourceQuota that sets it (ok false: none).
+type QuotaLimit func(ctx context.Context, ns string) (limit int64, quota string, ok bool, err error)
 
 // REST is the checkpoints resource, stored in etcd.
 type REST struct {
 	*genericregistry.Store
 	authorizer authorizer.Authorizer
+	quota      QuotaLimit
+	creating   sync.Mutex // one quota-checked create at a time
 }
 
 // Create creates a Checkpoint only when its creator may capture its Pod
-// (access.CapturePod): creating one is what starts its capture.
+// (access.CapturePod), since creating one is what starts its capture, and
+// within the namespace's ResourceQuota on QuotaResource.
 func (r *REST) Create(ctx context.Context, obj runtime.Object, createValidation rest.ValidateObjectFunc, options *metav1.CreateOptions) (runtime.Object, error) {
 	if cp, ok := obj.(*agents.Checkpoint); ok {
 		if err := mayCapture(ctx, r.authorizer, cp); err != nil {
 			return nil, err
 		}
 	}
+	if r.quota == nil {
+		return r.Store.Create(ctx, obj, createValidation, options)
+	}
+	ns, _ := genericapirequest.NamespaceFrom(ctx)
+	limit, quota, ok, err := r.quota(ctx, ns)
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("read the ResourceQuotas of namespace %s: %w", ns, err))
+	}
+	if !ok {
+		return r.Store.Create(ctx, obj, createValidation, options)
+	}
+	// Counted and created under one lock: two creates in this process
+	// cannot both take the last place. (Replicas each hold their own.)
+	r.creating.Lock()
+	defer r.creating.Unlock()
+	list, err := r.Store.List(ctx, &metainternalversion.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	used := int64(len(list.(*agents.CheckpointList).Items))
+	if used >= limit {
+		return nil, apierrors.NewForbidden(agents.Resource("checkpoints"), objectName(obj),
+			fmt.Errorf("exceeded quota: %s, requested: %s=1, used: %s=%d, limited: %s=%d", quota, QuotaResource, QuotaResource, used, QuotaResource, limit))
+	}
 	return r.Store.Create(ctx, obj, createValidation, options)
+}
+
+func objectName(obj runtime.Object) string {
+	if cp, ok := obj.(*agents.Checkpoint); ok {
+		return cp.Name
+	}
+	return ""
 }
 
 // mayCapture: the request's user may capture cp's Pod (its sandbox's, any
@@ -141,7 +188,7 @@ func NewStorage(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, op
 
 	capturer := newCapturer(registryStore{store: store, status: &statusStore}, opts)
 	return &Storage{
-		Checkpoint: &REST{Store: store, authorizer: opts.Authorizer},
+		Checkpoint: &REST{Store: store, authorizer: opts.Authorizer, quota: opts.Quota},
 		Status:     &StatusREST{store: &statusStore},
 		Capture:    &CaptureREST{capturer: capturer},
 		Restore:    &RestoreREST{capturer: capturer, isAdmin: strategy.isAdmin},

@@ -134,6 +134,12 @@ func TestAggregation(t *testing.T) {
 			"the capture marker is the server's")
 	})
 
+	t.Run("ResourceQuotaCountsCheckpoints", func(t *testing.T) {
+		// The kube-apiserver's quota admission does not see an aggregated
+		// API's creates: the server enforces the count itself.
+		quotaCount(t, c, "quota", `{"podName":"p"}`) // (captures wait 24 h here)
+	})
+
 	t.Run("OwnerScopedSnapshots", func(t *testing.T) {
 		c.Must("create", "namespace", "owners")
 		for _, u := range []string{"alice", "bob"} {
@@ -347,4 +353,27 @@ func TestAggregation(t *testing.T) {
 		assert.Equal(t, "True", available())
 		assert.Contains(t, c.Must("get", "cp", "keeper", "-n", "durable"), "keeper", "nothing lost across the restart")
 	})
+}
+
+// quotaCount: in namespace ns, a ResourceQuota of one Checkpoint admits
+// the first and refuses the second (both of spec).
+func quotaCount(t *testing.T, c *framework.Cluster, ns, spec string) {
+	t.Helper()
+	c.Must("create", "namespace", ns)
+	c.Must("create", "quota", "one-checkpoint", "-n", ns, "--hard=count/checkpoints.agents.kruise.io=1")
+	cp := func(name string) string {
+		return fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":%s}`, name, ns, spec)
+	}
+	var out string
+	admitted := assert.Eventually(t, func() bool {
+		var err error
+		out, err = c.KubectlStdin(cp("first"), "create", "-f", "-")
+		return err == nil
+	}, 90*time.Second, time.Second, "the first Checkpoint is admitted (once the quota is counted)")
+	require.True(t, admitted, "the last answer: %s", out)
+	out, err := c.KubectlStdin(cp("second"), "create", "-f", "-")
+	require.Error(t, err, "a second Checkpoint over a quota of one")
+	assert.Contains(t, out, "exceeded quota: one-checkpoint")
+	_, err = c.Kubectl("get", "cp", "second", "-n", ns)
+	assert.Error(t, err, "nothing was created")
 }
