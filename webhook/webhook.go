@@ -117,9 +117,10 @@ var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationI
 
 // validate: a new Checkpoint obeys the API's rules (targets, contents,
 // TTL), and an update leaves the spec as it was. What the server alone
-// writes (status.checkpointId, always its UID's; the capture marker; the
-// image annotations) nobody else sets or changes, and only an admin
-// changes the owner: on the Checkpoint and on checkpoints/status.
+// writes (status.checkpointId, always its UID's, which an admin alone may
+// also set; the capture marker; the image annotations) nobody else sets or
+// changes, and only an admin changes the owner: on the Checkpoint and on
+// checkpoints/status.
 func (c *Checkpoints) validate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return &admissionv1.AdmissionResponse{Allowed: true}
@@ -149,7 +150,7 @@ func (c *Checkpoints) validate(req *admissionv1.AdmissionRequest) *admissionv1.A
 		errs = append(errs, field.Forbidden(field.NewPath("status", "checkpointId"), "is the server's: derived from the Checkpoint's own UID"))
 	}
 	if !c.isServer(req) {
-		if cp.Status.CheckpointID != old.Status.CheckpointID {
+		if cp.Status.CheckpointID != old.Status.CheckpointID && !c.isAdmin(req) {
 			errs = append(errs, field.Forbidden(field.NewPath("status", "checkpointId"), "is written by the server only"))
 		}
 		annotations := field.NewPath("metadata", "annotations")

@@ -130,8 +130,8 @@ func TestSelectableFields(t *testing.T) {
 }
 
 // status.checkpointId is the server's: no write through the API sets or
-// changes it (an admin's neither), and none, the server's included, names
-// another object's; the capture marker is the server's too.
+// changes it but an admin's (migration), and none, the server's included,
+// names another object's; the capture marker is the server's too.
 func TestServerWrittenStatus(t *testing.T) {
 	s, st := NewStrategy(runtime.NewScheme(), []string{"admins"})
 	old := newCheckpoint()
@@ -143,10 +143,11 @@ func TestServerWrittenStatus(t *testing.T) {
 		id     string
 		forbid bool
 	}{
-		"the server, its own ID":             {ctx: withServerWrite(context.Background()), id: own},
-		"the server, another object's ID":    {ctx: withServerWrite(context.Background()), id: other, forbid: true},
-		"a namespace admin, another's ID":    {ctx: asUser("ns-admin"), id: other, forbid: true},
-		"a cluster admin, even the right ID": {ctx: asUser("root", "admins"), id: own, forbid: true},
+		"the server, its own ID":          {ctx: withServerWrite(context.Background()), id: own},
+		"the server, another object's ID": {ctx: withServerWrite(context.Background()), id: other, forbid: true},
+		"a namespace admin, another's ID": {ctx: asUser("ns-admin"), id: other, forbid: true},
+		"a cluster admin, the right ID":   {ctx: asUser("root", "admins"), id: own},
+		"a cluster admin, another's ID":   {ctx: asUser("root", "admins"), id: other, forbid: true},
 	} {
 		cp := old.DeepCopy()
 		cp.Status = agents.CheckpointStatus{Phase: agents.PhaseSucceeded, CheckpointID: tc.id}

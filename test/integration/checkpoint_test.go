@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	applyv1alpha1 "github.com/agents-kruise/checkpoint-apiserver/generated/applyconfiguration/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
@@ -114,7 +115,7 @@ func TestCheckpointAPI(t *testing.T) {
 			_, err := cps.Create(ctx, cp, metav1.CreateOptions{})
 			require.NoError(t, err)
 		}
-		succeed(t, cps, "b", "ckpt-b")
+		idB := succeed(t, cps, "b").Status.CheckpointID
 		creating(t, cps, "c")
 
 		cases := map[string]struct {
@@ -124,13 +125,13 @@ func TestCheckpointAPI(t *testing.T) {
 			"everything":          {"", "", []string{"a", "b", "c"}},
 			"label sandbox-name":  {labelSandboxName + "=sandbox-c", "", []string{"c"}},
 			"label set by user":   {"tier=gold", "", []string{"c"}},
-			"label checkpoint-id": {labelCheckpointID + "=ckpt-b", "", []string{"b"}},
+			"label checkpoint-id": {labelCheckpointID + "=" + idB, "", []string{"b"}},
 			"metadata.name":       {"", "metadata.name=a", []string{"a"}},
 			"spec.podName":        {"", "spec.podName=pod-b", []string{"b"}},
 			"spec.sandboxName":    {"", "spec.sandboxName=sandbox-c", []string{"c"}},
 			"status.phase":        {"", "status.phase=Pending", []string{"a"}},
 			"status.phase not":    {"", "status.phase!=Pending", []string{"b", "c"}},
-			"status.checkpointId": {"", "status.checkpointId=ckpt-b", []string{"b"}},
+			"status.checkpointId": {"", "status.checkpointId=" + idB, []string{"b"}},
 			"label and field":     {"tier=gold", "status.phase=Creating", []string{"c"}},
 		}
 		for name, tc := range cases {
@@ -207,8 +208,8 @@ func TestCheckpointAPI(t *testing.T) {
 		_, err = cps.UpdateStatus(ctx, cp, metav1.UpdateOptions{})
 		assertInvalid(t, err, "status.phase")
 
-		cp = succeed(t, cps, "s", "ckpt-s")
-		assert.Equal(t, "ckpt-s", cp.Labels[labelCheckpointID], "checkpoint-id label follows a Succeeded status")
+		cp = succeed(t, cps, "s")
+		assert.Equal(t, agents.CheckpointID(cp.UID), cp.Labels[labelCheckpointID], "checkpoint-id label follows a Succeeded status")
 		assert.Equal(t, int64(12345), cp.Status.SizeBytes)
 
 		cp.Status.Phase = v1alpha1.PhaseFailed
@@ -252,7 +253,7 @@ func TestCheckpointAPI(t *testing.T) {
 		require.NoError(t, err)
 		viaJSON, err := js.AgentsV1alpha1().Checkpoints(ns).Create(ctx, newCheckpoint("j", "pod-j"), metav1.CreateOptions{})
 		require.NoError(t, err)
-		succeed(t, pb.AgentsV1alpha1().Checkpoints(ns), "p", "ckpt-p")
+		succeed(t, pb.AgentsV1alpha1().Checkpoints(ns), "p")
 
 		for _, name := range []string{viaPB.Name, viaJSON.Name} {
 			a, err := pb.AgentsV1alpha1().Checkpoints(ns).Get(ctx, name, metav1.GetOptions{})
@@ -386,13 +387,15 @@ func creating(t *testing.T, cps checkpoints, name string) *v1alpha1.Checkpoint {
 	return cp
 }
 
-// succeed moves a Checkpoint through Creating to Succeeded, as a capture would.
-func succeed(t *testing.T, cps checkpoints, name, id string) *v1alpha1.Checkpoint {
+// succeed moves a Checkpoint through Creating to Succeeded, as a capture
+// would, with the checkpoint ID derived from its UID (the only one it may
+// have), written as an admin may (the test's user is one).
+func succeed(t *testing.T, cps checkpoints, name string) *v1alpha1.Checkpoint {
 	t.Helper()
 	cp := creating(t, cps, name)
 	now := metav1.Now()
 	cp.Status = v1alpha1.CheckpointStatus{
-		Phase: v1alpha1.PhaseSucceeded, CheckpointID: id, CompletionTime: &now, SizeBytes: 12345,
+		Phase: v1alpha1.PhaseSucceeded, CheckpointID: agents.CheckpointID(cp.UID), CompletionTime: &now, SizeBytes: 12345,
 		Contents:        []v1alpha1.ContentType{v1alpha1.ContentMemory},
 		CaptureDuration: &metav1.Duration{Duration: 1500 * time.Millisecond},
 		Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Captured",

@@ -121,7 +121,7 @@ func TestRestartKeepsData(t *testing.T) {
 	cps := clientFor(t, srv.Config, "application/vnd.kubernetes.protobuf").AgentsV1alpha1().Checkpoints("default")
 	created, err := cps.Create(ctx, newCheckpoint("survivor", "pod-s"), metav1.CreateOptions{})
 	require.NoError(t, err)
-	succeed(t, cps, "survivor", "ckpt-survivor")
+	id := succeed(t, cps, "survivor").Status.CheckpointID
 	srv.Stop()
 
 	again := framework.StartStandalone(t, dataDir, noDeclarativeCapture(t)...)
@@ -130,7 +130,7 @@ func TestRestartKeepsData(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, created.UID, got.UID)
 	assert.Equal(t, v1alpha1.PhaseSucceeded, got.Status.Phase)
-	assert.Equal(t, "ckpt-survivor", got.Status.CheckpointID)
+	assert.Equal(t, id, got.Status.CheckpointID)
 	assert.Equal(t, srv.Config.CAData, again.Config.CAData, "the CA was kept")
 	assert.Equal(t, srv.Config.CertData, again.Config.CertData, "the admin identity was kept")
 }
