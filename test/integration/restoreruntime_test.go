@@ -108,10 +108,15 @@ func (e *runtimeEnv) bundleSpec(t *testing.T, id string) map[string]string {
 // <images>/<namespace>/<id>/<container>/.
 func (e *runtimeEnv) captureInto(t *testing.T, ctr containerd.Container, task containerd.Task, namespace, checkpointID, container string) {
 	t.Helper()
-	ctx := e.ctrd.Ctx()
+	// Under a lease: containerd's garbage collector, run when an earlier
+	// subtest's containers go, would otherwise take the diff's new blob
+	// before the differ labels it ("content digest ...: not found").
+	ctx, done, err := e.ctrd.Client.WithLease(e.ctrd.Ctx())
+	require.NoError(t, err)
+	defer func() { _ = done(e.ctrd.Ctx()) }()
 	dir := filepath.Join(e.images, namespace, checkpointID, container)
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "checkpoint"), 0o700))
-	_, err := task.Checkpoint(ctx, containerd.WithCheckpointImagePath(filepath.Join(dir, "checkpoint")))
+	_, err = task.Checkpoint(ctx, containerd.WithCheckpointImagePath(filepath.Join(dir, "checkpoint")))
 	require.NoError(t, err, "checkpoint")
 
 	info, err := ctr.Info(ctx)
