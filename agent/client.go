@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,14 +35,9 @@ type ClientConfig struct {
 	// certificate for every agent) or, when empty, the node's InternalIP.
 	CAFile     string
 	ServerName string
-	// CertFile and KeyFile are the server's client certificate; without
-	// them, BearerToken (the server's own, for example its service
-	// account's) authenticates it.
+	// CertFile and KeyFile are the server's client certificate, the only
+	// credential agents take.
 	CertFile, KeyFile string
-	BearerToken       string
-	// BearerTokenFile, when set, is read at every call (service-account
-	// tokens are rotated) and wins over BearerToken.
-	BearerTokenFile string
 	// Registry, when set, holds every checkpoint: a Delete removes it there too.
 	Registry *ociregistry.Registry
 	// Timeout bounds a call that has no deadline of its own.
@@ -75,16 +69,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("node agents' CA: %w", err)
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: cfg.ServerName}
-	switch {
-	case cfg.CertFile != "" && cfg.KeyFile != "":
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate for node agents: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	case cfg.BearerToken == "" && cfg.BearerTokenFile == "":
-		return nil, errors.New("node agents: the server needs a client certificate or a token to call them")
+	if cfg.CertFile == "" || cfg.KeyFile == "" {
+		return nil, errors.New("node agents: the server needs its client certificate to call them (--agent-client-cert-file, --agent-client-key-file)")
 	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate for node agents: %w", err)
+	}
+	tc.Certificates = []tls.Certificate{cert}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Minute
 	}
@@ -155,11 +147,6 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if token, err := c.token(); err != nil {
-		return err
-	} else if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// The node may have a new address: read it again next time.
@@ -189,26 +176,11 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 	return json.Unmarshal(data, out)
 }
 
-// token is the server's bearer token, when it has no client certificate.
-func (c *Client) token() (string, error) {
-	if c.cfg.CertFile != "" {
-		return "", nil
-	}
-	if c.cfg.BearerTokenFile != "" {
-		b, err := os.ReadFile(c.cfg.BearerTokenFile)
-		if err != nil {
-			return "", fmt.Errorf("%w: the server's token for node agents: %v", driver.ErrUnavailable, err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	return c.cfg.BearerToken, nil
-}
-
 // Capture runs on the agent of the Pod's node.
 func (c *Client) Capture(ctx context.Context, t driver.Target, req driver.CaptureRequest) (driver.CaptureResult, error) {
 	var out CaptureResponse
 	err := c.call(ctx, t.Node, PathCapture, CaptureRequest{
-		Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}, ID: req.ID, Contents: req.Contents,
+		Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}, ID: req.ID, Contents: req.Contents, Key: req.Key,
 	}, &out)
 	if err != nil {
 		return driver.CaptureResult{}, err
@@ -230,6 +202,17 @@ func (c *Client) Stop(ctx context.Context, t driver.Target) error {
 // the node for clone ns/pod; it does not wait for the fetch.
 func (c *Client) Prefetch(ctx context.Context, node, ns, pod, id string, containers []string) error {
 	return c.call(ctx, node, PathPrefetch, PrefetchRequest{Namespace: ns, Pod: pod, ID: id, Containers: containers}, nil)
+}
+
+// GiveKey hands checkpoint id's data key to node's agent, for Pod pod
+// (bound there) to restore from.
+func (c *Client) GiveKey(ctx context.Context, node string, pod PodRef, id string, key []byte) error {
+	return c.call(ctx, node, PathKey, KeyRequest{Pod: pod, CheckpointID: id, Key: key}, nil)
+}
+
+// RefuseKey tells node's agent why Pod pod gets no key for checkpoint id.
+func (c *Client) RefuseKey(ctx context.Context, node string, pod PodRef, id, reason string) error {
+	return c.call(ctx, node, PathKey, KeyRequest{Pod: pod, CheckpointID: id, Refusal: reason}, nil)
 }
 
 // Terminate ends the Pod's processes on its node and leaves the rest to its kubelet.

@@ -23,6 +23,7 @@ const (
 	PathStop         = "/v1/stop"
 	PathStates       = "/v1/states"
 	PathPrefetch     = "/v1/prefetch"
+	PathKey          = "/v1/key"
 	PathHealthz      = "/healthz"
 	PathMetrics      = "/metrics"
 	maxRequestBytes  = 1 << 20
@@ -42,6 +43,21 @@ type CaptureRequest struct {
 	Pod      PodRef           `json:"pod"`
 	ID       string           `json:"id"`
 	Contents []driver.Content `json:"contents,omitempty"`
+	// Key is the checkpoint's data key: what goes to the registry is
+	// encrypted with it (required when the agent pushes to a registry).
+	Key []byte `json:"key,omitempty"`
+}
+
+// KeyRequest gives the node checkpoint CheckpointID's data key, for Pod
+// (bound to the node) to restore from: the server sends it, for a Pod
+// marked to restore that checkpoint, once the Pod is bound.
+type KeyRequest struct {
+	Pod          PodRef `json:"pod"`
+	CheckpointID string `json:"checkpointId"`
+	Key          []byte `json:"key,omitempty"`
+	// Refusal, instead of Key, says why the server gives none: the restore
+	// waiting for it fails with that reason.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // CaptureResponse is what was captured and where it was pushed.

@@ -13,7 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/kube"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
@@ -55,8 +57,9 @@ type Config struct {
 	Registry *ociregistry.Registry
 	// ServerUsers are the identities of the API server: nobody else is served.
 	ServerUsers []string
-	// ClientCAFile verifies client certificates; bearer tokens are verified
-	// with TokenReviews through Client.
+	// ClientCAFile verifies client certificates, the only credential an
+	// agent takes: a bearer token, even the server's, is refused (a node's
+	// root must not hold a credential the kube-apiserver honours).
 	ClientCAFile string
 	// MetricsUsers may also read /metrics (a Prometheus' identity).
 	MetricsUsers []string
@@ -66,6 +69,9 @@ type Config struct {
 	Images *nodeimages.Store
 	// Prefetch unpacks each capture into Images once it is durable.
 	Prefetch bool
+	// Keys holds the data keys the server gives (required with Registry):
+	// the store decrypts with them.
+	Keys *encryption.Ring
 }
 
 // Server serves one node's agent.
@@ -80,22 +86,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Node == "" || cfg.Driver == nil || cfg.Client == nil {
 		return nil, errors.New("node agent: a node name, a driver and a kube-apiserver client are needed")
 	}
+	if cfg.Registry != nil && cfg.Keys == nil {
+		return nil, errors.New("node agent: a registry needs a key ring: memory leaves the node encrypted only")
+	}
 	if len(cfg.ServerUsers) == 0 {
 		return nil, errors.New("node agent: no server identity to serve (--server-user)")
 	}
-	ac := authenticatorfactory.DelegatingAuthenticatorConfig{
-		TokenAccessReviewClient:  cfg.Client.AuthenticationV1(),
-		TokenAccessReviewTimeout: 10 * time.Second,
-		WebhookRetryBackoff:      &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5},
-		CacheTTL:                 10 * time.Second,
+	if cfg.ClientCAFile == "" {
+		return nil, errors.New("node agent: a client CA is needed (--client-ca-file): it serves the server's client certificate only")
 	}
-	if cfg.ClientCAFile != "" {
-		ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", cfg.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("node agent client CA: %w", err)
-		}
-		ac.ClientCertificateCAContentProvider = ca
+	ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", cfg.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("node agent client CA: %w", err)
 	}
+	// Client certificates only: no TokenReview, so no token is ever honoured.
+	ac := authenticatorfactory.DelegatingAuthenticatorConfig{ClientCertificateCAContentProvider: ca}
 	authn, _, err := ac.New()
 	if err != nil {
 		return nil, err
@@ -121,6 +126,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+PathStop, s.serve(func(ctx context.Context, r *http.Request) (any, error) { return s.stop(ctx, r, false) }))
 	mux.Handle("POST "+PathStates, s.serve(s.states))
 	mux.Handle("POST "+PathPrefetch, s.serve(s.prefetchForRestore))
+	mux.Handle("POST "+PathKey, s.serve(s.key))
 	mux.Handle("GET "+PathMetrics, s.authorized(append(append([]string(nil), s.cfg.ServerUsers...), s.cfg.MetricsUsers...), legacyregistry.Handler()))
 	return mux
 }
@@ -130,11 +136,18 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) authorized(users []string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		logger := klog.FromContext(r.Context()).WithValues("path", r.URL.Path, "remote", r.RemoteAddr)
+		if r.Header.Get("Authorization") != "" {
+			logger.Info("Refused a request with a bearer token")
+			requests.WithLabelValues(r.URL.Path, code(http.StatusUnauthorized)).Inc()
+			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized,
+				Message: "bearer tokens are refused: the node agent takes the server's client certificate only"})
+			return
+		}
 		resp, ok, err := s.authn.AuthenticateRequest(r)
 		if err != nil || !ok {
 			logger.Info("Refused an unauthenticated request", "err", err)
 			requests.WithLabelValues(r.URL.Path, code(http.StatusUnauthorized)).Inc()
-			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized, Message: "authentication required: the server's client certificate or token"})
+			writeError(w, http.StatusUnauthorized, ErrorResponse{Kind: kindUnauthorized, Message: "authentication required: the server's client certificate"})
 			return
 		}
 		user := resp.User.GetName()
@@ -248,8 +261,15 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	}
 	logger := klog.FromContext(ctx).WithValues("pod", req.Pod.Namespace+"/"+req.Pod.Name, "id", req.ID)
 	start := time.Now()
-	dreq := driver.CaptureRequest{ID: req.ID, Contents: req.Contents}
+	dreq := driver.CaptureRequest{ID: req.ID, Contents: req.Contents, Key: req.Key}
 	if s.cfg.Registry != nil {
+		if len(req.Key) != encryption.DEKSize {
+			return nil, badRequest{fmt.Errorf("a capture into the registry needs the checkpoint's %d-byte data key: memory leaves the node encrypted only", encryption.DEKSize)}
+		}
+		// The capturing node's own unpack (prefetch) decrypts with it.
+		if err := s.cfg.Keys.Put(t.Namespace, req.ID, req.Key); err != nil {
+			return nil, badRequest{err}
+		}
 		// Durable once in the registry, in one pass from CRIU's dump.
 		res, pub, err := s.cfg.Driver.CaptureToRegistry(ctx, t, dreq, s.cfg.Registry)
 		captureSeconds.WithLabelValues(result(err)).Observe(time.Since(start).Seconds())
@@ -336,6 +356,42 @@ func (s *Server) cleanup(ctx context.Context, id string) {
 	}
 }
 
+// key keeps a checkpoint's data key for a Pod bound to this node.
+func (s *Server) key(ctx context.Context, r *http.Request) (any, error) {
+	var req KeyRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Keys == nil {
+		return nil, fmt.Errorf("%w: this agent pushes to no registry, so it holds no keys", driver.ErrUnsupported)
+	}
+	if !api.ValidCheckpointID(req.CheckpointID) {
+		return nil, badRequest{fmt.Errorf("checkpointId %q is not one this server makes", req.CheckpointID)}
+	}
+	if req.Pod.Namespace == "" || req.Pod.Name == "" || req.Pod.UID == "" {
+		return nil, badRequest{errors.New("pod.namespace, pod.name and pod.uid are required")}
+	}
+	pod, err := s.cfg.Client.CoreV1().Pods(req.Pod.Namespace).Get(ctx, req.Pod.Name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: pod %s/%s: %v", driver.ErrTargetNotFound, req.Pod.Namespace, req.Pod.Name, err)
+		}
+		return nil, fmt.Errorf("%w: read pod %s/%s: %v", driver.ErrUnavailable, req.Pod.Namespace, req.Pod.Name, err)
+	}
+	if pod.Spec.NodeName != s.cfg.Node || string(pod.UID) != req.Pod.UID {
+		return nil, fmt.Errorf("%w: pod %s/%s (UID %s) is not bound to node %s: no key for it here",
+			ErrForbidden, req.Pod.Namespace, req.Pod.Name, req.Pod.UID, s.cfg.Node)
+	}
+	if req.Refusal != "" {
+		s.cfg.Keys.Refuse(req.Pod.Namespace, req.CheckpointID, req.Refusal)
+		return struct{}{}, nil
+	}
+	if err := s.cfg.Keys.Put(req.Pod.Namespace, req.CheckpointID, req.Key); err != nil {
+		return nil, badRequest{err}
+	}
+	return struct{}{}, nil
+}
+
 func (s *Server) delete(ctx context.Context, r *http.Request) (any, error) {
 	var req DeleteRequest
 	if err := decode(r, &req); err != nil {
@@ -343,6 +399,9 @@ func (s *Server) delete(ctx context.Context, r *http.Request) (any, error) {
 	}
 	if req.ID == "" {
 		return nil, badRequest{errors.New("id is required")}
+	}
+	if s.cfg.Keys != nil {
+		s.cfg.Keys.Drop(req.ID)
 	}
 	if err := s.cfg.Driver.Delete(ctx, req.ID); err != nil {
 		return nil, err
@@ -397,21 +456,18 @@ func (s *Server) states(ctx context.Context, _ *http.Request) (any, error) {
 }
 
 // Serve serves the agent on addr with the certificate pair until ctx ends.
-// Clients may present a certificate, verified against the client CA, or a
-// bearer token; a certificate from any other CA fails the handshake.
+// Clients present a certificate, verified against the client CA (one from
+// any other CA fails the handshake); only /healthz is served without one.
 func (s *Server) Serve(ctx context.Context, addr, certFile, keyFile string) error {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return fmt.Errorf("node agent serving certificate: %w", err)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
-	if s.cfg.ClientCAFile != "" {
-		pool, err := certutil.NewPool(s.cfg.ClientCAFile)
-		if err != nil {
-			return fmt.Errorf("node agent client CA: %w", err)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	pool, err := certutil.NewPool(s.cfg.ClientCAFile)
+	if err != nil {
+		return fmt.Errorf("node agent client CA: %w", err)
 	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions"
 	checkpointstorage "github.com/agents-kruise/checkpoint-apiserver/registry/checkpoint"
@@ -68,6 +69,10 @@ type ExtraConfig struct {
 	// Authorizer is the server's (delegated) authorizer, asked on behalf of
 	// callers before acting for them with the server's rights.
 	Authorizer authorizer.Authorizer
+	// KEK, when set, wraps each capture's data key, which Keys keeps
+	// (captures through the node agents are encrypted).
+	KEK  *encryption.KEK
+	Keys *encryption.SecretKeys
 	// Webhook serves (and registers) the admission webhooks (addWebhook).
 	Webhook *WebhookServing
 	// Registration, when set, registers the APIService (never over CRDs).
@@ -131,6 +136,10 @@ func (c CompletedConfig) New() (*Server, error) {
 		CaptureTimeout: c.ExtraConfig.CaptureTimeout,
 		Replica:        c.ExtraConfig.ReplicaName,
 		Recorder:       c.ExtraConfig.Recorder,
+		KEK:            c.ExtraConfig.KEK,
+	}
+	if c.ExtraConfig.Keys != nil {
+		opts.Keys = c.ExtraConfig.Keys
 	}
 	if c.ExtraConfig.KubeClientConfig != nil {
 		// Pods and their RBAC are the kube-apiserver's: a Checkpoint's

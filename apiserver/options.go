@@ -47,9 +47,11 @@ import (
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
 	kuberesolver "github.com/agents-kruise/checkpoint-apiserver/driver/kube"
 	"github.com/agents-kruise/checkpoint-apiserver/e2b"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/openapi"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
+	"github.com/agents-kruise/checkpoint-apiserver/restorekeys"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 	"github.com/agents-kruise/checkpoint-apiserver/storage"
 	"github.com/agents-kruise/checkpoint-apiserver/webhook"
@@ -125,6 +127,13 @@ type Options struct {
 	// CheckpointRegistry receives every capture (through the agents); the
 	// agent of a clone's node fetches the checkpoint from it by digest.
 	CheckpointRegistry ociregistry.Config
+	// EncryptionKeyFile holds the key-encryption keys (encryption.KeyFile)
+	// that wrap each checkpoint's data key: required with node agents, so
+	// memory leaves a node encrypted only.
+	EncryptionKeyFile string
+	// KeyNamespace is the server's own namespace, where each checkpoint's
+	// wrapped data key is kept in a Secret no tenant reads.
+	KeyNamespace string
 	// RestoreRuntimeClass is the RuntimeClass of clone Pods: the nodes'
 	// restore runtime (containerd-shim-checkpoint-v1).
 	RestoreRuntimeClass string
@@ -197,6 +206,7 @@ func NewOptions(out io.Writer) *Options {
 		SandboxControllers:      []string{"system:serviceaccount:sandbox-system:sandbox-controller-manager"},
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
+		KeyNamespace:            "checkpoint-system",
 		Out:                     out,
 	}
 }
@@ -222,7 +232,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName,
 		"Name the node agents' serving certificate is checked for (empty: each agent's node InternalIP).")
 	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile,
-		"Client certificate the server presents to node agents (empty: its own bearer token from --kubeconfig or the service account).")
+		"Client certificate the server presents to node agents (required with --node-agents: agents take no token).")
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of --agent-client-cert-file.")
 	fs.StringVar(&o.CheckpointRegistry.Repository, "checkpoint-registry", o.CheckpointRegistry.Repository,
 		"host[:port]/repository of the OCI registry that holds checkpoints, so that clones start on any node.")
@@ -230,6 +240,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"CA of the checkpoint registry's serving certificate (empty: the system's roots). TLS is always verified.")
 	fs.StringVar(&o.CheckpointRegistry.AuthFile, "checkpoint-registry-auth-file", o.CheckpointRegistry.AuthFile,
 		"Docker config.json with the registry's credentials (the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret).")
+	fs.StringVar(&o.EncryptionKeyFile, "encryption-key-file", o.EncryptionKeyFile,
+		"Key-encryption keys (YAML: keys: [{name, secret: base64 of 32 bytes}], the first wraps, all unwrap) that wrap each checkpoint's "+
+			"own data key; checkpoints leave the nodes encrypted with it. Required with --node-agents. Mount it from a Secret.")
+	fs.StringVar(&o.KeyNamespace, "key-namespace", o.KeyNamespace,
+		"The server's own namespace, where each checkpoint's wrapped data key is kept in a Secret (deleted with its Checkpoint). No tenant may read Secrets there.")
 	fs.StringVar(&o.RestoreRuntimeClass, "restore-runtime-class", o.RestoreRuntimeClass,
 		"RuntimeClass of clone Pods: the nodes' restore runtime, which restores a Pod annotated agents.kruise.io/restore-from.")
 	fs.StringSliceVar(&o.SandboxControllers, "sandbox-controllers", o.SandboxControllers,
@@ -314,6 +329,12 @@ func (o *Options) Validate() error {
 	}
 	if o.NodeAgents && o.CheckpointRegistry.Repository == "" {
 		errs = append(errs, errors.New("--node-agents needs --checkpoint-registry: a checkpoint must outlive the node it was taken on"))
+	}
+	if o.NodeAgents && (o.AgentClientCertFile == "" || o.AgentClientKeyFile == "") {
+		errs = append(errs, errors.New("--node-agents needs --agent-client-cert-file and --agent-client-key-file: agents take the server's client certificate only"))
+	}
+	if o.NodeAgents && o.EncryptionKeyFile == "" {
+		errs = append(errs, errors.New("--node-agents needs --encryption-key-file: a checkpoint is a memory dump, and it leaves the node encrypted only"))
 	}
 	if o.NodeAgents && o.Standalone {
 		errs = append(errs, errors.New("--node-agents needs a cluster: the standalone server captures in process"))
@@ -605,15 +626,20 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	if err != nil {
 		return err
 	}
+	kek, err := encryption.LoadKEK(o.EncryptionKeyFile)
+	if err != nil {
+		return err
+	}
 	agents, err := agent.NewClient(agent.ClientConfig{
 		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile, ServerName: o.AgentServerName,
 		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, Registry: reg,
-		BearerToken: cfg.ClientConfig.BearerToken, BearerTokenFile: cfg.ClientConfig.BearerTokenFile,
 	})
 	if err != nil {
 		return err
 	}
 	extra.Driver = agents
+	extra.KEK = kek
+	extra.Keys = &encryption.SecretKeys{Client: client, Namespace: o.KeyNamespace}
 	extra.KubeClientConfig = cfg.ClientConfig
 	extra.Authorizer = cfg.Authorization.Authorizer
 	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
@@ -622,6 +648,18 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	o.recorder(client, extra)
+	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	keys := &restorekeys.Distributor{Client: client, Lookup: nodeimages.APILookup{Client: dyn}, KEK: kek, Keys: extra.Keys,
+		Agents: agents, Recorder: extra.Recorder}
+	if err := cfg.AddPostStartHook("restore-keys", func(ctx genericapiserver.PostStartHookContext) error {
+		go keys.Run(ctx)
+		return nil
+	}); err != nil {
+		return err
+	}
 	return o.applyRegistrations(cfg, client, extra)
 }
 

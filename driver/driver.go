@@ -66,6 +66,9 @@ type CaptureRequest struct {
 	// ID names the captured state; the caller makes it unique.
 	ID       string
 	Contents []Content
+	// Key, when set, is the checkpoint's data key: what leaves the node
+	// (into the registry) is encrypted with it.
+	Key []byte
 }
 
 // CaptureResult is what a capture produced.
@@ -96,6 +99,12 @@ type RestoreRequest struct {
 	Labels    map[string]string
 	// Node is the node to restore on ("": the scheduler's or the driver's choice).
 	Node string
+	// ImageDigest is the Checkpoint's status.imageDigest: a registry's copy
+	// is found by it alone ("": none).
+	ImageDigest string
+	// Template, when set, is the source's template as the server recorded
+	// it: the clone is made from it, never from what a registry says.
+	Template []byte
 }
 
 // Driver captures, restores, deletes and stops sandboxes.
@@ -131,7 +140,9 @@ type PreparedRestore struct {
 
 // RestorePreparer says what a restore of a checkpoint into a Pod needs.
 type RestorePreparer interface {
-	PrepareRestore(ctx context.Context, checkpointID string) (PreparedRestore, error)
+	// imageDigest is the Checkpoint's status.imageDigest (its index in a
+	// registry; "" when it has none).
+	PrepareRestore(ctx context.Context, checkpointID, imageDigest string) (PreparedRestore, error)
 }
 
 // Stopper stops a captured source for keepRunning=false. A Driver stops

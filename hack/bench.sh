@@ -8,6 +8,8 @@
 #    both sides with one load generator: creates, lists, watches, memory;
 # 3. the system goes down, and BenchmarkCapture times capture and restore
 #    with containerd + runc + CRIU for several container memory sizes;
+#    BenchmarkEncryption times a capture into the registry and a node's
+#    fetch of it, in clear and encrypted, side by side (encryption.log);
 #    BenchmarkCaptureAcrossNodes then brings up one kubelet node, then two
 #    with node agents and the registry, and times capture and clones there;
 # 4. checkpoint-bench report writes results.json, table.md, list.png and
@@ -17,6 +19,7 @@
 # BENCH_CAPTURE_RUNS  captures per memory size (default 5)
 # BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,64,256,1024)
 # BENCH_NODES_RUNS    captures per size on kubelet nodes (default 3); BENCH_NODES_SIZES (default 0,64,256,1024)
+# BENCH_ENCRYPTION_RUNS captures per size, clear and encrypted (default 3); BENCH_ENCRYPTION_SIZES (default 0,64,256,1024)
 # BENCH_PUBLISH=1     also copy the table and plots into BENCHMARKS.md and docs/benchmarks/
 set -o errexit -o nounset -o pipefail
 
@@ -55,7 +58,12 @@ log "API figures done at $((SECONDS - start))s; timing capture"
   { tail -50 "$OUT/capture.log"; exit 1; }
 grep -E 'MiB: capture' "$OUT/capture.log" >&2 || true
 
-log "capture done at $((SECONDS - start))s; timing capture across kubelet nodes (agents, registry)"
+log "capture done at $((SECONDS - start))s; timing encryption at rest (capture into the registry, fetch), clear against encrypted"
+(cd "$ROOT" && PATH="$BIN:$PATH" go test -v -run '^$' -bench '^BenchmarkEncryption$' -benchtime "${BENCH_ENCRYPTION_RUNS:-3}x" -timeout 30m ./test/bench/) \
+  >"$OUT/encryption.log" 2>&1 || { tail -50 "$OUT/encryption.log"; exit 1; }
+grep -E 'MiB: capture into the registry' "$OUT/encryption.log" >&2 || true
+
+log "encryption done at $((SECONDS - start))s; timing capture across kubelet nodes (agents, registry)"
 (cd "$ROOT" && unset LOCAL_UP_DIR LOCAL_UP_NODES ETCD_PORT KAS_PORT CP_PORT CHECKPOINT_APISERVER_ARGS &&
   PATH="$BIN:$PATH" BENCH_NODES_OUT=$OUT/nodes.json \
   go test -run '^$' -bench '^BenchmarkCaptureAcrossNodes$' -benchtime "${BENCH_NODES_RUNS:-3}x" -timeout 40m ./test/bench/) >"$OUT/nodes.log" 2>&1 ||

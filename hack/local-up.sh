@@ -401,6 +401,16 @@ YAML
   log "checkpoint registry at $HOST_IP:$REGISTRY_PORT/checkpoints (user checkpoints, password in $d/password)"
 }
 
+# encryption_keys: the key-encryption key that wraps each checkpoint's data
+# key (made once per cluster; ENCRYPTION_KEY_FILE: yours), its path printed.
+encryption_keys() {
+  local f=${ENCRYPTION_KEY_FILE:-$WORK/encryption-keys.yaml}
+  if [ ! -f "$f" ]; then
+    (umask 077 && printf 'keys:\n- name: local-up\n  secret: %s\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$f")
+  fi
+  echo "$f"
+}
+
 # start_agent I: the node agent of node I, on the node's address.
 start_agent() {
   local i=$1 n; n=$(node_name "$i")
@@ -511,7 +521,8 @@ start_server() {
     args+=(--node-agents --agent-port="$AGENT_PORT" --agent-ca-file="$PKI/ca.crt"
       --agent-client-cert-file="$PKI/checkpoint-apiserver-client.crt" --agent-client-key-file="$PKI/checkpoint-apiserver-client.key"
       --checkpoint-registry="$HOST_IP:$REGISTRY_PORT/checkpoints" --checkpoint-registry-ca-file="$PKI/ca.crt"
-      --checkpoint-registry-auth-file="$WORK/registry/auth.json" --resolver=pod)
+      --checkpoint-registry-auth-file="$WORK/registry/auth.json" --resolver=pod
+      --encryption-key-file="$(encryption_keys)")
   elif [ -n "${CONTAINERD_ADDRESS:-}" ]; then
     args+=(--containerd-address="$CONTAINERD_ADDRESS" --resolver=labels)
   elif [ "$NODES" -gt 0 ]; then
@@ -597,6 +608,8 @@ deploy_pods() {
     --docker-username=checkpoints --docker-password="$(cat "$WORK/registry/password")" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl -n "$CP_NAMESPACE" create configmap checkpoint-registry-ca --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
     kubectl apply -f - >/dev/null
+  kubectl -n "$CP_NAMESPACE" create secret generic checkpoint-encryption-key --from-file=keys.yaml="$(encryption_keys)" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   # The E2B front's API keys: E2B_API_KEYS_FILE, or one key of team default
   # (whose group may edit namespace default).
   local keys=${E2B_API_KEYS_FILE:-$WORK/e2b-keys.yaml}
@@ -657,9 +670,12 @@ $(if [ "$MODE" = crd ]; then yaml_args --mode=crd --checkpoint-id-annotation-key
         - --agent-port=$AGENT_PORT
         - --agent-ca-file=/etc/checkpoint-node-agent/ca/ca.crt
         - --agent-server-name=checkpoint-node-agent.checkpoint-system.svc
+        - --agent-client-cert-file=/etc/checkpoint-apiserver/agent-client/tls.crt
+        - --agent-client-key-file=/etc/checkpoint-apiserver/agent-client/tls.key
         - $registry
         - --checkpoint-registry-auth-file=/etc/checkpoint-registry/.dockerconfigjson
         - --checkpoint-registry-ca-file=/etc/checkpoint-registry-ca/ca.crt
+        - --encryption-key-file=/etc/checkpoint-encryption/keys.yaml
         - --data-dir=/var/lib/checkpoint-apiserver
         - --e2b-bind-address=\$(POD_IP):3000
         - --e2b-tls-cert-file=/etc/checkpoint-apiserver/serving/tls.crt
@@ -706,7 +722,8 @@ $(yaml_args ${RUNTIME_INSTALL_ARGS:-})
         - --port=$AGENT_PORT
         - --tls-cert-file=/etc/checkpoint-node-agent/serving/tls.crt
         - --tls-private-key-file=/etc/checkpoint-node-agent/serving/tls.key
-        - --server-user=system:serviceaccount:$CP_NAMESPACE:checkpoint-apiserver
+        - --client-ca-file=/etc/checkpoint-node-agent/client-ca/ca.crt
+        - --server-user=checkpoint-apiserver
         - --containerd-address=$RUNDIR/\$(NODE_NAME)/containerd.sock
         - --containerd-namespace=k8s.io
         - --data-dir=$WORK/agent-data/\$(NODE_NAME)
@@ -722,6 +739,7 @@ $(yaml_args ${AGENT_ARGS:-})
         volumeMounts:
         - \$patch: replace
         - {name: serving, mountPath: /etc/checkpoint-node-agent/serving, readOnly: true}
+        - {name: client-ca, mountPath: /etc/checkpoint-node-agent/client-ca, readOnly: true}
         - {name: registry-auth, mountPath: /etc/checkpoint-registry, readOnly: true}
         - {name: registry-ca, mountPath: /etc/checkpoint-registry-ca, readOnly: true}
         - {name: containerd, mountPath: $RUNDIR}
@@ -868,7 +886,6 @@ kind: ClusterRole
 metadata: {name: local-up:checkpoint-node-agent}
 rules:
 - {apiGroups: [""], resources: [pods], verbs: [get]}
-- {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
 - {apiGroups: [agents.kruise.io], resources: [checkpoints], verbs: [list]}
 - {apiGroups: [""], resources: [events], verbs: [create]}
 ---

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
 )
@@ -50,8 +52,9 @@ func (l APILookup) Find(ctx context.Context, ns, id string) (Checkpoint, error) 
 			sandbox, _, _ = unstructured.NestedString(item.Object, "spec", "podName")
 		}
 		return Checkpoint{Namespace: ns, Name: item.GetName(), UID: string(item.GetUID()), ImageDigest: d,
-			Owner: item.GetAnnotations()[agents.AnnotationOwner], FilesystemOnly: filesystemOnly(contents),
-			Sandbox: sandbox, Created: item.GetCreationTimestamp().Time}, nil
+			Owner:          item.GetAnnotations()[agents.AnnotationOwner],
+			FilesystemOnly: filesystemOnly(contents),
+			Sandbox:        sandbox, Created: item.GetCreationTimestamp().Time}, nil
 	}
 	return Checkpoint{}, fmt.Errorf("%w: namespace %s has no Checkpoint with ID %s", ErrNotFound, ns, id)
 }
@@ -63,8 +66,24 @@ func filesystemOnly(contents []string) bool {
 }
 
 // RegistryArchives fetches archives from the checkpoint registry, by the
-// Checkpoint's digest only, and checks the index names the checkpoint.
-type RegistryArchives struct{ Registry *ociregistry.Registry }
+// Checkpoint's digest only, checks the index names the checkpoint, and
+// decrypts them with the checkpoint's data key.
+type RegistryArchives struct {
+	Registry *ociregistry.Registry
+	// Keys has the data keys the server gave this node (nil: archives are
+	// in clear, and an encrypted one cannot be read).
+	Keys Keys
+}
+
+// Keys are a node's checkpoint data keys.
+type Keys interface {
+	// Wait returns checkpoint id's key for namespace, waiting until ctx ends.
+	Wait(ctx context.Context, namespace, id string) ([]byte, error)
+}
+
+// keyWait bounds the wait for a checkpoint's key: the server gives it once
+// the Pod is bound here; the kubelet retries a container that failed.
+const keyWait = time.Minute
 
 // Archive streams req's container archive.
 func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Request) (io.ReadCloser, int64, error) {
@@ -79,6 +98,9 @@ func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Re
 	if got := idx.Annotations[ociregistry.AnnotationCheckpointID]; got != req.CheckpointID {
 		return nil, 0, fmt.Errorf("the index %s of Checkpoint %s/%s is of checkpoint %q, not %s: refused", d, cp.Namespace, cp.Name, got, req.CheckpointID)
 	}
+	if got := idx.Annotations[ociregistry.AnnotationNamespace]; a.Keys != nil && got != cp.Namespace {
+		return nil, 0, fmt.Errorf("the index %s of Checkpoint %s/%s is of namespace %q: refused", d, cp.Namespace, cp.Name, got)
+	}
 	for _, m := range idx.Manifests {
 		if m.Annotations[ociregistry.AnnotationContainerName] != req.Container {
 			continue
@@ -90,11 +112,37 @@ func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Re
 		if len(man.Layers) != 1 {
 			return nil, 0, fmt.Errorf("checkpoint manifest %s has %d layers, not one archive", m.Digest, len(man.Layers))
 		}
-		r, err := a.Registry.Blob(ctx, man.Layers[0])
+		layer := man.Layers[0]
+		var key []byte
+		if a.Keys != nil {
+			if layer.MediaType != encryption.MediaTypeEncryptedLayer {
+				return nil, 0, fmt.Errorf("%w: checkpoint %s's layer of container %s is %q: refused, memory travels encrypted only",
+					encryption.ErrNotEncrypted, req.CheckpointID, req.Container, layer.MediaType)
+			}
+			kctx, cancel := context.WithTimeout(ctx, keyWait)
+			key, err = a.Keys.Wait(kctx, req.Namespace, req.CheckpointID)
+			cancel()
+			if err != nil {
+				return nil, 0, err
+			}
+		}
+		r, err := a.Registry.Blob(ctx, layer)
 		if err != nil {
 			return nil, 0, err
 		}
-		return r, man.Layers[0].Size, nil
+		if layer.MediaType != encryption.MediaTypeEncryptedLayer {
+			return r, layer.Size, nil
+		}
+		plain, err := encryption.DecryptLayer(r, layer, key, req.CheckpointID, req.Container)
+		if err != nil {
+			r.Close()
+			return nil, 0, err
+		}
+		// CTR keeps the size: the archive is as large as its ciphertext.
+		return struct {
+			io.Reader
+			io.Closer
+		}{plain, r}, layer.Size, nil
 	}
 	return nil, 0, fmt.Errorf("%w: checkpoint %s holds no container %s", ErrNoContainer, req.CheckpointID, req.Container)
 }

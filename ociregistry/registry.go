@@ -35,6 +35,9 @@ import (
 const (
 	// AnnotationCheckpointID is the checkpoint's ID (also its tag).
 	AnnotationCheckpointID = "agents.kruise.io/checkpoint-id"
+	// AnnotationNamespace is the namespace of the captured sandbox (and of
+	// its Checkpoint): only that namespace's Pods restore it.
+	AnnotationNamespace = "agents.kruise.io/checkpoint-namespace"
 	// AnnotationTemplate is the captured sandbox's template (for a Pod, its
 	// spec as a restore remakes it), JSON.
 	AnnotationTemplate = "agents.kruise.io/template"
@@ -334,14 +337,23 @@ type Preparer struct {
 	Registry *Registry
 }
 
-// PrepareRestore reads checkpoint id's index.
-func (p *Preparer) PrepareRestore(ctx context.Context, id string) (driver.PreparedRestore, error) {
-	idx, err := p.Registry.Index(ctx, id)
+// PrepareRestore reads checkpoint id's index by its digest (never by its
+// tag, which anyone who may push can move) and checks it names id.
+func (p *Preparer) PrepareRestore(ctx context.Context, id, imageDigest string) (driver.PreparedRestore, error) {
+	d, err := digest.Parse(imageDigest)
+	if err != nil {
+		return driver.PreparedRestore{}, fmt.Errorf("%w: checkpoint %s names no index in the checkpoint registry (status.imageDigest %q)",
+			driver.ErrCheckpointNotFound, id, imageDigest)
+	}
+	idx, err := p.Registry.Index(ctx, d.String())
 	if errors.Is(err, ErrNotFound) {
-		return driver.PreparedRestore{}, fmt.Errorf("%w: %s is not in the checkpoint registry %s", driver.ErrCheckpointNotFound, id, p.Registry.Repository())
+		return driver.PreparedRestore{}, fmt.Errorf("%w: %s (index %s) is not in the checkpoint registry %s", driver.ErrCheckpointNotFound, id, d, p.Registry.Repository())
 	}
 	if err != nil {
 		return driver.PreparedRestore{}, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
+	}
+	if got := idx.Annotations[AnnotationCheckpointID]; got != id {
+		return driver.PreparedRestore{}, fmt.Errorf("the index %s is of checkpoint %q, not %s: refused", d, got, id)
 	}
 	return driver.PreparedRestore{Template: idx.Template(), Anywhere: true}, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/agent"
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime"
@@ -92,7 +93,7 @@ func main() {
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
 	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "Serving key.")
-	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates; a certificate from another CA fails the handshake. Bearer tokens are checked by TokenReview.")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates (required): the agent takes the server's client certificate only; one from another CA fails the handshake, and every bearer token is refused.")
 	fs.StringSliceVar(&o.serverUsers, "server-user", o.serverUsers, "The API server's user names; every other identity is refused.")
 	fs.StringSliceVar(&o.metricsUsers, "metrics-user", o.metricsUsers, "Users who may also read /metrics (a Prometheus' service account), nothing else.")
 	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/repository that receives every capture (empty: captures stay on the node).")
@@ -181,6 +182,8 @@ func run(ctx context.Context, o options) error {
 		if cfg.Registry, err = ociregistry.New(o.registry); err != nil {
 			return err
 		}
+		// Data keys live in this process's memory only, given by the server.
+		cfg.Keys = &encryption.Ring{}
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
@@ -210,7 +213,7 @@ func run(ctx context.Context, o options) error {
 			Archives: nodeimages.DriverArchives{Driver: d},
 			Events:   nodeimages.KubeEvents{Client: client, Component: "checkpoint-node-agent", Node: o.node}}
 		if cfg.Registry != nil {
-			store.Archives = nodeimages.RegistryArchives{Registry: cfg.Registry}
+			store.Archives = nodeimages.RegistryArchives{Registry: cfg.Registry, Keys: cfg.Keys}
 		}
 		cfg.Images, cfg.Prefetch = store, o.prefetch
 		go func() {

@@ -127,7 +127,7 @@ func withContainerRecord(name string, template []byte) containerd.CheckpointOpts
 
 // PrepareRestore says where checkpoint checkpointID is (this node) and
 // what its Pod was.
-func (d *Driver) PrepareRestore(ctx context.Context, checkpointID string) (driver.PreparedRestore, error) {
+func (d *Driver) PrepareRestore(ctx context.Context, checkpointID, _ string) (driver.PreparedRestore, error) {
 	ctx = d.ctx(ctx)
 	imgs, err := d.capturedState(ctx, checkpointID)
 	if err != nil {
@@ -221,7 +221,7 @@ func (d *Driver) readRecord(ctx context.Context, image string, index *ocispec.In
 
 // criImage is the image config of a CRI checkpoint image of rec whose one
 // layer is its archive, and the annotations of its manifest and index.
-func criImage(rec containerRecord, layer ocispec.Descriptor) (ocispec.Image, map[string]string) {
+func criImage(rec containerRecord, diffID digest.Digest) (ocispec.Image, map[string]string) {
 	annotations := map[string]string{
 		CheckpointAnnotationName:              rec.Name,
 		"org.criu.checkpoint.engine.name":     "checkpoint-apiserver",
@@ -238,7 +238,7 @@ func criImage(rec containerRecord, layer ocispec.Descriptor) (ocispec.Image, map
 	return ocispec.Image{
 		Created:  &rec.CheckpointedAt,
 		Platform: ocispec.Platform{OS: "linux", Architecture: goruntime.GOARCH},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 	}, annotations
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	certutil "k8s.io/client-go/util/cert"
 
 	containerdclient "github.com/containerd/containerd/v2/client"
@@ -31,6 +32,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/restoreruntime/api"
@@ -473,12 +475,18 @@ func TestDumpDirectory(t *testing.T) {
 			defer containerd.SetDumpHook(func(dir string, f bool) { dirs, fastSeen = append(dirs, dir), append(fastSeen, f) })()
 
 			pod := "dump-" + slug
-			source(t, c, pod)
+			// The sandbox holds a random token in its memory (and its spec).
+			token := "tok" + strings.ReplaceAll(string(uuid.NewUUID()), "-", "")
+			pc := c.RunPodContainer(t, "team-a", pod, "main", "T="+token+"; "+framework.CounterScript)
+			framework.WaitCounter(t, pc.LogPath, 5)
 			target, err := d.Resolve(ctx, "team-a", pod)
 			require.NoError(t, err)
 			id := agents.CheckpointID(types.UID("dump-" + slug))
-			res, pub, err := d.CaptureToRegistry(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory, driver.Filesystem}}, reg)
+			dek, err := encryption.NewDEK()
 			require.NoError(t, err)
+			res, pub, err := d.CaptureToRegistry(ctx, target, driver.CaptureRequest{ID: id, Contents: []driver.Content{driver.Memory, driver.Filesystem}, Key: dek}, reg)
+			require.NoError(t, err)
+			assert.False(t, framework.TreeContains(t, lr.Dir, token), "the registry's storage holds the sandbox's token in clear")
 			assert.Positive(t, res.Pause)
 
 			require.Len(t, dirs, 1)
@@ -503,10 +511,18 @@ func TestDumpDirectory(t *testing.T) {
 			require.Len(t, manifest.Layers, 1)
 			assert.Equal(t, res.SizeBytes, manifest.Layers[0].Size, "the state's size is the archive pushed")
 			assert.Equal(t, "main", manifest.Annotations[containerd.CheckpointAnnotationName])
-			layer := registryGet(t, lr, "blobs/"+manifest.Layers[0].Digest.String())
-			assert.Equal(t, manifest.Layers[0].Digest, digest.FromBytes(layer))
+			layerDesc := manifest.Layers[0]
+			assert.Equal(t, encryption.MediaTypeEncryptedLayer, layerDesc.MediaType)
+			assert.NotEmpty(t, layerDesc.Annotations[encryption.AnnotationPubOpts])
+			layer := registryGet(t, lr, "blobs/"+layerDesc.Digest.String())
+			assert.Equal(t, layerDesc.Digest, digest.FromBytes(layer))
+			plain, err := encryption.DecryptLayer(bytes.NewReader(layer), layerDesc, dek, id, "main")
+			require.NoError(t, err)
+			clear, err := io.ReadAll(plain)
+			require.NoError(t, err)
+			assert.True(t, bytes.Contains(clear, []byte(token)), "decrypted, the archive holds the token (the grep above would have found it)")
 			names := map[string]bool{}
-			tr := tar.NewReader(bytes.NewReader(layer))
+			tr := tar.NewReader(bytes.NewReader(clear))
 			for {
 				hdr, err := tr.Next()
 				if err == io.EOF {
@@ -522,10 +538,23 @@ func TestDumpDirectory(t *testing.T) {
 			// A node's agent unpacks it from the registry by the index's
 			// digest for the restore runtime, and refuses an index that is
 			// another checkpoint's.
-			store := &nodeimages.Store{Dir: t.TempDir(), Lookup: digestLookup(pub.Digest), Archives: nodeimages.RegistryArchives{Registry: reg}}
+			// With another data key (this node was given the wrong one),
+			// nothing is unpacked.
+			wrong, err := encryption.NewDEK()
+			require.NoError(t, err)
+			wrongRing := &encryption.Ring{}
+			require.NoError(t, wrongRing.Put("team-a", id, wrong))
+			store := &nodeimages.Store{Dir: t.TempDir(), Lookup: digestLookup(pub.Digest), Archives: nodeimages.RegistryArchives{Registry: reg, Keys: wrongRing}}
+			require.NoError(t, store.Start())
+			_, err = store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: id})
+			require.ErrorIs(t, err, encryption.ErrWrongKey)
+			ring := &encryption.Ring{}
+			require.NoError(t, ring.Put("team-a", id, dek))
+			store = &nodeimages.Store{Dir: t.TempDir(), Lookup: digestLookup(pub.Digest), Archives: nodeimages.RegistryArchives{Registry: reg, Keys: ring}}
 			require.NoError(t, store.Start())
 			got, err := store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: id})
 			require.NoError(t, err)
+			assert.True(t, framework.TreeContains(t, store.Dir, token), "unpacked on the node, the checkpoint is in clear")
 			assert.FileExists(t, filepath.Join(got.Images, "inventory.img"))
 			assert.FileExists(t, got.RootfsDiff)
 			_, err = store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: agents.CheckpointID("another")})

@@ -20,12 +20,14 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 )
 
@@ -243,7 +245,10 @@ const AnnotationPublishedManifest = "agents.kruise.io/published-manifest"
 // in the index, straight into the registry, then pushes its CRI
 // checkpoint image's config and manifest; into is the manifest's
 // descriptor. It comes after WithCheckpointTask and withContainerRecord.
-func withDumpPushed(dir, name string, reg *ociregistry.Registry, into *pushedImage) containerd.CheckpointOpts {
+//
+// With a data key, the archive is encrypted on its way (the OCI encrypted
+// layer format): the registry never holds it in clear.
+func withDumpPushed(dir, name string, req driver.CaptureRequest, reg *ociregistry.Registry, into *pushedImage) containerd.CheckpointOpts {
 	return func(ctx context.Context, client *containerd.Client, c *containers.Container, index *ocispec.Index, _ *options.CheckpointOptions) error {
 		cs := client.ContentStore()
 		var rec *containerRecord
@@ -284,13 +289,31 @@ func withDumpPushed(dir, name string, reg *ociregistry.Registry, into *pushedIma
 			}
 			pw.CloseWithError(err)
 		}()
-		layer, err := reg.PushBlob(ctx, ocispec.MediaTypeImageLayer, pr)
+		// The image's diff ID is the archive's own digest, encrypted or not.
+		diffID := digest.SHA256.Digester()
+		var body io.Reader = io.TeeReader(pr, diffID.Hash())
+		mediaType := ocispec.MediaTypeImageLayer
+		var enc *encryption.Encrypter
+		if req.Key != nil {
+			var err error
+			if enc, err = encryption.EncryptLayer(body, req.Key, req.ID, name); err != nil {
+				pr.CloseWithError(err)
+				return err
+			}
+			body, mediaType = enc, encryption.MediaTypeEncryptedLayer
+		}
+		layer, err := reg.PushBlob(ctx, mediaType, body)
 		pr.CloseWithError(err) // the writer stops if the push did
 		if err != nil {
 			return fmt.Errorf("%w: push the checkpoint of %s: %v", ErrRegistry, name, err)
 		}
+		if enc != nil {
+			if layer.Annotations, err = enc.Annotations(); err != nil {
+				return err
+			}
+		}
 		streamed := time.Since(start)
-		cfg, annotations := criImage(*rec, layer)
+		cfg, annotations := criImage(*rec, diffID.Digest())
 		cfgData, err := json.Marshal(cfg)
 		if err != nil {
 			return err
@@ -337,7 +360,7 @@ func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, re
 	n := 0
 	res, err := d.capture(ctx, target, req, func(dir, container string) []containerd.CheckpointOpts {
 		n++
-		return []containerd.CheckpointOpts{withDumpPushed(dir, container, reg, &pushed[n-1])}
+		return []containerd.CheckpointOpts{withDumpPushed(dir, container, req, reg, &pushed[n-1])}
 	})
 	if err != nil {
 		return res, driver.Published{}, err
@@ -355,14 +378,17 @@ func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, re
 		res.SizeBytes += p.archive
 		manifests = append(manifests, p.manifest)
 	}
+	annotations := map[string]string{ociregistry.AnnotationCheckpointID: res.ID, ociregistry.AnnotationNamespace: target.Namespace}
+	if req.Key == nil {
+		// Encrypted, the template stays with the server's record: a Pod's
+		// spec may hold secrets, and a clone is never made from the registry's word.
+		annotations[ociregistry.AnnotationTemplate] = string(target.Template)
+	}
 	data, err := json.Marshal(ocispec.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: manifests,
-		Annotations: map[string]string{
-			ociregistry.AnnotationCheckpointID: res.ID,
-			ociregistry.AnnotationTemplate:     string(target.Template),
-		},
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageIndex,
+		Manifests:   manifests,
+		Annotations: annotations,
 	})
 	if err != nil {
 		return fail(err)

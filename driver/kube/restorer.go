@@ -157,9 +157,12 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 	} else if !apierrors.IsNotFound(err) {
 		return driver.Target{}, fmt.Errorf("%w: read pod %s/%s: %v", driver.ErrUnavailable, req.Namespace, req.Name, err)
 	}
-	prepared, err := r.Preparer.PrepareRestore(ctx, checkpointID)
+	prepared, err := r.Preparer.PrepareRestore(ctx, checkpointID, req.ImageDigest)
 	if err != nil {
 		return driver.Target{}, err
+	}
+	if len(req.Template) > 0 {
+		prepared.Template = req.Template // the server's record wins over any copy
 	}
 	runtimeClass := r.RuntimeClass
 	if runtimeClass == "" {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 )
 
 // Reasons of the Ready condition, also the reasons a capture failed.
@@ -59,6 +60,9 @@ type Capturer struct {
 	liveness ReplicaLiveness
 	// authorizer, when set, is asked whether a capture's caller may capture its Pod.
 	authorizer authorizer.Authorizer
+	// kek, when set, wraps each capture's data key, which keys keeps.
+	kek  *encryption.KEK
+	keys Keys
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
@@ -179,6 +183,72 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	return c.run(ctx, creating, timeout)
 }
 
+// newKey makes cp's data key and keeps it wrapped, with the target's
+// template, as the checkpoint's record (nil: no encryption). It is kept
+// before the capture, and so before anything is encrypted with it: a
+// capture that succeeds can always be decrypted. A record left by a
+// capture that never started is replaced.
+func (c *Capturer) newKey(ctx context.Context, cp *agents.Checkpoint, template []byte) ([]byte, error) {
+	if c.kek == nil {
+		return nil, nil
+	}
+	dek, err := encryption.NewDEK()
+	if err != nil {
+		return nil, err
+	}
+	b := KeyBinding(cp)
+	wrapped, err := c.kek.Wrap(dek, b)
+	if err != nil {
+		return nil, err
+	}
+	rec := encryption.Record{Wrapped: wrapped, Template: template}
+	err = c.keys.Put(ctx, b, rec)
+	if apierrors.IsAlreadyExists(err) {
+		if err = c.keys.Delete(ctx, b.CheckpointID); err == nil {
+			err = c.keys.Put(ctx, b, rec)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
+	}
+	return dek, nil
+}
+
+// recordedTemplate is the template the server recorded of cp's source
+// (nil when it keeps no records: the driver's own copy is on the node).
+func (c *Capturer) recordedTemplate(ctx context.Context, cp *agents.Checkpoint) ([]byte, error) {
+	if c.keys == nil {
+		return nil, nil
+	}
+	rec, err := c.keys.Get(ctx, KeyBinding(cp))
+	if errors.Is(err, encryption.ErrNoKey) {
+		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), cp.Name,
+			fmt.Errorf("the server keeps no record of this checkpoint (its key and template): it cannot be restored"))
+	}
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable(err.Error())
+	}
+	if len(rec.Template) == 0 {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("checkpoint %s was not captured from a Pod, so it cannot be restored into one", cp.Name))
+	}
+	return rec.Template, nil
+}
+
+// destroyKey deletes the data key of the Checkpoint with uid, if any.
+func (c *Capturer) destroyKey(ctx context.Context, uid types.UID) error {
+	if c.keys == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.keys.Delete(ctx, agents.CheckpointID(uid))
+}
+
+// KeyBinding is what a Checkpoint's data key is bound to.
+func KeyBinding(cp *agents.Checkpoint) encryption.Binding {
+	return encryption.Binding{Namespace: cp.Namespace, UID: string(cp.UID), CheckpointID: agents.CheckpointID(cp.UID)}
+}
+
 // contentsOf is what a Checkpoint captures (both, when it names none).
 func contentsOf(cp *agents.Checkpoint) []agents.ContentType {
 	if len(cp.Spec.PersistentContents) == 0 {
@@ -241,6 +311,9 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	targetName := targetOf(cp)
 
 	target, err := c.resolver.Resolve(captureCtx, cp.Namespace, targetName)
+	if err == nil {
+		req.Key, err = c.newKey(captureCtx, cp, target.Template)
+	}
 	var result driver.CaptureResult
 	if err == nil {
 		result, err = c.driver.Capture(captureCtx, target, req)

@@ -176,6 +176,9 @@ type stateLister interface {
 // (server or driver) left. State younger than minAge is left alone, and so
 // is the state of every Pending, Creating or Succeeded Checkpoint.
 func (l *Lifecycle) sweep(ctx context.Context, minAge time.Duration) error {
+	if err := l.sweepKeys(ctx, minAge); err != nil {
+		return err
+	}
 	sl, ok := l.capturer.driver.(stateLister)
 	if !ok {
 		return nil
@@ -205,6 +208,36 @@ func (l *Lifecycle) sweep(ctx context.Context, minAge time.Duration) error {
 			return fmt.Errorf("sweep %s: %w", id, err)
 		}
 		klog.FromContext(ctx).Info("Swept orphaned checkpoint state", "id", id, "age", l.now().Sub(made).Round(time.Second))
+	}
+	return nil
+}
+
+// sweepKeys destroys the data keys no Checkpoint owns (a capture whose
+// Checkpoint went without its finalizer), once older than minAge.
+func (l *Lifecycle) sweepKeys(ctx context.Context, minAge time.Duration) error {
+	if l.capturer.keys == nil {
+		return nil
+	}
+	keys, err := l.capturer.keys.List(ctx)
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	cps, err := l.lister.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	owned := make(map[string]bool, len(cps))
+	for _, cp := range cps {
+		owned[agents.CheckpointID(cp.UID)] = true
+	}
+	for id, made := range keys {
+		if owned[id] || l.now().Sub(made) < minAge {
+			continue
+		}
+		if err := l.capturer.keys.Delete(ctx, id); err != nil {
+			return err
+		}
+		klog.FromContext(ctx).Info("Destroyed the data key of a checkpoint that is gone", "id", id)
 	}
 	return nil
 }
@@ -329,6 +362,11 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 	if l.capturer.InFlight(cp.UID) {
 		l.queue.AddAfter(key, time.Second) // let the capture finish, then delete what it made
 		return nil
+	}
+	// Its data key goes first: from then on nothing of it decrypts,
+	// wherever its blobs are kept and whatever the rest of the delete does.
+	if err := l.capturer.destroyKey(ctx, cp.UID); err != nil {
+		return err
 	}
 	// Only a capture that got as far as Creating can have left state; a
 	// Checkpoint that never did goes without asking the driver, which may be down.

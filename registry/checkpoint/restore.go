@@ -90,8 +90,13 @@ func (r *RestoreREST) Create(ctx context.Context, name string, obj runtime.Objec
 		return out, nil
 	}
 	start := time.Now()
+	template, err := r.capturer.recordedTemplate(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	target, err := r.capturer.restorer.Restore(ctx, cp.Status.CheckpointID, driver.RestoreRequest{
 		Namespace: namespace, Name: req.Spec.SandboxName, Labels: req.Spec.Labels, Node: req.Spec.NodeName,
+		ImageDigest: cp.Status.ImageDigest, Template: template,
 	})
 	if err != nil {
 		restoreDuration.WithLabelValues(string(agents.PhaseFailed)).Observe(time.Since(start).Seconds())

@@ -24,6 +24,7 @@ import (
 	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 )
 
 // Storage holds the REST storages of checkpoints and its subresources.
@@ -66,6 +67,19 @@ type Options struct {
 	// its count of Checkpoints from its ResourceQuotas, which the
 	// kube-apiserver does not enforce for an aggregated API.
 	Quota QuotaLimit
+	// KEK, when set, wraps each capture's data key, which Keys keeps where
+	// no tenant reads it: what the driver publishes is encrypted with it.
+	KEK  *encryption.KEK
+	Keys Keys
+}
+
+// Keys keeps the checkpoints' records: wrapped data keys and templates
+// (encryption.SecretKeys).
+type Keys interface {
+	Put(ctx context.Context, b encryption.Binding, rec encryption.Record) error
+	Get(ctx context.Context, b encryption.Binding) (encryption.Record, error)
+	Delete(ctx context.Context, id string) error
+	List(ctx context.Context) (map[string]time.Time, error)
 }
 
 // QuotaResource is the object-count quota of Checkpoints.
@@ -229,7 +243,7 @@ func newCapturer(store Store, opts Options) *Capturer {
 	return &Capturer{
 		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
 		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: opts.Incarnation, liveness: opts.Liveness,
-		authorizer: opts.Authorizer,
+		authorizer: opts.Authorizer, kek: opts.KEK, keys: opts.Keys,
 	}
 }
 

@@ -207,3 +207,32 @@ func TestBenchSmoke(t *testing.T) {
 		assert.Positive(t, st.Size())
 	}
 }
+
+// BenchmarkEncryption is the cost of encryption at rest, in clear and
+// encrypted side by side: a capture into a real registry, and a node's
+// fetch and unpack of it. BENCH_ENCRYPTION_SIZES (MiB; default
+// 0,64,256,1024); b.N is the runs per size.
+//
+//	go test -run '^$' -bench BenchmarkEncryption -benchtime 3x ./test/bench/
+func BenchmarkEncryption(b *testing.B) {
+	sizes, runs := benchSetup(b, "BENCH_ENCRYPTION_SIZES", 0, 64, 256, 1024)
+	if runs == 0 {
+		return
+	}
+	for _, r := range MeasureEncryption(b, sizes, runs) {
+		b.ReportMetric(r.CaptureEncMs/r.CaptureClearMs, "capture-enc/clear@"+strconv.Itoa(r.MemoryMiB)+"MiB")
+		b.ReportMetric(r.FetchEncMs/r.FetchClearMs, "fetch-enc/clear@"+strconv.Itoa(r.MemoryMiB)+"MiB")
+	}
+}
+
+// TestEncryptionBenchmarkSmoke runs every step of BenchmarkEncryption once,
+// at 0 MiB, so it cannot rot: each figure is recorded, never how fast.
+func TestEncryptionBenchmarkSmoke(t *testing.T) {
+	rs := MeasureEncryption(t, []int{0}, 1)
+	require.Len(t, rs, 1)
+	for what, v := range map[string]float64{"capture clear": rs[0].CaptureClearMs, "capture encrypted": rs[0].CaptureEncMs,
+		"fetch clear": rs[0].FetchClearMs, "fetch encrypted": rs[0].FetchEncMs} {
+		assert.Positive(t, v, what)
+	}
+	assert.Positive(t, rs[0].ArchiveSizeBytes)
+}

@@ -281,15 +281,21 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, rendered, "--apiservice-ca-file=/etc/checkpoint-apiserver/serving/ca.crt")
 		assert.Regexp(t, `ca\.crt: \|?\s*LS0t`, rendered, "the serving Secret carries the CA")
 
-		// The node agents: a DaemonSet serving only the server's service
-		// account; the server calls them and pushes to a TLS-verified registry.
+		// The node agents: a DaemonSet serving only the server's client
+		// certificate (no token, and no right to review one); the server calls
+		// them and pushes to a TLS-verified registry.
 		assert.Contains(t, applied, "daemonset.apps/checkpoint-node-agent")
 		assert.Contains(t, applied, "clusterrole.rbac.authorization.k8s.io/checkpoint-node-agent")
-		assert.Contains(t, rendered, "--server-user=system:serviceaccount:checkpoint-system:checkpoint-apiserver")
+		assert.Contains(t, rendered, "--server-user=checkpoint-apiserver")
+		assert.Contains(t, rendered, "--client-ca-file=/etc/checkpoint-node-agent/client-ca/ca.crt")
+		assert.Contains(t, rendered, "--agent-client-cert-file=/etc/checkpoint-apiserver/agent-client/tls.crt")
+		assert.NotContains(t, rendered, "tokenreviews", "nobody in artifacts/ reviews tokens: agents take none")
 		assert.Contains(t, rendered, "--node-agents")
 		assert.Contains(t, rendered, "--webhook-port=8444", "the review of marked Pods is served")
 		assert.Regexp(t, `name: webhook\s+port: 8444`, rendered, "behind the Service's webhook port")
 		assert.Contains(t, rendered, "--checkpoint-registry-ca-file=")
+		assert.Contains(t, rendered, "--encryption-key-file=/etc/checkpoint-encryption/keys.yaml", "checkpoints leave the nodes encrypted")
+		assert.Contains(t, rendered, "secretName: checkpoint-encryption-key")
 		for _, insecure := range []string{"insecure", "skip-tls", "skipTLS", "plain-http", "plainHTTP"} {
 			assert.NotContains(t, strings.ToLower(rendered), strings.ToLower(insecure), "no insecure registry or TLS setting in artifacts/")
 		}
@@ -298,6 +304,7 @@ func TestAggregation(t *testing.T) {
 		crd := c.Must("kustomize", filepath.Join(artifacts, "crd-mode"))
 		assert.Contains(t, crd, "--mode=crd")
 		assert.Contains(t, crd, "--webhook-ca-file=")
+		assert.Contains(t, crd, "--encryption-key-file=/etc/checkpoint-encryption/keys.yaml")
 		assert.NotContains(t, crd, "--etcd-servers")
 		assert.NotContains(t, crd, "kind: APIService")
 		assert.Contains(t, c.Must("apply", "-k", filepath.Join(artifacts, "crd-mode"), "--dry-run=server"),

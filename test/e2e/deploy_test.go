@@ -153,14 +153,19 @@ func TestDeployedAsPods(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, out, "unauthorized")
 
-		// checkpointctl reads the container's checkpoint image as it reads
-		// the kubelet's archives.
+		// The container's checkpoint image holds its archive encrypted:
+		// checkpointctl cannot read it as it is; decrypted with its data key
+		// (which the operator's key-encryption key opens), it reads it as it
+		// reads the kubelet's archives.
 		oci := filepath.Join(t.TempDir(), "oci")
 		out, err = reg.Skopeo("copy", "-q", "--src-cert-dir", reg.CertDir(), "--src-creds", reg.Creds(),
 			"docker://"+framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, "oci:"+oci+":web")
 		require.NoError(t, err, out)
-		layer := checkpointLayer(t, oci)
+		layer, desc := ociLayer(t, oci)
+		assert.Equal(t, "application/vnd.oci.image.layer.v1.tar+encrypted", desc.MediaType)
 		show, err := exec.Command(checkpointctl, "show", layer).CombinedOutput()
+		require.Error(t, err, "checkpointctl read the encrypted layer: %s", show)
+		show, err = exec.Command(checkpointctl, "show", decryptLayer(t, layer, desc, dataKey(t, c, ns, "cp-web"), id, "main")).CombinedOutput()
 		require.NoError(t, err, "%s", show)
 		assert.Contains(t, string(show), "docker.io/library/busybox:local", "checkpointctl shows the base image")
 		assert.Contains(t, string(show), "containerd", "checkpointctl shows the engine")
@@ -206,6 +211,8 @@ func TestDeployedAsPods(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("MemoryIsEncryptedAtRest", func(t *testing.T) { memoryEncryptedAtRest(t, c, reg, ns) })
 
 	t.Run("PythonSandboxClonesSpreadOverBothNodes", func(t *testing.T) {
 		get, secret := startPython(t, c, ns, "node-1")
@@ -357,10 +364,11 @@ func TestDeployedAsPods(t *testing.T) {
 		body := fmt.Sprintf(`{"pod":{"namespace":%q,"name":"victim"},"id":"ckpt-intruder"}`, ns)
 		anonymous := agentClient(t, c, "", "")
 
-		// The server's own identity (its service account's token) is served,
-		// but only for its node's Pods.
-		server := c.Must("create", "token", "checkpoint-apiserver", "-n", "checkpoint-system")
-		code, out, err := agentCall(anonymous, 2, "/v1/capture", body, server)
+		// The server's client certificate (the deployment's) is served, but
+		// only for its node's Pods.
+		certs := filepath.Join(c.Dir, "deploy", "base", "certs")
+		server := agentClient(t, c, filepath.Join(certs, "agent-client.crt"), filepath.Join(certs, "agent-client.key"))
+		code, out, err := agentCall(server, 2, "/v1/capture", body, "")
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusForbidden, code, out)
 		assert.Contains(t, out, "bound to node-1", "node-2's agent refuses a Pod on node-1")
@@ -369,22 +377,26 @@ func TestDeployedAsPods(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusUnauthorized, code, "no credentials: %s", out)
 
-		// The deployment's agents take no client certificate (they have no
-		// client CA): even the cluster admin's authenticates no one.
+		// A client certificate of another CA, even the cluster admin's, is
+		// refused in the handshake or answered 401.
 		pki := filepath.Join(c.Dir, "pki")
 		code, out, err = agentCall(agentClient(t, c, filepath.Join(pki, "admin.crt"), filepath.Join(pki, "admin.key")), 1, "/v1/capture", body, "")
-		require.NoError(t, err)
-		assert.Equal(t, http.StatusUnauthorized, code, out)
+		if err == nil {
+			assert.Equal(t, http.StatusUnauthorized, code, out)
+		}
 
-		// Valid Kubernetes users who are not the server: another service
-		// account's token, and the agents' own.
-		for _, sa := range []string{"default -n " + ns, "checkpoint-node-agent -n checkpoint-system"} {
+		// Every bearer token is refused, valid or not, alone or beside the
+		// server's own certificate: the server's service account's (which
+		// can create Pods cluster-wide), another one's, the agents' own.
+		for _, sa := range []string{"checkpoint-apiserver -n checkpoint-system", "default -n " + ns, "checkpoint-node-agent -n checkpoint-system"} {
 			f := strings.Fields(sa)
 			token := c.Must("create", "token", f[0], "-n", f[2])
-			code, out, err = agentCall(anonymous, 1, "/v1/capture", body, token)
-			require.NoError(t, err)
-			assert.Equal(t, http.StatusForbidden, code, out)
-			assert.Contains(t, out, "system:serviceaccount:"+f[2]+":"+f[0])
+			for _, client := range []*http.Client{anonymous, server} {
+				code, out, err = agentCall(client, 1, "/v1/capture", body, token)
+				require.NoError(t, err)
+				assert.Equal(t, http.StatusUnauthorized, code, out)
+				assert.Contains(t, out, "bearer tokens are refused", sa)
+			}
 		}
 
 		// Nothing was captured by any of these.
@@ -425,6 +437,23 @@ func TestDeployedAsPods(t *testing.T) {
 		}
 	})
 
+	// restartServers replaces both server replicas (their host ports allow
+	// no surge) and waits for the new ones.
+	restartServers := func() {
+		old := c.Must("-n", "checkpoint-system", "get", "pods", "-l", "app=checkpoint-apiserver", "-o", "jsonpath={.items[*].metadata.name}")
+		c.Must("-n", "checkpoint-system", "delete", "pods", "-l", "app=checkpoint-apiserver", "--wait=false")
+		c.Eventually("two new server replicas run", func() bool {
+			names := c.Must("-n", "checkpoint-system", "get", "pods", "-l", "app=checkpoint-apiserver", "-o", "jsonpath={.items[*].metadata.name}")
+			for _, n := range strings.Fields(old) {
+				if strings.Contains(names, n) {
+					return false
+				}
+			}
+			return running("checkpoint-apiserver", 2)
+		})
+		c.Must("-n", "checkpoint-system", "rollout", "status", "deploy/checkpoint-apiserver", "--timeout=120s")
+	}
+
 	t.Run("AKilledServerPodIsReplaced", func(t *testing.T) {
 		before := systemPods(t, c)["checkpoint-apiserver"]
 		require.Len(t, before, 2)
@@ -439,4 +468,7 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Equal(t, "Succeeded", c.Must("get", "cp", "cp-py", "-n", ns, "-o", "jsonpath={.status.phase}"))
 		captureByApply(t, c, ns, "cp-after", "py", true)
 	})
+
+	// Last: it restarts the server with another key-encryption key.
+	t.Run("AWrongKeyEncryptionKeyFailsClearly", func(t *testing.T) { wrongKeyEncryptionKey(t, c, ns, restartServers) })
 }

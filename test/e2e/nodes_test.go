@@ -74,22 +74,6 @@ func agentCall(client *http.Client, node int, path, body, token string) (int, st
 	return resp.StatusCode, string(b), nil
 }
 
-// checkpointLayer is the path of the one layer of the image in OCI layout dir.
-func checkpointLayer(t *testing.T, dir string) string {
-	t.Helper()
-	var idx struct {
-		Manifests []struct{ Digest string } `json:"manifests"`
-	}
-	readBlobJSON(t, filepath.Join(dir, "index.json"), &idx)
-	require.Len(t, idx.Manifests, 1)
-	var m struct {
-		Layers []struct{ Digest string } `json:"layers"`
-	}
-	readBlobJSON(t, blobPath(dir, idx.Manifests[0].Digest), &m)
-	require.Len(t, m.Layers, 1)
-	return blobPath(dir, m.Layers[0].Digest)
-}
-
 func blobPath(dir, digest string) string {
 	return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
 }

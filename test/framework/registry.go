@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -120,3 +121,28 @@ auth:
 	}, 30*time.Second, 100*time.Millisecond, "docker-registry answers on %s", host)
 	return LocalRegistry{Repository: host + "/checkpoints", CAFile: crt, AuthFile: authFile, Dir: dir}
 }
+
+// TreeContains says whether any regular file under dir holds needle, byte
+// by byte (what a grep -r of a registry's storage finds).
+func TreeContains(tb testing.TB, dir, needle string) bool {
+	tb.Helper()
+	found := false
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || found || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		found = bytes.Contains(data, []byte(needle))
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("search %s: %v", dir, err)
+	}
+	return found
+}
+
+// Storage is the registry's storage directory (its filesystem driver's root).
+func (r Registry) Storage() string { return filepath.Join(r.Dir, "registry", "data") }
