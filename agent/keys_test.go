@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -100,4 +101,28 @@ func mustAddress(t *testing.T, c *Client) string {
 	a, err := c.address(context.Background(), "node-1")
 	require.NoError(t, err)
 	return a
+}
+
+// TestListenerTimeouts: the agent's listener cuts off a client that is slow
+// to send its request or holds a connection idle.
+func TestListenerTimeouts(t *testing.T) {
+	s := &Server{}
+	srv := s.httpServer(context.Background(), nil)
+	assert.Positive(t, srv.ReadTimeout)
+	assert.Positive(t, srv.IdleTimeout)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	// A client that opens a connection and sends nothing.
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("POST /v1/states HTTP/1.1\r\nHost: x\r\n"))
+	require.NoError(t, err)
+	// Bounded far above the agent's own timeout: only a listener that never
+	// cuts the client off fails here.
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*srv.ReadHeaderTimeout)))
+	_, err = io.ReadAll(conn)
+	require.NoError(t, err, "the agent closed the connection (no deadline of ours expired)")
 }

@@ -455,6 +455,14 @@ func (s *Server) states(ctx context.Context, _ *http.Request) (any, error) {
 	return out, nil
 }
 
+// httpServer is the agent's listener's server. A request's body is at most
+// 1 MiB, so a client that takes a minute to send one, or holds a
+// connection idle for two, is cut off; answers take as long as a capture.
+func (s *Server) httpServer(ctx context.Context, tc *tls.Config) *http.Server {
+	return &http.Server{Handler: s.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		IdleTimeout: 2 * time.Minute, BaseContext: func(net.Listener) context.Context { return ctx }}
+}
+
 // Serve serves the agent on addr with the certificate pair until ctx ends.
 // Clients present a certificate, verified against the client CA (one from
 // any other CA fails the handshake); only /healthz is served without one.
@@ -472,8 +480,7 @@ func (s *Server) Serve(ctx context.Context, addr, certFile, keyFile string) erro
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Handler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := s.httpServer(ctx, tc)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -262,15 +262,13 @@ func startE2B(hookCtx genericapiserver.PostStartHookContext, extra *ExtraConfig,
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: serving.GetConfigForClient})
 		scheme = "https"
 	}
-	adminGroup := ""
-	if len(extra.AdminGroups) > 0 {
-		adminGroup = extra.AdminGroups[0]
-	}
 	front := e2b.New(e2b.Config{
-		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig, AdminGroup: adminGroup,
+		Keys: extra.E2BKeys, Loopback: hookCtx.LoopbackClientConfig,
 		Sandboxes: extra.Sandboxes, CRD: crd,
 	})
-	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Bodies are at most 1 MiB: a client that takes a minute to send one,
+	// or holds a connection idle for two, is cut off.
+	srv := &http.Server{Handler: front.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
 			klog.ErrorS(err, "E2B front stopped")

@@ -189,7 +189,7 @@ func NewOptions(out io.Writer) *Options {
 	return &Options{
 		RecommendedOptions:      ro,
 		DataDir:                 "checkpoint-apiserver-data",
-		AdminGroups:             []string{"system:masters"},
+		AdminGroups:             []string{"system:masters", e2b.AdminGroup},
 		Driver:                  "containerd",
 		ContainerdAddress:       "/run/containerd/containerd.sock",
 		NodeName:                os.Getenv("NODE_NAME"),

@@ -43,7 +43,9 @@ func (w WebhookServing) start(hookCtx genericapiserver.PostStartHookContext) err
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)
 	}
+	// The kube-apiserver gives a review at most 30 s.
 	srv := &http.Server{Handler: webhook.Handler(w.Checkpoints, w.RestorePods), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}}
 	go func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {

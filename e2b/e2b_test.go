@@ -3,8 +3,13 @@ package e2b
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestParseKeys(t *testing.T) {
@@ -130,4 +135,33 @@ func FuzzAPIKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestKeyRevocationFailsClosed: a keys file that is deleted or turns bad
+// revokes every key (the last table is not kept), until it is good again.
+func TestKeyRevocationFailsClosed(t *testing.T) {
+	const key = "e2b_0123456789abcdef0123456789abcdef01234567"
+	path := filepath.Join(t.TempDir(), "keys.yaml")
+	good := []byte("keys:\n- {key: " + key + ", user: alice, team: team-a}\n")
+	require.NoError(t, os.WriteFile(path, good, 0o600))
+	ks, err := LoadKeys(path)
+	require.NoError(t, err)
+	_, err = ks.Lookup(key)
+	require.NoError(t, err)
+
+	require.NoError(t, os.Remove(path))
+	ks.refresh()
+	_, err = ks.Lookup(key)
+	assert.Error(t, err, "a deleted keys file leaves no key working")
+
+	require.NoError(t, os.WriteFile(path, []byte("keys: [{{{"), 0o600))
+	ks.refresh()
+	_, err = ks.Lookup(key)
+	assert.Error(t, err, "a broken keys file leaves no key working")
+
+	require.NoError(t, os.WriteFile(path, good, 0o600))
+	ks.refresh()
+	id, err := ks.Lookup(key)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", id.User)
 }

@@ -115,8 +115,7 @@ func (ks *KeyStore) reload() error {
 	return nil
 }
 
-// Watch reloads the file when it changes, until ctx ends. A file that turns
-// bad is reported and the last good table kept.
+// Watch reloads the file when it changes, until ctx ends.
 func (ks *KeyStore) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -125,9 +124,22 @@ func (ks *KeyStore) Watch(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := ks.reload(); err != nil {
-				klog.ErrorS(err, "E2B keys file not reloaded; keeping the previous keys", "path", ks.path)
-			}
+			ks.refresh()
+		}
+	}
+}
+
+// refresh reloads the file if it changed. A file that is gone or turns bad
+// fails closed: every key is refused until it is good again, since keeping
+// the last table would keep a key its operator meant to revoke.
+func (ks *KeyStore) refresh() {
+	if err := ks.reload(); err != nil {
+		ks.mu.Lock()
+		was := ks.byDigest != nil
+		ks.byDigest, ks.stamp = nil, ""
+		ks.mu.Unlock()
+		if was {
+			klog.ErrorS(err, "E2B keys file unreadable: every API key is refused until it is fixed", "path", ks.path)
 		}
 	}
 }

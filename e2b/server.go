@@ -33,6 +33,13 @@ const (
 	AdminTeam = "admin"
 	// TeamGroupPrefix + team is the group an E2B user acts in.
 	TeamGroupPrefix = "agents.kruise.io:e2b-team:"
+	// AdminGroup is the group the admin team's users act in: bound to the
+	// ClusterRole checkpoint-e2b-admin (artifacts/deploy/rbac-users.yaml),
+	// and one of the server's --admin-groups by default. Never system:masters.
+	AdminGroup = "agents.kruise.io:e2b-admins"
+	// UserPrefix starts every E2B user's name: a keys file cannot name a
+	// Kubernetes user (system:admin, a service account) for a key.
+	UserPrefix = "e2b:"
 	// AnnotationSnapshotName keeps the name given at snapshot creation.
 	AnnotationSnapshotName = "agents.kruise.io/snapshot-name"
 	// AnnotationCreatedAt orders snapshots newest first finer than
@@ -51,8 +58,6 @@ type Config struct {
 	// Loopback reaches this server with a privileged identity; the front
 	// impersonates each key's user through it.
 	Loopback *rest.Config
-	// AdminGroup is given to the admin team's users.
-	AdminGroup string
 	// Sandboxes finds and ends sandboxes as each key's user.
 	Sandboxes Sandboxes
 	// CRD, in crd mode, creates Checkpoint custom resources; capture,
@@ -130,10 +135,10 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 // userOf is the user an API key acts as.
 func (s *Server) userOf(id Identity) user.Info {
 	groups := []string{TeamGroupPrefix + id.Team, user.AllAuthenticated}
-	if id.Team == AdminTeam && s.cfg.AdminGroup != "" {
-		groups = append(groups, s.cfg.AdminGroup)
+	if id.Team == AdminTeam {
+		groups = append(groups, AdminGroup)
 	}
-	return &user.DefaultInfo{Name: id.User, Groups: groups}
+	return &user.DefaultInfo{Name: UserPrefix + id.User, Groups: groups}
 }
 
 // client acts as id's user: it impersonates the user on this server

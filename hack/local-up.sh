@@ -835,7 +835,7 @@ up() {
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-    --controllers=namespace-controller,garbage-collector-controller,endpoints-controller,endpointslice-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
+    --controllers=namespace-controller,garbage-collector-controller,resourcequota-controller,endpoints-controller,endpointslice-controller,clusterrole-aggregation-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,replicaset-controller,deployment-controller,daemonset-controller,pod-garbage-collector-controller,node-lifecycle-controller \
     --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" --use-service-account-credentials=false
   # Its service-account controller's first work shows it runs: a controller
   # manager that died (its log says why) would leave every Pod unadmitted.

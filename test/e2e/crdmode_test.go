@@ -174,6 +174,11 @@ func TestCRDMode(t *testing.T) {
 		c.Must("delete", "cp", "guarded", "-n", ns)
 	})
 
+	t.Run("ResourceQuotaCountsCheckpoints", func(t *testing.T) {
+		// The kube-apiserver's own quota admission, on OpenKruise's CRD.
+		quotaCount(t, c, "quota-crd", `{"podName":"nothing","persistentContents":["podInfo"]}`)
+	})
+
 	t.Run("CaptureNeedsRightsOnThePod", func(t *testing.T) {
 		// A user who may create Checkpoints and call capture, but has no
 		// right on Pods, captures nothing: a capture reads a Pod's memory
@@ -449,7 +454,7 @@ func TestCRDMode(t *testing.T) {
 		// The snapshot is a Checkpoint CR of alice's; the clone a Pod.
 		out := c.Must("get", "cp", "-n", ns, "-l", "agents.kruise.io/checkpoint-id="+made.SnapshotID,
 			"-o", `jsonpath={.items[0].metadata.annotations.agents\.kruise\.io/owner}`)
-		assert.Equal(t, "alice", out)
+		assert.Equal(t, "e2b:alice", out, "E2B users are prefixed: a keys file names no Kubernetes user")
 		assert.Equal(t, "Running", get("pod", made.CloneID, "{.status.phase}"))
 		assert.Greater(t, firstCount(t, c, ns, made.CloneID), 3, "the clone counts on from the capture")
 		// The snapshot has a SandboxTemplate of its name, as OpenKruise's
@@ -458,7 +463,7 @@ func TestCRDMode(t *testing.T) {
 		assert.Equal(t, cpName, get("sandboxtemplate", cpName, "{.metadata.ownerReferences[0].name}"), "the template is the snapshot's")
 		kruise := fakeOpenKruise{c: c, ns: ns}
 		kruise.install()
-		sandbox, out, err := kruise.clone(t, ns, made.SnapshotID, "alice")
+		sandbox, out, err := kruise.clone(t, ns, made.SnapshotID, "e2b:alice")
 		require.NoError(t, err, out)
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+sandbox, "--timeout=60s")
 		assert.Greater(t, firstCount(t, c, ns, sandbox), 3, "OpenKruise's clone of our snapshot counts on from the capture")

@@ -461,7 +461,7 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 				// whose counter went on from the captured value.
 				clone := made.CloneID
 				assert.Equal(t, "Running", c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.phase}"))
-				assert.Equal(t, "alice", c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
+				assert.Equal(t, "e2b:alice", c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
 				assert.Equal(t, made.SnapshotID, c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/restore-from}`))
 				assert.Greater(t, firstCount(t, c, ns, clone), 5, "the clone counts on from the captured value")
 				// GET reads the Pod: its limits, its start.

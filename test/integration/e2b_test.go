@@ -122,7 +122,7 @@ func TestE2BSDK(t *testing.T) {
 				FieldSelector: "status.checkpointId=" + seen.SnapshotID})
 			require.NoError(t, err)
 			require.Len(t, snaps.Items, 1)
-			assert.Equal(t, "alice", snaps.Items[0].Annotations["agents.kruise.io/owner"])
+			assert.Equal(t, "e2b:alice", snaps.Items[0].Annotations["agents.kruise.io/owner"], "E2B users are prefixed: a keys file names no Kubernetes user")
 		})
 	}
 }
