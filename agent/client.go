@@ -44,6 +44,9 @@ type ClientConfig struct {
 	Timeout time.Duration
 }
 
+// ErrUnreachable: no agent answers on the node (it is down, or has none).
+var ErrUnreachable = errors.New("unreachable")
+
 // Client is a driver.Driver that runs each call on the agent of the
 // node concerned: a capture on the Pod's node, a delete on every node.
 type Client struct {
@@ -156,7 +159,7 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 		if ctx.Err() != nil {
 			return fmt.Errorf("node agent of %s (%s): %w", node, addr, ctx.Err())
 		}
-		return fmt.Errorf("%w: node agent of %s (%s) unreachable: %v", driver.ErrUnavailable, node, addr, err)
+		return fmt.Errorf("%w: %w: node agent of %s (%s): %v", driver.ErrUnavailable, ErrUnreachable, node, addr, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRequestBytes))
@@ -223,8 +226,11 @@ func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
 // Delete removes the checkpoint from every node (what its capture wrote,
 // and what kubelets pulled of it), then from the registry: the registry
 // goes last, so that a retry still finds which images the nodes pulled. A
-// node whose agent does not answer fails the delete (it is retried); a
-// node that is gone took its copies with it.
+// node where no agent answers does not hold the delete up (one dead node
+// would keep every Checkpoint Terminating and its namespace undeletable):
+// its agent's sweep removes what no live Checkpoint owns when it is back,
+// and a node that is gone took its copies with it. An agent that answers
+// with an error fails the delete (it is retried).
 func (c *Client) Delete(ctx context.Context, id string) error {
 	var idx *ociregistry.Index
 	var pulled []string
@@ -243,7 +249,12 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 		}
 	}
 	if err := c.eachNode(ctx, func(node string) error {
-		return c.call(ctx, node, PathDelete, DeleteRequest{ID: id, Images: pulled}, nil)
+		err := c.call(ctx, node, PathDelete, DeleteRequest{ID: id, Images: pulled}, nil)
+		if errors.Is(err, ErrUnreachable) {
+			klog.FromContext(ctx).Info("No node agent answers; its sweep removes the checkpoint when it is back", "node", node, "id", id, "err", err)
+			return nil
+		}
+		return err
 	}); err != nil {
 		return err
 	}

@@ -126,3 +126,19 @@ func TestListenerTimeouts(t *testing.T) {
 	_, err = io.ReadAll(conn)
 	require.NoError(t, err, "the agent closed the connection (no deadline of ours expired)")
 }
+
+// TestDeadNodesDoNotBlockDeletes: a node where no agent answers does not
+// hold a delete up (its sweep cleans up when it is back); an agent that
+// answers still gets the delete.
+func TestDeadNodesDoNotBlockDeletes(t *testing.T) {
+	var driver *capturingDriver
+	c, _ := hopWith(t, func(cfg *Config) { driver = cfg.Driver.(*capturingDriver) })
+	_, err := c.cfg.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-dead"},
+		// Loopback, where nothing listens on the agents' port.
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.2"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, c.Delete(context.Background(), "ckpt-cccccccccccccccccccccccc"))
+	assert.Contains(t, driver.deleted, "ckpt-cccccccccccccccccccccccc", "the live node's agent deleted it")
+}

@@ -50,13 +50,20 @@ func (s *Server) RunSweep(ctx context.Context, cfg SweepConfig) {
 }
 
 // sweep deletes the node's state of checkpoints no live Checkpoint owns
-// (deleted, Failed, or left by a capture that died), once older than
-// the interval, then trims the cache of registry-held checkpoints to its
+// (deleted, Failed, or left by a capture that died) and their unpacked
+// copies, once older than the interval, then trims the cache of registry-held checkpoints to its
 // bound, oldest first.
 func (s *Server) sweep(ctx context.Context, cfg SweepConfig, now time.Time) error {
 	states, err := s.cfg.Driver.States(ctx)
-	if err != nil || len(states) == 0 {
+	if err != nil {
 		return err
+	}
+	var held map[string]time.Time
+	if s.cfg.Images != nil {
+		held = s.cfg.Images.Held()
+	}
+	if len(states) == 0 && len(held) == 0 {
+		return nil
 	}
 	list, err := cfg.Checkpoints.Resource(checkpoints).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -75,6 +82,20 @@ func (s *Server) sweep(ctx context.Context, cfg SweepConfig, now time.Time) erro
 		}
 	}
 	logger := klog.FromContext(ctx)
+	if s.cfg.Images != nil {
+		// Unpacked copies (in clear, on this node) of checkpoints that are
+		// gone: their delete may have found this agent down.
+		for id, used := range held {
+			if live[id] || now.Sub(used) < cfg.Interval {
+				continue
+			}
+			if err := s.cfg.Images.Remove(id); err != nil {
+				return err
+			}
+			swept.WithLabelValues("orphan").Inc()
+			logger.Info("Swept an unpacked copy of a checkpoint that is gone", "id", id)
+		}
+	}
 	for id, made := range states {
 		if live[id] || now.Sub(made) < cfg.Interval {
 			continue

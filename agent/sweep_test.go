@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
+	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
 	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 )
 
@@ -86,8 +89,24 @@ func TestSweepDeletesOrphansAndBoundsTheCache(t *testing.T) {
 		checkpointObject("shipped-new", "Succeeded", "reg/checkpoints@sha256:2"),
 		// Succeeded without a registry image: the node holds the only copy.
 		checkpointObject("local", "Succeeded", ""))
-	s := &Server{cfg: Config{Node: "node-1", Driver: d}}
+	// Unpacked copies for the restore runtime: of a checkpoint that is
+	// gone (its delete found this agent down), of one gone a moment ago,
+	// and of a live one.
+	images := &nodeimages.Store{Dir: t.TempDir()}
+	unpacked := func(uid string, used time.Time) string {
+		dir := filepath.Join(images.Dir, "team-a", id(uid), "main")
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		marker := filepath.Join(dir, ".complete")
+		require.NoError(t, os.WriteFile(marker, nil, 0o600))
+		require.NoError(t, os.Chtimes(marker, used, used))
+		return dir
+	}
+	goneCopy, youngCopy, liveCopy := unpacked("gone", old), unpacked("gone-young", young), unpacked("shipped-new", old)
+	s := &Server{cfg: Config{Node: "node-1", Driver: d, Images: images}}
 	require.NoError(t, s.sweep(context.Background(), SweepConfig{Checkpoints: dyn, Interval: time.Minute, CacheMaxBytes: 1000}, now))
+	assert.NoDirExists(t, goneCopy, "the unpacked copy of a checkpoint that is gone is swept")
+	assert.DirExists(t, youngCopy, "one used a moment ago is left for now")
+	assert.DirExists(t, liveCopy, "a live checkpoint's copy stays")
 
 	sort.Strings(d.deleted)
 	want := []string{id("failed"), id("gone"), id("shipped-old")}

@@ -379,6 +379,26 @@ func dirSize(dir string) int64 {
 	return n
 }
 
+// Held is every checkpoint the store holds whole, by ID, with when a
+// restore last used it (its newest use of any container).
+func (s *Store) Held() map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, t := range s.tiers() {
+		markers, _ := filepath.Glob(filepath.Join(t.root, "*", "*", "*", completeMarker))
+		for _, m := range markers {
+			fi, err := os.Stat(m)
+			if err != nil {
+				continue
+			}
+			id := filepath.Base(filepath.Dir(filepath.Dir(m)))
+			if fi.ModTime().After(out[id]) {
+				out[id] = fi.ModTime()
+			}
+		}
+	}
+	return out
+}
+
 // Remove deletes checkpoint id from the node, in every namespace.
 func (s *Store) Remove(id string) error {
 	if !api.ValidCheckpointID(id) {
