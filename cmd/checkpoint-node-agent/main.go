@@ -44,6 +44,7 @@ type options struct {
 	sweepInterval                   time.Duration
 	cacheMax                        string
 	dumpDir, dumpDirLimit           string
+	diskDumpLimit                   string
 	prefetch                        bool
 	restoreSocket, restoreImages    string
 	restoreImagesLimit              string
@@ -63,7 +64,7 @@ func main() {
 		node: os.Getenv("NODE_NAME"), containerdAddress: "/run/containerd/containerd.sock", namespace: "k8s.io",
 		dataDir: "/var/lib/checkpoint-agent", bindAddress: "0.0.0.0", port: 10370,
 		serverUsers:   []string{"system:serviceaccount:checkpoint-system:checkpoint-apiserver"},
-		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0",
+		sweepInterval: 5 * time.Minute, cacheMax: "20Gi", dumpDir: containerddriver.DefaultDumpDir, dumpDirLimit: "0", diskDumpLimit: "0",
 		prefetch: true, restoreSocket: nodeimages.DefaultSocket, restoreImages: "/var/lib/checkpoint-agent/restore-images", restoreImagesLimit: "20Gi",
 		restoreMemDir: "/dev/shm/checkpoint-agent-restore-images", restoreMemLimit: "0",
 	}
@@ -76,6 +77,7 @@ func main() {
 	fs.StringVar(&o.criuConfigDir, "criu-config-dir", "", "Where the CRIU configuration for restores is written, on the node (default <data-dir>/criu); the server's --node-criu-config names the file in it.")
 	fs.StringVar(&o.dumpDir, "dump-dir", o.dumpDir, containerddriver.DumpDirHelp)
 	fs.StringVar(&o.dumpDirLimit, "dump-dir-limit", o.dumpDirLimit, containerddriver.DumpDirLimitHelp)
+	fs.StringVar(&o.diskDumpLimit, "disk-dump-limit", o.diskDumpLimit, containerddriver.DiskDumpLimitHelp)
 	fs.BoolVar(&o.prefetch, "prefetch", o.prefetch,
 		"Unpack each capture from the registry into --restore-images-dir in the background once it is durable, so clones on this node start without a pull.")
 	fs.StringVar(&o.restoreSocket, "restore-socket", o.restoreSocket,
@@ -165,10 +167,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("--dump-dir-limit=%q: %w", o.dumpDirLimit, err)
 	}
+	diskLimit, err := resource.ParseQuantity(o.diskDumpLimit)
+	if err != nil {
+		return fmt.Errorf("--disk-dump-limit=%q: %w", o.diskDumpLimit, err)
+	}
 	d, err := containerddriver.New(containerddriver.Config{
 		Address: o.containerdAddress, Namespace: o.namespace, Node: o.node,
 		LogDir: filepath.Join(o.dataDir, "containers"), CRIUConfigDir: abs,
-		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(),
+		DumpDir: o.dumpDir, DumpDirLimit: dumpLimit.Value(), DiskDumpLimit: diskLimit.Value(),
 	})
 	if err != nil {
 		return err

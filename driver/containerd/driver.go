@@ -80,6 +80,10 @@ type Config struct {
 	// DumpDirLimit bounds what the dumps in DumpDir hold together (0: half
 	// its filesystem); a dump that would exceed it goes to disk.
 	DumpDirLimit int64
+	// DiskDumpLimit bounds what the dumps on disk (those that did not fit
+	// DumpDir) hold together (0: half of its filesystem); a dump that would
+	// exceed it fails the capture, saying so.
+	DiskDumpLimit int64
 	// RestoreRuntimeHandler is the CRI runtime handler of the restore
 	// runtime (package restoreruntime; "" is "checkpoint"). A container of a
 	// Pod running under it that a keepRunning=false capture ends exits 0.
@@ -110,9 +114,11 @@ type Driver struct {
 	// busy serializes captures of one container (container ID -> *sync.Mutex):
 	// two CRIU dumps of one process at once fail.
 	busy sync.Map
-	// dumpReserved is what the dumps in flight reserved in DumpDir.
+	// dumpReserved is what the dumps in flight reserved in DumpDir,
+	// diskReserved what they reserved on disk.
 	dumpMu       sync.Mutex
 	dumpReserved int64
+	diskReserved int64
 	// bg is the context of the driver's background work, ended by Close.
 	bg     context.Context
 	stopBg context.CancelFunc

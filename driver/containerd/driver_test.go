@@ -579,6 +579,28 @@ func TestDumpDirectory(t *testing.T) {
 	left, err := os.ReadDir(fast)
 	require.NoError(t, err)
 	assert.Empty(t, left, "nothing left in the dump directory")
+
+	t.Run("over both bounds", func(t *testing.T) {
+		criu := filepath.Join(c.Dir, "criu-over-both")
+		d, err := containerd.New(containerd.Config{Address: c.Address, Namespace: ns, LogDir: filepath.Join(c.Dir, "logs"),
+			CRIUConfigDir: criu, DumpDir: fast, DumpDirLimit: 1, DiskDumpLimit: 1})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = d.Close() })
+		source(t, c, "dump-over-both")
+		target, err := d.Resolve(ctx, "team-a", "dump-over-both")
+		require.NoError(t, err)
+		dek, err := encryption.NewDEK()
+		require.NoError(t, err)
+		_, _, err = d.CaptureToRegistry(ctx, target, driver.CaptureRequest{ID: agents.CheckpointID("dump-over-both"),
+			Contents: []driver.Content{driver.Memory, driver.Filesystem}, Key: dek}, reg)
+		require.ErrorIs(t, err, containerd.ErrDumpTooLarge)
+		assert.Contains(t, err.Error(), "disk bound", "the capture says which bound")
+		dumps, _ := os.ReadDir(filepath.Join(criu, "dumps"))
+		assert.Empty(t, dumps, "no dump was written")
+		states, err := d.States(ctx)
+		require.NoError(t, err)
+		assert.NotContains(t, states, agents.CheckpointID("dump-over-both"), "nothing of the capture is left")
+	})
 }
 
 // registryGet reads /v2/checkpoints/<suffix> from lr.

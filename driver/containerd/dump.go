@@ -45,8 +45,13 @@ const DefaultDumpDir = "/dev/shm/checkpoint-apiserver-dumps"
 const (
 	DumpDirHelp = "Where CRIU writes a memory dump while the sandbox is frozen: a tmpfs (memory) on the node, which the runc shim writes " +
 		"and this process reads at the same path. A dump that would not fit in --dump-dir-limit goes to disk instead (\"\": always)."
-	DumpDirLimitHelp = "Bound of what the dumps in --dump-dir hold at once (a quantity; 0: half of its filesystem)."
+	DumpDirLimitHelp  = "Bound of what the dumps in --dump-dir hold at once (a quantity; 0: half of its filesystem)."
+	DiskDumpLimitHelp = "Bound of what the dumps that go to disk (under the CRIU configuration directory) hold at once " +
+		"(a quantity; 0: half of that filesystem). A capture whose dump would exceed it fails, saying so."
 )
+
+// ErrDumpTooLarge: a dump fits neither in memory nor within the disk bound.
+var ErrDumpTooLarge = errors.New("the dump does not fit the node's bounds")
 
 // dumpReserve is what a dump may use beyond the container's memory (CRIU's
 // own images of the process tree, file descriptors and sockets).
@@ -57,17 +62,19 @@ type dumpSlot struct {
 	Dir   string
 	Fast  bool
 	bytes int64
+	// disk is what it reserved on disk (not Fast).
+	disk int64
 }
 
 // reserveDump picks the directory container ctr's dump for capture id goes
 // to, reserving its estimated size in the fast directory when it fits.
 func (d *Driver) reserveDump(ctx context.Context, ctr containerd.Container, id, name string) (dumpSlot, error) {
 	slot := dumpSlot{Dir: filepath.Join(d.diskDumpDir(), id, name)}
+	est, known := d.memoryUsage(ctx, ctr)
+	est += dumpReserve
 	if d.cfg.DumpDir != "" {
-		est, ok := d.memoryUsage(ctx, ctr)
 		why := "containerd reports no memory usage of the container"
-		if ok {
-			est += dumpReserve
+		if known {
 			if why = d.reserveFast(est); why == "" {
 				slot = dumpSlot{Dir: filepath.Join(d.cfg.DumpDir, id, name), Fast: true, bytes: est}
 			}
@@ -75,6 +82,14 @@ func (d *Driver) reserveDump(ctx context.Context, ctr containerd.Container, id, 
 		if why != "" {
 			klog.FromContext(ctx).V(2).Info("The dump goes to disk", "container", ctr.ID(), "why", why)
 		}
+	}
+	if !slot.Fast && known {
+		// On disk too, dumps are bounded: past the bound the capture fails.
+		if why := d.reserveDisk(est); why != "" {
+			return dumpSlot{}, fmt.Errorf("%w: container %s's dump of about %d bytes: %s (--dump-dir-limit, --disk-dump-limit)",
+				ErrDumpTooLarge, name, est, why)
+		}
+		slot.disk = est
 	}
 	if dumpHook != nil {
 		dumpHook(slot.Dir, slot.Fast)
@@ -108,6 +123,24 @@ func (d *Driver) reserveFast(est int64) string {
 	return ""
 }
 
+// reserveDisk reserves est bytes of the disk dump directory, or says why
+// they do not fit.
+func (d *Driver) reserveDisk(est int64) string {
+	d.dumpMu.Lock()
+	defer d.dumpMu.Unlock()
+	free, limit, err := dumpSpace(d.diskDumpDir(), d.cfg.DiskDumpLimit)
+	switch {
+	case err != nil:
+		return err.Error()
+	case d.diskReserved+est > limit:
+		return fmt.Sprintf("with the %d bytes reserved on disk it would exceed the disk bound of %d", d.diskReserved, limit)
+	case est > free:
+		return fmt.Sprintf("the disk has %d bytes free", free)
+	}
+	d.diskReserved += est
+	return ""
+}
+
 // diskDumpDir is where dumps go that do not fit in DumpDir.
 func (d *Driver) diskDumpDir() string { return filepath.Join(d.cfg.CRIUConfigDir, "dumps") }
 
@@ -127,11 +160,12 @@ func (d *Driver) releaseDump(slot dumpSlot) {
 	}
 	_ = os.RemoveAll(slot.Dir)
 	_ = os.Remove(filepath.Dir(slot.Dir)) // the capture's, once empty
+	d.dumpMu.Lock()
 	if slot.Fast {
-		d.dumpMu.Lock()
 		d.dumpReserved -= slot.bytes
-		d.dumpMu.Unlock()
 	}
+	d.diskReserved -= slot.disk
+	d.dumpMu.Unlock()
 }
 
 // dumpSpace is the free space of dir's filesystem, and the bound of what
