@@ -40,6 +40,9 @@ type ClientConfig struct {
 	CertFile, KeyFile string
 	// Registry, when set, holds every checkpoint: a Delete removes it there too.
 	Registry *ociregistry.Registry
+	// Installation names this installation on every checkpoint it pushes;
+	// States reports only its own (a registry may be shared).
+	Installation string
 	// Timeout bounds a call that has no deadline of its own.
 	Timeout time.Duration
 }
@@ -184,6 +187,7 @@ func (c *Client) Capture(ctx context.Context, t driver.Target, req driver.Captur
 	var out CaptureResponse
 	err := c.call(ctx, t.Node, PathCapture, CaptureRequest{
 		Pod: PodRef{Namespace: t.Namespace, Name: t.Name, UID: t.UID}, ID: req.ID, Contents: req.Contents, Key: req.Key,
+		Installation: c.cfg.Installation,
 	}, &out)
 	if err != nil {
 		return driver.CaptureResult{}, err
@@ -266,9 +270,11 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// States is what the registry holds, each as old as can be: the agents
-// sweep their own nodes (SweepConfig), the server's sweep the registry. A
-// Delete of an orphan still reaches every node.
+// States is what this installation holds in the registry, each with when
+// it was pushed: the agents sweep their own nodes (SweepConfig), the
+// server's sweep the registry. A checkpoint another installation pushed
+// (a shared registry), or one whose index cannot be read, is not this
+// server's to sweep. A Delete of an orphan still reaches every node.
 func (c *Client) States(ctx context.Context) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
 	if c.cfg.Registry == nil {
@@ -276,9 +282,21 @@ func (c *Client) States(ctx context.Context) (map[string]time.Time, error) {
 	}
 	tags, err := c.cfg.Registry.Tags(ctx)
 	for _, id := range tags {
-		if strings.HasPrefix(id, "ckpt-") {
-			out[id] = time.Time{}
+		if !strings.HasPrefix(id, "ckpt-") {
+			continue
 		}
+		idx, ierr := c.cfg.Registry.Index(ctx, id)
+		if ierr != nil {
+			continue
+		}
+		if idx.Annotations[ociregistry.AnnotationInstallation] != c.cfg.Installation {
+			continue
+		}
+		pushed, perr := time.Parse(time.RFC3339, idx.Annotations[ociregistry.AnnotationCreated])
+		if perr != nil {
+			continue // not one this server pushed
+		}
+		out[id] = pushed
 	}
 	return out, err
 }

@@ -46,6 +46,8 @@ type CaptureRequest struct {
 	// Key is the checkpoint's data key: what goes to the registry is
 	// encrypted with it (required when the agent pushes to a registry).
 	Key []byte `json:"key,omitempty"`
+	// Installation names the server's installation on the index pushed.
+	Installation string `json:"installation,omitempty"`
 }
 
 // KeyRequest gives the node checkpoint CheckpointID's data key, for Pod

@@ -261,7 +261,7 @@ func (s *Server) capture(ctx context.Context, r *http.Request) (any, error) {
 	}
 	logger := klog.FromContext(ctx).WithValues("pod", req.Pod.Namespace+"/"+req.Pod.Name, "id", req.ID)
 	start := time.Now()
-	dreq := driver.CaptureRequest{ID: req.ID, Contents: req.Contents, Key: req.Key}
+	dreq := driver.CaptureRequest{ID: req.ID, Contents: req.Contents, Key: req.Key, Installation: req.Installation}
 	if s.cfg.Registry != nil {
 		if len(req.Key) != encryption.DEKSize {
 			return nil, badRequest{fmt.Errorf("a capture into the registry needs the checkpoint's %d-byte data key: memory leaves the node encrypted only", encryption.DEKSize)}

@@ -131,6 +131,10 @@ type Options struct {
 	// that wrap each checkpoint's data key: required with node agents, so
 	// memory leaves a node encrypted only.
 	EncryptionKeyFile string
+	// InstallationID names this installation on the checkpoints it pushes,
+	// so that its registry sweep leaves another's alone ("": the cluster's
+	// kube-system namespace UID and KeyNamespace).
+	InstallationID string
 	// CapturesPerNamespace bounds the declarative captures running at once
 	// in one namespace, so one tenant's storm does not hold every worker.
 	CapturesPerNamespace int
@@ -247,6 +251,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EncryptionKeyFile, "encryption-key-file", o.EncryptionKeyFile,
 		"Key-encryption keys (YAML: keys: [{name, secret: base64 of 32 bytes}], the first wraps, all unwrap) that wrap each checkpoint's "+
 			"own data key; checkpoints leave the nodes encrypted with it. Required with --node-agents. Mount it from a Secret.")
+	fs.StringVar(&o.InstallationID, "installation-id", o.InstallationID,
+		"Names this installation on every checkpoint it pushes; its registry sweep deletes only its own installation's "+
+			"(empty: <the kube-system namespace's UID>/<--key-namespace>). Replicas of one installation share it.")
 	fs.IntVar(&o.CapturesPerNamespace, "max-captures-per-namespace", o.CapturesPerNamespace,
 		"Declarative captures running at once in one namespace, of the lifecycle controller's 4 workers (0: no bound): "+
 			"one namespace's storm of Checkpoints does not hold every worker. One sandbox is captured at most once at a time, always.")
@@ -641,9 +648,13 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	if err != nil {
 		return err
 	}
+	installation, err := o.installation(client)
+	if err != nil {
+		return err
+	}
 	agents, err := agent.NewClient(agent.ClientConfig{
 		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile, ServerName: o.AgentServerName,
-		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, Registry: reg,
+		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, Registry: reg, Installation: installation,
 	})
 	if err != nil {
 		return err
@@ -672,6 +683,29 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 		return err
 	}
 	return o.applyRegistrations(cfg, client, extra)
+}
+
+// installation is --installation-id, or this cluster's kube-system
+// namespace UID with the key namespace: the same for every replica.
+func (o *Options) installation(client kubernetes.Interface) (string, error) {
+	if o.InstallationID != "" {
+		return o.InstallationID, nil
+	}
+	var uid string
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		ns, err := client.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+		if err != nil {
+			last = err
+			return false, nil // the kube-apiserver may still be starting
+		}
+		uid = string(ns.UID)
+		return true, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("name this installation (--installation-id, else the kube-system namespace's UID): %v: %w", err, last)
+	}
+	return uid + "/" + o.KeyNamespace, nil
 }
 
 // sandboxes is the client that pauses OpenKruise's Sandboxes for

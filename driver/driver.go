@@ -69,6 +69,8 @@ type CaptureRequest struct {
 	// Key, when set, is the checkpoint's data key: what leaves the node
 	// (into the registry) is encrypted with it.
 	Key []byte
+	// Installation names the server's installation on what it publishes.
+	Installation string
 }
 
 // CaptureResult is what a capture produced.

@@ -38,6 +38,12 @@ const (
 	// AnnotationNamespace is the namespace of the captured sandbox (and of
 	// its Checkpoint): only that namespace's Pods restore it.
 	AnnotationNamespace = "agents.kruise.io/checkpoint-namespace"
+	// AnnotationInstallation names the installation of this server that
+	// pushed it: a sweep deletes its own installation's checkpoints only.
+	AnnotationInstallation = "agents.kruise.io/installation"
+	// AnnotationCreated is when it was pushed (RFC 3339): a sweep leaves
+	// young ones alone.
+	AnnotationCreated = "org.opencontainers.image.created"
 	// AnnotationTemplate is the captured sandbox's template (for a Pod, its
 	// spec as a restore remakes it), JSON.
 	AnnotationTemplate = "agents.kruise.io/template"

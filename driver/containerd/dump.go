@@ -412,7 +412,11 @@ func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, re
 		res.SizeBytes += p.archive
 		manifests = append(manifests, p.manifest)
 	}
-	annotations := map[string]string{ociregistry.AnnotationCheckpointID: res.ID, ociregistry.AnnotationNamespace: target.Namespace}
+	annotations := map[string]string{ociregistry.AnnotationCheckpointID: res.ID, ociregistry.AnnotationNamespace: target.Namespace,
+		ociregistry.AnnotationCreated: time.Now().UTC().Format(time.RFC3339)}
+	if req.Installation != "" {
+		annotations[ociregistry.AnnotationInstallation] = req.Installation
+	}
 	if req.Key == nil {
 		// Encrypted, the template stays with the server's record: a Pod's
 		// spec may hold secrets, and a clone is never made from the registry's word.
