@@ -124,6 +124,7 @@ func memoryEncryptedAtRest(t *testing.T, c *framework.Cluster, reg framework.Reg
 		"-o", "jsonpath={.items[*].metadata.namespace}"))
 	blob := registryBlobs(t, reg)[layer.Digest.Encoded()]
 	require.NotEmpty(t, blob, "the layer's blob is in the registry's storage")
+	onlyTheServerReachesTheRegistry(t, c, reg, id)
 
 	// Deleted: the key is destroyed, the blob stays (until the registry's
 	// garbage collection), and nothing can open it any more.
@@ -177,4 +178,49 @@ func wrongKeyEncryptionKey(t *testing.T, c *framework.Cluster, ns string, restar
 	events := c.Must("get", "events", "-n", ns, "--field-selector", "reason=CheckpointKeyFailed", "-o", "jsonpath={.items[*].message}")
 	assert.Contains(t, events, "cannot be decrypted")
 	assert.NotContains(t, events, base64.StdEncoding.EncodeToString(secret), "no secret in an Event")
+}
+
+// onlyTheServerReachesTheRegistry: of every dockerconfigjson Secret in the
+// cluster, only those of the server's namespace read checkpoint id from the
+// registry: no tenant namespace holds credentials that pull (or push).
+func onlyTheServerReachesTheRegistry(t *testing.T, c *framework.Cluster, reg framework.Registry, id string) {
+	t.Helper()
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name, Namespace string } `json:"metadata"`
+			Type     string                          `json:"type"`
+			Data     map[string]string               `json:"data"`
+		} `json:"items"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(c.Must("get", "secrets", "-A", "-o", "json")), &list))
+	ref := "docker://" + framework.RegistryHost + "/checkpoints:" + id
+	tried, served := 0, 0
+	for _, s := range list.Items {
+		if s.Type != "kubernetes.io/dockerconfigjson" {
+			continue
+		}
+		raw, err := base64.StdEncoding.DecodeString(s.Data[".dockerconfigjson"])
+		require.NoError(t, err)
+		var cfg struct {
+			Auths map[string]struct {
+				Auth string `json:"auth"`
+			} `json:"auths"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &cfg), "%s/%s", s.Metadata.Namespace, s.Metadata.Name)
+		for host, a := range cfg.Auths {
+			creds, err := base64.StdEncoding.DecodeString(a.Auth)
+			require.NoError(t, err)
+			out, err := reg.Skopeo("inspect", "--raw", "--cert-dir", reg.CertDir(), "--creds", string(creds), ref)
+			if s.Metadata.Namespace == "checkpoint-system" {
+				if err == nil {
+					served++
+				}
+				continue
+			}
+			tried++
+			assert.Error(t, err, "Secret %s/%s (for %s) reads another namespace's checkpoint: %s", s.Metadata.Namespace, s.Metadata.Name, host, out)
+		}
+	}
+	assert.Positive(t, served, "the server's own Secret reads it: the attempt is a real one")
+	t.Logf("%d registry credentials outside checkpoint-system tried, none served", tried)
 }
