@@ -188,8 +188,8 @@ func onlyTheServerReachesTheRegistry(t *testing.T, c *framework.Cluster, reg fra
 	var list struct {
 		Items []struct {
 			Metadata struct{ Name, Namespace string } `json:"metadata"`
-			Type     string                          `json:"type"`
-			Data     map[string]string               `json:"data"`
+			Type     string                           `json:"type"`
+			Data     map[string]string                `json:"data"`
 		} `json:"items"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(c.Must("get", "secrets", "-A", "-o", "json")), &list))
