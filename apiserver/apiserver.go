@@ -52,9 +52,6 @@ type ExtraConfig struct {
 	Sandboxes e2b.Sandboxes
 	// CaptureTimeout bounds a capture whose request names none.
 	CaptureTimeout time.Duration
-	// CapturesPerNamespace bounds the declarative captures running at once
-	// in one namespace (0: no bound).
-	CapturesPerNamespace int
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
 	// imperative capture call before the lifecycle controller captures it.
 	DeclarativeCaptureDelay time.Duration
@@ -140,8 +137,6 @@ func (c CompletedConfig) New() (*Server, error) {
 		Replica:        c.ExtraConfig.ReplicaName,
 		Recorder:       c.ExtraConfig.Recorder,
 		KEK:            c.ExtraConfig.KEK,
-
-		CapturesPerNamespace: c.ExtraConfig.CapturesPerNamespace,
 	}
 	if c.ExtraConfig.Keys != nil {
 		opts.Keys = c.ExtraConfig.Keys

@@ -135,9 +135,6 @@ type Options struct {
 	// so that its registry sweep leaves another's alone ("": the cluster's
 	// kube-system namespace UID and KeyNamespace).
 	InstallationID string
-	// CapturesPerNamespace bounds the declarative captures running at once
-	// in one namespace, so one tenant's storm does not hold every worker.
-	CapturesPerNamespace int
 	// KeyNamespace is the server's own namespace, where each checkpoint's
 	// wrapped data key is kept in a Secret no tenant reads.
 	KeyNamespace string
@@ -214,7 +211,6 @@ func NewOptions(out io.Writer) *Options {
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		KeyNamespace:            "checkpoint-system",
-		CapturesPerNamespace:    2,
 		Out:                     out,
 	}
 }
@@ -254,9 +250,6 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.InstallationID, "installation-id", o.InstallationID,
 		"Names this installation on every checkpoint it pushes; its registry sweep deletes only its own installation's "+
 			"(empty: <the kube-system namespace's UID>/<--key-namespace>). Replicas of one installation share it.")
-	fs.IntVar(&o.CapturesPerNamespace, "max-captures-per-namespace", o.CapturesPerNamespace,
-		"Declarative captures running at once in one namespace, of the lifecycle controller's 4 workers (0: no bound): "+
-			"one namespace's storm of Checkpoints does not hold every worker. One sandbox is captured at most once at a time, always.")
 	fs.StringVar(&o.KeyNamespace, "key-namespace", o.KeyNamespace,
 		"The server's own namespace, where each checkpoint's wrapped data key is kept in a Secret (deleted with its Checkpoint). No tenant may read Secrets there.")
 	fs.StringVar(&o.RestoreRuntimeClass, "restore-runtime-class", o.RestoreRuntimeClass,
@@ -343,9 +336,6 @@ func (o *Options) Validate() error {
 	}
 	if o.NodeAgents && o.CheckpointRegistry.Repository == "" {
 		errs = append(errs, errors.New("--node-agents needs --checkpoint-registry: a checkpoint must outlive the node it was taken on"))
-	}
-	if o.CapturesPerNamespace < 0 {
-		errs = append(errs, fmt.Errorf("--max-captures-per-namespace=%d: must be 0 (no bound) or more", o.CapturesPerNamespace))
 	}
 	if o.NodeAgents && (o.AgentClientCertFile == "" || o.AgentClientKeyFile == "") {
 		errs = append(errs, errors.New("--node-agents needs --agent-client-cert-file and --agent-client-key-file: agents take the server's client certificate only"))
@@ -502,7 +492,6 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 	extra := ExtraConfig{
 		AdminGroups:             o.AdminGroups,
 		CaptureTimeout:          o.CaptureTimeout,
-		CapturesPerNamespace:    o.CapturesPerNamespace,
 		DeclarativeCaptureDelay: o.DeclarativeCaptureDelay,
 		ReplicaName:             o.ReplicaName,
 		OrphanSweepInterval:     o.OrphanSweepInterval,

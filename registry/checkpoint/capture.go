@@ -66,84 +66,6 @@ type Capturer struct {
 
 	// inflight holds the UIDs of the captures this process is running.
 	inflight sync.Map
-	// perNamespace bounds the declarative captures this process starts in
-	// one namespace while others run there (0: no bound); running counts a
-	// namespace's captures, busyPods holds the sandboxes being captured
-	// (namespace/name to the Checkpoint's name), freed is closed when one ends.
-	perNamespace int
-	busyMu       sync.Mutex
-	running      map[string]int
-	busyPods     map[string]string
-	freed        chan struct{}
-}
-
-// captureRetry is how soon a declarative capture refused for being busy
-// is tried again.
-const captureRetry = 2 * time.Second
-
-type declarativeKey struct{}
-
-// declarative marks the lifecycle controller's captures: they never wait
-// for a busy sandbox or namespace, they are tried again later.
-func declarative(ctx context.Context) context.Context {
-	return context.WithValue(ctx, declarativeKey{}, true)
-}
-
-// claim reserves the capture of cp's sandbox: one capture of a sandbox at a
-// time (an imperative call waits for it until ctx ends), and, for the
-// declarative path, at most perNamespace captures of one namespace at once,
-// so that one tenant's storm of Checkpoints does not hold every worker
-// (imperative calls are the API's, whose priority and fairness queue them
-// per flow). Refused, it says why with a 429.
-func (c *Capturer) claim(ctx context.Context, cp *agents.Checkpoint) (release func(), err error) {
-	pod := cp.Namespace + "/" + targetOf(cp)
-	queued, _ := ctx.Value(declarativeKey{}).(bool)
-	for {
-		c.busyMu.Lock()
-		other, busy := c.busyPods[pod]
-		why := ""
-		switch {
-		case busy:
-			why = fmt.Sprintf("%s is being captured (Checkpoint %s): one capture of a sandbox at a time", pod, other)
-		case queued && c.perNamespace > 0 && c.running[cp.Namespace] >= c.perNamespace:
-			why = fmt.Sprintf("namespace %s has %d captures running, its bound", cp.Namespace, c.running[cp.Namespace])
-		}
-		if why == "" {
-			if c.busyPods == nil {
-				c.busyPods, c.running = map[string]string{}, map[string]int{}
-			}
-			c.busyPods[pod] = cp.Name
-			c.running[cp.Namespace]++
-			c.busyMu.Unlock()
-			return func() { c.unclaim(pod, cp.Namespace) }, nil
-		}
-		if c.freed == nil {
-			c.freed = make(chan struct{})
-		}
-		freed := c.freed
-		c.busyMu.Unlock()
-		if queued {
-			return nil, apierrors.NewTooManyRequests(why, int(captureRetry.Seconds()))
-		}
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return nil, apierrors.NewTooManyRequests(why+", still, at the capture's timeout", int(captureRetry.Seconds()))
-		}
-	}
-}
-
-func (c *Capturer) unclaim(pod, namespace string) {
-	c.busyMu.Lock()
-	defer c.busyMu.Unlock()
-	delete(c.busyPods, pod)
-	if c.running[namespace]--; c.running[namespace] <= 0 {
-		delete(c.running, namespace)
-	}
-	if c.freed != nil {
-		close(c.freed)
-		c.freed = nil
-	}
 }
 
 // driverReady asks the driver, when it can tell, whether it can capture now.
@@ -231,27 +153,6 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 	// Checkpoint stays as it was, for one who may.
 	if err := mayCapture(ctx, c.authorizer, cp); err != nil {
 		return nil, err
-	}
-	if c.InFlight(cp.UID) {
-		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("a capture of this checkpoint is already running"))
-	}
-	if !dryRun {
-		// Its sandbox is captured by nobody else meanwhile.
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		release, err := c.claim(wctx, cp)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		defer release()
-		// Waited for: it may have moved on meanwhile.
-		if cp, err = c.get(ctx, namespace, name); err != nil {
-			return nil, err
-		}
-		if cp.DeletionTimestamp != nil || cp.Status.Phase != agents.PhasePending && cp.Status.Phase != "" {
-			return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name,
-				fmt.Errorf("the checkpoint is %s: only a Pending checkpoint can be captured", cp.Status.Phase))
-		}
 	}
 	cp.Status = agents.CheckpointStatus{
 		Phase:              agents.PhaseCreating,

@@ -299,14 +299,9 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 			// call fails with DriverUnavailable instead: its caller is waiting.)
 			return l.waitForDriver(ctx, key, err)
 		}
-		_, err := l.capturer.Capture(declarative(ctx), key.Namespace, key.Name, 0, false)
+		_, err := l.capturer.Capture(ctx, key.Namespace, key.Name, 0, false)
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return nil // someone else captured it, or it is gone
-		}
-		if apierrors.IsTooManyRequests(err) {
-			// Its sandbox or its namespace is busy: the worker goes to others.
-			l.queue.AddAfter(key, captureRetry)
-			return nil
 		}
 		return err
 	case v1alpha1.PhaseCreating:

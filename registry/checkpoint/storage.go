@@ -71,9 +71,6 @@ type Options struct {
 	// no tenant reads it: what the driver publishes is encrypted with it.
 	KEK  *encryption.KEK
 	Keys Keys
-	// CapturesPerNamespace bounds the declarative captures a process runs
-	// at once in one namespace (0: no bound).
-	CapturesPerNamespace int
 }
 
 // Keys keeps the checkpoints' records: wrapped data keys and templates
@@ -246,7 +243,7 @@ func newCapturer(store Store, opts Options) *Capturer {
 	return &Capturer{
 		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
 		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: opts.Incarnation, liveness: opts.Liveness,
-		authorizer: opts.Authorizer, kek: opts.KEK, keys: opts.Keys, perNamespace: opts.CapturesPerNamespace,
+		authorizer: opts.Authorizer, kek: opts.KEK, keys: opts.Keys,
 	}
 }
 
