@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -106,7 +107,7 @@ func (r *Ring) Drop(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k := range r.keys {
-		if len(k) > len(id) && k[len(k)-len(id)-1:] == "/"+id {
+		if strings.HasSuffix(k, "/"+id) {
 			delete(r.keys, k)
 		}
 	}
