@@ -321,6 +321,16 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 			return fail(d.classify("load container "+c.ID, err))
 		}
 		opts := []containerd.CheckpointOpts{containerd.WithCheckpointImage, containerd.WithCheckpointRuntime}
+		// Memory and files of one instant: the container stays paused from
+		// before its writable layer's diff until CRIU has dumped it. Left
+		// running in between, a file it writes lands in the diff at one
+		// size and in CRIU's images at another, and the restore fails
+		// ("File tmp/n has bad size 2 (expect 0)").
+		var frozen *pauseWindow
+		if memory && fs {
+			frozen = &pauseWindow{}
+			opts = append(opts, frozen.pause)
+		}
 		if fs {
 			opts = append(opts, containerd.WithCheckpointRW)
 		}
@@ -342,13 +352,13 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 				// Into the content store: containerd's own copy from its
 				// temporary directory is the fastest here (measured against
 				// a dump directory copied through the content service).
-				opts = append(opts, withEstablishedTCP, withWorkPath(work), containerd.WithCheckpointTask,
+				opts = append(opts, withEstablishedTCP, withWorkPath(work), containerd.WithCheckpointTask, frozen.resume,
 					withContainerRecord(c.Name, target.Template))
 			} else {
 				if dump, err = d.reserveDump(ctx, ctr, req.ID, c.Name); err != nil {
 					return fail(err)
 				}
-				opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask,
+				opts = append(opts, withEstablishedTCP, withWorkPath(work), withImagePath(dump.Dir), containerd.WithCheckpointTask, frozen.resume,
 					withContainerRecord(c.Name, target.Template), withCheckpointSpec)
 			}
 		} else {
@@ -371,6 +381,7 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 		name := imageName(req.ID, c.Name)
 		unlock := d.lockContainer(c.ID)
 		img, err := ctr.Checkpoint(ctx, name, opts...)
+		frozen.end(ctx)
 		unlock()
 		if err != nil && storeErr != nil {
 			err = storeErr
@@ -380,7 +391,11 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 		}
 		if work != "" {
 			// How long CRIU froze it, by CRIU's own clock.
-			if stats, serr := readDumpStats(work); serr == nil {
+			if frozen != nil && frozen.took > 0 {
+				// Paused by the driver, which is longer than CRIU's own
+				// freeze: the diff ran inside it too.
+				result.Pause += frozen.took
+			} else if stats, serr := readDumpStats(work); serr == nil {
 				result.Pause += stats.Frozen
 			} else if err == nil {
 				klog.FromContext(ctx).V(2).Info("No CRIU dump statistics", "container", c.ID, "err", serr)
@@ -448,6 +463,65 @@ func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) e
 		return fmt.Errorf("%w: container %s is %s, so its memory cannot be captured", driver.ErrTargetNotFound, ctr.ID(), st.Status)
 	}
 	return nil
+}
+
+// pauseWindow pauses a container (its cgroup frozen) for the diff of its
+// writable layer and CRIU's dump, which then see the same instant, and
+// resumes it as soon as the dump is done. A nil window does nothing.
+type pauseWindow struct {
+	task   containerd.Task
+	paused time.Time
+	took   time.Duration
+}
+
+func (w *pauseWindow) pause(ctx context.Context, client *containerd.Client, c *containers.Container, _ *ocispec.Index, _ *options.CheckpointOptions) error {
+	ctr, err := client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return err
+	}
+	w.paused = time.Now()
+	if err := task.Pause(ctx); err != nil {
+		return fmt.Errorf("pause %s for its capture: %w", c.ID, err)
+	}
+	w.task = task
+	return nil
+}
+
+func (w *pauseWindow) resume(ctx context.Context, _ *containerd.Client, _ *containers.Container, _ *ocispec.Index, _ *options.CheckpointOptions) error {
+	if w == nil {
+		return nil
+	}
+	return w.resumeNow(ctx)
+}
+
+func (w *pauseWindow) resumeNow(ctx context.Context) error {
+	if w.task == nil {
+		return nil
+	}
+	task := w.task
+	w.task = nil
+	w.took = time.Since(w.paused)
+	if err := task.Resume(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("resume %s after its capture: %w", task.ID(), err)
+	}
+	return nil
+}
+
+// end resumes the container if the capture failed while it was paused:
+// never left frozen, whatever happened, even with ctx done.
+func (w *pauseWindow) end(ctx context.Context) {
+	if w == nil || w.task == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := w.resumeNow(rctx); err != nil {
+		klog.FromContext(ctx).Error(err, "A container paused for its capture could not be resumed")
+	}
 }
 
 // withEstablishedTCP dumps established TCP connections (runc

@@ -57,6 +57,12 @@ type runtimeEnv struct {
 	cfg    string
 	images string
 	logs   string
+	// lease holds every diff the tests write until the environment goes:
+	// containerd's garbage collector, which runs whenever a lease or a
+	// container is deleted, would otherwise take a diff's new blob between
+	// the differ's commit and its label update ("content digest ...: not
+	// found").
+	lease context.Context
 }
 
 func startRuntimeEnv(t *testing.T) *runtimeEnv {
@@ -67,6 +73,10 @@ func startRuntimeEnv(t *testing.T) *runtimeEnv {
 	// containerd's environment is its shims': the configuration's path.
 	t.Setenv(restoreruntime.ConfigEnv, e.cfg)
 	e.ctrd = framework.StartContainerd(t, "k8s.io")
+	ctx, done, err := e.ctrd.Client.WithLease(e.ctrd.Ctx())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = done(e.ctrd.Ctx()) })
+	e.lease = ctx
 	return e
 }
 
@@ -108,15 +118,15 @@ func (e *runtimeEnv) bundleSpec(t *testing.T, id string) map[string]string {
 // <images>/<namespace>/<id>/<container>/.
 func (e *runtimeEnv) captureInto(t *testing.T, ctr containerd.Container, task containerd.Task, namespace, checkpointID, container string) {
 	t.Helper()
-	// Under a lease: containerd's garbage collector, run when an earlier
-	// subtest's containers go, would otherwise take the diff's new blob
-	// before the differ labels it ("content digest ...: not found").
-	ctx, done, err := e.ctrd.Client.WithLease(e.ctrd.Ctx())
-	require.NoError(t, err)
-	defer func() { _ = done(e.ctrd.Ctx()) }()
+	ctx := e.lease
 	dir := filepath.Join(e.images, namespace, checkpointID, container)
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "checkpoint"), 0o700))
-	_, err = task.Checkpoint(ctx, containerd.WithCheckpointImagePath(filepath.Join(dir, "checkpoint")))
+	// Paused throughout, as the driver does: the script writes /tmp/n all
+	// the time, and a diff taken after the dump may hold it at a size CRIU
+	// did not record, which the restore refuses.
+	require.NoError(t, task.Pause(ctx))
+	defer func() { _ = task.Resume(ctx) }()
+	_, err := task.Checkpoint(ctx, containerd.WithCheckpointImagePath(filepath.Join(dir, "checkpoint")))
 	require.NoError(t, err, "checkpoint")
 
 	info, err := ctr.Info(ctx)
@@ -353,6 +363,41 @@ func TestRestoreRuntime(t *testing.T) {
 		_, _, err = e.start(t, "agent-other-ns", other)
 		require.Error(t, err, "a Pod of another namespace does not get the checkpoint")
 		assert.Contains(t, err.Error(), "no Checkpoint")
+	})
+
+	t.Run("a-file-written-throughout", func(t *testing.T) {
+		// A process that never stops appending to a file it holds open:
+		// CRIU records the file's size, and the restore refuses a writable
+		// layer where it differs. The driver's diff and dump must see the
+		// same instant.
+		d := e.driverFor(t, "driver-writer")
+		pc := e.ctrd.RunPodContainer(t, sandboxNS, "writer", "app",
+			`exec 3>>/data/log; i=0; while true; do i=$((i+1)); echo "line $i" >&3; echo $i > /tmp/n; done`)
+		root := e.rootfs(pc.Container.ID())
+		for readCount(t, root) <= 1000 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		target, err := d.Resolve(context.Background(), sandboxNS, "writer")
+		require.NoError(t, err)
+		wID := agents.CheckpointID("writer-uid")
+		res, err := d.Capture(context.Background(), target, driver.CaptureRequest{ID: wID, Contents: []driver.Content{driver.Memory, driver.Filesystem}})
+		require.NoError(t, err)
+		assert.Positive(t, res.Pause, "the pause is measured")
+		assert.Greater(t, readCount(t, root), 0, "the source runs on")
+
+		store := &nodeimages.Store{Dir: e.images, Archives: nodeimages.DriverArchives{Driver: d},
+			Lookup: namespaceLookup{ns: sandboxNS, id: wID}}
+		e.configureSocket(t, false, "", serveStore(t, store))
+		defer e.configure(t, false, "")
+		_, _, err = e.start(t, "writer-clone", cloneAnnotations(wID, "app"))
+		require.NoError(t, err, "the clone of a process writing throughout its capture restores")
+		cloneRoot := e.rootfs("writer-clone")
+		first := readCount(t, cloneRoot)
+		require.Eventually(t, func() bool { return readCount(t, cloneRoot) > first }, 30*time.Second, 20*time.Millisecond,
+			"the clone writes on")
+		log, err := os.ReadFile(filepath.Join(cloneRoot, "data", "log"))
+		require.NoError(t, err)
+		assert.Contains(t, string(log), "line 1000\n", "the log written before the capture came back")
 	})
 
 	t.Run("filesystem-only", func(t *testing.T) {
