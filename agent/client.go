@@ -32,7 +32,8 @@ type ClientConfig struct {
 	Client kubernetes.Interface
 	Port   int
 	// CAFile verifies agents' serving certificates, for ServerName (one
-	// certificate for every agent) or, when empty, the node's InternalIP.
+	// certificate for every agent) or, when empty, each agent's own node's
+	// name: an agent's certificate for another node is refused.
 	CAFile     string
 	ServerName string
 	// CertFile and KeyFile are the server's client certificate, the only
@@ -86,14 +87,33 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Minute
 	}
-	return &Client{
-		cfg:   cfg,
-		addrs: map[string]string{},
-		http: &http.Client{Transport: &http.Transport{
-			TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
-			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		}},
-	}, nil
+	c := &Client{cfg: cfg, addrs: map[string]string{}}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	c.http = &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
+		// A request names the node (so TLS checks the certificate for
+		// it); the connection goes to that node's InternalIP.
+		DialContext: func(ctx context.Context, network, hostPort string) (net.Conn, error) {
+			if host, _, err := net.SplitHostPort(hostPort); err == nil && cfg.ServerName == "" && net.ParseIP(host) == nil {
+				addr, err := c.address(ctx, host)
+				if err != nil {
+					return nil, err
+				}
+				hostPort = addr
+			}
+			return dialer.DialContext(ctx, network, hostPort)
+		},
+	}}
+	return c, nil
+}
+
+// url is where path is on node's agent: named by the node, whose name its
+// certificate must bear, unless every agent shares one (ServerName).
+func (c *Client) url(node, addr, path string) string {
+	if c.cfg.ServerName != "" {
+		return "https://" + addr + path
+	}
+	return "https://" + net.JoinHostPort(node, strconv.Itoa(c.cfg.Port)) + path
 }
 
 // address is node's agent's host:port, from its InternalIP.
@@ -148,7 +168,7 @@ func (c *Client) call(ctx context.Context, node, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(node, addr, path), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func hop(tb testing.TB) (*Client, driver.Target) {
 // hopWith is hop with the agent's configuration changed by set.
 func hopWith(tb testing.TB, set func(*Config)) (*Client, driver.Target) {
 	tb.Helper()
-	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, []string{"node-1"})
 	require.NoError(tb, err)
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(tb, err)
@@ -167,4 +167,24 @@ func BenchmarkDirectCapture(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestAnAgentCannotPoseAsAnotherNodes: the server checks each agent's
+// certificate for that agent's node. node-2's address here leads to node-1's
+// agent (as root on node-1 redirecting node-2's traffic would): the call
+// fails the handshake, and nothing is sent.
+func TestAnAgentCannotPoseAsAnotherNodes(t *testing.T) {
+	c, _ := hop(t)
+	ctx := context.Background()
+	addr := mustAddress(t, c)
+	host, _, _ := net.SplitHostPort(addr)
+	_, err := c.cfg.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-2"},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: host}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, c.call(ctx, "node-1", PathStates, struct{}{}, nil), "node-1's agent, for node-1")
+	err = c.call(ctx, "node-2", PathStates, struct{}{}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "certificate is valid for node-1, not node-2")
 }

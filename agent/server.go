@@ -463,19 +463,16 @@ func (s *Server) httpServer(ctx context.Context, tc *tls.Config) *http.Server {
 		IdleTimeout: 2 * time.Minute, BaseContext: func(net.Listener) context.Context { return ctx }}
 }
 
-// Serve serves the agent on addr with the certificate pair until ctx ends.
-// Clients present a certificate, verified against the client CA (one from
-// any other CA fails the handshake); only /healthz is served without one.
-func (s *Server) Serve(ctx context.Context, addr, certFile, keyFile string) error {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return fmt.Errorf("node agent serving certificate: %w", err)
-	}
+// Serve serves the agent on addr with the certificate getCert gives (a
+// file pair's, or this node's own from its CSR) until ctx ends. Clients
+// present a certificate, verified against the client CA (one from any
+// other CA fails the handshake); only /healthz is served without one.
+func (s *Server) Serve(ctx context.Context, addr string, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) error {
 	pool, err := certutil.NewPool(s.cfg.ClientCAFile)
 	if err != nil {
 		return fmt.Errorf("node agent client CA: %w", err)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ import (
 	netutils "k8s.io/utils/net"
 
 	"github.com/agents-kruise/checkpoint-apiserver/agent"
+	"github.com/agents-kruise/checkpoint-apiserver/agentcert"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/apiserver/registration"
@@ -124,6 +125,11 @@ type Options struct {
 	AgentCAFile                             string
 	AgentServerName                         string
 	AgentClientCertFile, AgentClientKeyFile string
+	// AgentSignerCertFile and AgentSignerKeyFile are the CA this server
+	// signs node agents' own serving certificates with (their CSRs, signer
+	// agentcert.SignerName), for the service accounts AgentUsers only.
+	AgentSignerCertFile, AgentSignerKeyFile string
+	AgentUsers                              []string
 	// CheckpointRegistry receives every capture (through the agents); the
 	// agent of a clone's node fetches the checkpoint from it by digest.
 	CheckpointRegistry ociregistry.Config
@@ -211,6 +217,7 @@ func NewOptions(out io.Writer) *Options {
 		LeaderElect:             true,
 		LeaderElectNamespace:    "checkpoint-system",
 		KeyNamespace:            "checkpoint-system",
+		AgentUsers:              []string{"system:serviceaccount:checkpoint-system:checkpoint-node-agent"},
 		Out:                     out,
 	}
 }
@@ -232,12 +239,18 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.NodeAgents, "node-agents", o.NodeAgents,
 		"Capture through the node agent (checkpoint-node-agent) of each Pod's node instead of a local containerd; needs --checkpoint-registry.")
 	fs.IntVar(&o.AgentPort, "agent-port", o.AgentPort, "Port the node agents serve on, at their node's InternalIP.")
-	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA of the node agents' serving certificates.")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA of the node agents' serving certificates (default: --agent-signer-cert-file).")
 	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName,
-		"Name the node agents' serving certificate is checked for (empty: each agent's node InternalIP).")
+		"One name every node agent's serving certificate is checked for (empty: each agent's own node name, so one node's agent cannot pose as another's).")
 	fs.StringVar(&o.AgentClientCertFile, "agent-client-cert-file", o.AgentClientCertFile,
 		"Client certificate the server presents to node agents (required with --node-agents: agents take no token).")
 	fs.StringVar(&o.AgentClientKeyFile, "agent-client-key-file", o.AgentClientKeyFile, "Key of --agent-client-cert-file.")
+	fs.StringVar(&o.AgentSignerCertFile, "agent-signer-cert-file", o.AgentSignerCertFile,
+		"CA certificate with which this server signs each node agent's serving certificate for its own node (CSRs of signer "+
+			agentcert.SignerName+" from --agent-user Pods, for the node the Pod runs on); it is also --agent-ca-file's default, and "+
+			"--agent-server-name stays empty so that each agent is checked for its node's name.")
+	fs.StringVar(&o.AgentSignerKeyFile, "agent-signer-key-file", o.AgentSignerKeyFile, "Key of --agent-signer-cert-file.")
+	fs.StringSliceVar(&o.AgentUsers, "agent-user", o.AgentUsers, "The node agents' service-account users, the only ones whose CSRs are signed.")
 	fs.StringVar(&o.CheckpointRegistry.Repository, "checkpoint-registry", o.CheckpointRegistry.Repository,
 		"host[:port]/repository of the OCI registry that holds checkpoints, so that clones start on any node.")
 	fs.StringVar(&o.CheckpointRegistry.CAFile, "checkpoint-registry-ca-file", o.CheckpointRegistry.CAFile,
@@ -346,7 +359,13 @@ func (o *Options) Validate() error {
 	if o.NodeAgents && o.Standalone {
 		errs = append(errs, errors.New("--node-agents needs a cluster: the standalone server captures in process"))
 	}
-	if o.NodeAgents && o.AgentCAFile == "" {
+	if (o.AgentSignerCertFile == "") != (o.AgentSignerKeyFile == "") {
+		errs = append(errs, errors.New("--agent-signer-cert-file and --agent-signer-key-file go together"))
+	}
+	if o.AgentSignerCertFile != "" && o.AgentServerName != "" {
+		errs = append(errs, errors.New("--agent-signer-cert-file signs each agent for its own node: --agent-server-name (one name for every agent) must stay empty"))
+	}
+	if o.NodeAgents && o.AgentCAFile == "" && o.AgentSignerCertFile == "" {
 		errs = append(errs, errors.New("--node-agents needs --agent-ca-file: agents' certificates are always verified"))
 	}
 	if (o.E2BTLSCertFile == "") != (o.E2BTLSKeyFile == "") {
@@ -641,8 +660,12 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	if err != nil {
 		return err
 	}
+	caFile := o.AgentCAFile
+	if caFile == "" {
+		caFile = o.AgentSignerCertFile // the agents' certificates are this server's own
+	}
 	agents, err := agent.NewClient(agent.ClientConfig{
-		Client: client, Port: o.AgentPort, CAFile: o.AgentCAFile, ServerName: o.AgentServerName,
+		Client: client, Port: o.AgentPort, CAFile: caFile, ServerName: o.AgentServerName,
 		CertFile: o.AgentClientCertFile, KeyFile: o.AgentClientKeyFile, Registry: reg, Installation: installation,
 	})
 	if err != nil {
@@ -662,6 +685,19 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
 	if err != nil {
 		return err
+	}
+	if o.AgentSignerCertFile != "" {
+		ca, caKey, err := agentcert.LoadCA(o.AgentSignerCertFile, o.AgentSignerKeyFile)
+		if err != nil {
+			return fmt.Errorf("--agent-signer-cert-file: %w", err)
+		}
+		signer := &agentcert.Signer{Client: client, Users: o.AgentUsers, CA: ca, CAKey: caKey}
+		if err := cfg.AddPostStartHook("node-agent-certificates", func(ctx genericapiserver.PostStartHookContext) error {
+			go signer.Run(ctx)
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	keys := &restorekeys.Distributor{Client: client, Lookup: nodeimages.APILookup{Client: dyn}, KEK: kek, Keys: extra.Keys,
 		Agents: agents, Recorder: extra.Recorder}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes artifacts/deploy/certs/{ca.crt,tls.crt,tls.key}: a CA and the serving
 # certificate of checkpoint-apiserver.checkpoint-system.svc, and
-# agent-{ca.crt,tls.crt,tls.key}: the node agents' CA and serving certificate, and
+# agent-ca.{crt,key}: the CA the server signs each node agent's certificate with, and
 # agent-client{-ca.crt,.crt,.key}: the CA the agents trust for clients and the
 # server's client certificate (CN checkpoint-apiserver, the agents' only caller), for
 # `kubectl apply -k artifacts/deploy`. Keeps existing files. EXTRA_SANS (such as
@@ -21,16 +21,17 @@ if [ ! -f "$DIR/agent-client.crt" ]; then
     -days 825 -out "$DIR/agent-client.crt" -extfile "$DIR/agent-client.ext" 2>/dev/null
   rm -f "$DIR/agent-client.csr" "$DIR/agent-client.ext"
 fi
+# The CA the server signs each node agent's serving certificate with, for
+# that agent's node only (the agents' CSRs): the server holds its key.
+if [ ! -f "$DIR/agent-ca.key" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/agent-ca.key" -out "$DIR/agent-ca.crt" -days 825 \
+    -subj /CN=checkpoint-node-agent-ca -addext keyUsage=critical,keyCertSign,cRLSign -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+fi
+rm -f "$DIR/agent-tls.crt" "$DIR/agent-tls.key"
 [ -f "$DIR/tls.crt" ] && { echo "certificates already in $DIR"; exit 0; }
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/ca.key" -out "$DIR/ca.crt" -days 825 -subj /CN=checkpoint-apiserver-ca 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls.key" -out "$DIR/tls.csr" -subj "/CN=$SVC" 2>/dev/null
 printf 'subjectAltName=DNS:%s,DNS:checkpoint-apiserver.checkpoint-system.svc.cluster.local%s\nextendedKeyUsage=serverAuth\n' "$SVC" "${EXTRA_SANS:+,$EXTRA_SANS}" >"$DIR/tls.ext"
 openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial -days 825 -out "$DIR/tls.crt" -extfile "$DIR/tls.ext" 2>/dev/null
-# The node agents': their own CA, one serving certificate for all of them.
-AGENT=checkpoint-node-agent.checkpoint-system.svc
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/agent-ca.key" -out "$DIR/agent-ca.crt" -days 825 -subj /CN=checkpoint-node-agent-ca 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout "$DIR/agent-tls.key" -out "$DIR/agent-tls.csr" -subj "/CN=$AGENT" 2>/dev/null
-printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$AGENT" >"$DIR/agent-tls.ext"
-openssl x509 -req -in "$DIR/agent-tls.csr" -CA "$DIR/agent-ca.crt" -CAkey "$DIR/agent-ca.key" -CAcreateserial -days 825 -out "$DIR/agent-tls.crt" -extfile "$DIR/agent-tls.ext" 2>/dev/null
-rm -f "$DIR/tls.csr" "$DIR/tls.ext" "$DIR/agent-tls.csr" "$DIR/agent-tls.ext"
-echo "wrote $DIR (keep ca.key, agent-ca.key and agent-client-ca.key safe or delete them)"
+rm -f "$DIR/tls.csr" "$DIR/tls.ext"
+echo "wrote $DIR (keep ca.key and agent-client-ca.key safe or delete them; agent-ca.key goes to the server)"

@@ -668,8 +668,8 @@ $(if [ "$MODE" = crd ]; then yaml_args --mode=crd --checkpoint-id-annotation-key
         - --replica-name=\$(POD_NAME)
         - --node-agents
         - --agent-port=$AGENT_PORT
-        - --agent-ca-file=/etc/checkpoint-node-agent/ca/ca.crt
-        - --agent-server-name=checkpoint-node-agent.checkpoint-system.svc
+        - --agent-signer-cert-file=/etc/checkpoint-node-agent/signer/tls.crt
+        - --agent-signer-key-file=/etc/checkpoint-node-agent/signer/tls.key
         - --agent-client-cert-file=/etc/checkpoint-apiserver/agent-client/tls.crt
         - --agent-client-key-file=/etc/checkpoint-apiserver/agent-client/tls.key
         - $registry
@@ -720,8 +720,7 @@ $(yaml_args ${RUNTIME_INSTALL_ARGS:-})
         args:
         - --bind-address=\$(NODE_IP)
         - --port=$AGENT_PORT
-        - --tls-cert-file=/etc/checkpoint-node-agent/serving/tls.crt
-        - --tls-private-key-file=/etc/checkpoint-node-agent/serving/tls.key
+        - --request-serving-certificate
         - --client-ca-file=/etc/checkpoint-node-agent/client-ca/ca.crt
         - --server-user=checkpoint-apiserver
         - --containerd-address=$RUNDIR/\$(NODE_NAME)/containerd.sock
@@ -738,7 +737,6 @@ $(yaml_args ${RUNTIME_INSTALL_ARGS:-})
 $(yaml_args ${AGENT_ARGS:-})
         volumeMounts:
         - \$patch: replace
-        - {name: serving, mountPath: /etc/checkpoint-node-agent/serving, readOnly: true}
         - {name: client-ca, mountPath: /etc/checkpoint-node-agent/client-ca, readOnly: true}
         - {name: registry-auth, mountPath: /etc/checkpoint-registry, readOnly: true}
         - {name: registry-ca, mountPath: /etc/checkpoint-registry-ca, readOnly: true}

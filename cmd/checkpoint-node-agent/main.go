@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	goflag "flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/agents-kruise/checkpoint-apiserver/agent"
+	"github.com/agents-kruise/checkpoint-apiserver/agentcert"
 	containerddriver "github.com/agents-kruise/checkpoint-apiserver/driver/containerd"
 	"github.com/agents-kruise/checkpoint-apiserver/encryption"
 	"github.com/agents-kruise/checkpoint-apiserver/nodeimages"
@@ -39,6 +41,7 @@ type options struct {
 	bindAddress                     string
 	port                            int
 	certFile, keyFile, clientCAFile string
+	requestCert                     bool
 	serverUsers, metricsUsers       []string
 	registry                        ociregistry.Config
 	sweepInterval                   time.Duration
@@ -93,7 +96,10 @@ func main() {
 		"Bound of --restore-images-mem-dir (a quantity; 0: a quarter of its filesystem, beside the dumps' half).")
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "Address to serve the API server on.")
 	fs.IntVar(&o.port, "port", o.port, "Port to serve the API server on (TLS).")
-	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's InternalIP).")
+	fs.StringVar(&o.certFile, "tls-cert-file", "", "Serving certificate (its SAN: the node's name, which the server checks), unless --request-serving-certificate.")
+	fs.BoolVar(&o.requestCert, "request-serving-certificate", false,
+		"Ask the server's signer ("+agentcert.SignerName+") for this node's own serving certificate with a CSR under this Pod's "+
+			"service-account token, keep its key in memory only, and renew it; the signer signs only for the node this Pod runs on.")
 	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "Serving key.")
 	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates (required): the agent takes the server's client certificate only; one from another CA fails the handshake, and every bearer token is refused.")
 	fs.StringSliceVar(&o.serverUsers, "server-user", o.serverUsers, "The API server's user names; every other identity is refused.")
@@ -144,8 +150,11 @@ func run(ctx context.Context, o options) error {
 	if o.node == "" {
 		return errors.New("--node-name (or $NODE_NAME) is required")
 	}
-	if o.certFile == "" || o.keyFile == "" {
-		return errors.New("--tls-cert-file and --tls-private-key-file are required")
+	if (o.certFile == "") != (o.keyFile == "") {
+		return errors.New("--tls-cert-file and --tls-private-key-file go together")
+	}
+	if (o.certFile == "") == o.requestCert {
+		return errors.New("either --tls-cert-file and --tls-private-key-file, or --request-serving-certificate")
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	if err != nil {
@@ -237,5 +246,21 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("--cache-max-size=%q: %w", o.cacheMax, err)
 	}
 	go srv.RunSweep(ctx, agent.SweepConfig{Checkpoints: dyn, Interval: o.sweepInterval, CacheMaxBytes: cacheMax.Value()})
-	return srv.Serve(ctx, net.JoinHostPort(o.bindAddress, strconv.Itoa(o.port)), o.certFile, o.keyFile)
+	var getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	if o.requestCert {
+		// This node's own certificate, from the server's signer: the key
+		// stays in this process.
+		req := &agentcert.Requester{Client: client, Node: o.node}
+		if err := req.Start(ctx); err != nil {
+			return err
+		}
+		getCert = req.GetCertificate
+	} else {
+		cert, err := tls.LoadX509KeyPair(o.certFile, o.keyFile)
+		if err != nil {
+			return fmt.Errorf("node agent serving certificate: %w", err)
+		}
+		getCert = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	}
+	return srv.Serve(ctx, net.JoinHostPort(o.bindAddress, strconv.Itoa(o.port)), getCert)
 }

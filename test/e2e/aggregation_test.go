@@ -290,6 +290,13 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, rendered, "--client-ca-file=/etc/checkpoint-node-agent/client-ca/ca.crt")
 		assert.Contains(t, rendered, "--agent-client-cert-file=/etc/checkpoint-apiserver/agent-client/tls.crt")
 		assert.NotContains(t, rendered, "tokenreviews", "nobody in artifacts/ reviews tokens: agents take none")
+		// Each agent's serving certificate is its own node's, signed by the
+		// server, which checks each agent for its node: no shared name.
+		assert.Contains(t, rendered, "--request-serving-certificate")
+		assert.Contains(t, rendered, "--agent-signer-cert-file=/etc/checkpoint-node-agent/signer/tls.crt")
+		assert.NotContains(t, rendered, "--agent-server-name")
+		assert.Regexp(t, `resourceNames:\s+- agents.kruise.io/node-agent-serving\s+resources:\s+- signers\s+verbs:\s+- approve\s+- sign`, rendered,
+			"the server signs its own signer's CSRs only")
 		assert.Contains(t, rendered, "--node-agents")
 		assert.Contains(t, rendered, "--webhook-port=8444", "the review of marked Pods is served")
 		assert.Regexp(t, `name: webhook\s+port: 8444`, rendered, "behind the Service's webhook port")
@@ -306,6 +313,8 @@ func TestAggregation(t *testing.T) {
 		assert.Contains(t, crd, "--webhook-ca-file=")
 		assert.Contains(t, crd, "--encryption-key-file=/etc/checkpoint-encryption/keys.yaml")
 		assert.NotContains(t, crd, "--etcd-servers")
+		assert.NotContains(t, crd, "--agent-server-name")
+		assert.Contains(t, crd, "--agent-signer-cert-file=")
 		assert.NotContains(t, crd, "kind: APIService")
 		assert.Contains(t, c.Must("apply", "-k", filepath.Join(artifacts, "crd-mode"), "--dry-run=server"),
 			"clusterrole.rbac.authorization.k8s.io/checkpoint-apiserver-crd-mode")

@@ -405,6 +405,8 @@ func TestDeployedAsPods(t *testing.T) {
 			require.NoError(t, err)
 			assert.NotContains(t, imgs, "ckpt-intruder")
 		}
+
+		agentsHaveTheirOwnNodesCertificates(t, c)
 	})
 
 	t.Run("BenchmarkAcrossNodesSmoke", func(t *testing.T) {

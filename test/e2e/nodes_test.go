@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,14 +9,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/agents-kruise/checkpoint-apiserver/agentcert"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -38,27 +46,45 @@ func restoreOn(c *framework.Cluster, ns, cp, sandbox, node string) (string, erro
 
 // agentClient calls a node agent with a client certificate pair (none
 // when cert is empty), verifying the agent's certificate against the
-// deployment's agent CA and the agents' one name.
+// deployment's agent CA, for the agent's own node's name (each agent's
+// certificate is its node's, from the server's signer).
 func agentClient(t *testing.T, c *framework.Cluster, cert, key string) *http.Client {
 	t.Helper()
 	pem, err := os.ReadFile(filepath.Join(c.Dir, "deploy", "base", "certs", "agent-ca.crt"))
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(pem))
-	tc := &tls.Config{RootCAs: pool, ServerName: "checkpoint-node-agent.checkpoint-system.svc", MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if cert != "" {
 		pair, err := tls.LoadX509KeyPair(cert, key)
 		require.NoError(t, err)
 		// Sent whatever CAs the agent asks for (Go would send none).
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil}}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DialContext: dialNodes}}
+}
+
+// dialNodes dials node-N (a URL's host, which TLS checks the certificate
+// for) at node N's address.
+func dialNodes(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := strings.CutPrefix(host, "node-"); ok {
+		i, err := strconv.Atoi(n)
+		if err != nil {
+			return nil, err
+		}
+		host = fmt.Sprintf("198.18.0.%d", 10+i)
+	}
+	return (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, network, net.JoinHostPort(host, port))
 }
 
 // agentCall POSTs body to path on node i's agent, with token as a bearer
 // token when set; it returns the status code and body.
 func agentCall(client *http.Client, node int, path, body, token string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("https://198.18.0.1%d:10370%s", node, path), strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("https://node-%d:10370%s", node, path), strings.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}
@@ -88,4 +114,49 @@ func readBlobJSON(t *testing.T, path string, v interface{}) {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// agentsHaveTheirOwnNodesCertificates: each agent serves a certificate for
+// its own node only, which the server signed; node-1's agent's own token
+// (what root on node-1 holds) gets node-1's certificate and is denied
+// node-2's, so root on node-1 cannot pose as node-2's agent, which the
+// server hands node-2's clones' data keys.
+func agentsHaveTheirOwnNodesCertificates(t *testing.T, c *framework.Cluster) {
+	pem, err := os.ReadFile(filepath.Join(c.Dir, "deploy", "base", "certs", "agent-ca.crt"))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(pem))
+	for i := 1; i <= 2; i++ {
+		addr := fmt.Sprintf("198.18.0.%d:10370", 10+i)
+		own, other := fmt.Sprintf("node-%d", i), fmt.Sprintf("node-%d", 3-i)
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: own, MinVersion: tls.VersionTLS12})
+		require.NoError(t, err, "%s's agent serves a certificate for %s", own, own)
+		leaf := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		assert.Equal(t, []string{own}, leaf.DNSNames, "%s's agent's certificate names its node only", own)
+		assert.Empty(t, leaf.IPAddresses)
+		assert.Equal(t, agentcert.CommonNamePrefix+own, leaf.Subject.CommonName)
+		_, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: other, MinVersion: tls.VersionTLS12})
+		require.Error(t, err, "%s's agent is not %s's", own, other)
+		assert.Contains(t, err.Error(), "not "+other)
+	}
+
+	// node-1's agent's Pod token, bound to that Pod.
+	pod := c.Must("-n", "checkpoint-system", "get", "pods", "-l", "app=checkpoint-node-agent", "--field-selector", "spec.nodeName=node-1",
+		"-o", "jsonpath={.items[0].metadata.name}")
+	token := strings.TrimSpace(c.Must("-n", "checkpoint-system", "create", "token", "checkpoint-node-agent", "--bound-object-kind=Pod",
+		"--bound-object-name="+pod))
+	admin := c.RESTConfig()
+	asAgent := rest.AnonymousClientConfig(admin)
+	asAgent.BearerToken = token
+	client, err := kubernetes.NewForConfig(asAgent)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err = (&agentcert.Requester{Client: client, Node: "node-1", Timeout: time.Minute}).Obtain(ctx)
+	require.NoError(t, err, "node-1's agent's token gets node-1's certificate")
+	_, err = (&agentcert.Requester{Client: client, Node: "node-2", Timeout: time.Minute}).Obtain(ctx)
+	require.Error(t, err, "node-1's agent's token is refused node-2's certificate")
+	assert.Contains(t, err.Error(), "Denied")
+	assert.Contains(t, err.Error(), "node-1")
 }
