@@ -169,7 +169,10 @@ func New(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("%w: containerd at %s: %v", driver.ErrUnavailable, cfg.Address, err)
 	}
 	bg, stop := context.WithCancel(context.Background())
-	return &Driver{cfg: cfg, client: client, restoreConfig: restoreConfig, bg: bg, stopBg: stop}, nil
+	d := &Driver{cfg: cfg, client: client, restoreConfig: restoreConfig, bg: bg, stopBg: stop}
+	// Containers an earlier run paused for a capture and could not resume.
+	go d.resumeLeftPaused("")
+	return d, nil
 }
 
 // Close releases the connection.
@@ -328,7 +331,7 @@ func (d *Driver) capture(ctx context.Context, target driver.Target, req driver.C
 		// ("File tmp/n has bad size 2 (expect 0)").
 		var frozen *pauseWindow
 		if memory && fs {
-			frozen = &pauseWindow{}
+			frozen = &pauseWindow{d: d}
 			opts = append(opts, frozen.pause)
 		}
 		if fs {
@@ -459,6 +462,16 @@ func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) e
 	if err != nil {
 		return d.classify("task status of "+ctr.ID(), err)
 	}
+	if st.Status == containerd.Paused || st.Status == containerd.Pausing {
+		// Paused by a capture of it that runs now (resumeMarked waits for
+		// it), or one that could not resume it (resumed now).
+		if err := d.resumeMarked(ctx, ctr.ID()); err != nil {
+			return d.classify("resume "+ctr.ID()+", which a capture left paused", err)
+		}
+		if st, err = task.Status(ctx); err != nil {
+			return d.classify("task status of "+ctr.ID(), err)
+		}
+	}
 	if st.Status != containerd.Running {
 		return fmt.Errorf("%w: container %s is %s, so its memory cannot be captured", driver.ErrTargetNotFound, ctr.ID(), st.Status)
 	}
@@ -468,10 +481,22 @@ func (d *Driver) requireRunning(ctx context.Context, ctr containerd.Container) e
 // pauseWindow pauses a container (its cgroup frozen) for the diff of its
 // writable layer and CRIU's dump, which then see the same instant, and
 // resumes it as soon as the dump is done. A nil window does nothing.
+//
+// A sandbox is never left frozen: a marker file (<criu-config-dir>/paused/
+// <container>) records the pause until the resume; a resume that fails (as
+// when containerd dies mid-capture) is retried in the background, and a
+// marked container found paused later, even by a restarted driver, is
+// resumed (resumeLeftPaused, requireRunning).
 type pauseWindow struct {
+	d      *Driver
 	task   containerd.Task
+	marker string
 	paused time.Time
 	took   time.Duration
+}
+
+func (d *Driver) pausedMarker(containerID string) string {
+	return filepath.Join(d.cfg.CRIUConfigDir, "paused", containerID)
 }
 
 func (w *pauseWindow) pause(ctx context.Context, client *containerd.Client, c *containers.Container, _ *ocispec.Index, _ *options.CheckpointOptions) error {
@@ -483,11 +508,20 @@ func (w *pauseWindow) pause(ctx context.Context, client *containerd.Client, c *c
 	if err != nil {
 		return err
 	}
+	w.marker = w.d.pausedMarker(c.ID)
+	if err := os.MkdirAll(filepath.Dir(w.marker), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(w.marker, nil, 0o600); err != nil {
+		return err
+	}
 	w.paused = time.Now()
+	// Set before the call: a pause that reports an error (its context
+	// ended) may still have frozen the container, and end resumes it.
+	w.task = task
 	if err := task.Pause(ctx); err != nil {
 		return fmt.Errorf("pause %s for its capture: %w", c.ID, err)
 	}
-	w.task = task
 	return nil
 }
 
@@ -502,26 +536,96 @@ func (w *pauseWindow) resumeNow(ctx context.Context) error {
 	if w.task == nil {
 		return nil
 	}
-	task := w.task
-	w.task = nil
-	w.took = time.Since(w.paused)
-	if err := task.Resume(ctx); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("resume %s after its capture: %w", task.ID(), err)
+	if err := w.task.Resume(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("resume %s after its capture: %w", w.task.ID(), err)
 	}
+	w.took = time.Since(w.paused)
+	w.task = nil
+	_ = os.Remove(w.marker)
 	return nil
 }
 
-// end resumes the container if the capture failed while it was paused:
-// never left frozen, whatever happened, even with ctx done.
+// end resumes the container if the capture failed while it was paused;
+// when that fails too, it keeps trying in the background.
 func (w *pauseWindow) end(ctx context.Context) {
 	if w == nil || w.task == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := w.resumeNow(rctx); err != nil {
-		klog.FromContext(ctx).Error(err, "A container paused for its capture could not be resumed")
+	id := w.task.ID()
+	w.task = nil
+	// The capture holds the container's lock: resumeLocked, not resumeMarked.
+	err := w.d.resumeLocked(context.WithoutCancel(ctx), id)
+	if err == nil {
+		return
 	}
+	klog.FromContext(ctx).Error(err, "A container paused for its capture could not be resumed yet; trying again", "container", id)
+	go w.d.resumeLeftPaused(id)
+}
+
+// resumeLeftPaused resumes containers a capture paused and could not
+// resume (all of them when only is ""), until none is left or the driver
+// closes; a container gone or not paused just loses its marker.
+func (d *Driver) resumeLeftPaused(only string) {
+	for {
+		entries, _ := os.ReadDir(filepath.Join(d.cfg.CRIUConfigDir, "paused"))
+		left := 0
+		for _, e := range entries {
+			if only != "" && e.Name() != only {
+				continue
+			}
+			if err := d.resumeMarked(d.ctx(d.bg), e.Name()); err != nil {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		select {
+		case <-d.bg.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// resumeMarked resumes container id if a capture left it paused; never
+// while a capture of it runs (which holds the container's lock).
+func (d *Driver) resumeMarked(ctx context.Context, id string) error {
+	defer d.lockContainer(id)()
+	return d.resumeLocked(ctx, id)
+}
+
+// resumeLocked is resumeMarked for a caller holding the container's lock.
+func (d *Driver) resumeLocked(ctx context.Context, id string) error {
+	marker := d.pausedMarker(id)
+	if _, err := os.Stat(marker); err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ctr, err := d.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return os.Remove(marker)
+	} else if err != nil {
+		return err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return os.Remove(marker)
+	} else if err != nil {
+		return err
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Status == containerd.Paused {
+		if err := task.Resume(ctx); err != nil {
+			return err
+		}
+		klog.InfoS("Resumed a container a capture had left paused", "container", id)
+	}
+	return os.Remove(marker)
 }
 
 // withEstablishedTCP dumps established TCP connections (runc

@@ -653,3 +653,36 @@ func TestCaptureFailureQuotesCRIU(t *testing.T) {
 	_, last, _ := framework.Counter(t, src.LogPath)
 	framework.WaitCounter(t, src.LogPath, last+3)
 }
+
+// TestNoSandboxIsLeftPaused: a container a capture paused and could not
+// resume (containerd or the driver died in between) is resumed by the next
+// driver, and an unmarked paused container, paused by someone else, is left
+// alone.
+func TestNoSandboxIsLeftPaused(t *testing.T) {
+	c := framework.StartContainerd(t, ns)
+	mine := source(t, c, "left-paused")
+	theirs := source(t, c, "paused-by-them")
+	ctx := c.Ctx()
+	for _, pc := range []*framework.PodContainer{mine, theirs} {
+		require.NoError(t, pc.Task.Pause(ctx))
+	}
+	// What a capture cut between its pause and its resume leaves behind.
+	marker := filepath.Join(c.Dir, "criu", "paused", mine.Container.ID())
+	require.NoError(t, os.MkdirAll(filepath.Dir(marker), 0o700))
+	require.NoError(t, os.WriteFile(marker, nil, 0o600))
+
+	newDriver(t, c)
+	require.Eventually(t, func() bool {
+		st, err := mine.Task.Status(ctx)
+		return err == nil && st.Status == containerdclient.Running
+	}, 30*time.Second, 100*time.Millisecond, "the marked container runs again")
+	_, err := os.Stat(marker)
+	assert.True(t, os.IsNotExist(err), "its marker is gone")
+	n := framework.Counter
+	_, before, _ := n(t, mine.LogPath)
+	require.Eventually(t, func() bool { _, now, _ := n(t, mine.LogPath); return now > before }, 30*time.Second, 100*time.Millisecond,
+		"and counts on")
+	st, err := theirs.Task.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, containerdclient.Paused, st.Status, "a container someone else paused stays paused")
+}
