@@ -587,7 +587,8 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		// A kubelet runs the Pod: keepRunning=false ends it through the API,
 		// and a restore makes a Pod the kubelet runs.
 		extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: d, Sandboxes: o.sandboxes(cfg)}
-		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass}
+		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
+			AsCaller: kuberesolver.AsCaller(cfg.ClientConfig, client)}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 		if o.RestoreSocket != "" {
 			if err := o.serveRestoreImages(cfg, d); err != nil {
@@ -679,7 +680,7 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	extra.Resolver = &kuberesolver.PodResolver{Client: client, Runtime: "containerd"}
 	extra.Stopper = &kuberesolver.PodStopper{Client: client, Processes: agents, Sandboxes: o.sandboxes(cfg)}
 	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
-		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents}
+		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents, AsCaller: kuberesolver.AsCaller(cfg.ClientConfig, client)}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
 	o.recorder(client, extra)
 	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)

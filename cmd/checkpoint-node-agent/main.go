@@ -153,7 +153,7 @@ func run(ctx context.Context, o options) error {
 	if (o.certFile == "") != (o.keyFile == "") {
 		return errors.New("--tls-cert-file and --tls-private-key-file go together")
 	}
-	if (o.certFile == "") == o.requestCert {
+	if (o.certFile != "") == o.requestCert {
 		return errors.New("either --tls-cert-file and --tls-private-key-file, or --request-serving-certificate")
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/kubernetes"
@@ -112,10 +113,14 @@ func cloneContainer(c corev1.Container) corev1.Container {
 // annotated agents.kruise.io/restore-from and run under the restore
 // runtime's RuntimeClass, whose shim restores each container from the
 // checkpoint its node's agent puts on the node instead of starting it. The caller must be
-// allowed to create Pods in the namespace; the Pod is then created with
-// the server's own rights, and carries the caller as its owner.
+// allowed to create Pods in the namespace; the Pod is then created as the
+// caller (AsCaller), so that admission and every policy see who asked, and
+// carries the caller as its owner.
 type PodRestorer struct {
-	Client   kubernetes.Interface
+	Client kubernetes.Interface
+	// AsCaller, when set, is a client that acts as u: the clone Pod is
+	// created through it. Nil: with Client, the server's own rights.
+	AsCaller func(u user.Info) (kubernetes.Interface, error)
 	Preparer driver.RestorePreparer
 	// Authorizer decides whether the caller may create the Pod (nil: no check).
 	Authorizer authorizer.Authorizer
@@ -147,11 +152,20 @@ var _ driver.Restorer = &PodRestorer{}
 // and waits for its containers to run. A clone that does not come up is
 // deleted: a failed restore leaves nothing behind.
 func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driver.RestoreRequest) (driver.Target, error) {
-	owner, err := r.authorize(ctx, req)
+	caller, err := r.authorize(ctx, req)
 	if err != nil {
 		return driver.Target{}, err
 	}
+	owner := caller.GetName()
 	pods := r.Client.CoreV1().Pods(req.Namespace)
+	creator := pods
+	if r.AsCaller != nil {
+		c, err := r.AsCaller(caller)
+		if err != nil {
+			return driver.Target{}, fmt.Errorf("%w: a client acting as %s: %v", driver.ErrUnavailable, owner, err)
+		}
+		creator = c.CoreV1().Pods(req.Namespace)
+	}
 	if _, err := pods.Get(ctx, req.Name, metav1.GetOptions{}); err == nil {
 		return driver.Target{}, apierrors.NewAlreadyExists(corev1.Resource("pods"), req.Name)
 	} else if !apierrors.IsNotFound(err) {
@@ -188,7 +202,7 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 		}
 	}
 	prefetch(pod.Spec.NodeName)
-	created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+	created, err := creator.Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		var status apierrors.APIStatus
 		if errors.As(err, &status) && (apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err)) {
@@ -213,16 +227,16 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 	return t, nil
 }
 
-// authorize asks whether the caller may create the Pod, and returns its name.
-func (r *PodRestorer) authorize(ctx context.Context, req driver.RestoreRequest) (string, error) {
+// authorize asks whether the caller may create the Pod, and returns it.
+func (r *PodRestorer) authorize(ctx context.Context, req driver.RestoreRequest) (user.Info, error) {
 	u, ok := genericapirequest.UserFrom(ctx)
 	if !ok {
-		return "", apierrors.NewUnauthorized("a restore needs an authenticated user")
+		return nil, apierrors.NewUnauthorized("a restore needs an authenticated user")
 	}
 	if err := access.Check(ctx, r.Authorizer, u, "create", corev1.SchemeGroupVersion.WithResource("pods"), req.Namespace, req.Name); err != nil {
-		return "", apierrors.NewForbidden(corev1.Resource("pods"), req.Name, fmt.Errorf("%v (a restore creates a Pod)", err))
+		return nil, apierrors.NewForbidden(corev1.Resource("pods"), req.Name, fmt.Errorf("%v (a restore creates a Pod)", err))
 	}
-	return u.GetName(), nil
+	return u, nil
 }
 
 // clonePod is the Pod a restore creates: the source's spec, images and

@@ -276,6 +276,46 @@ func TestDeployedAsPods(t *testing.T) {
 		assert.Contains(t, out, "namespace elsewhere has no Checkpoint")
 	})
 
+	t.Run("ClonesAreCreatedAsTheirCaller", func(t *testing.T) {
+		// An admission policy that refuses every Pod the server's own
+		// service account creates in a namespace: a namespace admin's clone
+		// is still admitted, so it was created as that admin, and policies
+		// see who asked (the control: the server's account is refused).
+		const where = "as-caller"
+		c.Must("create", "namespace", where)
+		c.Must("label", "namespace", where, "as-caller=yes")
+		c.Must("create", "rolebinding", "clone-maker-admin", "-n", where, "--clusterrole=admin", "--user=clone-maker")
+		c.Apply(`{"apiVersion":"admissionregistration.k8s.io/v1","kind":"ValidatingAdmissionPolicy","metadata":{"name":"no-pods-by-the-server"},
+"spec":{"failurePolicy":"Fail","matchConstraints":{"resourceRules":[{"apiGroups":[""],"apiVersions":["v1"],"operations":["CREATE"],"resources":["pods"]}]},
+"validations":[{"expression":"request.userInfo.username != 'system:serviceaccount:checkpoint-system:checkpoint-apiserver'","message":"the server creates no Pod here"}]}}`)
+		c.Apply(`{"apiVersion":"admissionregistration.k8s.io/v1","kind":"ValidatingAdmissionPolicyBinding","metadata":{"name":"no-pods-by-the-server"},
+"spec":{"policyName":"no-pods-by-the-server","validationActions":["Deny"],"matchResources":{"namespaceSelector":{"matchLabels":{"as-caller":"yes"}}}}}`)
+		defer c.Must("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "no-pods-by-the-server")
+		c.Eventually("the policy refuses the server's Pods", func() bool {
+			out, err := c.KubectlStdin(podYAML(where, "by-the-server", framework.CounterScript), "create", "-f", "-",
+				"--as=system:serviceaccount:checkpoint-system:checkpoint-apiserver")
+			if err == nil {
+				c.Must("delete", "pod", "by-the-server", "-n", where, "--wait=false")
+			}
+			return err != nil && strings.Contains(out, "the server creates no Pod here")
+		})
+
+		c.Apply(framework.OnNode(podYAML(where, "src", framework.CounterScript), "node-1"))
+		c.Must("wait", "-n", where, "--for=condition=Ready", "pod/src", "--timeout=120s")
+		c.MustStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"mine","namespace":%q},"spec":{"podName":"src"}}`, where),
+			"create", "-f", "-", "--as=clone-maker")
+		c.Eventually("clone-maker's capture ends", func() bool {
+			phase, _ := c.Kubectl("get", "cp", "mine", "-n", where, "-o", "jsonpath={.status.phase}")
+			return phase == "Succeeded" || phase == "Failed"
+		})
+		require.Equal(t, "Succeeded", c.Must("get", "cp", "mine", "-n", where, "-o", "jsonpath={.status.phase}"))
+		body := `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"CheckpointRestore","spec":{"sandboxName":"clone","nodeName":"node-2"}}`
+		out, err := c.KubectlStdin(body, "--as=clone-maker", "create", "--raw", "/apis/agents.kruise.io/v1alpha1/namespaces/"+where+"/checkpoints/mine/restore", "-f", "-")
+		require.NoError(t, err, "the clone is created as clone-maker, whom the policy lets through: %s", out)
+		c.Must("wait", "-n", where, "--for=condition=Ready", "pod/clone", "--timeout=60s")
+		assert.Equal(t, "clone-maker", c.Must("get", "pod", "clone", "-n", where, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/owner}`))
+	})
+
 	t.Run("NativeSidecarClonedOnBothNodes", func(t *testing.T) {
 		// A sandbox with a plain init container and a native sidecar that
 		// keeps its own state (a count in its shell's memory, a file): both
