@@ -16,6 +16,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 )
@@ -70,7 +71,7 @@ func (r *Requester) Obtain(ctx context.Context) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("ask for %s's serving certificate: %w", r.Node, err)
 	}
 	var issued []byte
-	err = waitFor(ctx, 500*time.Millisecond, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		got, err := r.Client.CertificatesV1().CertificateSigningRequests().Get(ctx, csr.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil // the API may be briefly away: ask again

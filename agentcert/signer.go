@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"slices"
 	"time"
 
@@ -19,9 +18,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 	"k8s.io/klog/v2"
 )
@@ -46,18 +46,11 @@ type Signer struct {
 
 // LoadCA reads the signing CA's certificate and key (PEM files).
 func LoadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	block := pemBlock(certPEM, "CERTIFICATE")
-	if block == nil {
-		return nil, nil, fmt.Errorf("%s: no PEM CERTIFICATE", certFile)
-	}
-	ca, err := x509.ParseCertificate(block)
+	certs, err := certutil.CertsFromFile(certFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", certFile, err)
 	}
+	ca := certs[0]
 	if !ca.IsCA {
 		return nil, nil, fmt.Errorf("%s: not a CA certificate", certFile)
 	}
@@ -195,8 +188,8 @@ func (s *Signer) review(ctx context.Context, csr *certificatesv1.CertificateSign
 	if podName == "" || podUID == "" {
 		return nil, "", refuse("the request was not made with a token bound to a Pod (spec.extra has no %s and %s)", extraPodName, extraPodUID)
 	}
-	namespace, _, ok := serviceAccountOf(spec.Username)
-	if !ok {
+	namespace, _, err := serviceaccount.SplitUsername(spec.Username)
+	if err != nil {
 		return nil, "", refuse("%s is not a service account", spec.Username)
 	}
 	pod, err := s.Client.CoreV1().Pods(namespace).Get(ctx, podName, metav1.GetOptions{})
@@ -221,20 +214,6 @@ func (s *Signer) review(ctx context.Context, csr *certificatesv1.CertificateSign
 		return nil, "", refuse("the agent on %s: %v", node, err)
 	}
 	return req, node, nil
-}
-
-func serviceAccountOf(user string) (namespace, name string, ok bool) {
-	const prefix = "system:serviceaccount:"
-	if len(user) <= len(prefix) || user[:len(prefix)] != prefix {
-		return "", "", false
-	}
-	rest := user[len(prefix):]
-	for i := range len(rest) {
-		if rest[i] == ':' {
-			return rest[:i], rest[i+1:], i > 0 && i < len(rest)-1
-		}
-	}
-	return "", "", false
 }
 
 // sign issues the serving certificate req asks for, for at most Validity
@@ -277,9 +256,4 @@ func (s *Signer) sign(req *x509.CertificateRequest, expirationSeconds *int32) ([
 		return nil, fmt.Errorf("sign: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
-}
-
-// waitFor polls until cond or ctx ends.
-func waitFor(ctx context.Context, every time.Duration, cond func(context.Context) (bool, error)) error {
-	return wait.PollUntilContextCancel(ctx, every, true, cond)
 }
