@@ -5,6 +5,7 @@ package access
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -63,4 +64,32 @@ func CapturePod(ctx context.Context, a authorizer.Authorizer, u user.Info, ns, p
 		return Check(ctx, a, u, "delete", pods, ns, pod)
 	}
 	return nil
+}
+
+// creator is a user as a Checkpoint records its creator.
+type creator struct {
+	Name   string              `json:"name"`
+	UID    string              `json:"uid,omitempty"`
+	Groups []string            `json:"groups,omitempty"`
+	Extra  map[string][]string `json:"extra,omitempty"`
+}
+
+// EncodeUser is u as a Checkpoint records its creator
+// (agents.AnnotationCreator), for the capture to check again, with the
+// creator's groups, when it runs.
+func EncodeUser(u user.Info) string {
+	data, err := json.Marshal(creator{Name: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups(), Extra: u.GetExtra()})
+	if err != nil { // strings and string slices always encode
+		return ""
+	}
+	return string(data)
+}
+
+// DecodeUser reads what EncodeUser wrote.
+func DecodeUser(s string) (user.Info, error) {
+	var c creator
+	if err := json.Unmarshal([]byte(s), &c); err != nil || c.Name == "" {
+		return nil, fmt.Errorf("not a recorded creator: %q", s)
+	}
+	return &user.DefaultInfo{Name: c.Name, UID: c.UID, Groups: c.Groups, Extra: c.Extra}, nil
 }

@@ -59,6 +59,9 @@ type Client struct {
 	// addrs caches node name to agent address.
 	mu    sync.Mutex
 	addrs map[string]string
+	// where remembers checkpoint ID to namespace (its repository in the
+	// registry), from captures, deletes and the registry's listing.
+	where sync.Map
 }
 
 var _ driver.Driver = &Client{}
@@ -212,6 +215,7 @@ func (c *Client) Capture(ctx context.Context, t driver.Target, req driver.Captur
 	if err != nil {
 		return driver.CaptureResult{}, err
 	}
+	c.where.Store(out.ID, t.Namespace)
 	return driver.CaptureResult{ID: out.ID, SizeBytes: out.SizeBytes, Contents: out.Contents, Published: out.Published, Pause: out.Pause}, nil
 }
 
@@ -257,17 +261,16 @@ func (c *Client) Terminate(ctx context.Context, t driver.Target) error {
 // with an error fails the delete (it is retried).
 func (c *Client) Delete(ctx context.Context, id string) error {
 	var idx *ociregistry.Index
+	var reg *ociregistry.Registry
 	var pulled []string
 	if c.cfg.Registry != nil {
 		var err error
-		idx, err = c.cfg.Registry.Index(ctx, id)
-		switch {
-		case errors.Is(err, ociregistry.ErrNotFound):
-			idx = nil
-		case err != nil:
+		reg, idx, err = c.find(ctx, id)
+		if err != nil {
 			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
-		default:
-			for _, ref := range c.cfg.Registry.Images(idx) {
+		}
+		if idx != nil {
+			for _, ref := range reg.Images(idx) {
 				pulled = append(pulled, ref)
 			}
 		}
@@ -283,11 +286,51 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	if idx != nil {
-		if err := c.cfg.Registry.Delete(ctx, idx); err != nil {
+		if err := reg.Delete(ctx, idx); err != nil {
 			return fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 		}
 	}
+	c.where.Delete(id)
 	return nil
+}
+
+// DeleteIn is Delete of namespace's checkpoint id: its repository is known.
+func (c *Client) DeleteIn(ctx context.Context, namespace, id string) error {
+	c.where.Store(id, namespace)
+	return c.Delete(ctx, id)
+}
+
+// find reads checkpoint id's index (by its tag) in its namespace's
+// repository: the one remembered, or else the first of the registry's
+// that has it. A checkpoint in none has no index (nil, nil, nil).
+func (c *Client) find(ctx context.Context, id string) (*ociregistry.Registry, *ociregistry.Index, error) {
+	var namespaces []string
+	if ns, ok := c.where.Load(id); ok {
+		namespaces = []string{ns.(string)}
+	} else {
+		var err error
+		if namespaces, err = c.cfg.Registry.Namespaces(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, ns := range namespaces {
+		reg, err := c.cfg.Registry.In(ns)
+		if err != nil {
+			return nil, nil, err
+		}
+		idx, err := reg.Index(ctx, id)
+		switch {
+		case errors.Is(err, ociregistry.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, nil, err
+		}
+		if idx.Annotations[ociregistry.AnnotationCheckpointID] != id {
+			continue // a tag someone else moved: not this checkpoint's
+		}
+		return reg, idx, nil
+	}
+	return nil, nil, nil
 }
 
 // States is what this installation holds in the registry, each with when
@@ -300,25 +343,38 @@ func (c *Client) States(ctx context.Context) (map[string]time.Time, error) {
 	if c.cfg.Registry == nil {
 		return out, nil
 	}
-	tags, err := c.cfg.Registry.Tags(ctx)
-	for _, id := range tags {
-		if !strings.HasPrefix(id, "ckpt-") {
+	namespaces, err := c.cfg.Registry.Namespaces(ctx)
+	var errs []error
+	for _, ns := range namespaces {
+		reg, rerr := c.cfg.Registry.In(ns)
+		if rerr != nil {
 			continue
 		}
-		idx, ierr := c.cfg.Registry.Index(ctx, id)
-		if ierr != nil {
-			continue
+		tags, terr := reg.Tags(ctx)
+		if terr != nil {
+			errs = append(errs, terr)
 		}
-		if idx.Annotations[ociregistry.AnnotationInstallation] != c.cfg.Installation {
-			continue
+		for _, id := range tags {
+			if !strings.HasPrefix(id, "ckpt-") {
+				continue
+			}
+			idx, ierr := reg.Index(ctx, id)
+			if ierr != nil {
+				continue
+			}
+			if idx.Annotations[ociregistry.AnnotationInstallation] != c.cfg.Installation ||
+				idx.Annotations[ociregistry.AnnotationCheckpointID] != id || idx.Annotations[ociregistry.AnnotationNamespace] != ns {
+				continue
+			}
+			pushed, perr := time.Parse(time.RFC3339, idx.Annotations[ociregistry.AnnotationCreated])
+			if perr != nil {
+				continue // not one this server pushed
+			}
+			out[id] = pushed
+			c.where.Store(id, ns)
 		}
-		pushed, perr := time.Parse(time.RFC3339, idx.Annotations[ociregistry.AnnotationCreated])
-		if perr != nil {
-			continue // not one this server pushed
-		}
-		out[id] = pushed
 	}
-	return out, err
+	return out, errors.Join(append([]error{err}, errs...)...)
 }
 
 // Ping answers: whether an agent answers depends on the node.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -415,7 +414,7 @@ func (s *Server) delete(ctx context.Context, r *http.Request) (any, error) {
 		// Only the registry's images of a checkpoint: a request cannot name others.
 		var names []string
 		for _, n := range req.Images {
-			if strings.HasPrefix(n, s.cfg.Registry.Repository()+"@") {
+			if s.cfg.Registry.OwnsImage(n) {
 				names = append(names, n)
 			}
 		}

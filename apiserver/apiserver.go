@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -52,6 +53,8 @@ type ExtraConfig struct {
 	Sandboxes e2b.Sandboxes
 	// CaptureTimeout bounds a capture whose request names none.
 	CaptureTimeout time.Duration
+	// NamespaceBytes bounds each namespace's checkpoint bytes (0: none), unless its annotation says otherwise.
+	NamespaceBytes int64
 	// DeclarativeCaptureDelay is how long a new Checkpoint is left to an
 	// imperative capture call before the lifecycle controller captures it.
 	DeclarativeCaptureDelay time.Duration
@@ -71,7 +74,7 @@ type ExtraConfig struct {
 	Authorizer authorizer.Authorizer
 	// KEK, when set, wraps each capture's data key, which Keys keeps
 	// (captures through the node agents are encrypted).
-	KEK  *encryption.KEK
+	KEK  encryption.Wrapper
 	Keys *encryption.SecretKeys
 	// Webhook serves (and registers) the admission webhooks (addWebhook).
 	Webhook *WebhookServing
@@ -141,17 +144,19 @@ func (c CompletedConfig) New() (*Server, error) {
 	if c.ExtraConfig.Keys != nil {
 		opts.Keys = c.ExtraConfig.Keys
 	}
+	opts.BytesLimit = bytesLimit(nil, c.ExtraConfig.NamespaceBytes)
 	if c.ExtraConfig.KubeClientConfig != nil {
+		kube, err := kubernetes.NewForConfig(c.ExtraConfig.KubeClientConfig)
+		if err != nil {
+			return nil, err
+		}
+		opts.BytesLimit = bytesLimit(kube, c.ExtraConfig.NamespaceBytes)
 		// Pods and their RBAC are the kube-apiserver's: a Checkpoint's
 		// creator and a capture's caller need rights on the Pod.
 		opts.Authorizer = c.ExtraConfig.Authorizer
 		// The kube-apiserver's quota admission does not see an aggregated
 		// API's creates (crd mode's CRs it does).
 		if !c.ExtraConfig.CRDMode {
-			kube, err := kubernetes.NewForConfig(c.ExtraConfig.KubeClientConfig)
-			if err != nil {
-				return nil, err
-			}
 			opts.Quota = quotaLimit(kube)
 		}
 	}
@@ -409,6 +414,27 @@ func (s *Server) addWebhook(extra *ExtraConfig) error {
 	return s.GenericAPIServer.AddPostStartHook("checkpoint-webhook", func(hookCtx genericapiserver.PostStartHookContext) error {
 		return wh.start(hookCtx)
 	})
+}
+
+// bytesLimit is a namespace's bound on its checkpoint bytes: its
+// annotation agents.AnnotationBytesLimit (when kube is set), else def.
+func bytesLimit(kube kubernetes.Interface, def int64) checkpointstorage.BytesLimit {
+	return func(ctx context.Context, ns string) (int64, string, error) {
+		if kube != nil {
+			n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if err != nil {
+				return 0, "", err
+			}
+			if v, ok := n.Annotations[agents.AnnotationBytesLimit]; ok {
+				q, err := resource.ParseQuantity(v)
+				if err != nil {
+					return 0, "", fmt.Errorf("namespace %s's annotation %s=%q is not a quantity", ns, agents.AnnotationBytesLimit, v)
+				}
+				return q.Value(), "the namespace's annotation " + agents.AnnotationBytesLimit, nil
+			}
+		}
+		return def, "--namespace-checkpoint-bytes", nil
+	}
 }
 
 // quotaLimit reads a namespace's ResourceQuotas for their tightest hard

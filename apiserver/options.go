@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -70,6 +71,8 @@ type Options struct {
 	DataDir string
 	// AdminGroups may act on every Checkpoint and set its owner explicitly.
 	AdminGroups []string
+	// OwnerStampers may name another owner when they create a Checkpoint (crd mode).
+	OwnerStampers []string
 
 	// Driver names the checkpoint driver; only "containerd" exists so far.
 	Driver              string
@@ -81,9 +84,12 @@ type Options struct {
 	// Resolver says how targets are found: "pod" (the Pod's container
 	// statuses, through the kube-apiserver), "labels" (containerd's CRI
 	// labels) or "auto" (pod when a kube-apiserver is configured).
-	Resolver                string
-	CaptureTimeout          time.Duration
-	DeclarativeCaptureDelay time.Duration
+	Resolver       string
+	CaptureTimeout time.Duration
+	// NamespaceCheckpointBytes bounds each namespace's checkpoint bytes
+	// ("" or 0: no bound), unless its annotation says otherwise.
+	NamespaceCheckpointBytes string
+	DeclarativeCaptureDelay  time.Duration
 	// ReplicaName tells this replica's captures from another's; OrphanSweepInterval
 	// is how often driver state no Checkpoint owns is deleted.
 	ReplicaName         string
@@ -137,6 +143,11 @@ type Options struct {
 	// that wrap each checkpoint's data key: required with node agents, so
 	// memory leaves a node encrypted only.
 	EncryptionKeyFile string
+	// EncryptionKMSEndpoint is a KMS v2 plugin's socket (unix:///path): the
+	// plugin wraps the data keys, and the key file, if any, only unwraps.
+	EncryptionKMSEndpoint string
+	EncryptionKMSName     string
+	EncryptionKMSTimeout  time.Duration
 	// InstallationID names this installation on the checkpoints it pushes,
 	// so that its registry sweep leaves another's alone ("": the cluster's
 	// kube-system namespace UID and KeyNamespace).
@@ -208,6 +219,8 @@ func NewOptions(out io.Writer) *Options {
 		ContainerdNamespace:     "k8s.io",
 		Resolver:                "auto",
 		CaptureTimeout:          50 * time.Second,
+		EncryptionKMSName:       "kms",
+		EncryptionKMSTimeout:    10 * time.Second,
 		DeclarativeCaptureDelay: 2 * time.Second,
 		ReplicaName:             defaultReplicaName(),
 		OrphanSweepInterval:     5 * time.Minute,
@@ -232,6 +245,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 			"Writes an admin kubeconfig under --data-dir.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir,
 		"Directory for the embedded etcd's data and, in standalone mode, the certificates and kubeconfig.")
+	fs.StringSliceVar(&o.OwnerStampers, "owner-stampers", o.OwnerStampers,
+		"crd mode: users who may name another owner (agents.kruise.io/owner) when they create a Checkpoint, such as OpenKruise's "+
+			"sandbox-manager, which stamps its API keys' IDs. Everyone else, but --admin-groups, owns what they create.")
 	fs.StringSliceVar(&o.AdminGroups, "admin-groups", o.AdminGroups,
 		"Groups whose members may act on every Checkpoint and set its owner annotation explicitly.")
 	fs.StringVar(&o.Driver, "driver", o.Driver, "Checkpoint driver: containerd.")
@@ -252,7 +268,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AgentSignerKeyFile, "agent-signer-key-file", o.AgentSignerKeyFile, "Key of --agent-signer-cert-file.")
 	fs.StringSliceVar(&o.AgentUsers, "agent-user", o.AgentUsers, "The node agents' service-account users, the only ones whose CSRs are signed.")
 	fs.StringVar(&o.CheckpointRegistry.Repository, "checkpoint-registry", o.CheckpointRegistry.Repository,
-		"host[:port]/repository of the OCI registry that holds checkpoints, so that clones start on any node.")
+		"host[:port]/prefix of the OCI registry that holds checkpoints, so that clones start on any node: each namespace's go to the repository prefix/<namespace>.")
 	fs.StringVar(&o.CheckpointRegistry.CAFile, "checkpoint-registry-ca-file", o.CheckpointRegistry.CAFile,
 		"CA of the checkpoint registry's serving certificate (empty: the system's roots). TLS is always verified.")
 	fs.StringVar(&o.CheckpointRegistry.AuthFile, "checkpoint-registry-auth-file", o.CheckpointRegistry.AuthFile,
@@ -260,6 +276,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EncryptionKeyFile, "encryption-key-file", o.EncryptionKeyFile,
 		"Key-encryption keys (YAML: keys: [{name, secret: base64 of 32 bytes}], the first wraps, all unwrap) that wrap each checkpoint's "+
 			"own data key; checkpoints leave the nodes encrypted with it. Required with --node-agents. Mount it from a Secret.")
+	fs.StringVar(&o.EncryptionKMSEndpoint, "encryption-kms-endpoint", o.EncryptionKMSEndpoint,
+		"A KMS v2 plugin's gRPC socket (unix:///path, the plugins the kube-apiserver's KMS v2 encryption uses): it wraps each "+
+			"checkpoint's data key, and its key-encryption key never leaves the KMS. With --encryption-key-file as well, that file's keys "+
+			"only unwrap (moving to a KMS); either is required with --node-agents.")
+	fs.StringVar(&o.EncryptionKMSName, "encryption-kms-name", o.EncryptionKMSName, "The KMS plugin's name, recorded with each key it wraps.")
+	fs.DurationVar(&o.EncryptionKMSTimeout, "encryption-kms-timeout", o.EncryptionKMSTimeout, "How long a call waits for the KMS plugin.")
 	fs.StringVar(&o.InstallationID, "installation-id", o.InstallationID,
 		"Names this installation on every checkpoint it pushes; its registry sweep deletes only its own installation's "+
 			"(empty: <the kube-system namespace's UID>/<--key-namespace>). Replicas of one installation share it.")
@@ -288,6 +310,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Resolver, "resolver", o.Resolver,
 		"How a Checkpoint's target is found: pod (the Pod's container statuses, through the kube-apiserver), "+
 			"labels (containerd's CRI labels), or auto (pod when --kubeconfig is set, else labels).")
+	fs.StringVar(&o.NamespaceCheckpointBytes, "namespace-checkpoint-bytes", o.NamespaceCheckpointBytes,
+		"Bound on the bytes each namespace's Succeeded Checkpoints hold together (a quantity: 20Gi; empty or 0: none). "+
+			"A Namespace's annotation "+agents.AnnotationBytesLimit+" overrides it. A capture that would pass it ends Failed, QuotaExceeded.")
 	fs.DurationVar(&o.CaptureTimeout, "capture-timeout", o.CaptureTimeout,
 		"Default bound of a capture; at most 55s, under the aggregator's 60s request limit.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
@@ -353,8 +378,14 @@ func (o *Options) Validate() error {
 	if o.NodeAgents && (o.AgentClientCertFile == "" || o.AgentClientKeyFile == "") {
 		errs = append(errs, errors.New("--node-agents needs --agent-client-cert-file and --agent-client-key-file: agents take the server's client certificate only"))
 	}
-	if o.NodeAgents && o.EncryptionKeyFile == "" {
-		errs = append(errs, errors.New("--node-agents needs --encryption-key-file: a checkpoint is a memory dump, and it leaves the node encrypted only"))
+	if o.NodeAgents && o.EncryptionKeyFile == "" && o.EncryptionKMSEndpoint == "" {
+		errs = append(errs, errors.New("--node-agents needs --encryption-key-file or --encryption-kms-endpoint: a checkpoint is a memory dump, and it leaves the node encrypted only"))
+	}
+	if o.EncryptionKMSEndpoint != "" && !strings.HasPrefix(o.EncryptionKMSEndpoint, "unix://") {
+		errs = append(errs, fmt.Errorf("--encryption-kms-endpoint=%s: want unix:///path", o.EncryptionKMSEndpoint))
+	}
+	if o.EncryptionKMSTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--encryption-kms-timeout=%s: must be positive", o.EncryptionKMSTimeout))
 	}
 	if o.NodeAgents && o.Standalone {
 		errs = append(errs, errors.New("--node-agents needs a cluster: the standalone server captures in process"))
@@ -383,6 +414,11 @@ func (o *Options) Validate() error {
 	}
 	if o.OrphanSweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("--orphan-sweep-interval=%s: must not be negative", o.OrphanSweepInterval))
+	}
+	if o.NamespaceCheckpointBytes != "" {
+		if q, err := resource.ParseQuantity(o.NamespaceCheckpointBytes); err != nil || q.Sign() < 0 {
+			errs = append(errs, fmt.Errorf("--namespace-checkpoint-bytes=%s: not a non-negative quantity", o.NamespaceCheckpointBytes))
+		}
 	}
 	if o.CaptureTimeout <= 0 || o.CaptureTimeout > 55*time.Second {
 		errs = append(errs, fmt.Errorf("--capture-timeout=%s: must be in (0, 55s]", o.CaptureTimeout))
@@ -511,6 +547,7 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 	extra := ExtraConfig{
 		AdminGroups:             o.AdminGroups,
 		CaptureTimeout:          o.CaptureTimeout,
+		NamespaceBytes:          o.namespaceBytes(),
 		DeclarativeCaptureDelay: o.DeclarativeCaptureDelay,
 		ReplicaName:             o.ReplicaName,
 		OrphanSweepInterval:     o.OrphanSweepInterval,
@@ -653,7 +690,7 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	if err != nil {
 		return err
 	}
-	kek, err := encryption.LoadKEK(o.EncryptionKeyFile)
+	kek, err := o.keyWrapper()
 	if err != nil {
 		return err
 	}
@@ -766,7 +803,8 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 		}
 		self := selfName(client)
 		if o.Mode == ModeCRD {
-			extra.Webhook.Checkpoints = &webhook.Checkpoints{Self: self, AdminGroups: o.AdminGroups, Authorizer: cfg.Authorization.Authorizer}
+			extra.Webhook.Checkpoints = &webhook.Checkpoints{Self: self, AdminGroups: o.AdminGroups, OwnerStampers: o.OwnerStampers,
+				Authorizer: cfg.Authorization.Authorizer}
 		}
 		if client != nil {
 			pods, err := o.restorePods(cfg, self)
@@ -940,4 +978,34 @@ func (o *Options) announceWhenReady(ctx context.Context, loopback *rest.Config, 
 	if kubeconfig != "" {
 		fmt.Fprintf(o.Out, "kubeconfig: %s\n  export KUBECONFIG=%s\n  kubectl get checkpoints\n", kubeconfig, kubeconfig)
 	}
+}
+
+// namespaceBytes is --namespace-checkpoint-bytes in bytes (0: none).
+func (o *Options) namespaceBytes() int64 {
+	q, err := resource.ParseQuantity(o.NamespaceCheckpointBytes)
+	if err != nil {
+		return 0 // Validate refused it
+	}
+	return q.Value()
+}
+
+// keyWrapper is what wraps the checkpoints' data keys: the KMS plugin, then
+// the key file's keys (which wrap only without a plugin).
+func (o *Options) keyWrapper() (encryption.Wrapper, error) {
+	var chain encryption.Chain
+	if o.EncryptionKMSEndpoint != "" {
+		kms, err := encryption.NewKMS(context.Background(), o.EncryptionKMSName, o.EncryptionKMSEndpoint, o.EncryptionKMSTimeout)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, kms)
+	}
+	if o.EncryptionKeyFile != "" {
+		kek, err := encryption.LoadKEK(o.EncryptionKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, kek)
+	}
+	return chain, nil
 }

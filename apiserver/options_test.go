@@ -32,3 +32,27 @@ func TestCheckpointIDAnnotationKey(t *testing.T) {
 		}
 	}
 }
+
+// The bytes bound is a quantity, the KMS plugin a unix socket, and node
+// agents need a key-encryption key from a file or a KMS.
+func TestEncryptionAndBytesOptions(t *testing.T) {
+	validate := func(set func(o *Options)) string {
+		o := NewOptions(io.Discard)
+		set(o)
+		if err := o.Validate(); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	assert.Contains(t, validate(func(o *Options) { o.NamespaceCheckpointBytes = "lots" }), "--namespace-checkpoint-bytes")
+	assert.Contains(t, validate(func(o *Options) { o.NamespaceCheckpointBytes = "-1Gi" }), "--namespace-checkpoint-bytes")
+	assert.NotContains(t, validate(func(o *Options) { o.NamespaceCheckpointBytes = "20Gi" }), "--namespace-checkpoint-bytes")
+	o := NewOptions(io.Discard)
+	o.NamespaceCheckpointBytes = "20Gi"
+	assert.Equal(t, int64(20<<30), o.namespaceBytes())
+	assert.Contains(t, validate(func(o *Options) { o.EncryptionKMSEndpoint = "tcp://127.0.0.1:1" }), "--encryption-kms-endpoint")
+	assert.Contains(t, validate(func(o *Options) { o.NodeAgents = true }), "--encryption-key-file or --encryption-kms-endpoint")
+	assert.NotContains(t, validate(func(o *Options) {
+		o.NodeAgents, o.EncryptionKMSEndpoint = true, "unix:///run/kms.sock"
+	}), "--encryption-key-file or --encryption-kms-endpoint")
+}

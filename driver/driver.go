@@ -120,6 +120,12 @@ type Driver interface {
 	Stop(ctx context.Context, target Target) error
 }
 
+// NamespacedDeleter is a Driver that deletes faster knowing the
+// checkpoint's namespace (its repository in a registry).
+type NamespacedDeleter interface {
+	DeleteIn(ctx context.Context, namespace, checkpointID string) error
+}
+
 // Restorer creates and starts a new sandbox from captured state. A Driver
 // makes bare containers; on a node a kubelet manages, the clone is a Pod
 // (driver/kube.PodRestorer) that the node's restore runtime restores.
@@ -142,9 +148,10 @@ type PreparedRestore struct {
 
 // RestorePreparer says what a restore of a checkpoint into a Pod needs.
 type RestorePreparer interface {
-	// imageDigest is the Checkpoint's status.imageDigest (its index in a
+	// namespace is the Checkpoint's (and the clone's); imageDigest is its
+	// status.imageDigest (its index in the namespace's repository of a
 	// registry; "" when it has none).
-	PrepareRestore(ctx context.Context, checkpointID, imageDigest string) (PreparedRestore, error)
+	PrepareRestore(ctx context.Context, namespace, checkpointID, imageDigest string) (PreparedRestore, error)
 }
 
 // Stopper stops a captured source for keepRunning=false. A Driver stops

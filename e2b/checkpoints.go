@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/agents-kruise/checkpoint-apiserver/access"
+	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
 )
@@ -110,6 +111,9 @@ func (c crdCheckpoints) Create(ctx context.Context, ns string, cp *v1alpha1.Chec
 		cp.Annotations = map[string]string{}
 	}
 	cp.Annotations[AnnotationOwner] = c.user.GetName()
+	// The server creates it for the key's user: that user is its creator,
+	// whose rights its capture checks again when it runs.
+	cp.Annotations[agents.AnnotationCreator] = access.EncodeUser(c.user)
 	var pod *corev1.Pod
 	sandbox := cp.Spec.PodName // the sandbox is its Pod, as a capture resolves it
 	if sandbox == "" {

@@ -48,12 +48,12 @@ func TestWrapUnwrap(t *testing.T) {
 	dek, err := NewDEK()
 	require.NoError(t, err)
 	b := Binding{Namespace: "team-a", UID: "uid-1", CheckpointID: "ckpt-aaaaaaaaaaaaaaaaaaaaaaaa"}
-	wrapped, err := kek.Wrap(dek, b)
+	wrapped, err := kek.Wrap(context.Background(), dek, b)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(wrapped, "v1:one:"))
 	assert.NotContains(t, wrapped, base64.RawStdEncoding.EncodeToString(dek))
 
-	got, err := kek.Unwrap(wrapped, b)
+	got, err := kek.Unwrap(context.Background(), wrapped, b)
 	require.NoError(t, err)
 	assert.Equal(t, dek, got)
 
@@ -63,14 +63,14 @@ func TestWrapUnwrap(t *testing.T) {
 		{Namespace: b.Namespace, UID: "uid-2", CheckpointID: b.CheckpointID},
 		{Namespace: b.Namespace, UID: b.UID, CheckpointID: "ckpt-bbbbbbbbbbbbbbbbbbbbbbbb"},
 	} {
-		_, err := kek.Unwrap(wrapped, other)
+		_, err := kek.Unwrap(context.Background(), wrapped, other)
 		assert.ErrorContains(t, err, "made for another Checkpoint", other)
 	}
 
 	// A key-encryption key of the same name that does not match.
 	wrong, err := LoadKEK(keyFile(t, [2]string{"one", s2}))
 	require.NoError(t, err)
-	_, err = wrong.Unwrap(wrapped, b)
+	_, err = wrong.Unwrap(context.Background(), wrapped, b)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `does not open with key-encryption key "one"`)
 	assert.NotContains(t, err.Error(), s1)
@@ -79,22 +79,22 @@ func TestWrapUnwrap(t *testing.T) {
 	// One of another name.
 	other, err := LoadKEK(keyFile(t, [2]string{"two", s2}))
 	require.NoError(t, err)
-	_, err = other.Unwrap(wrapped, b)
+	_, err = other.Unwrap(context.Background(), wrapped, b)
 	assert.ErrorContains(t, err, `wrapped with key-encryption key "one", which this server does not hold (it holds two)`)
 
 	// Rotation: the new key first wraps, the old one still unwraps.
 	rotated, err := LoadKEK(keyFile(t, [2]string{"two", s2}, [2]string{"one", s1}))
 	require.NoError(t, err)
-	got, err = rotated.Unwrap(wrapped, b)
+	got, err = rotated.Unwrap(context.Background(), wrapped, b)
 	require.NoError(t, err)
 	assert.Equal(t, dek, got)
-	again, err := rotated.Wrap(dek, b)
+	again, err := rotated.Wrap(context.Background(), dek, b)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(again, "v1:two:"))
 
-	_, err = kek.Unwrap("", b)
+	_, err = kek.Unwrap(context.Background(), "", b)
 	assert.ErrorIs(t, err, ErrNoKey)
-	_, err = kek.Unwrap("v1:one:AAAA", b)
+	_, err = kek.Unwrap(context.Background(), "v1:one:AAAA", b)
 	assert.ErrorContains(t, err, "damaged")
 }
 
@@ -191,4 +191,44 @@ func TestRing(t *testing.T) {
 	_, err = r.Wait(ctx2, "team-a", id)
 	assert.ErrorIs(t, err, ErrNoKeyOnNode)
 	assert.Error(t, r.Put("team-a", id, []byte("short")))
+}
+
+func TestIndexMAC(t *testing.T) {
+	dek, err := NewDEK()
+	require.NoError(t, err)
+	const name = "org.criu.checkpoint.container.name"
+	m := func(ctr, d string, size int64) ocispec.Descriptor {
+		return ocispec.Descriptor{Digest: digest.FromString(d), Size: size, Annotations: map[string]string{name: ctr}}
+	}
+	manifests := []ocispec.Descriptor{m("main", "a", 10), m("side", "b", 20)}
+	mac, err := IndexMAC(dek, "ckpt-1", "team-a", manifests, name)
+	require.NoError(t, err)
+	require.NoError(t, VerifyIndex(mac, dek, "ckpt-1", "team-a", manifests, name))
+	require.NoError(t, VerifyIndex(mac, dek, "ckpt-1", "team-a", []ocispec.Descriptor{manifests[1], manifests[0]}, name),
+		"the order of the manifests means nothing")
+
+	other, err := NewDEK()
+	require.NoError(t, err)
+	for what, verify := range map[string]func() error{
+		"no MAC":            func() error { return VerifyIndex("", dek, "ckpt-1", "team-a", manifests, name) },
+		"another key":       func() error { return VerifyIndex(mac, other, "ckpt-1", "team-a", manifests, name) },
+		"another ID":        func() error { return VerifyIndex(mac, dek, "ckpt-2", "team-a", manifests, name) },
+		"another namespace": func() error { return VerifyIndex(mac, dek, "ckpt-1", "team-b", manifests, name) },
+		"a manifest less":   func() error { return VerifyIndex(mac, dek, "ckpt-1", "team-a", manifests[:1], name) },
+		"another digest": func() error {
+			return VerifyIndex(mac, dek, "ckpt-1", "team-a", []ocispec.Descriptor{m("main", "x", 10), manifests[1]}, name)
+		},
+		"another size": func() error {
+			return VerifyIndex(mac, dek, "ckpt-1", "team-a", []ocispec.Descriptor{m("main", "a", 11), manifests[1]}, name)
+		},
+		"containers swapped": func() error {
+			return VerifyIndex(mac, dek, "ckpt-1", "team-a", []ocispec.Descriptor{m("side", "a", 10), m("main", "b", 20)}, name)
+		},
+		// Field boundaries are unambiguous: "ckpt-1"+"team-a" is not "ckpt-1t"+"eam-a".
+		"fields shifted": func() error { return VerifyIndex(mac, dek, "ckpt-1t", "eam-a", manifests, name) },
+	} {
+		assert.ErrorIs(t, verify(), ErrIndexNotAuthentic, what)
+	}
+	_, err = IndexMAC([]byte("short"), "ckpt-1", "team-a", manifests, name)
+	assert.Error(t, err)
 }

@@ -12,6 +12,7 @@
 package encryption
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -119,8 +120,11 @@ func (b Binding) String() string { return b.Namespace + "/" + b.CheckpointID }
 
 const wrappedPrefix = "v1:"
 
+// Owns says whether wrapped is in KEK's format.
+func (k *KEK) Owns(wrapped string) bool { return strings.HasPrefix(wrapped, wrappedPrefix) }
+
 // Wrap encrypts dek for b with the primary key: v1:<key name>:<base64>.
-func (k *KEK) Wrap(dek []byte, b Binding) (string, error) {
+func (k *KEK) Wrap(_ context.Context, dek []byte, b Binding) (string, error) {
 	if len(dek) != DEKSize {
 		return "", fmt.Errorf("a data key has %d bytes, not %d", DEKSize, len(dek))
 	}
@@ -137,15 +141,25 @@ func (k *KEK) Wrap(dek []byte, b Binding) (string, error) {
 // the registry, or not by this server).
 var ErrNoKey = errors.New("the checkpoint has no data key")
 
-// Unwrap opens a wrapped data key for b.
-func (k *KEK) Unwrap(wrapped string, b Binding) ([]byte, error) {
+// cutWrapped splits a wrapped key prefix<name>:<data>; otherwise it says
+// the key notOurs.
+func cutWrapped(wrapped, prefix string, b Binding, notOurs string) (name, data string, err error) {
 	if wrapped == "" {
-		return nil, fmt.Errorf("%w: checkpoint %s", ErrNoKey, b)
+		return "", "", fmt.Errorf("%w: checkpoint %s", ErrNoKey, b)
 	}
-	rest, ok := strings.CutPrefix(wrapped, wrappedPrefix)
+	rest, ok := strings.CutPrefix(wrapped, prefix)
 	name, data, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 {
-		return nil, fmt.Errorf("the data key of checkpoint %s is not one this server wraps", b)
+		return "", "", fmt.Errorf("the data key of checkpoint %s %s", b, notOurs)
+	}
+	return name, data, nil
+}
+
+// Unwrap opens a wrapped data key for b.
+func (k *KEK) Unwrap(_ context.Context, wrapped string, b Binding) ([]byte, error) {
+	name, data, err := cutWrapped(wrapped, wrappedPrefix, b, "is not one this server wraps")
+	if err != nil {
+		return nil, err
 	}
 	aead, ok := k.aeads[name]
 	if !ok {

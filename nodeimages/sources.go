@@ -1,6 +1,7 @@
 package nodeimages
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -91,21 +92,35 @@ func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Re
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: Checkpoint %s/%s names no image in the checkpoint registry", ErrNotFound, cp.Namespace, cp.Name)
 	}
-	idx, err := a.Registry.Index(ctx, d.String())
+	// The Checkpoint's namespace's repository: no other is read for it.
+	reg, err := a.Registry.In(cp.Namespace)
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, err := reg.Index(ctx, d.String())
 	if err != nil {
 		return nil, 0, fmt.Errorf("checkpoint index of %s/%s: %w", cp.Namespace, cp.Name, err)
 	}
 	if got := idx.Annotations[ociregistry.AnnotationCheckpointID]; got != req.CheckpointID {
 		return nil, 0, fmt.Errorf("the index %s of Checkpoint %s/%s is of checkpoint %q, not %s: refused", d, cp.Namespace, cp.Name, got, req.CheckpointID)
 	}
-	if got := idx.Annotations[ociregistry.AnnotationNamespace]; a.Keys != nil && got != cp.Namespace {
+	if got := idx.Annotations[ociregistry.AnnotationNamespace]; got != cp.Namespace {
 		return nil, 0, fmt.Errorf("the index %s of Checkpoint %s/%s is of namespace %q: refused", d, cp.Namespace, cp.Name, got)
+	}
+	var key []byte
+	if a.Keys != nil {
+		kctx, cancel := context.WithTimeout(ctx, keyWait)
+		key, err = a.Keys.Wait(kctx, req.Namespace, req.CheckpointID)
+		cancel()
+		if err != nil {
+			return nil, 0, err
+		}
 	}
 	for _, m := range idx.Manifests {
 		if m.Annotations[ociregistry.AnnotationContainerName] != req.Container {
 			continue
 		}
-		man, err := a.Registry.Manifest(ctx, m.Digest)
+		man, err := reg.Manifest(ctx, m.Digest)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -113,20 +128,24 @@ func (a RegistryArchives) Archive(ctx context.Context, cp Checkpoint, req api.Re
 			return nil, 0, fmt.Errorf("checkpoint manifest %s has %d layers, not one archive", m.Digest, len(man.Layers))
 		}
 		layer := man.Layers[0]
-		var key []byte
 		if a.Keys != nil {
 			if layer.MediaType != encryption.MediaTypeEncryptedLayer {
 				return nil, 0, fmt.Errorf("%w: checkpoint %s's layer of container %s is %q: refused, memory travels encrypted only",
 					encryption.ErrNotEncrypted, req.CheckpointID, req.Container, layer.MediaType)
 			}
-			kctx, cancel := context.WithTimeout(ctx, keyWait)
-			key, err = a.Keys.Wait(kctx, req.Namespace, req.CheckpointID)
-			cancel()
-			if err != nil {
+			// A wrong key is told as such (the layer's key check), before
+			// the index is found not to be its key's.
+			if _, err := encryption.DecryptLayer(bytes.NewReader(nil), layer, key, req.CheckpointID, req.Container); err != nil {
+				return nil, 0, err
+			}
+			// An index someone else pushed (whoever holds registry
+			// credentials may) carries no MAC of this checkpoint's data key.
+			if err := encryption.VerifyIndex(idx.Annotations[ociregistry.AnnotationMAC], key, req.CheckpointID, cp.Namespace,
+				idx.Manifests, ociregistry.AnnotationContainerName); err != nil {
 				return nil, 0, err
 			}
 		}
-		r, err := a.Registry.Blob(ctx, layer)
+		r, err := reg.Blob(ctx, layer)
 		if err != nil {
 			return nil, 0, err
 		}

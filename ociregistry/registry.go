@@ -1,9 +1,9 @@
 // Package ociregistry is the checkpoint registry: an OCI distribution
 // registry (TLS verified, basic credentials) holding each checkpoint as an
 // OCI index tagged with its ID, with one CRI checkpoint image per
-// container. Node agents push there; any node's kubelet pulls from there
-// by digest; the server reads an index to make a clone and deletes it with
-// its Checkpoint.
+// container, in the repository of its namespace (<registry>/<prefix>/<namespace>).
+// Node agents push there and fetch from there by digest; the server reads
+// an index to make a clone and deletes it with its Checkpoint.
 package ociregistry
 
 import (
@@ -50,6 +50,11 @@ const (
 	// AnnotationContainerName names a manifest's container (as the CRI
 	// reads it from a checkpoint image).
 	AnnotationContainerName = "org.criu.checkpoint.container.name"
+	// AnnotationMAC authenticates an encrypted checkpoint's index: an HMAC,
+	// under a key derived from the checkpoint's data key, of its ID,
+	// namespace and manifests (encryption.IndexMAC). Only who holds that
+	// key (the server, and the agents it gave it to) makes one.
+	AnnotationMAC = "agents.kruise.io/index-mac"
 )
 
 // ErrNotFound: the registry has no such manifest.
@@ -57,7 +62,8 @@ var ErrNotFound = errors.New("not in the checkpoint registry")
 
 // Config says where checkpoints go.
 type Config struct {
-	// Repository is host[:port]/path, for example registry.example:5443/checkpoints.
+	// Repository is host[:port]/prefix, for example registry.example:5443/checkpoints:
+	// each namespace's checkpoints go to the repository prefix/<namespace>.
 	Repository string
 	// CAFile holds the CA certificates that sign the registry's serving
 	// certificate (empty: the system's roots).
@@ -67,9 +73,13 @@ type Config struct {
 	AuthFile string
 }
 
-// Registry is a configured checkpoint registry.
+// Registry is a configured checkpoint registry: its prefix, or (In) one
+// namespace's repository under it.
 type Registry struct {
 	host, path string
+	// prefix is the configured path; path is prefix/<namespace> once In
+	// chose a namespace.
+	prefix     string
 	tls        *tls.Config
 	user, pass string
 	client     *http.Client
@@ -86,7 +96,7 @@ func New(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("checkpoint registry %q: the repository must be lower case, without a tag or digest", cfg.Repository)
 	}
 	registerMetrics()
-	r := &Registry{host: host, path: path, tls: &tls.Config{MinVersion: tls.VersionTLS12}}
+	r := &Registry{host: host, path: path, prefix: path, tls: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if cfg.CAFile != "" {
 		pool, err := certutil.NewPool(cfg.CAFile)
 		if err != nil {
@@ -148,6 +158,76 @@ func readAuth(file, host string) (string, string, error) {
 
 // Repository is host/path.
 func (r *Registry) Repository() string { return r.host + "/" + r.path }
+
+// In is namespace's repository, prefix/<namespace>. A namespace is a DNS
+// label; anything else (a path, a glob) is refused.
+func (r *Registry) In(namespace string) (*Registry, error) {
+	if !namespacePattern.MatchString(namespace) {
+		return nil, fmt.Errorf("checkpoint registry: namespace %q is not a DNS label", namespace)
+	}
+	in := *r
+	in.path = r.prefix + "/" + namespace
+	return &in, nil
+}
+
+var namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// OwnsImage says whether ref is a manifest of this registry's by digest,
+// in one namespace's repository: host/prefix/<namespace>@<digest>.
+func (r *Registry) OwnsImage(ref string) bool {
+	rest, ok := strings.CutPrefix(ref, r.host+"/"+r.prefix+"/")
+	if !ok {
+		return false
+	}
+	ns, d, ok := strings.Cut(rest, "@")
+	if !ok || !namespacePattern.MatchString(ns) {
+		return false
+	}
+	_, err := digest.Parse(d)
+	return err == nil
+}
+
+// Namespaces lists the namespaces that have a repository under the prefix,
+// from the registry's catalog.
+func (r *Registry) Namespaces(ctx context.Context) ([]string, error) {
+	var out []string
+	next := "https://" + r.host + "/v2/_catalog?n=1000"
+	for next != "" {
+		resp, err := r.send(ctx, http.MethodGet, next, nil, "", "application/json")
+		if err != nil {
+			return out, err
+		}
+		var page struct {
+			Repositories []string `json:"repositories"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return out, fmt.Errorf("%w: catalog of %s: %v", ErrUnavailable, r.host, err)
+		}
+		for _, repo := range page.Repositories {
+			if ns, ok := strings.CutPrefix(repo, r.prefix+"/"); ok && namespacePattern.MatchString(ns) {
+				out = append(out, ns)
+			}
+		}
+		next = nextPage(resp, r.host)
+	}
+	return out, nil
+}
+
+// nextPage is the catalog's next page (its Link header), on the same host only.
+func nextPage(resp *http.Response, host string) string {
+	link := resp.Header.Get("Link")
+	start, end := strings.Index(link, "<"), strings.Index(link, ">")
+	if start < 0 || end <= start || !strings.Contains(link[end:], `rel="next"`) {
+		return ""
+	}
+	u, err := url.Parse(link[start+1 : end])
+	if err != nil || (u.Host != "" && u.Host != host) || !strings.HasPrefix(u.Path, "/v2/_catalog") {
+		return ""
+	}
+	return "https://" + host + u.RequestURI()
+}
 
 // Host is the registry's host[:port].
 func (r *Registry) Host() string { return r.host }
@@ -344,22 +424,31 @@ type Preparer struct {
 }
 
 // PrepareRestore reads checkpoint id's index by its digest (never by its
-// tag, which anyone who may push can move) and checks it names id.
-func (p *Preparer) PrepareRestore(ctx context.Context, id, imageDigest string) (driver.PreparedRestore, error) {
+// tag, which anyone who may push can move) from namespace's repository, and
+// checks it names id and namespace. (Its MAC is checked where its data key
+// is used, by the node that restores it.)
+func (p *Preparer) PrepareRestore(ctx context.Context, namespace, id, imageDigest string) (driver.PreparedRestore, error) {
 	d, err := digest.Parse(imageDigest)
 	if err != nil {
 		return driver.PreparedRestore{}, fmt.Errorf("%w: checkpoint %s names no index in the checkpoint registry (status.imageDigest %q)",
 			driver.ErrCheckpointNotFound, id, imageDigest)
 	}
-	idx, err := p.Registry.Index(ctx, d.String())
+	reg, err := p.Registry.In(namespace)
+	if err != nil {
+		return driver.PreparedRestore{}, err
+	}
+	idx, err := reg.Index(ctx, d.String())
 	if errors.Is(err, ErrNotFound) {
-		return driver.PreparedRestore{}, fmt.Errorf("%w: %s (index %s) is not in the checkpoint registry %s", driver.ErrCheckpointNotFound, id, d, p.Registry.Repository())
+		return driver.PreparedRestore{}, fmt.Errorf("%w: %s (index %s) is not in the checkpoint registry %s", driver.ErrCheckpointNotFound, id, d, reg.Repository())
 	}
 	if err != nil {
 		return driver.PreparedRestore{}, fmt.Errorf("%w: %v", driver.ErrUnavailable, err)
 	}
 	if got := idx.Annotations[AnnotationCheckpointID]; got != id {
 		return driver.PreparedRestore{}, fmt.Errorf("the index %s is of checkpoint %q, not %s: refused", d, got, id)
+	}
+	if got := idx.Annotations[AnnotationNamespace]; got != namespace {
+		return driver.PreparedRestore{}, fmt.Errorf("the index %s is of namespace %q, not %s: refused", d, got, namespace)
 	}
 	return driver.PreparedRestore{Template: idx.Template(), Anywhere: true}, nil
 }

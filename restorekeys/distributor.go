@@ -45,7 +45,7 @@ type Lookup interface {
 type Distributor struct {
 	Client kubernetes.Interface
 	Lookup Lookup
-	KEK    *encryption.KEK
+	KEK    encryption.Wrapper
 	// Keys holds the wrapped data keys (encryption.SecretKeys).
 	Keys interface {
 		Get(ctx context.Context, b encryption.Binding) (encryption.Record, error)
@@ -167,7 +167,7 @@ func (d *Distributor) give(ctx context.Context, p *corev1.Pod) error {
 	rec, err := d.Keys.Get(cctx, b)
 	var key []byte
 	if err == nil {
-		key, err = d.KEK.Unwrap(rec.Wrapped, b)
+		key, err = d.KEK.Unwrap(ctx, rec.Wrapped, b)
 	}
 	ref := agent.PodRef{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID)}
 	if err != nil {

@@ -107,7 +107,7 @@ func TestKeysGoToTheRestoringNodeOnly(t *testing.T) {
 	dek, err := encryption.NewDEK()
 	require.NoError(t, err)
 	b := encryption.Binding{Namespace: "team-a", UID: "cp-uid", CheckpointID: id}
-	wrapped, err := k.Wrap(dek, b)
+	wrapped, err := k.Wrap(context.Background(), dek, b)
 	require.NoError(t, err)
 	pods := []*corev1.Pod{
 		pod("clone", "node-2", corev1.PodPending, id),

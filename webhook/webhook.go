@@ -40,6 +40,10 @@ type Checkpoints struct {
 	Self func(ctx context.Context) string
 	// AdminGroups may change a Checkpoint's owner (for migration).
 	AdminGroups []string
+	// OwnerStampers are users who may name another owner when they create a
+	// Checkpoint (OpenKruise's sandbox-manager stamps its API keys' IDs).
+	// Everyone else owns what they create.
+	OwnerStampers []string
 	// Authorizer, when set, is asked whether a Checkpoint's creator may
 	// capture its Pod (access.CapturePod).
 	Authorizer authorizer.Authorizer
@@ -52,7 +56,7 @@ func Handler(checkpoints *Checkpoints, pods *RestorePods) http.Handler {
 	mux := http.NewServeMux()
 	if checkpoints != nil {
 		mux.HandleFunc("POST "+ValidatePath, serve(checkpoints.validate))
-		mux.HandleFunc("POST "+MutatePath, serve(mutate))
+		mux.HandleFunc("POST "+MutatePath, serve(checkpoints.mutate))
 	}
 	if pods != nil {
 		mux.HandleFunc("POST "+RestorePodsPath, serve(pods.review))
@@ -113,7 +117,7 @@ func deny(err error) *admissionv1.AdmissionResponse {
 
 // serverAnnotations are written by the server alone: the capture marker
 // and where the captured state is.
-var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationImage, agents.AnnotationImageDigest}
+var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationImage, agents.AnnotationImageDigest, agents.AnnotationSizeBytes}
 
 // validate: a new Checkpoint obeys the API's rules (targets, contents,
 // TTL), and an update leaves the spec as it was. What the server alone
@@ -162,6 +166,19 @@ func (c *Checkpoints) validate(req *admissionv1.AdmissionRequest) *admissionv1.A
 		if req.Operation == admissionv1.Update && cp.Annotations[agents.AnnotationOwner] != old.Annotations[agents.AnnotationOwner] && !c.isAdmin(req) {
 			errs = append(errs, field.Forbidden(annotations.Key(agents.AnnotationOwner), "only an admin changes the owner of a Checkpoint"))
 		}
+		if req.Operation == admissionv1.Create && req.SubResource == "" && cp.Annotations[agents.AnnotationOwner] != req.UserInfo.Username &&
+			!c.isAdmin(req) && !slices.Contains(c.OwnerStampers, req.UserInfo.Username) {
+			errs = append(errs, field.Forbidden(annotations.Key(agents.AnnotationOwner),
+				"is the creator's own: only an admin or an owner stamper (--owner-stampers) names another owner"))
+		}
+		// The creator is the request's user at create (as the mutating
+		// webhook stamped it), and nobody changes it after.
+		switch {
+		case req.Operation == admissionv1.Create && req.SubResource == "" && cp.Annotations[agents.AnnotationCreator] != creatorOf(req):
+			errs = append(errs, field.Forbidden(annotations.Key(agents.AnnotationCreator), "is the creating request's user, stamped by the server"))
+		case req.Operation == admissionv1.Update && cp.Annotations[agents.AnnotationCreator] != old.Annotations[agents.AnnotationCreator]:
+			errs = append(errs, field.Forbidden(annotations.Key(agents.AnnotationCreator), "is written by the server only"))
+		}
 	}
 	if len(errs) > 0 {
 		return deny(apierrors.NewInvalid(agents.Kind("Checkpoint"), cp.Name, errs))
@@ -177,17 +194,24 @@ func (c *Checkpoints) mayCapture(req *admissionv1.AdmissionRequest, cp *agents.C
 	if c.Authorizer == nil || c.isServer(req) || podInfoOnly(cp.Spec.PersistentContents) {
 		return nil
 	}
-	extra := map[string][]string{}
-	for k, v := range req.UserInfo.Extra {
-		extra[k] = v
-	}
-	u := &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra}
 	keep := cp.Spec.KeepRunning == nil || *cp.Spec.KeepRunning
-	if err := access.CapturePod(context.Background(), c.Authorizer, u, req.Namespace, cp.Spec.PodName, keep); err != nil {
+	if err := access.CapturePod(context.Background(), c.Authorizer, requester(req), req.Namespace, cp.Spec.PodName, keep); err != nil {
 		return fmt.Errorf("a capture reads its Pod's memory, as exec does: %w", err)
 	}
 	return nil
 }
+
+// requester is the user of an admission request.
+func requester(req *admissionv1.AdmissionRequest) user.Info {
+	extra := map[string][]string{}
+	for k, v := range req.UserInfo.Extra {
+		extra[k] = v
+	}
+	return &user.DefaultInfo{Name: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra}
+}
+
+// creatorOf is the request's user as a Checkpoint records its creator.
+func creatorOf(req *admissionv1.AdmissionRequest) string { return access.EncodeUser(requester(req)) }
 
 // podInfoOnly: contents name OpenKruise's podInfo alone (nothing is captured).
 func podInfoOnly(contents []agents.ContentType) bool {
@@ -219,7 +243,7 @@ func (c *Checkpoints) isAdmin(req *admissionv1.AdmissionRequest) bool {
 // mutate defaults a new Checkpoint as the API does (keepRunning true, both
 // contents when none are named) and labels it with its sandbox's name.
 // Only creates: defaulting an update would change an immutable spec.
-func mutate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+func (c *Checkpoints) mutate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	if req.Operation != admissionv1.Create {
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
@@ -244,6 +268,26 @@ func mutate(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			patch = append(patch, map[string]interface{}{"op": "add", "path": "/metadata/labels", "value": map[string]string{}})
 		}
 		patch = append(patch, map[string]interface{}{"op": "add", "path": "/metadata/labels/" + escape(agents.LabelSandboxName), "value": sandbox})
+	}
+	// The creator, for the capture to check again when it runs, and the
+	// owner, when the creator names none. The server's own creates (E2B's)
+	// name the key's user themselves.
+	if !c.isServer(req) {
+		stamp := map[string]string{}
+		if want := creatorOf(req); ext.Annotations[agents.AnnotationCreator] != want {
+			stamp[agents.AnnotationCreator] = want
+		}
+		if ext.Annotations[agents.AnnotationOwner] == "" {
+			stamp[agents.AnnotationOwner] = req.UserInfo.Username
+		}
+		if ext.Annotations == nil && len(stamp) > 0 {
+			patch = append(patch, map[string]interface{}{"op": "add", "path": "/metadata/annotations", "value": map[string]string{}})
+		}
+		for _, k := range []string{agents.AnnotationCreator, agents.AnnotationOwner} {
+			if v, ok := stamp[k]; ok {
+				patch = append(patch, map[string]interface{}{"op": "add", "path": "/metadata/annotations/" + escape(k), "value": v})
+			}
+		}
 	}
 	resp := &admissionv1.AdmissionResponse{Allowed: true}
 	if len(patch) > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -22,7 +23,7 @@ import (
 func review(t *testing.T, path string, op admissionv1.Operation, obj, old string) *admissionv1.AdmissionResponse {
 	t.Helper()
 	in := admissionv1.AdmissionReview{Request: &admissionv1.AdmissionRequest{UID: types.UID("u1"), Operation: op,
-		Object: runtime.RawExtension{Raw: []byte(obj)}}}
+		Object: runtime.RawExtension{Raw: []byte(obj)}, UserInfo: authnv1.UserInfo{Username: "alice", Groups: []string{"team-a"}}}}
 	if old != "" {
 		in.Request.OldObject = runtime.RawExtension{Raw: []byte(old)}
 	}
@@ -50,6 +51,12 @@ const cp = `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metad
 
 func spec(s string) string { return strings.Replace(cp, "%s", s, 1) }
 
+// aliceCreated is spec(s) as the mutating webhook stamps alice's create.
+func aliceCreated(s string) string {
+	return strings.Replace(spec(s), `"namespace":"ns"`, `"namespace":"ns","annotations":{"agents.kruise.io/owner":"alice","agents.kruise.io/creator":`+
+		strconv.Quote(`{"name":"alice","groups":["team-a"]}`)+`}`, 1)
+}
+
 func TestValidate(t *testing.T) {
 	for s, field := range map[string]string{
 		`{"podName":"p","ttlAfterFinished":"30x"}`:     "spec.ttlAfterFinished",
@@ -63,8 +70,17 @@ func TestValidate(t *testing.T) {
 		}
 	}
 	for _, s := range []string{`{"podName":"p","ttlAfterFinished":"2d"}`, `{"podName":"p","persistentContents":["podInfo"]}`} {
-		if resp := review(t, ValidatePath, admissionv1.Create, spec(s), ""); !resp.Allowed {
+		if resp := review(t, ValidatePath, admissionv1.Create, aliceCreated(s), ""); !resp.Allowed {
 			t.Errorf("%s refused: %+v", s, resp.Result)
+		}
+		// Without the creator's stamp (another mutating webhook took it
+		// off), or with another's, a create is refused.
+		if resp := review(t, ValidatePath, admissionv1.Create, spec(s), ""); resp.Allowed || !strings.Contains(resp.Result.Message, agents.AnnotationCreator) {
+			t.Errorf("%s admitted without its creator: %+v", s, resp.Result)
+		}
+		forged := strings.Replace(aliceCreated(s), `{\"name\":\"alice\"`, `{\"name\":\"root\"`, 1)
+		if resp := review(t, ValidatePath, admissionv1.Create, forged, ""); resp.Allowed || !strings.Contains(resp.Result.Message, agents.AnnotationCreator) {
+			t.Errorf("%s admitted with another creator: %+v", s, resp.Result)
 		}
 	}
 	resp := review(t, ValidatePath, admissionv1.Update, spec(`{"podName":"q"}`), spec(`{"podName":"p"}`))
@@ -95,6 +111,17 @@ func TestMutate(t *testing.T) {
 	if _, ok := paths["/spec/persistentContents"]; !ok {
 		t.Errorf("no default contents: %s", resp.Patch)
 	}
+	if paths["/metadata/annotations/agents.kruise.io~1creator"] != `{"name":"alice","groups":["team-a"]}` {
+		t.Errorf("the creator is not stamped: %s", resp.Patch)
+	}
+	if paths["/metadata/annotations/agents.kruise.io~1owner"] != "alice" {
+		t.Errorf("a creator who names no owner is not its owner: %s", resp.Patch)
+	}
+	// A creator who names another is stamped over.
+	resp = review(t, MutatePath, admissionv1.Create, strings.Replace(aliceCreated(`{"podName":"p"}`), `{\"name\":\"alice\"`, `{\"name\":\"root\"`, 1), "")
+	if !strings.Contains(string(resp.Patch), `"path":"/metadata/annotations/agents.kruise.io~1creator","value":"{\"name\":\"alice\"`) {
+		t.Errorf("a forged creator stays: %s", resp.Patch)
+	}
 	// Updates are never defaulted: that would change an immutable spec.
 	if resp := review(t, MutatePath, admissionv1.Update, spec(`{"podName":"p"}`), spec(`{"podName":"p"}`)); resp.Patch != nil {
 		t.Errorf("an update was patched: %s", resp.Patch)
@@ -108,7 +135,7 @@ func TestServerWrittenFields(t *testing.T) {
 	own := agents.CheckpointID(uid)
 	other := agents.CheckpointID("another-object")
 	c := &Checkpoints{Self: func(context.Context) string { return "system:serviceaccount:checkpoint-system:checkpoint-apiserver" },
-		AdminGroups: []string{"checkpoint-admins"}}
+		AdminGroups: []string{"checkpoint-admins"}, OwnerStampers: []string{"system:serviceaccount:sandbox-system:sandbox-manager"}}
 	obj := func(annotations, status string) []byte {
 		return fmt.Appendf(nil, `{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"c","namespace":"ns","uid":%q,"annotations":%s},
 "spec":{"podName":"p"},"status":%s}`, uid, annotations, status)
@@ -156,6 +183,21 @@ func TestServerWrittenFields(t *testing.T) {
 			obj(`{"agents.kruise.io/owner":"alice","note":"x"}`, `{"phase":"Pending"}`), pending)},
 		"the server marks its capture": {req: request(server, nil, "", admissionv1.Update,
 			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/captured-by":"replica-a/1"}`, `{"phase":"Pending"}`), pending)},
+		"an editor changes the creator": {req: request("bob", nil, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/creator":"{\"name\":\"bob\"}"}`, `{"phase":"Pending"}`), pending),
+			says: "creator"},
+		"an admin changes the creator": {req: request("root", []string{"checkpoint-admins"}, "", admissionv1.Update,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/creator":"{\"name\":\"root\"}"}`, `{"phase":"Pending"}`), pending),
+			says: "creator"},
+		"the server creates for an E2B key's user": {req: request(server, nil, "", admissionv1.Create,
+			obj(`{"agents.kruise.io/owner":"e2b:ann","agents.kruise.io/creator":"{\"name\":\"e2b:ann\"}"}`, `{}`), nil)},
+		"a creator names another owner": {req: request("bob", nil, "", admissionv1.Create,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/creator":"{\"name\":\"bob\"}"}`, `{}`), nil),
+			says: "only an admin or an owner stamper"},
+		"the sandbox-manager stamps a key's ID": {req: request("system:serviceaccount:sandbox-system:sandbox-manager", nil, "", admissionv1.Create,
+			obj(`{"agents.kruise.io/owner":"key-0123","agents.kruise.io/creator":"{\"name\":\"system:serviceaccount:sandbox-system:sandbox-manager\"}"}`, `{}`), nil)},
+		"an admin creates one for alice": {req: request("root", []string{"checkpoint-admins"}, "", admissionv1.Create,
+			obj(`{"agents.kruise.io/owner":"alice","agents.kruise.io/creator":"{\"name\":\"root\",\"groups\":[\"checkpoint-admins\"]}"}`, `{}`), nil)},
 	} {
 		resp := c.validate(tc.req)
 		if tc.says == "" {

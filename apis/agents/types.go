@@ -13,6 +13,11 @@ const (
 	LabelCheckpointID = "agents.kruise.io/checkpoint-id"
 	// AnnotationOwner names the authenticated creator of the Checkpoint.
 	AnnotationOwner = "agents.kruise.io/owner"
+	// AnnotationCreator records the authenticated creator of the
+	// Checkpoint as a user (JSON: name, uid, groups, extra), written by the
+	// server (or, in crd mode, its webhook) at create and changed by nobody:
+	// a capture that runs later checks the creator's rights on the Pod again.
+	AnnotationCreator = "agents.kruise.io/creator"
 	// AnnotationCapturedBy marks a Creating Checkpoint with the replica
 	// capturing it, that process's incarnation and when it started
 	// ("<replica>/<incarnation>/<unix seconds>"), so that a capture whose
@@ -23,6 +28,13 @@ const (
 	// those status fields: the node agents find the checkpoint by them.
 	AnnotationImage       = "agents.kruise.io/checkpoint-image"
 	AnnotationImageDigest = "agents.kruise.io/checkpoint-image-digest"
+	// AnnotationSizeBytes carries status.sizeBytes in crd mode: a
+	// namespace's checkpoint bytes are counted by it.
+	AnnotationSizeBytes = "agents.kruise.io/checkpoint-size-bytes"
+	// AnnotationBytesLimit, on a Namespace (set by whoever may edit
+	// Namespaces), bounds the bytes its Succeeded Checkpoints hold
+	// together (a quantity: 20Gi); it overrides --namespace-checkpoint-bytes.
+	AnnotationBytesLimit = "agents.kruise.io/checkpoint-bytes-limit"
 )
 
 // ContentType names one part of a sandbox's state that a Checkpoint persists.

@@ -104,7 +104,7 @@ func main() {
 	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA of client certificates (required): the agent takes the server's client certificate only; one from another CA fails the handshake, and every bearer token is refused.")
 	fs.StringSliceVar(&o.serverUsers, "server-user", o.serverUsers, "The API server's user names; every other identity is refused.")
 	fs.StringSliceVar(&o.metricsUsers, "metrics-user", o.metricsUsers, "Users who may also read /metrics (a Prometheus' service account), nothing else.")
-	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/repository that receives every capture (empty: captures stay on the node).")
+	fs.StringVar(&o.registry.Repository, "checkpoint-registry", "", "host[:port]/prefix that receives every capture, each in its namespace's repository prefix/<namespace> (empty: captures stay on the node).")
 	fs.StringVar(&o.registry.CAFile, "checkpoint-registry-ca-file", "", "CA of the checkpoint registry's serving certificate (empty: the system's).")
 	fs.StringVar(&o.registry.AuthFile, "checkpoint-registry-auth-file", "", "Docker config.json with the registry's credentials (a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson).")
 	fs.DurationVar(&o.sweepInterval, "orphan-sweep-interval", o.sweepInterval,

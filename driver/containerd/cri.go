@@ -127,7 +127,7 @@ func withContainerRecord(name string, template []byte) containerd.CheckpointOpts
 
 // PrepareRestore says where checkpoint checkpointID is (this node) and
 // what its Pod was.
-func (d *Driver) PrepareRestore(ctx context.Context, checkpointID, _ string) (driver.PreparedRestore, error) {
+func (d *Driver) PrepareRestore(ctx context.Context, _, checkpointID, _ string) (driver.PreparedRestore, error) {
 	ctx = d.ctx(ctx)
 	imgs, err := d.capturedState(ctx, checkpointID)
 	if err != nil {

@@ -34,7 +34,7 @@ func TestPrepareRestoreAndArchive(t *testing.T) {
 	_, err = d.Capture(ctx, target, driver.CaptureRequest{ID: "ckpt-cri", Contents: []driver.Content{driver.Memory, driver.Filesystem}})
 	require.NoError(t, err)
 
-	p, err := d.PrepareRestore(ctx, "ckpt-cri", "")
+	p, err := d.PrepareRestore(ctx, "default", "ckpt-cri", "")
 	require.NoError(t, err)
 	assert.Equal(t, `{"spec":{}}`, string(p.Template), "the template comes back as captured")
 	assert.False(t, p.Anywhere, "without a registry, the checkpoint is on this node only")

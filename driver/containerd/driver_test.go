@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -498,12 +499,20 @@ func TestDumpDirectory(t *testing.T) {
 			}
 			assert.NoDirExists(t, filepath.Dir(dirs[0]), "the dump is removed once pushed")
 
-			// In the registry: the index by its tag, one CRI checkpoint image
-			// whose one layer is the kubelet archive of the capture.
-			idx, err := reg.Index(ctx, id)
+			// In the registry, in the namespace's own repository: the index
+			// by its tag, one CRI checkpoint image whose one layer is the
+			// kubelet archive of the capture.
+			teamA, err := reg.In("team-a")
+			require.NoError(t, err)
+			idx, err := teamA.Index(ctx, id)
 			require.NoError(t, err)
 			assert.Equal(t, pub.Digest, idx.Digest.String())
-			assert.Equal(t, reg.DigestRef(idx.Digest), pub.Image)
+			assert.Equal(t, teamA.DigestRef(idx.Digest), pub.Image)
+			assert.True(t, strings.HasPrefix(pub.Image, reg.Repository()+"/team-a@"), pub.Image)
+			_, err = reg.Index(ctx, id)
+			assert.ErrorIs(t, err, ociregistry.ErrNotFound, "nothing goes to the prefix's own repository")
+			assert.NoError(t, encryption.VerifyIndex(idx.Annotations[ociregistry.AnnotationMAC], dek, id, "team-a", idx.Manifests,
+				ociregistry.AnnotationContainerName), "the index carries the MAC of the checkpoint's data key")
 			require.Len(t, idx.Manifests, 1)
 			assert.Equal(t, "main", idx.Manifests[0].Annotations[ociregistry.AnnotationContainerName])
 			var manifest ocispec.Manifest
@@ -560,6 +569,37 @@ func TestDumpDirectory(t *testing.T) {
 			_, err = store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: agents.CheckpointID("another")})
 			assert.ErrorContains(t, err, "refused")
 
+			// Whoever may push to the registry can write an index naming
+			// this checkpoint, its namespace and its (or other) manifests;
+			// without the data key it carries no valid MAC, and nothing of
+			// it is unpacked: no MAC, a MAC of another key, or the real MAC
+			// over other manifests.
+			other, err := encryption.NewDEK()
+			require.NoError(t, err)
+			otherMAC, err := encryption.IndexMAC(other, id, "team-a", idx.Manifests, ociregistry.AnnotationContainerName)
+			require.NoError(t, err)
+			moved := append([]ocispec.Descriptor(nil), idx.Manifests...)
+			moved[0].Size++
+			for name, forge := range map[string]func(a map[string]string, m *[]ocispec.Descriptor){
+				"no MAC":               func(a map[string]string, _ *[]ocispec.Descriptor) { delete(a, ociregistry.AnnotationMAC) },
+				"another key's MAC":    func(a map[string]string, _ *[]ocispec.Descriptor) { a[ociregistry.AnnotationMAC] = otherMAC },
+				"the MAC, other parts": func(_ map[string]string, m *[]ocispec.Descriptor) { *m = moved },
+			} {
+				forged := idx.Index
+				forged.Annotations = maps.Clone(idx.Annotations)
+				forged.Manifests = append([]ocispec.Descriptor(nil), idx.Manifests...)
+				forge(forged.Annotations, &forged.Manifests)
+				data, err := json.Marshal(forged)
+				require.NoError(t, err)
+				fd, err := teamA.PushManifest(ctx, "", ocispec.MediaTypeImageIndex, data)
+				require.NoError(t, err)
+				store := &nodeimages.Store{Dir: t.TempDir(), Lookup: digestLookup(fd.Digest.String()), Archives: nodeimages.RegistryArchives{Registry: reg, Keys: ring}}
+				require.NoError(t, store.Start())
+				_, err = store.Prepare(ctx, api.Request{Namespace: "team-a", Pod: "clone", Container: "main", CheckpointID: id})
+				require.ErrorIs(t, err, encryption.ErrIndexNotAuthentic, name)
+				assert.False(t, framework.TreeContains(t, store.Dir, token), "%s: nothing was unpacked", name)
+			}
+
 			// A dump left behind (a crash), with nothing else of its
 			// checkpoint, is state of it, which the sweep's Delete removes.
 			orphan := id + "-orphan"
@@ -610,7 +650,7 @@ func registryGet(t *testing.T, lr framework.LocalRegistry, suffix string) []byte
 	require.NoError(t, err)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	host, _, _ := strings.Cut(lr.Repository, "/")
-	req, err := http.NewRequest(http.MethodGet, "https://"+host+"/v2/checkpoints/"+suffix, nil)
+	req, err := http.NewRequest(http.MethodGet, "https://"+host+"/v2/checkpoints/team-a/"+suffix, nil)
 	require.NoError(t, err)
 	req.SetBasicAuth("checkpoints", "test-password")
 	req.Header.Set("Accept", ocispec.MediaTypeImageManifest)

@@ -389,7 +389,12 @@ type pushedImage struct {
 // the content store. It answers once the checkpoint's index is pushed and
 // tagged with its ID, that is, durable. The local checkpoint images keep
 // the rest (record, filesystem diff, options) for Delete and the sweep.
-func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, req driver.CaptureRequest, reg *ociregistry.Registry) (driver.CaptureResult, driver.Published, error) {
+func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, req driver.CaptureRequest, registry *ociregistry.Registry) (driver.CaptureResult, driver.Published, error) {
+	// Each namespace's checkpoints go to its own repository.
+	reg, err := registry.In(target.Namespace)
+	if err != nil {
+		return driver.CaptureResult{}, driver.Published{}, err
+	}
 	pushed := make([]pushedImage, len(target.Containers))
 	n := 0
 	res, err := d.capture(ctx, target, req, func(dir, container string) []containerd.CheckpointOpts {
@@ -421,6 +426,13 @@ func (d *Driver) CaptureToRegistry(ctx context.Context, target driver.Target, re
 		// Encrypted, the template stays with the server's record: a Pod's
 		// spec may hold secrets, and a clone is never made from the registry's word.
 		annotations[ociregistry.AnnotationTemplate] = string(target.Template)
+	} else {
+		// Only who holds the data key makes an index a restore accepts.
+		mac, err := encryption.IndexMAC(req.Key, res.ID, target.Namespace, manifests, ociregistry.AnnotationContainerName)
+		if err != nil {
+			return fail(err)
+		}
+		annotations[ociregistry.AnnotationMAC] = mac
 	}
 	data, err := json.Marshal(ocispec.Index{
 		Versioned:   specs.Versioned{SchemaVersion: 2},

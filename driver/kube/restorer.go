@@ -171,7 +171,7 @@ func (r *PodRestorer) Restore(ctx context.Context, checkpointID string, req driv
 	} else if !apierrors.IsNotFound(err) {
 		return driver.Target{}, fmt.Errorf("%w: read pod %s/%s: %v", driver.ErrUnavailable, req.Namespace, req.Name, err)
 	}
-	prepared, err := r.Preparer.PrepareRestore(ctx, checkpointID, req.ImageDigest)
+	prepared, err := r.Preparer.PrepareRestore(ctx, req.Namespace, checkpointID, req.ImageDigest)
 	if err != nil {
 		return driver.Target{}, err
 	}

@@ -30,7 +30,7 @@ type fakePreparer struct {
 	calls    int
 }
 
-func (f *fakePreparer) PrepareRestore(context.Context, string, string) (driver.PreparedRestore, error) {
+func (f *fakePreparer) PrepareRestore(context.Context, string, string, string) (driver.PreparedRestore, error) {
 	f.calls++
 	return f.prepared, nil
 }

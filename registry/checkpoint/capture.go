@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	"github.com/agents-kruise/checkpoint-apiserver/encryption"
@@ -39,6 +40,12 @@ const (
 	ReasonCaptureFailed     = "CaptureFailed"
 	ReasonTimeout           = "Timeout"
 	ReasonInterrupted       = "Interrupted"
+	// ReasonForbidden: the Checkpoint's creator may no longer capture its
+	// Pod (the declarative capture checks again when it runs).
+	ReasonForbidden = "Forbidden"
+	// ReasonQuotaExceeded: the namespace's checkpoints would hold more
+	// bytes than its limit.
+	ReasonQuotaExceeded = "QuotaExceeded"
 )
 
 // MaxCaptureTimeout keeps a synchronous capture under the aggregator's 60 s limit.
@@ -61,11 +68,38 @@ type Capturer struct {
 	// authorizer, when set, is asked whether a capture's caller may capture its Pod.
 	authorizer authorizer.Authorizer
 	// kek, when set, wraps each capture's data key, which keys keeps.
-	kek  *encryption.KEK
+	kek  encryption.Wrapper
 	keys Keys
+	// bytesLimit, when set, bounds a namespace's checkpoint bytes.
+	bytesLimit BytesLimit
+	// nsLocks serialize, per namespace, the count of its bytes and the
+	// write that adds a capture's.
+	nsLocks sync.Map
 
-	// inflight holds the UIDs of the captures this process is running.
-	inflight sync.Map
+	// inflight holds the UIDs of the captures this process is running;
+	// perNamespace counts them by namespace.
+	inflight     sync.Map
+	nsMu         sync.Mutex
+	perNamespace map[string]int
+}
+
+// InFlightIn is how many captures of namespace ns this process is running.
+func (c *Capturer) InFlightIn(ns string) int {
+	c.nsMu.Lock()
+	defer c.nsMu.Unlock()
+	return c.perNamespace[ns]
+}
+
+func (c *Capturer) countIn(ns string, delta int) {
+	c.nsMu.Lock()
+	defer c.nsMu.Unlock()
+	if c.perNamespace == nil {
+		c.perNamespace = map[string]int{}
+	}
+	c.perNamespace[ns] += delta
+	if c.perNamespace[ns] <= 0 {
+		delete(c.perNamespace, ns)
+	}
 }
 
 // driverReady asks the driver, when it can tell, whether it can capture now.
@@ -118,6 +152,66 @@ func (c *Capturer) finish(ctx context.Context, namespace, name string, set func(
 	return out, err
 }
 
+// refuse ends the Pending cp Failed for reason, having captured nothing.
+func (c *Capturer) refuse(ctx context.Context, cp *agents.Checkpoint, reason string, why error) (*agents.Checkpoint, error) {
+	msg := fmt.Sprintf("not captured: %v", why)
+	if status, ok := why.(apierrors.APIStatus); ok {
+		msg = "not captured: " + status.Status().Message
+	}
+	out, err := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+		if s.Phase != agents.PhasePending && s.Phase != "" {
+			return
+		}
+		now := metav1.Now()
+		s.Phase, s.Message, s.CompletionTime, s.ObservedGeneration = agents.PhaseFailed, msg, &now, cp.Generation
+		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, reason, msg, cp.Generation))
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.event(cp, corev1.EventTypeWarning, reason, "%s", msg)
+	return out, nil
+}
+
+// overBytes says why cp's namespace may not hold adding more bytes of
+// checkpoints ("": it may). With adding 0 (before a capture), a namespace
+// at its limit may not.
+func (c *Capturer) overBytes(ctx context.Context, cp *agents.Checkpoint, adding int64) (string, error) {
+	if c.bytesLimit == nil {
+		return "", nil
+	}
+	limit, source, err := c.bytesLimit(ctx, cp.Namespace)
+	if err != nil || limit <= 0 {
+		return "", err
+	}
+	list, err := c.store.ListSucceeded(ctx, cp.Namespace)
+	if err != nil {
+		return "", err
+	}
+	var used int64
+	for _, other := range list {
+		if other.UID != cp.UID {
+			used += other.Status.SizeBytes
+		}
+	}
+	q := func(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }
+	switch {
+	case adding == 0 && used >= limit:
+		return fmt.Sprintf("exceeded quota: namespace %s's checkpoints hold %s, its limit is %s (%s)", cp.Namespace, q(used), q(limit), source), nil
+	case adding > 0 && used+adding > limit:
+		return fmt.Sprintf("exceeded quota: this capture holds %s; with the %s namespace %s's checkpoints hold, that is over its limit of %s (%s)",
+			q(adding), q(used), cp.Namespace, q(limit), source), nil
+	}
+	return "", nil
+}
+
+// lockNamespace holds ns's lock until the returned func is called.
+func (c *Capturer) lockNamespace(ns string) func() {
+	mu, _ := c.nsLocks.LoadOrStore(ns, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	return mu.(*sync.Mutex).Unlock
+}
+
 func condition(status metav1.ConditionStatus, reason, message string, generation int64) metav1.Condition {
 	return metav1.Condition{
 		Type: agents.ConditionReady, Status: status, Reason: reason, Message: message,
@@ -150,9 +244,30 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 		return c.podInfoOnly(ctx, cp, dryRun)
 	}
 	// The caller (not only the creator) may capture the Pod; refused, the
-	// Checkpoint stays as it was, for one who may.
+	// Checkpoint stays as it was, for one who may. The server's own
+	// (declarative) capture acts for the Checkpoint's creator, whose rights
+	// are checked again now: refused, it ends Failed, Forbidden, and
+	// nothing was touched.
+	_, imperative := genericapirequest.UserFrom(ctx)
+	if !imperative {
+		if creator, err := access.DecodeUser(cp.Annotations[agents.AnnotationCreator]); err == nil {
+			ctx = genericapirequest.WithUser(ctx, creator)
+		}
+	}
 	if err := mayCapture(ctx, c.authorizer, cp); err != nil {
-		return nil, err
+		if imperative || !apierrors.IsForbidden(err) || dryRun {
+			return nil, err
+		}
+		return c.refuse(ctx, cp, ReasonForbidden, err)
+	}
+	// A namespace that holds its limit of bytes captures nothing more.
+	if over, err := c.overBytes(ctx, cp, 0); err != nil {
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("cannot count the checkpoint bytes of namespace %s: %v", cp.Namespace, err))
+	} else if over != "" {
+		if dryRun {
+			return nil, apierrors.NewForbidden(agents.Resource("checkpoints"), name, errors.New(over))
+		}
+		return c.refuse(ctx, cp, ReasonQuotaExceeded, errors.New(over))
 	}
 	cp.Status = agents.CheckpointStatus{
 		Phase:              agents.PhaseCreating,
@@ -172,6 +287,8 @@ func (c *Capturer) Capture(ctx context.Context, namespace, name string, timeout 
 		return nil, apierrors.NewConflict(agents.Resource("checkpoints"), name, errors.New("a capture of this checkpoint is already running"))
 	}
 	defer c.inflight.Delete(cp.UID)
+	c.countIn(cp.Namespace, 1)
+	defer c.countIn(cp.Namespace, -1)
 	creating, err := c.writeStatus(ctx, cp)
 	if err != nil {
 		return nil, err
@@ -197,7 +314,7 @@ func (c *Capturer) newKey(ctx context.Context, cp *agents.Checkpoint, template [
 		return nil, err
 	}
 	b := KeyBinding(cp)
-	wrapped, err := c.kek.Wrap(dek, b)
+	wrapped, err := c.kek.Wrap(ctx, dek, b)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +448,34 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 			s.Phase = agents.PhaseFailed
 			s.Message = msg
 			s.CompletionTime = &now
+			s.CaptureDuration = &metav1.Duration{Duration: elapsed}
+			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, reason, msg, cp.Generation))
+		})
+	}
+
+	// Counted, and (below) recorded, under the namespace's lock: two
+	// captures in this process cannot both take its last bytes. Before the
+	// source is stopped: a capture over the limit ends nothing.
+	unlock := c.lockNamespace(cp.Namespace)
+	defer unlock()
+	over, err := c.overBytes(ctx, cp, max(result.SizeBytes, 1))
+	if over != "" || err != nil {
+		reason := ReasonQuotaExceeded
+		msg := fmt.Sprintf("capture of %s/%s not kept: %s", cp.Namespace, targetName, over)
+		if err != nil {
+			reason, msg = ReasonCaptureFailed, fmt.Sprintf("capture of %s/%s not kept: cannot count the namespace's checkpoint bytes: %v", cp.Namespace, targetName, err)
+		}
+		dctx := context.WithoutCancel(ctx)
+		if delErr := c.driver.Delete(dctx, result.ID); delErr != nil {
+			logger.Error(delErr, "Could not remove the state of a capture over its namespace's bytes", "id", result.ID)
+		}
+		if keyErr := c.destroyKey(dctx, cp.UID); keyErr != nil {
+			logger.Error(keyErr, "Could not destroy the data key of a capture over its namespace's bytes", "id", result.ID)
+		}
+		c.event(cp, corev1.EventTypeWarning, reason, "%s", msg)
+		return c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+			now := metav1.Now()
+			s.Phase, s.Message, s.CompletionTime = agents.PhaseFailed, msg, &now
 			s.CaptureDuration = &metav1.Duration{Duration: elapsed}
 			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionFalse, reason, msg, cp.Generation))
 		})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strconv"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,9 @@ func toInternal(in *v1alpha1.Checkpoint) (*agents.Checkpoint, error) {
 	if out.Status.Image == "" && out.Status.ImageDigest == "" {
 		out.Status.Image, out.Status.ImageDigest = in.Annotations[agents.AnnotationImage], in.Annotations[agents.AnnotationImageDigest]
 	}
+	if out.Status.SizeBytes == 0 {
+		out.Status.SizeBytes, _ = strconv.ParseInt(in.Annotations[agents.AnnotationSizeBytes], 10, 64)
+	}
 	return out, nil
 }
 
@@ -85,6 +89,11 @@ func (s crdStore) UpdateStatus(ctx context.Context, cp *agents.Checkpoint) (*age
 	// The CRD prunes these status fields: they live in annotations.
 	setAnnotation(want, agents.AnnotationImage, want.Status.Image)
 	setAnnotation(want, agents.AnnotationImageDigest, want.Status.ImageDigest)
+	size := ""
+	if want.Status.SizeBytes > 0 {
+		size = strconv.FormatInt(want.Status.SizeBytes, 10)
+	}
+	setAnnotation(want, agents.AnnotationSizeBytes, size)
 	current, err := s.current(ctx, cp)
 	if err != nil {
 		return nil, err
@@ -199,13 +208,22 @@ func (s crdStore) Delete(ctx context.Context, namespace, name string, uid types.
 // ListCreating lists every Checkpoint and keeps the Creating ones: a CRD
 // offers no field selector on status.phase.
 func (s crdStore) ListCreating(ctx context.Context) ([]agents.Checkpoint, error) {
-	list, err := s.client.AgentsV1alpha1().Checkpoints(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	return s.listIn(ctx, metav1.NamespaceAll, v1alpha1.PhaseCreating)
+}
+
+func (s crdStore) ListSucceeded(ctx context.Context, namespace string) ([]agents.Checkpoint, error) {
+	return s.listIn(ctx, namespace, v1alpha1.PhaseSucceeded)
+}
+
+// listIn lists namespace's Checkpoints in phase.
+func (s crdStore) listIn(ctx context.Context, namespace string, phase v1alpha1.CheckpointPhase) ([]agents.Checkpoint, error) {
+	list, err := s.client.AgentsV1alpha1().Checkpoints(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
 	var out []agents.Checkpoint
 	for i := range list.Items {
-		if list.Items[i].Status.Phase != v1alpha1.PhaseCreating {
+		if list.Items[i].Status.Phase != phase {
 			continue
 		}
 		cp, err := toInternal(&list.Items[i])

@@ -21,6 +21,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
+	"github.com/agents-kruise/checkpoint-apiserver/driver"
 	informers "github.com/agents-kruise/checkpoint-apiserver/generated/informers/externalversions/agents/v1alpha1"
 	listers "github.com/agents-kruise/checkpoint-apiserver/generated/listers/agents/v1alpha1"
 )
@@ -44,7 +45,11 @@ type Lifecycle struct {
 	// sweepInterval is how often orphaned driver state is swept (0: never),
 	// and how old it must be to go.
 	sweepInterval time.Duration
-	now           func() time.Time
+	// perNamespace bounds the captures of one namespace this controller
+	// runs at once (half its workers): one namespace's storm of Checkpoints
+	// leaves workers to the others' captures.
+	perNamespace int
+	now          func() time.Time
 }
 
 // NewLifecycle makes the controller over the Checkpoints the informer sees.
@@ -89,6 +94,7 @@ func (l *Lifecycle) Run(ctx context.Context, workers int) {
 	if !cache.WaitForCacheSync(ctx.Done(), l.synced) {
 		return
 	}
+	l.perNamespace = max(1, workers/2)
 	for i := 0; i < workers; i++ {
 		go wait.UntilWithContext(ctx, l.work, time.Second)
 	}
@@ -139,7 +145,7 @@ func (l *Lifecycle) checkCreating(ctx context.Context, key cache.ObjectName) err
 		l.queue.AddAfter(key, wait)
 		return nil
 	}
-	if err := l.deleteState(ctx, cp.UID); err != nil {
+	if err := l.deleteState(ctx, cp.Namespace, cp.UID); err != nil {
 		// The orphan sweep removes it once the driver answers.
 		klog.FromContext(ctx).Error(err, "Removing the state of an interrupted capture", "checkpoint", klog.KObj(cp))
 	}
@@ -293,6 +299,12 @@ func (l *Lifecycle) sync(ctx context.Context, key cache.ObjectName) error {
 			l.queue.AddAfter(key, wait)
 			return nil
 		}
+		if l.perNamespace > 0 && l.capturer.InFlightIn(key.Namespace) >= l.perNamespace {
+			// Its namespace has its share of captures running: the worker
+			// goes to another namespace's meanwhile.
+			l.queue.AddAfter(key, time.Second)
+			return nil
+		}
 		if err := l.capturer.driverReady(ctx); err != nil {
 			// A declarative Checkpoint waits for its driver rather than failing
 			// for good; the queue retries with backoff. (An imperative capture
@@ -381,7 +393,7 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 		}
 		fallthrough
 	case v1alpha1.PhaseTerminating:
-		if err := l.deleteState(ctx, cp.UID); err != nil {
+		if err := l.deleteState(ctx, cp.Namespace, cp.UID); err != nil {
 			driverErrors.WithLabelValues("delete", failureReason(ctx, err)).Inc()
 			return fmt.Errorf("delete captured state: %w", err)
 		}
@@ -407,9 +419,12 @@ func (l *Lifecycle) finalize(ctx context.Context, key cache.ObjectName, cp *v1al
 
 // deleteState asks the driver to delete a Checkpoint's state, bounded so a
 // hung driver does not hold a worker.
-func (l *Lifecycle) deleteState(ctx context.Context, uid types.UID) error {
+func (l *Lifecycle) deleteState(ctx context.Context, namespace string, uid types.UID) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if d, ok := l.capturer.driver.(driver.NamespacedDeleter); ok {
+		return d.DeleteIn(ctx, namespace, agents.CheckpointID(uid))
+	}
 	return l.capturer.driver.Delete(ctx, agents.CheckpointID(uid))
 }
 

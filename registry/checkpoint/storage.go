@@ -67,9 +67,12 @@ type Options struct {
 	// its count of Checkpoints from its ResourceQuotas, which the
 	// kube-apiserver does not enforce for an aggregated API.
 	Quota QuotaLimit
+	// BytesLimit, when set, bounds the bytes a namespace's Succeeded
+	// Checkpoints hold together.
+	BytesLimit BytesLimit
 	// KEK, when set, wraps each capture's data key, which Keys keeps where
 	// no tenant reads it: what the driver publishes is encrypted with it.
-	KEK  *encryption.KEK
+	KEK  encryption.Wrapper
 	Keys Keys
 }
 
@@ -88,6 +91,10 @@ const QuotaResource = "count/checkpoints.agents.kruise.io"
 // QuotaLimit says namespace ns's tightest hard limit on QuotaResource and
 // the ResourceQuota that sets it (ok false: none).
 type QuotaLimit func(ctx context.Context, ns string) (limit int64, quota string, ok bool, err error)
+
+// BytesLimit says namespace ns's bound on the bytes its Succeeded
+// Checkpoints hold together, and what sets it (limit 0: none).
+type BytesLimit func(ctx context.Context, ns string) (limit int64, source string, err error)
 
 // REST is the checkpoints resource, stored in etcd.
 type REST struct {
@@ -243,7 +250,7 @@ func newCapturer(store Store, opts Options) *Capturer {
 	return &Capturer{
 		store: store, driver: opts.Driver, resolver: opts.Resolver, stopper: opts.Stopper, restorer: opts.Restorer, recorder: opts.Recorder,
 		defaultTimeout: opts.CaptureTimeout, replica: opts.Replica, incarnation: opts.Incarnation, liveness: opts.Liveness,
-		authorizer: opts.Authorizer, kek: opts.KEK, keys: opts.Keys,
+		authorizer: opts.Authorizer, kek: opts.KEK, keys: opts.Keys, bytesLimit: opts.BytesLimit,
 	}
 }
 

@@ -29,6 +29,8 @@ type Store interface {
 	Delete(ctx context.Context, namespace, name string, uid types.UID) error
 	// ListCreating lists the Checkpoints in phase Creating.
 	ListCreating(ctx context.Context) ([]agents.Checkpoint, error)
+	// ListSucceeded lists namespace's Checkpoints in phase Succeeded.
+	ListSucceeded(ctx context.Context, namespace string) ([]agents.Checkpoint, error)
 	// Finalizer is the finalizer that keeps a Checkpoint until its state is deleted.
 	Finalizer() string
 }
@@ -74,6 +76,16 @@ func (r registryStore) Delete(ctx context.Context, namespace, name string, uid t
 func (r registryStore) ListCreating(ctx context.Context) ([]agents.Checkpoint, error) {
 	obj, err := r.store.List(ctx, &metainternalversion.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("status.phase", string(agents.PhaseCreating)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*agents.CheckpointList).Items, nil
+}
+
+func (r registryStore) ListSucceeded(ctx context.Context, namespace string) ([]agents.Checkpoint, error) {
+	obj, err := r.store.List(genericapirequest.WithNamespace(ctx, namespace), &metainternalversion.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("status.phase", string(agents.PhaseSucceeded)),
 	})
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apiserver/pkg/storage/names"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
+	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/validation"
 )
@@ -72,6 +73,13 @@ func (s Strategy) PrepareForCreate(ctx context.Context, obj runtime.Object) {
 		cp.Finalizers = append(cp.Finalizers, Finalizer)
 	}
 	s.stampOwner(ctx, cp)
+	// Who created it, groups and all, for the capture to check again when
+	// it runs; only the request's authenticated user, never what was sent.
+	creator := ""
+	if u, ok := genericapirequest.UserFrom(ctx); ok {
+		creator = access.EncodeUser(u)
+	}
+	setAnnotation(cp, agents.AnnotationCreator, creator)
 }
 
 // stampOwner records who created the Checkpoint. Only members of an admin
@@ -105,6 +113,7 @@ func (s Strategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object)
 func keepServerMetadata(ctx context.Context, s Strategy, cp, old *agents.Checkpoint) {
 	setLabel(cp, agents.LabelSandboxName, old.Labels[agents.LabelSandboxName])
 	setLabel(cp, agents.LabelCheckpointID, old.Labels[agents.LabelCheckpointID])
+	setAnnotation(cp, agents.AnnotationCreator, old.Annotations[agents.AnnotationCreator]) // nobody's to change
 	if !isServerWrite(ctx) {
 		// The capture marker is the server's: a forged one would make the
 		// leader take a running capture for an abandoned one.

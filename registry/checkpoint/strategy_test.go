@@ -82,6 +82,26 @@ func TestPrepareForUpdateKeepsStatusAndServerMetadata(t *testing.T) {
 	if got := cp.Annotations[agents.AnnotationOwner]; got != "alice" {
 		t.Errorf("owner = %q, want alice kept", got)
 	}
+	if got := cp.Annotations[agents.AnnotationCreator]; got != `{"name":"alice"}` {
+		t.Errorf("creator = %q, want alice's kept", got)
+	}
+}
+
+// The creator is the request's user, whatever the client sent, and stays.
+func TestTheCreatorIsRecorded(t *testing.T) {
+	s, _ := NewStrategy(runtime.NewScheme(), []string{"admins"})
+	cp := newCheckpoint()
+	cp.Annotations = map[string]string{agents.AnnotationCreator: `{"name":"root","groups":["system:masters"]}`}
+	s.PrepareForCreate(genericapirequest.WithUser(context.Background(), &user.DefaultInfo{Name: "alice", UID: "1", Groups: []string{"team-a"}}), cp)
+	if got := cp.Annotations[agents.AnnotationCreator]; got != `{"name":"alice","uid":"1","groups":["team-a"]}` {
+		t.Errorf("creator = %q", got)
+	}
+	old := cp.DeepCopy()
+	cp.Annotations[agents.AnnotationCreator] = `{"name":"root"}`
+	s.PrepareForUpdate(genericapirequest.WithUser(context.Background(), &user.DefaultInfo{Name: "root", Groups: []string{"admins"}}), cp, old)
+	if cp.Annotations[agents.AnnotationCreator] != old.Annotations[agents.AnnotationCreator] {
+		t.Errorf("even an admin changed the creator: %q", cp.Annotations[agents.AnnotationCreator])
+	}
 }
 
 func TestStatusPrepareForUpdate(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned"
+	agentsv1alpha1 "github.com/agents-kruise/checkpoint-apiserver/generated/clientset/versioned/typed/agents/v1alpha1"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -166,6 +168,27 @@ type clones struct {
 	stateBytes int64
 }
 
+// captureOrAwait captures the Pending Checkpoint name through the capture
+// subresource. A cluster whose server captures new Checkpoints itself after
+// --declarative-capture-delay may have started first on a slow machine: the
+// call then gets a Conflict, and the declarative capture's result is awaited
+// instead (its time then includes the delay).
+func captureOrAwait(ctx context.Context, t testing.TB, cps agentsv1alpha1.CheckpointInterface, name string) (*v1alpha1.Checkpoint, error) {
+	cp, err := cps.Capture(ctx, name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+	if !apierrors.IsConflict(err) {
+		return cp, err
+	}
+	t.Logf("checkpoint %s: %v; awaiting the server's own capture", name, err)
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		cp, err = cps.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return cp.Status.Phase == v1alpha1.PhaseSucceeded || cp.Status.Phase == v1alpha1.PhaseFailed, nil
+	})
+	return cp, err
+}
+
 // nodeCaptures runs a Pod holding size MiB on node-1 and captures it runs
 // times through the capture subresource; with restores, it also clones
 // each capture onto node-1 and node-2 and times each to Running.
@@ -192,7 +215,7 @@ func nodeCaptures(t testing.TB, c *framework.Cluster, size, runs int, restores b
 			t.Fatal(err)
 		}
 		start := time.Now()
-		cp, err := cps.Capture(ctx, name, &v1alpha1.CaptureOptions{}, metav1.CreateOptions{})
+		cp, err := captureOrAwait(ctx, t, cps, name)
 		if err != nil || cp.Status.Phase != v1alpha1.PhaseSucceeded {
 			t.Fatalf("capture %s of %d MiB: %v %+v", name, size, err, cp)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,8 +33,10 @@ func TestCRDMode(t *testing.T) {
 	require.NoError(t, os.WriteFile(keys, []byte(fmt.Sprintf("keys:\n- {key: %s, user: alice, team: %s}\n- {key: %s, user: bob, team: %s}\n",
 		keyAlice, ns, keyBob, ns)), 0o600))
 	e2bAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
+	// The server's authorizer caches an allowed decision 1 s (10 s by
+	// default), so that a capture checks a creator's revoked rights anew.
 	c := framework.LocalUpNodesCRDMode(t, 1, "--declarative-capture-delay=6s", "--e2b-bind-address="+e2bAddr, "--e2b-api-keys-file="+keys,
-		"--checkpoint-id-annotation-key="+upgradeKey)
+		"--checkpoint-id-annotation-key="+upgradeKey, "--authorization-webhook-cache-authorized-ttl=1s")
 	c.Must("create", "namespace", ns)
 	c.Eventually("the namespace's default ServiceAccount", func() bool {
 		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
@@ -172,6 +175,17 @@ func TestCRDMode(t *testing.T) {
 		c.Must("annotate", "cp", "guarded", "-n", ns, "--overwrite", "agents.kruise.io/owner=migrated") // an admin migrates it
 		assert.Equal(t, "migrated", get("cp", "guarded", `{.metadata.annotations.agents\.kruise\.io/owner}`))
 		c.Must("delete", "cp", "guarded", "-n", ns)
+
+		// A creator owns what they create: naming another owner (planting a
+		// checkpoint in a victim's list) is refused; naming none, they are stamped.
+		planted := fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":"planted","namespace":%q,
+"annotations":{"agents.kruise.io/owner":"key-victim"}},"spec":{"podName":"src","persistentContents":["podInfo"]}}`, ns)
+		out, err := c.KubectlStdin(planted, "--as=ns-admin", "create", "-f", "-")
+		require.Error(t, err, "a Checkpoint planted in another's name")
+		assert.Contains(t, out, "only an admin or an owner stamper")
+		c.MustStdin(strings.Replace(planted, `"agents.kruise.io/owner":"key-victim"`, `"note":"mine"`, 1), "--as=ns-admin", "create", "-f", "-")
+		assert.Equal(t, "ns-admin", get("cp", "planted", `{.metadata.annotations.agents\.kruise\.io/owner}`), "the creator is its owner")
+		c.Must("delete", "cp", "planted", "-n", ns)
 	})
 
 	t.Run("ResourceQuotaCountsCheckpoints", func(t *testing.T) {
@@ -213,6 +227,9 @@ func TestCRDMode(t *testing.T) {
 		assert.GreaterOrEqual(t, lastCount(t, c, ns, "src"), before, "the source ran on, untouched")
 		c.Must("delete", "rolebinding", "pod-exec", "cp-only", "-n", ns)
 	})
+
+	t.Run("TheServersCaptureChecksTheCreatorAgain", func(t *testing.T) { theServersCaptureChecksTheCreatorAgain(t, c, ns) })
+	t.Run("ANamespacesCheckpointBytesAreBounded", func(t *testing.T) { aNamespacesCheckpointBytesAreBounded(t, c) })
 
 	t.Run("WebhookDownFailsClosed", func(t *testing.T) {
 		require.NoError(t, c.Script("stop-server"))
@@ -512,4 +529,147 @@ func TestCRDMode(t *testing.T) {
 		c.Eventually("it Succeeded", func() bool { return get("cp", "fin", "{.status.phase}") == "Succeeded" })
 		c.Eventually("the source Pod ends Succeeded", func() bool { return get("pod", "done", "{.status.phase}") == "Succeeded" })
 	})
+}
+
+// theServersCaptureChecksTheCreatorAgain: carol may capture Pod src
+// through her group when she creates a Checkpoint; her group's RoleBinding
+// is deleted before the server's own capture runs, which checks her rights
+// (groups and all, as recorded at create) again: it ends Failed, saying
+// Forbidden, and nothing of a capture happened (no marker, no data key, no
+// ID; the source's counter ran on without a stop).
+func theServersCaptureChecksTheCreatorAgain(t *testing.T, c *framework.Cluster, ns string) {
+	c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"capturer","namespace":%q},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["get","create"]},
+{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
+	binding := fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"capturers","namespace":%q},
+"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"capturer"},
+"subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"Group","name":"capturers"}]}`, ns)
+	get := func(name, path string) string {
+		out, _ := c.Kubectl("get", "cp", name, "-n", ns, "-o", "jsonpath="+path)
+		return out
+	}
+	// The declarative capture waits 6 s: the revocation almost always comes
+	// first. Where it did not (a slow machine), the attempt proves nothing
+	// and another is made.
+	for attempt := range 3 {
+		name := fmt.Sprintf("revoked-%d", attempt)
+		c.Apply(binding)
+		var out string
+		var err error
+		c.Eventually("carol creates a Checkpoint of src through her group", func() bool {
+			out, err = c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},
+"spec":{"podName":"src"}}`, name, ns), "--as=carol", "--as-group=capturers", "create", "-f", "-")
+			return err == nil
+		})
+		since := time.Now()
+		creator := get(name, `{.metadata.annotations.agents\.kruise\.io/creator}`)
+		assert.Contains(t, creator, `"name":"carol"`)
+		assert.Contains(t, creator, `"capturers"`, "the creator is recorded with her groups")
+		c.Must("delete", "rolebinding", "capturers", "-n", ns)
+		c.Eventually("the kube-apiserver sees the revocation", func() bool {
+			out, _ := c.Kubectl("auth", "can-i", "get", "pods/src", "-n", ns, "--as=carol", "--as-group=capturers")
+			return strings.TrimSpace(out) == "no"
+		})
+		if phase := get(name, "{.status.phase}"); phase != "" && phase != "Pending" {
+			t.Logf("attempt %d: the capture started before the revocation was seen (%s); again", attempt, phase)
+			c.Must("delete", "cp", name, "-n", ns, "--wait=true", "--timeout=60s")
+			continue
+		}
+		c.Eventually("the server's capture ends", func() bool { return get(name, "{.status.phase}") == "Failed" })
+		msg := get(name, "{.status.message}")
+		assert.Contains(t, msg, `user "carol" may not get pods`, "it says why")
+		assert.Contains(t, c.Must("get", "events", "-n", ns, "--field-selector", "involvedObject.name="+name, "-o", "jsonpath={.items[*].reason}"),
+			"Forbidden")
+		assert.Empty(t, get(name, `{.metadata.annotations.agents\.kruise\.io/captured-by}`), "no capture started")
+		assert.Empty(t, get(name, "{.status.checkpointId}"))
+		uid := get(name, "{.metadata.uid}")
+		out, _ = c.Kubectl("get", "secrets", "-A", "--field-selector", "metadata.name=checkpoint-key-"+agents.CheckpointID(types.UID(uid)), "-o", "name")
+		assert.Empty(t, strings.TrimSpace(out), "no data key was made")
+		// The source's own stamps (its log lines, every 0.1 s, as the runtime
+		// received them) show no stop over the whole time.
+		gap := longestLogGap(t, c, ns, "src", since.Add(-10*time.Second))
+		t.Logf("the source's longest gap between two counts since the create: %s", gap)
+		assert.Less(t, gap, 2*time.Second, "the source was not stopped")
+		c.Must("delete", "cp", name, "-n", ns, "--wait=true", "--timeout=60s")
+		return
+	}
+	t.Fatal("in three attempts the server's capture always started before the revocation was seen")
+}
+
+// longestLogGap is the longest time between two consecutive log lines of
+// pod (the runtime's timestamps) from since on.
+func longestLogGap(t *testing.T, c *framework.Cluster, ns, pod string, since time.Time) time.Duration {
+	t.Helper()
+	var longest time.Duration
+	var prev time.Time
+	for _, line := range strings.Split(c.Must("logs", "-n", ns, pod, "--timestamps", "--since-time="+since.UTC().Format(time.RFC3339)), "\n") {
+		stamp, _, _ := strings.Cut(line, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil {
+			continue
+		}
+		if !prev.IsZero() && at.Sub(prev) > longest {
+			longest = at.Sub(prev)
+		}
+		prev = at
+	}
+	require.False(t, prev.IsZero(), "pod %s logged nothing since %s", pod, since)
+	return longest
+}
+
+// aNamespacesCheckpointBytesAreBounded: a Namespace annotated with a bound
+// on its checkpoint bytes keeps no capture that would pass it (its state
+// is deleted; it ends Failed, QuotaExceeded), keeps one under it, and once
+// full captures nothing more.
+func aNamespacesCheckpointBytesAreBounded(t *testing.T, c *framework.Cluster) {
+	const ns = "capped"
+	c.Must("create", "namespace", ns)
+	c.Eventually("the namespace's default ServiceAccount", func() bool {
+		_, err := c.Kubectl("get", "serviceaccount", "default", "-n", ns)
+		return err == nil
+	})
+	c.Apply(podYAML(ns, "src", framework.CounterScript))
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/src", "--timeout=120s")
+	limit := func(q string) {
+		c.Must("annotate", "namespace", ns, "--overwrite", agents.AnnotationBytesLimit+"="+q)
+	}
+	get := func(name, path string) string {
+		out, _ := c.Kubectl("get", "cp", name, "-n", ns, "-o", "jsonpath="+path)
+		return out
+	}
+	capture := func(name string) string {
+		c.Apply(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"name":%q,"namespace":%q},"spec":{"podName":"src"}}`, name, ns))
+		var phase string
+		c.Eventually("the capture of "+name+" ends", func() bool {
+			phase = get(name, "{.status.phase}")
+			return phase == "Succeeded" || phase == "Failed"
+		})
+		return phase
+	}
+	events := func(name string) string {
+		return c.Must("get", "events", "-n", ns, "--field-selector", "involvedObject.name="+name, "-o", "jsonpath={.items[*].reason}")
+	}
+
+	limit("1")
+	require.Equal(t, "Failed", capture("over"), "a capture over the bound is not kept")
+	assert.Contains(t, get("over", "{.status.message}"), "exceeded quota: this capture holds")
+	assert.Contains(t, get("over", "{.status.message}"), agents.AnnotationBytesLimit)
+	assert.Contains(t, events("over"), "QuotaExceeded")
+	assert.Empty(t, get("over", "{.status.checkpointId}"))
+	c.Eventually("its state is gone from the node", func() bool {
+		ls, err := c.NodeCtr(1, "leases", "ls")
+		return err == nil && !strings.Contains(ls, agents.CheckpointID(types.UID(get("over", "{.metadata.uid}"))))
+	})
+
+	limit("1Gi")
+	require.Equal(t, "Succeeded", capture("kept"), get("kept", "{.status.message}"))
+	size := get("kept", `{.metadata.annotations.agents\.kruise\.io/checkpoint-size-bytes}`)
+	require.NotEmpty(t, size, "crd mode keeps the size in an annotation")
+
+	limit(size)
+	require.Equal(t, "Failed", capture("full"), "a full namespace captures nothing more")
+	assert.Contains(t, get("full", "{.status.message}"), "its limit is")
+	assert.Contains(t, events("full"), "QuotaExceeded")
+	assert.Empty(t, get("full", `{.metadata.annotations.agents\.kruise\.io/captured-by}`), "no capture started")
+	c.Must("delete", "namespace", ns, "--wait=false")
 }

@@ -124,7 +124,7 @@ func TestDeployedAsPods(t *testing.T) {
 		captureByApply(t, c, ns, "cp-web", "web", true)
 		image := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.image}")
 		digest := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.imageDigest}")
-		require.Equal(t, framework.RegistryHost+"/checkpoints@"+digest, image)
+		require.Equal(t, framework.RegistryHost+"/checkpoints/"+ns+"@"+digest, image, "each namespace has its own repository")
 		assert.Contains(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.message}"), "web")
 		// The agent reports how long CRIU froze the sandbox.
 		pauseAtMostCapture(t, c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.pauseDuration} {.status.captureDuration}"))
@@ -132,7 +132,7 @@ func TestDeployedAsPods(t *testing.T) {
 		// The registry holds it: skopeo, with the test credentials, reads the
 		// digest status records, under the checkpoint ID's tag too.
 		id := c.Must("get", "cp", "cp-web", "-n", ns, "-o", "jsonpath={.status.checkpointId}")
-		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+		out, err := reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+":"+id, true)
 		require.NoError(t, err, out)
 		var index struct {
 			MediaType string `json:"mediaType"`
@@ -159,7 +159,7 @@ func TestDeployedAsPods(t *testing.T) {
 		// reads the kubelet's archives.
 		oci := filepath.Join(t.TempDir(), "oci")
 		out, err = reg.Skopeo("copy", "-q", "--src-cert-dir", reg.CertDir(), "--src-creds", reg.Creds(),
-			"docker://"+framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, "oci:"+oci+":web")
+			"docker://"+framework.RegistryHost+"/checkpoints/"+ns+"@"+index.Manifests[0].Digest, "oci:"+oci+":web")
 		require.NoError(t, err, out)
 		layer, desc := ociLayer(t, oci)
 		assert.Equal(t, "application/vnd.oci.image.layer.v1.tar+encrypted", desc.MediaType)
@@ -200,7 +200,7 @@ func TestDeployedAsPods(t *testing.T) {
 		out, err = reg.Inspect(image, true)
 		require.Error(t, err, "the index is gone from the registry")
 		assert.Contains(t, out, "manifest unknown")
-		out, err = reg.Inspect(framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest, true)
+		out, err = reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+"@"+index.Manifests[0].Digest, true)
 		require.Error(t, err, "the container's image is gone from the registry")
 		for i := 1; i <= 2; i++ {
 			imgs, err := c.NodeCtr(i, "images", "ls")

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agents-kruise/checkpoint-apiserver/encryption"
+	"github.com/agents-kruise/checkpoint-apiserver/ociregistry"
 	"github.com/agents-kruise/checkpoint-apiserver/test/framework"
 )
 
@@ -34,7 +36,7 @@ func dataKey(t *testing.T, c *framework.Cluster, ns, cp string) []byte {
 	require.NoError(t, err)
 	kek, err := encryption.LoadKEK(filepath.Join(c.Dir, "encryption-keys.yaml"))
 	require.NoError(t, err)
-	dek, err := kek.Unwrap(string(wrapped), encryption.Binding{Namespace: ns, UID: uid, CheckpointID: id})
+	dek, err := kek.Unwrap(context.Background(), string(wrapped), encryption.Binding{Namespace: ns, UID: uid, CheckpointID: id})
 	require.NoError(t, err)
 	return dek
 }
@@ -104,12 +106,14 @@ func memoryEncryptedAtRest(t *testing.T, c *framework.Cluster, reg framework.Reg
 
 	// The layer in the registry is an encrypted one, and no tenant
 	// namespace holds its key: only the server's namespace does.
-	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+":"+id, true)
 	require.NoError(t, err, out)
 	var index ocispec.Index
 	require.NoError(t, json.Unmarshal([]byte(out), &index), out)
 	require.Len(t, index.Manifests, 1)
-	out, err = reg.Inspect(framework.RegistryHost+"/checkpoints@"+index.Manifests[0].Digest.String(), true)
+	assert.NotEmpty(t, index.Annotations[ociregistry.AnnotationMAC], "the index carries its data key's MAC")
+	assert.Equal(t, ns, index.Annotations[ociregistry.AnnotationNamespace])
+	out, err = reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+"@"+index.Manifests[0].Digest.String(), true)
 	require.NoError(t, err, out)
 	var manifest ocispec.Manifest
 	require.NoError(t, json.Unmarshal([]byte(out), &manifest), out)
@@ -124,7 +128,7 @@ func memoryEncryptedAtRest(t *testing.T, c *framework.Cluster, reg framework.Reg
 		"-o", "jsonpath={.items[*].metadata.namespace}"))
 	blob := registryBlobs(t, reg)[layer.Digest.Encoded()]
 	require.NotEmpty(t, blob, "the layer's blob is in the registry's storage")
-	onlyTheServerReachesTheRegistry(t, c, reg, id)
+	onlyTheServerReachesTheRegistry(t, c, reg, ns, id)
 
 	// Deleted: the key is destroyed, the blob stays (until the registry's
 	// garbage collection), and nothing can open it any more.
@@ -183,7 +187,7 @@ func wrongKeyEncryptionKey(t *testing.T, c *framework.Cluster, ns string, restar
 // onlyTheServerReachesTheRegistry: of every dockerconfigjson Secret in the
 // cluster, only those of the server's namespace read checkpoint id from the
 // registry: no tenant namespace holds credentials that pull (or push).
-func onlyTheServerReachesTheRegistry(t *testing.T, c *framework.Cluster, reg framework.Registry, id string) {
+func onlyTheServerReachesTheRegistry(t *testing.T, c *framework.Cluster, reg framework.Registry, ns, id string) {
 	t.Helper()
 	var list struct {
 		Items []struct {
@@ -193,7 +197,7 @@ func onlyTheServerReachesTheRegistry(t *testing.T, c *framework.Cluster, reg fra
 		} `json:"items"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(c.Must("get", "secrets", "-A", "-o", "json")), &list))
-	ref := "docker://" + framework.RegistryHost + "/checkpoints:" + id
+	ref := "docker://" + framework.RegistryHost + "/checkpoints/" + ns + ":" + id
 	tried, served := 0, 0
 	for _, s := range list.Items {
 		if s.Type != "kubernetes.io/dockerconfigjson" {

@@ -55,8 +55,8 @@ func (k checkpoints) waitEnd(name string) string {
 
 // nothingLeftOf says whether the two nodes of c hold no image of checkpoint
 // id (nor one of digests) and no capture lease, and nothing is under its
-// tag in the registry.
-func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, digests ...string) bool {
+// tag in namespace ns's repository of the registry.
+func nothingLeftOf(c *framework.Cluster, reg framework.Registry, ns, id string, digests ...string) bool {
 	for i := 1; i <= 2; i++ {
 		imgs, err := c.NodeCtr(i, "images", "ls")
 		if err != nil || strings.Contains(imgs, id) {
@@ -77,8 +77,9 @@ func nothingLeftOf(c *framework.Cluster, reg framework.Registry, id string, dige
 			}
 		}
 	}
-	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
-	return err != nil && strings.Contains(out, "manifest unknown")
+	out, err := reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+":"+id, true)
+	// Its repository may never have been made (the capture pushed nothing).
+	return err != nil && (strings.Contains(out, "manifest unknown") || strings.Contains(out, "name unknown"))
 }
 
 // firstCount waits for pod's log to start with a number (a counting
@@ -119,7 +120,7 @@ func TestNodeAgentFaults(t *testing.T) {
 	c.SandboxNamespace(ns)
 	cps := checkpoints{c, ns}
 	get, apply, waitEnd := cps.get, cps.apply, cps.waitEnd
-	nothingLeft := func(id string, digests ...string) bool { return nothingLeftOf(c, reg, id, digests...) }
+	nothingLeft := func(id string, digests ...string) bool { return nothingLeftOf(c, reg, ns, id, digests...) }
 	idOf := func(name string) string {
 		return agents.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
 	}
@@ -273,7 +274,7 @@ func TestNodeAgentFaults(t *testing.T) {
 		require.NoError(t, c.Script("stop-agent", "2"))
 
 		// A delete must reach every node: it waits for node-2's agent.
-		raw, err := reg.Inspect(framework.RegistryHost+"/checkpoints:"+id, true)
+		raw, err := reg.Inspect(framework.RegistryHost+"/checkpoints/"+ns+":"+id, true)
 		require.NoError(t, err, raw)
 		var index struct {
 			Manifests []struct{ Digest string } `json:"manifests"`

@@ -87,7 +87,7 @@ func TestServerPodKilledMidCapture(t *testing.T) {
 		})
 		id := agents.CheckpointID(types.UID(get(name, "{.metadata.uid}")))
 		c.Eventually("nothing of the interrupted capture is left on the nodes or in the registry", func() bool {
-			return nothingLeftOf(c, reg, id)
+			return nothingLeftOf(c, reg, ns, id)
 		})
 		return replica
 	}
