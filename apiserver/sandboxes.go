@@ -41,6 +41,14 @@ func (d driverSandboxes) Get(ctx context.Context, _ user.Info, _ bool, namespace
 	return e2b.Sandbox{Namespace: t.Namespace, Name: t.Name, Running: true}, nil
 }
 
+// List: the standalone front lists no sandboxes.
+func (d driverSandboxes) List(context.Context, user.Info, bool, string) ([]e2b.Sandbox, error) {
+	return nil, apierrors.NewMethodNotSupported(e2b.SandboxesResource, "list")
+}
+
+// Pods: standalone sandboxes are bare containers.
+func (d driverSandboxes) Pods() bool { return false }
+
 func (d driverSandboxes) Delete(ctx context.Context, _ user.Info, _ bool, namespace, name string) error {
 	t, err := d.resolve(ctx, namespace, name)
 	if err != nil {

@@ -51,6 +51,11 @@ type Sandboxes interface {
 	Get(ctx context.Context, u user.Info, admin bool, namespace, name string) (Sandbox, error)
 	// Delete ends it.
 	Delete(ctx context.Context, u user.Info, admin bool, namespace, name string) error
+	// List lists u's sandboxes in namespace.
+	List(ctx context.Context, u user.Info, admin bool, namespace string) ([]Sandbox, error)
+	// Pods says whether sandboxes are Pods, which a pause removes and a
+	// connect restores under the same name.
+	Pods() bool
 }
 
 // PodSandboxes are sandboxes that are Pods. A Pod annotated with another
@@ -119,6 +124,30 @@ func (p *PodSandboxes) Get(ctx context.Context, u user.Info, admin bool, namespa
 	}
 	return sandboxOf(pod), nil
 }
+
+// List lists the Pods of namespace that u may see: those annotated with
+// no owner or with u (every one for an admin).
+func (p *PodSandboxes) List(ctx context.Context, u user.Info, admin bool, namespace string) ([]Sandbox, error) {
+	if err := p.authorize(ctx, u, "list", namespace, ""); err != nil {
+		return nil, err
+	}
+	pods, err := p.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", namespace, err)
+	}
+	var out []Sandbox
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if owner := pod.Annotations[AnnotationOwner]; owner != "" && owner != u.GetName() && !admin {
+			continue
+		}
+		out = append(out, sandboxOf(pod))
+	}
+	return out, nil
+}
+
+// Pods: they are.
+func (p *PodSandboxes) Pods() bool { return true }
 
 // Delete deletes the sandbox's Pod (that very Pod: its UID is a precondition).
 func (p *PodSandboxes) Delete(ctx context.Context, u user.Info, admin bool, namespace, name string) error {

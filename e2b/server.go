@@ -89,6 +89,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /sandboxes/{sandboxID}", s.auth(s.deleteSandbox))
 	mux.HandleFunc("POST /sandboxes/{sandboxID}/connect", s.auth(s.connectSandbox))
 	mux.HandleFunc("POST /v2/sandboxes/{sandboxID}/connect", s.auth(s.connectSandbox))
+	mux.HandleFunc("POST /sandboxes/{sandboxID}/pause", s.auth(s.pauseSandbox))
+	mux.HandleFunc("GET /sandboxes", s.auth(s.listSandboxes))
+	mux.HandleFunc("GET /v2/sandboxes", s.auth(s.listSandboxes))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -395,7 +398,8 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 	name := q.Get("name")
 	items := list.Items[:0]
 	for _, it := range list.Items {
-		if it.DeletionTimestamp == nil && (name == "" || it.Annotations[AnnotationSnapshotName] == name) {
+		// A paused sandbox's Checkpoint is no snapshot.
+		if it.DeletionTimestamp == nil && it.Labels[LabelPausedSandbox] == "" && (name == "" || it.Annotations[AnnotationSnapshotName] == name) {
 			items = append(items, it)
 		}
 	}
@@ -439,7 +443,8 @@ func (s *Server) findSnapshot(ctx context.Context, id Identity, c Checkpoints, s
 		return nil, err
 	}
 	for i := range list.Items {
-		if list.Items[i].DeletionTimestamp == nil { // one being deleted is gone for E2B
+		// One being deleted is gone for E2B; a paused sandbox's is no snapshot.
+		if list.Items[i].DeletionTimestamp == nil && list.Items[i].Labels[LabelPausedSandbox] == "" {
 			return &list.Items[i], nil
 		}
 	}
@@ -529,10 +534,19 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request, id Identi
 }
 
 // getSandbox: GET /sandboxes/{sandboxID}: what the sandbox's Pod says.
-func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	sandboxID := r.PathValue("sandboxID")
-	sb, ok := s.sandbox(w, r, id, sandboxID)
+	sb, rec, ok := s.sandboxOrPause(w, r, id, c, sandboxID)
 	if !ok {
+		return
+	}
+	if rec != nil {
+		// A paused sandbox has no Pod: its pause says what it was.
+		writeJSON(w, http.StatusOK, map[string]interface{}{
+			"templateID": "", "sandboxID": sandboxID, "clientID": clientID, "envdVersion": envdVersion,
+			"state": "paused", "cpuCount": 0, "memoryMB": 0, "diskSizeMB": 0, "metadata": map[string]string{},
+			"startedAt": createdAt(rec).UTC().Format(time.RFC3339),
+		})
 		return
 	}
 	state := "paused"
@@ -555,10 +569,29 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request, id Identity,
 	writeJSON(w, http.StatusOK, body)
 }
 
-// deleteSandbox: DELETE /sandboxes/{sandboxID} ends the sandbox, as the key's user.
-func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
-	sandboxID := r.PathValue("sandboxID")
-	if err := s.cfg.Sandboxes.Delete(r.Context(), s.userOf(id), id.Team == AdminTeam, namespace(id), sandboxID); err != nil {
+// deleteSandbox: DELETE /sandboxes/{sandboxID} ends the sandbox, as the
+// key's user, and deletes its pauses (a paused sandbox is its pause alone).
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
+	sandboxID, ns := r.PathValue("sandboxID"), namespace(id)
+	err := s.cfg.Sandboxes.Delete(r.Context(), s.userOf(id), id.Team == AdminTeam, ns, sandboxID)
+	if err != nil && !errors.Is(err, ErrSandboxNotFound) {
+		writeSandboxError(w, sandboxID, err)
+		return
+	}
+	found := err == nil
+	list, lerr := pauses(r.Context(), c, ns, sandboxID)
+	if lerr != nil {
+		writeAPIError(w, lerr)
+		return
+	}
+	for _, p := range list {
+		if derr := c.DeleteSnapshot(r.Context(), ns, p.Name, metav1.DeleteOptions{}); derr != nil && !apierrors.IsNotFound(derr) {
+			writeAPIError(w, derr)
+			return
+		}
+		found = true
+	}
+	if !found {
 		writeSandboxError(w, sandboxID, err)
 		return
 	}
@@ -566,8 +599,10 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, id Identi
 }
 
 // connectSandbox: POST /sandboxes/{id}/connect and /v2/...: 200 while the
-// sandbox runs; one that does not run cannot be resumed here (409).
-func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, _ Checkpoints) {
+// sandbox runs; 201 when it was paused and is resumed, under its ID, from
+// its pause (memory and files), lazily through the restore runtime; 409
+// for a sandbox whose Pod is there and does not run.
+func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Identity, c Checkpoints) {
 	var body struct {
 		Timeout *int64 `json:"timeout"`
 	}
@@ -575,12 +610,19 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request, id Ident
 		return
 	}
 	sandboxID := r.PathValue("sandboxID")
-	sb, ok := s.sandbox(w, r, id, sandboxID)
+	sb, rec, ok := s.sandboxOrPause(w, r, id, c, sandboxID)
 	if !ok {
 		return
 	}
-	if !sb.Running {
-		writeError(w, http.StatusConflict, fmt.Sprintf("sandbox %s is not running", sandboxID))
+	if rec != nil {
+		if err := resume(r.Context(), c, rec, sandboxID); err != nil {
+			writeAPIError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, sandboxBody{SandboxID: sandboxID, ClientID: clientID, EnvdVersion: envdVersion})
+		return
+	}
+	if !running(w, sb) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sandboxBody{SandboxID: sandboxID, ClientID: clientID, EnvdVersion: envdVersion})

@@ -457,12 +457,13 @@ func TestCRDMode(t *testing.T) {
 	})
 
 	t.Run("E2BSDK", func(t *testing.T) {
-		// The team may create Checkpoint CRs, use the subresources group and Pods.
+		// The team may create Checkpoint CRs, use the subresources group and Pods
+		// (list them too: the SDK lists sandboxes).
 		c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"e2b-team","namespace":%q},"rules":[
 {"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["get","list","create"]},
 {"apiGroups":["subresources.agents.kruise.io"],"resources":["checkpoints/capture","checkpoints/restore"],"verbs":["create"]},
 {"apiGroups":["subresources.agents.kruise.io"],"resources":["snapshots"],"verbs":["get","list","delete"]},
-{"apiGroups":[""],"resources":["pods"],"verbs":["get","create","delete"]},
+{"apiGroups":[""],"resources":["pods"],"verbs":["get","list","create","delete"]},
 {"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
 		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--role=e2b-team", "--group=agents.kruise.io:e2b-team:"+ns)
 		front := e2bFront{url: "http://" + e2bAddr}
@@ -485,6 +486,23 @@ func TestCRDMode(t *testing.T) {
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+sandbox, "--timeout=60s")
 		assert.Greater(t, firstCount(t, c, ns, sandbox), 3, "OpenKruise's clone of our snapshot counts on from the capture")
 		c.Must("delete", "pod", sandbox, "-n", ns, "--wait=false")
+
+		// Pause keeps the memory in crd mode too: the Pod goes, bob can do
+		// nothing to the paused sandbox, alice's connect resumes it.
+		before := lastCount(t, c, ns, made.CloneID)
+		var step struct{ Paused, Resumed, Refused bool }
+		e2bStep(t, front, "e2b", keyAlice, "pause", made.CloneID, &step)
+		require.True(t, step.Paused)
+		out, err = c.Kubectl("get", "pod", made.CloneID, "-n", ns)
+		require.Error(t, err, "a paused sandbox has no Pod: %s", out)
+		e2bStep(t, front, "e2b", keyBob, "other-paused", made.CloneID, &step)
+		require.True(t, step.Refused)
+		e2bStep(t, front, "e2b", keyAlice, "resume", made.CloneID, &step)
+		require.True(t, step.Resumed)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+made.CloneID, "--timeout=120s")
+		c.Eventually("the resumed sandbox counts", func() bool { return firstCount(t, c, ns, made.CloneID) > 0 })
+		assert.GreaterOrEqual(t, firstCount(t, c, ns, made.CloneID), before, "it counts on from its pause")
+
 		var refused struct{ Refused bool }
 		e2bStep(t, front, "e2b", keyBob, "other", made.CloneID, &refused)
 		assert.True(t, refused.Refused)

@@ -470,6 +470,30 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 				assert.Equal(t, made.SnapshotID, made.TemplateID)
 				assert.Equal(t, c.Must("get", "pod", clone, "-n", ns, "-o", "jsonpath={.status.startTime}"), made.StartedAt[:19]+"Z")
 
+				// alice pauses her clone: its memory and files are captured, its
+				// Pod goes; neither bob nor carol can resume, pause or kill the
+				// paused sandbox; alice's connect brings it back under the same
+				// ID, its counter going on from where the pause took it.
+				before := lastCount(t, c, ns, clone)
+				var step struct{ Paused, Resumed, Refused bool }
+				e2bStep(t, front, pkg, keyAlice, "pause", clone, &step)
+				require.True(t, step.Paused)
+				out, err := c.Kubectl("get", "pod", clone, "-n", ns)
+				require.Error(t, err, "a paused sandbox has no Pod: %s", out)
+				assert.Contains(t, out, "NotFound")
+				pause := c.Must("get", "cp", "-n", ns, "-l", "agents.kruise.io/paused-sandbox="+clone, "-o", "jsonpath={.items[*].status.checkpointId}")
+				require.Len(t, strings.Fields(pause), 1, "one pause Checkpoint holds it")
+				e2bStep(t, front, pkg, keyBob, "other-paused", clone, &step)
+				require.True(t, step.Refused)
+				e2bStep(t, front, pkg, keyCarol, "other-paused", clone, &step)
+				e2bStep(t, front, pkg, keyAlice, "resume", clone, &step)
+				require.True(t, step.Resumed)
+				c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+clone, "--timeout=120s")
+				assert.Equal(t, pause, c.Must("get", "pod", clone, "-n", ns, "-o", `jsonpath={.metadata.annotations.agents\.kruise\.io/restore-from}`),
+					"resumed from its pause")
+				c.Eventually("the resumed sandbox counts", func() bool { return firstCount(t, c, ns, clone) > 0 })
+				assert.GreaterOrEqual(t, firstCount(t, c, ns, clone), before, "the resumed sandbox counts on from its pause, not from 1")
+
 				// bob (same team, so RBAC lets him at the namespace's Pods: the
 				// owner annotation stops him) and carol (another team, whose
 				// namespace holds no such Pod) do not find alice's clone: GET,
@@ -488,6 +512,8 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 					out, err := c.Kubectl("get", "pod", clone, "-n", ns)
 					return err != nil && strings.Contains(out, "NotFound")
 				})
+				assert.Empty(t, c.Must("get", "cp", "-n", ns, "-l", "agents.kruise.io/paused-sandbox="+clone, "-o", "name"),
+					"the kill deleted its pause")
 			})
 		}
 	})
