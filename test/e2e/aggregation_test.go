@@ -32,7 +32,14 @@ func TestAggregation(t *testing.T) {
 		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+$`, c.Must("get", "cp"))
 		assert.Regexp(t, `(?m)^checkpoint-code-demo-01\s+Pending\s+\S+\s+code-interpreter-28rvn\s+memory,filesystem\s+<none>\s+<none>\s+<none>\s+<none>\s+30h$`,
 			c.Must("get", "cp", "-o", "wide"))
-		explain := c.Must("explain", "cp.spec")
+		// The kube-apiserver aggregates this server's OpenAPI on its own
+		// schedule after the APIService is available: explain may come first.
+		var explain string
+		c.Eventually("kubectl explain finds the Checkpoint's schema", func() bool {
+			var err error
+			explain, err = c.Kubectl("explain", "cp.spec")
+			return err == nil
+		})
 		assert.Contains(t, explain, "ttlAfterFinished")
 		assert.Contains(t, explain, "persistentContents")
 		assert.Contains(t, c.Must("apply", "--server-side", "--force-conflicts", "-f", example), "serverside-applied")
