@@ -47,13 +47,7 @@ func pauses(ctx context.Context, c Checkpoints, ns, sandboxID string) ([]v1alpha
 			out = append(out, it)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		ti, tj := createdAt(&out[i]), createdAt(&out[j])
-		if !ti.Equal(tj) {
-			return ti.After(tj)
-		}
-		return out[i].Name > out[j].Name
-	})
+	newestFirst(out)
 	return out, nil
 }
 
@@ -167,8 +161,8 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request, id Identit
 }
 
 // captureNow captures Checkpoint name and returns it Succeeded, or the
-// reason it is not; a capture the server's own controller took first is
-// awaited.
+// reason it is not; a capture the declarative path (another replica's
+// lifecycle controller) took first is awaited: its capture is this one.
 func captureNow(ctx context.Context, c Checkpoints, ns, name string) (*v1alpha1.Checkpoint, error) {
 	timeout := int64(captureLimit)
 	done, err := c.Capture(ctx, ns, name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout})

@@ -308,16 +308,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, id Ident
 		writeAPIError(w, err)
 		return
 	}
-	timeout := int64(captureLimit)
-	done, err := c.Capture(ctx, ns, created.Name, &v1alpha1.CaptureOptions{TimeoutSeconds: &timeout})
-	if apierrors.IsConflict(err) {
-		// The declarative path (another replica's lifecycle controller) took
-		// it first: its capture is this snapshot's.
-		done, err = awaitCapture(ctx, c, ns, created.Name)
-	}
-	if err == nil && done.Status.Phase != v1alpha1.PhaseSucceeded {
-		err = captureFailure(done)
-	}
+	done, err := captureNow(ctx, c, ns, created.Name)
 	if err != nil {
 		// A failed capture is no snapshot: do not leave it listed.
 		_ = c.DeleteSnapshot(context.WithoutCancel(ctx), ns, created.Name, metav1.DeleteOptions{})
@@ -403,13 +394,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 			items = append(items, it)
 		}
 	}
-	sort.SliceStable(items, func(i, j int) bool {
-		ti, tj := createdAt(&items[i]), createdAt(&items[j])
-		if !ti.Equal(tj) {
-			return ti.After(tj)
-		}
-		return items[i].Name > items[j].Name
-	})
+	newestFirst(items)
 	if offset > len(items) {
 		offset = len(items)
 	}
@@ -424,6 +409,17 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, id Identi
 		out = append(out, snapshotOf(&items[i]))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// newestFirst sorts snapshots by when they were made, newest first.
+func newestFirst(items []v1alpha1.Snapshot) {
+	sort.SliceStable(items, func(i, j int) bool {
+		ti, tj := createdAt(&items[i]), createdAt(&items[j])
+		if !ti.Equal(tj) {
+			return ti.After(tj)
+		}
+		return items[i].Name > items[j].Name
+	})
 }
 
 // createdAt is when the snapshot was made, as finely as known.
