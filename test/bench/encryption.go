@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -52,8 +53,11 @@ func MeasureEncryption(t testing.TB, sizes []int, runs int) []EncryptionResult {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The dumps go to a tmpfs, as deployed; the directory goes with the test.
+	dumps := filepath.Join("/dev/shm", filepath.Base(ctrd.Dir)+"-dumps")
+	t.Cleanup(func() { _ = os.RemoveAll(dumps) })
 	d, err := containerd.New(containerd.Config{Address: ctrd.Address, Namespace: "k8s.io", LogDir: filepath.Join(ctrd.Dir, "logs"),
-		CRIUConfigDir: filepath.Join(ctrd.Dir, "criu"), DumpDir: filepath.Join("/dev/shm", filepath.Base(ctrd.Dir)+"-dumps")})
+		CRIUConfigDir: filepath.Join(ctrd.Dir, "criu"), DumpDir: dumps})
 	if err != nil {
 		t.Fatal(err)
 	}
