@@ -60,6 +60,14 @@ type ExtraConfig struct {
 	DeclarativeCaptureDelay time.Duration
 	ReplicaName             string
 	OrphanSweepInterval     time.Duration
+	// Kube is the server's kube-apiserver client, when sandboxes are Pods.
+	Kube kubernetes.Interface
+	// PausedSandboxTTL, with Kube, deletes the sandboxes paused through
+	// the E2B front longer than it (0: never).
+	PausedSandboxTTL time.Duration
+	// Hibernations, when set (crd mode), deletes the hibernation
+	// Checkpoints that are done; it runs beside the lifecycle controller.
+	Hibernations func(ctx context.Context)
 	// LeaderElection, when set, runs the lifecycle controller only on the
 	// replica that holds the Lease (several replicas share one etcd).
 	LeaderElection *LeaderElection
@@ -362,6 +370,17 @@ func startLifecycle(hookCtx genericapiserver.PostStartHookContext, clientConfig 
 			return
 		}
 		factory.Start(ctx.Done())
+		if extra.Hibernations != nil {
+			go extra.Hibernations(ctx)
+		}
+		if extra.PausedSandboxTTL > 0 && extra.Kube != nil {
+			if dyn, err := dynamic.NewForConfig(clientConfig); err != nil {
+				klog.ErrorS(err, "Cannot start the retention of paused sandboxes")
+			} else {
+				retention := e2b.PausedRetention{Checkpoints: dyn, Pods: extra.Kube, TTL: extra.PausedSandboxTTL}
+				go retention.Run(ctx, min(max(extra.PausedSandboxTTL/4, time.Second), 30*time.Second))
+			}
+		}
 		lifecycle.Run(ctx, 4)
 	}
 	le := extra.LeaderElection

@@ -118,6 +118,9 @@ type Options struct {
 	// E2BBindAddress turns on the E2B front there; E2BKeysFile lists its API keys.
 	E2BBindAddress string
 	E2BKeysFile    string
+	// E2BPausedTTL deletes a sandbox paused through the E2B front once it
+	// has been paused this long (0: kept until killed).
+	E2BPausedTTL time.Duration
 	// E2BTLSCertFile and E2BTLSKeyFile, when set, serve the E2B front over TLS.
 	E2BTLSCertFile string
 	E2BTLSKeyFile  string
@@ -344,6 +347,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.E2BKeysFile, "e2b-api-keys-file", o.E2BKeysFile,
 		"YAML or JSON file of E2B API keys: keys: [{key: e2b_<40 hex> | sha256: <hex>, user: ..., team: <namespace>}]. "+
 			"Reloaded on change. In standalone mode a file with one key is written under --data-dir when none is given.")
+	fs.DurationVar(&o.E2BPausedTTL, "e2b-paused-sandbox-ttl", o.E2BPausedTTL,
+		"Delete a sandbox paused through the E2B front (its pause Checkpoint) once it has been paused this long, as E2B's retention of "+
+			"paused sandboxes does. A resumed sandbox's pause is kept while it runs. 0 keeps paused sandboxes until they are killed.")
 	fs.StringVar(&o.ReplicaName, "replica-name", o.ReplicaName,
 		"Name of this replica among those sharing one etcd, stable across its restarts (the pod name; default the host name). "+
 			"A restarted replica fails the captures its previous run left Creating at once; another replica's only after they must have ended.")
@@ -411,6 +417,9 @@ func (o *Options) Validate() error {
 		} else if k == api.AnnotationRestoreFrom {
 			errs = append(errs, fmt.Errorf("--checkpoint-id-annotation-key=%q: that is the clone mark itself, which restores memory", k))
 		}
+	}
+	if o.E2BPausedTTL < 0 {
+		errs = append(errs, fmt.Errorf("--e2b-paused-sandbox-ttl=%s: must not be negative", o.E2BPausedTTL))
 	}
 	if o.OrphanSweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("--orphan-sweep-interval=%s: must not be negative", o.OrphanSweepInterval))
@@ -573,6 +582,7 @@ func (o *Options) Config(sa *standalone) (*Config, error) {
 		}
 		extra.E2BBindAddress, extra.E2BKeys = o.E2BBindAddress, keys
 		extra.E2BTLSCertFile, extra.E2BTLSKeyFile = o.E2BTLSCertFile, o.E2BTLSKeyFile
+		extra.PausedSandboxTTL = o.E2BPausedTTL
 	}
 	return &Config{GenericConfig: cfg, ExtraConfig: extra}, nil
 }
@@ -627,6 +637,7 @@ func (o *Options) applyDriver(cfg *genericapiserver.RecommendedConfig, extra *Ex
 		extra.Restorer = &kuberesolver.PodRestorer{Client: client, Preparer: d, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
 			AsCaller: kuberesolver.AsCaller(cfg.ClientConfig, client)}
 		extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
+		extra.Kube = client
 		if o.RestoreSocket != "" {
 			if err := o.serveRestoreImages(cfg, d); err != nil {
 				return err
@@ -719,6 +730,7 @@ func (o *Options) applyNodeAgents(cfg *genericapiserver.RecommendedConfig, extra
 	extra.Restorer = &kuberesolver.PodRestorer{Client: client, Authorizer: cfg.Authorization.Authorizer, RuntimeClass: o.RestoreRuntimeClass,
 		Preparer: &ociregistry.Preparer{Registry: reg}, Prefetcher: agents, AsCaller: kuberesolver.AsCaller(cfg.ClientConfig, client)}
 	extra.Sandboxes = &e2b.PodSandboxes{Client: client, Authorizer: cfg.Authorization.Authorizer}
+	extra.Kube = client
 	o.recorder(client, extra)
 	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
 	if err != nil {
@@ -807,7 +819,7 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 				Authorizer: cfg.Authorization.Authorizer}
 		}
 		if client != nil {
-			pods, err := o.restorePods(cfg, self)
+			pods, err := o.restorePods(cfg, client, self, extra)
 			if err != nil {
 				return err
 			}
@@ -825,7 +837,7 @@ func (o *Options) applyRegistrations(cfg *genericapiserver.RecommendedConfig, cl
 			}
 			if o.Mode == ModeCRD {
 				reg.ValidatePath, reg.MutatePath = webhook.ValidatePath, webhook.MutatePath
-				reg.SandboxPodsPath = webhook.SandboxPodsPath
+				reg.SandboxPodsPath, reg.SandboxPodDeletesPath = webhook.SandboxPodsPath, webhook.SandboxPodDeletesPath
 			}
 			extra.Webhook.Registration = reg
 		}
@@ -857,7 +869,7 @@ func selfName(client kubernetes.Interface) func(context.Context) string {
 // restorePods is the review of Pods marked for restore: by the restore
 // subresource's rule, as the Pod's creator, the Checkpoint found through
 // the kube-apiserver in the Pod's namespace.
-func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig, self func(context.Context) string) (*webhook.RestorePods, error) {
+func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig, client kubernetes.Interface, self func(context.Context) string, extra *ExtraConfig) (*webhook.RestorePods, error) {
 	dyn, err := dynamic.NewForConfig(cfg.ClientConfig)
 	if err != nil {
 		return nil, err
@@ -869,17 +881,10 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig, self func
 	}
 	var clones *webhook.SandboxClones
 	if o.Mode == ModeCRD {
-		sandboxes := v1alpha1.SchemeGroupVersion.WithResource("sandboxes")
+		h := hibernations{dyn: dyn, kube: client}
 		clones = &webhook.SandboxClones{Controllers: o.SandboxControllers, AdminOwners: o.SandboxAdminOwners,
-			Sandboxes: func(ctx context.Context, ns, name string) (webhook.Sandbox, error) {
-				sb, err := dyn.Resource(sandboxes).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-				if err != nil {
-					return webhook.Sandbox{}, err
-				}
-				a := sb.GetAnnotations()
-				return webhook.Sandbox{UID: string(sb.GetUID()), Created: sb.GetCreationTimestamp().Time,
-					RestoreFrom: a[api.AnnotationRestoreFrom], Owner: a[agents.AnnotationOwner]}, nil
-			}, CheckpointIDKey: o.CheckpointIDAnnotationKey}
+			Sandboxes: h.sandbox, CheckpointIDKey: o.CheckpointIDAnnotationKey, Hibernations: h}
+		extra.Hibernations = func(ctx context.Context) { h.run(ctx, 2*time.Second) }
 	}
 	return &webhook.RestorePods{
 		Clones:     clones,

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"io"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -50,6 +51,8 @@ func TestEncryptionAndBytesOptions(t *testing.T) {
 	o := NewOptions(io.Discard)
 	o.NamespaceCheckpointBytes = "20Gi"
 	assert.Equal(t, int64(20<<30), o.namespaceBytes())
+	assert.Contains(t, validate(func(o *Options) { o.E2BPausedTTL = -time.Hour }), "--e2b-paused-sandbox-ttl")
+	assert.NotContains(t, validate(func(o *Options) { o.E2BPausedTTL = 24 * time.Hour }), "--e2b-paused-sandbox-ttl")
 	assert.Contains(t, validate(func(o *Options) { o.EncryptionKMSEndpoint = "tcp://127.0.0.1:1" }), "--encryption-kms-endpoint")
 	assert.Contains(t, validate(func(o *Options) { o.NodeAgents = true }), "--encryption-key-file or --encryption-kms-endpoint")
 	assert.NotContains(t, validate(func(o *Options) {

@@ -28,6 +28,11 @@ type Sandbox struct {
 	// agents.kruise.io/owner annotations (the sandbox-manager's: the
 	// checkpoint ID it clones, and the API key it acts for).
 	RestoreFrom, Owner string
+	// Paused is spec.paused; Deleting, that it has a deletionTimestamp.
+	Paused, Deleting bool
+	// PauseStrategy is spec.pauseStrategy.type (Stop when unset), and
+	// HibernateMedium its hibernateStrategy.type.
+	PauseStrategy, HibernateMedium string
 }
 
 // SandboxLookup reads Sandbox name of namespace ns.
@@ -55,6 +60,10 @@ type SandboxClones struct {
 	// Pod gets its Sandbox's writable layers back from that filesystem
 	// Checkpoint, its processes starting afresh.
 	CheckpointIDKey string
+	// Hibernations, when set, keeps the memory of Hibernate Sandboxes
+	// through a pause: their Pod's DELETE waits for a capture
+	// (SandboxPodDeletesPath), and their next Pod is restored from it.
+	Hibernations Hibernations
 }
 
 // sandboxRestore is what a Sandbox's Pod restores: a clone's checkpoint,
@@ -90,11 +99,19 @@ func (p *RestorePods) sandboxRestore(ctx context.Context, req *admissionv1.Admis
 	if sb.UID != string(ref.UID) {
 		return sandboxRestore{}, forbid("the Sandbox of that name has UID %s, the Pod's owner reference %s", sb.UID, ref.UID)
 	}
-	// An upgrade's Pod names its checkpoint itself; it comes first, since
-	// a clone Sandbox too is upgraded from a checkpoint of its own.
+	// A Sandbox that hibernated resumes its own memory, whatever it was
+	// made from. An upgrade's Pod names its checkpoint itself; it comes
+	// next, since a clone Sandbox too is upgraded from a checkpoint of its own.
 	what, id, upgrade := "is a clone of", sb.RestoreFrom, false
-	if key := s.CheckpointIDKey; key != "" && pod.Annotations[key] != "" {
-		what, id, upgrade = "is upgraded from", pod.Annotations[key], true
+	h, resumes, err := s.resumed(ctx, ns, ref.Name, sb)
+	if err != nil {
+		return sandboxRestore{}, forbid("cannot tell whether it resumes a hibernation: %v", err)
+	}
+	switch {
+	case resumes:
+		what, id = "resumes its hibernation", h.ID
+	case s.CheckpointIDKey != "" && pod.Annotations[s.CheckpointIDKey] != "":
+		what, id, upgrade = "is upgraded from", pod.Annotations[s.CheckpointIDKey], true
 	}
 	if id == "" {
 		return sandboxRestore{}, nil
@@ -124,6 +141,11 @@ func (p *RestorePods) sandboxRestore(ctx context.Context, req *admissionv1.Admis
 				"(persistentContents [filesystem]), its processes starting afresh", ns, cp.Name, id)
 		}
 		return sandboxRestore{id: id, upgrade: true}, nil
+	}
+	if resumes {
+		// The server's own capture of this very Sandbox (its UID, in an
+		// annotation the server alone writes): no owner rule to apply.
+		return sandboxRestore{id: id}, nil
 	}
 	if sb.Owner != cp.Owner && !slices.Contains(s.AdminOwners, sb.Owner) {
 		return sandboxRestore{}, forbid("the Sandbox's owner (%q) is not the owner of Checkpoint %s/%s (%q) nor of the admin team", sb.Owner, ns, cp.Name, cp.Owner)

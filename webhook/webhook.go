@@ -62,6 +62,9 @@ func Handler(checkpoints *Checkpoints, pods *RestorePods) http.Handler {
 		mux.HandleFunc("POST "+RestorePodsPath, serve(pods.review))
 		if pods.Clones != nil {
 			mux.HandleFunc("POST "+SandboxPodsPath, serve(pods.markClone))
+			if pods.Clones.Hibernations != nil {
+				mux.HandleFunc("POST "+SandboxPodDeletesPath, serve(pods.reviewDelete))
+			}
 		}
 	}
 	return mux
@@ -116,8 +119,9 @@ func deny(err error) *admissionv1.AdmissionResponse {
 }
 
 // serverAnnotations are written by the server alone: the capture marker
-// and where the captured state is.
-var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationImage, agents.AnnotationImageDigest, agents.AnnotationSizeBytes}
+// and where the captured state is, and whose hibernation a Checkpoint is.
+var serverAnnotations = []string{agents.AnnotationCapturedBy, agents.AnnotationImage, agents.AnnotationImageDigest, agents.AnnotationSizeBytes,
+	agents.AnnotationHibernationOf}
 
 // validate: a new Checkpoint obeys the API's rules (targets, contents,
 // TTL), and an update leaves the spec as it was. What the server alone

@@ -35,6 +35,14 @@ const (
 	// Namespaces), bounds the bytes its Succeeded Checkpoints hold
 	// together (a quantity: 20Gi); it overrides --namespace-checkpoint-bytes.
 	AnnotationBytesLimit = "agents.kruise.io/checkpoint-bytes-limit"
+	// AnnotationHibernationOf marks the server's capture of a Hibernate
+	// Sandbox's Pod before that Pod goes ("<Sandbox UID>/<Pod UID>"),
+	// written by the server alone (crd mode): the Sandbox's next Pod is
+	// restored from it, then it is deleted.
+	AnnotationHibernationOf = "agents.kruise.io/hibernation-of"
+	// LabelHibernation ("true") selects those captures; the annotation,
+	// not the label, says whose they are.
+	LabelHibernation = "agents.kruise.io/hibernation"
 )
 
 // ContentType names one part of a sandbox's state that a Checkpoint persists.

@@ -32,6 +32,9 @@ type WebhookConfig struct {
 	// SandboxPodsPath marks the Pods of OpenKruise's clone Sandboxes for
 	// restore ("": none; crd mode).
 	SandboxPodsPath string
+	// SandboxPodDeletesPath reviews the DELETEs of Sandboxes' Pods: a
+	// paused Hibernate Sandbox's goes once its memory is captured ("": none).
+	SandboxPodDeletesPath string
 	// CAFile holds the CA bundle that signed the webhook's serving certificate.
 	CAFile   string
 	Interval time.Duration
@@ -93,6 +96,24 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "marked-for-restore",
 				Expression: `has(object.metadata.annotations) && 'agents.kruise.io/restore-from' in object.metadata.annotations`}},
 			FailurePolicy: fail, SideEffects: none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
+		})
+	}
+	if cfg.SandboxPodDeletesPath != "" {
+		// Only the first DELETE of a Pod a Sandbox controls reaches it. It
+		// may start a capture (never on a dry run), and fails closed, since a Hibernate Sandbox's Pod that went unchecked
+		// would lose its memory.
+		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
+			Name: "hibernate-sandbox-pods." + cfg.Group, ClientConfig: client(cfg.SandboxPodDeletesPath),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Delete},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+			}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "owned-by-a-sandbox",
+				Expression: `!has(oldObject.metadata.deletionTimestamp) && has(oldObject.metadata.ownerReferences) && ` +
+					`oldObject.metadata.ownerReferences.exists(r, r.kind == 'Sandbox' && ` +
+					`r.apiVersion.startsWith('agents.kruise.io/') && has(r.controller) && r.controller)`}},
+			FailurePolicy: fail, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun), AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
 		})
 	}
 	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: meta}

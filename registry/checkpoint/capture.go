@@ -482,12 +482,14 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 	}
 
 	msg := fmt.Sprintf("captured %s of %s/%s", joinContents(contents), cp.Namespace, targetName)
-	if cp.Spec.KeepRunning != nil && !*cp.Spec.KeepRunning {
-		if err := c.stopper.Stop(context.WithoutCancel(ctx), target); err != nil {
-			msg += fmt.Sprintf("; stopping the source failed: %v", err)
-		} else {
-			msg += "; the source was stopped"
-		}
+	// keepRunning false: the source is stopped only once the capture is
+	// recorded Succeeded, so a server that dies in between leaves the
+	// source running beside its checkpoint, never a source gone with no
+	// checkpoint of it (a pause's sandbox would be lost).
+	stop := cp.Spec.KeepRunning != nil && !*cp.Spec.KeepRunning
+	recorded := msg
+	if stop {
+		recorded += "; stopping the source"
 	}
 	// The pause is CRIU's count, the capture the server's: never report
 	// more of one than of the other.
@@ -500,14 +502,12 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		capturePause.WithLabelValues(string(agents.PhaseSucceeded), ReasonCaptured).Observe(pause.Seconds())
 		paused = fmt.Sprintf(" (paused %s)", pause.Round(time.Millisecond))
 	}
-	c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s%s, checkpoint %s", msg,
-		resource.NewQuantity(result.SizeBytes, resource.BinarySI), elapsed.Round(time.Millisecond), paused, result.ID)
 	out, err := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
 		now := metav1.Now()
 		s.Phase = agents.PhaseSucceeded
 		s.CheckpointID = result.ID
 		s.CompletionTime = &now
-		s.Message = msg
+		s.Message = recorded
 		s.SizeBytes = result.SizeBytes
 		s.CaptureDuration = &metav1.Duration{Duration: elapsed}
 		s.PauseDuration = nil
@@ -522,8 +522,25 @@ func (c *Capturer) run(ctx context.Context, cp *agents.Checkpoint, timeout time.
 		for _, ct := range result.Contents {
 			s.Contents = append(s.Contents, agents.ContentType(ct))
 		}
-		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionTrue, ReasonCaptured, msg, cp.Generation))
+		meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionTrue, ReasonCaptured, recorded, cp.Generation))
 	})
+	if err == nil && stop {
+		if stopErr := c.stopper.Stop(context.WithoutCancel(ctx), target); stopErr != nil {
+			msg += fmt.Sprintf("; stopping the source failed: %v", stopErr)
+		} else {
+			msg += "; the source was stopped"
+		}
+		if stopped, werr := c.finish(ctx, cp.Namespace, cp.Name, func(s *agents.CheckpointStatus) {
+			s.Message = msg
+			meta.SetStatusCondition(&s.Conditions, condition(metav1.ConditionTrue, ReasonCaptured, msg, cp.Generation))
+		}); werr == nil {
+			out = stopped
+		}
+	}
+	if err == nil {
+		c.event(cp, corev1.EventTypeNormal, EventCaptured, "%s: %s in %s%s, checkpoint %s", msg,
+			resource.NewQuantity(result.SizeBytes, resource.BinarySI), elapsed.Round(time.Millisecond), paused, result.ID)
+	}
 	if err != nil {
 		// The state exists but no Checkpoint records it: remove it rather than leak it.
 		if delErr := c.driver.Delete(context.WithoutCancel(ctx), result.ID); delErr != nil {

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 
 	"github.com/agents-kruise/checkpoint-apiserver/access"
 	"github.com/agents-kruise/checkpoint-apiserver/apis/agents"
@@ -209,4 +211,47 @@ func TestOneNamespacesStormLeavesWorkersToOthers(t *testing.T) {
 		require.NoError(t, <-done)
 	}
 	assert.Zero(t, c.InFlightIn("storm"))
+}
+
+// phaseAtStop is a FAKE stopper that records the Checkpoint's phase, as
+// stored, when the source is stopped.
+type phaseAtStop struct {
+	client *fake.Clientset
+	phase  v1alpha1.CheckpointPhase
+	fail   error
+}
+
+func (s *phaseAtStop) Stop(ctx context.Context, _ driver.Target) error {
+	cp, err := s.client.AgentsV1alpha1().Checkpoints("ns").Get(ctx, "pause", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	s.phase = cp.Status.Phase
+	return s.fail
+}
+
+// TestTheSourceIsStoppedOnlyOnceTheCaptureIsRecorded: with keepRunning
+// false, the source is stopped after the Checkpoint is stored Succeeded,
+// so a server that dies in between leaves the source running beside its
+// checkpoint, never gone with no checkpoint of it. A failed stop is said
+// in the message; the capture stays Succeeded.
+func TestTheSourceIsStoppedOnlyOnceTheCaptureIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	for _, fail := range []error{nil, errors.New("the kube-apiserver did not answer")} {
+		client := fake.NewSimpleClientset(&v1alpha1.Checkpoint{ObjectMeta: metav1.ObjectMeta{Name: "pause", Namespace: "ns", UID: "uid-pause", ResourceVersion: "1"},
+			Spec: v1alpha1.CheckpointSpec{PodName: "p", KeepRunning: ptr.To(false)}})
+		d := &countingDriver{}
+		stopper := &phaseAtStop{client: client, fail: fail}
+		c, err := NewCRDCapturer(NewCRDStore(client), Options{Driver: d, Resolver: d, Stopper: stopper, CaptureTimeout: 30 * time.Second})
+		require.NoError(t, err)
+		cp, err := c.Capture(ctx, "ns", "pause", 0, false)
+		require.NoError(t, err)
+		assert.Equal(t, v1alpha1.PhaseSucceeded, stopper.phase, "the source is stopped once the capture is stored Succeeded")
+		assert.Equal(t, agents.PhaseSucceeded, cp.Status.Phase)
+		if fail == nil {
+			assert.Contains(t, cp.Status.Message, "the source was stopped")
+		} else {
+			assert.Contains(t, cp.Status.Message, "stopping the source failed: the kube-apiserver did not answer")
+		}
+	}
 }

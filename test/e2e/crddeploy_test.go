@@ -68,6 +68,10 @@ func TestCRDModeDeployedAsPods(t *testing.T) {
 	})
 	assert.Equal(t, "Paused", kruise.reconcile(t, clone), "its Pod was left to OpenKruise's controller, which ends the Sandbox Paused")
 
+	// A Hibernate Sandbox on node-2 keeps its memory through OpenKruise's
+	// pause, and resumes on node-1, through the registry.
+	hibernateAndResume(t, kruise, "hib", framework.OnNode(podYAML(ns, "hib", framework.SecretCounterScript), "node-2"), "node-1")
+
 	// OpenKruise's CheckpointRestore upgrade, with the key artifacts/crd-mode
 	// gives the server: the filesystem capture goes through the registry,
 	// and the new Pod gets its writable layers back wherever it lands.

@@ -46,7 +46,7 @@ func TestCRDMode(t *testing.T) {
 		out, _ := c.Kubectl("get", kind, name, "-n", ns, "-o", "jsonpath="+path)
 		return out
 	}
-	c.Apply(podYAML(ns, "src", framework.CounterScript))
+	c.Apply(podYAML(ns, "src", framework.SecretCounterScript))
 	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/src", "--timeout=120s")
 	c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "src") >= 3 })
 
@@ -456,6 +456,29 @@ func TestCRDMode(t *testing.T) {
 		c.Must("delete", "pod", "upg", "-n", ns, "--wait=false")
 	})
 
+	t.Run("OpenKruiseHibernateKeepsTheMemory", func(t *testing.T) {
+		kruise := fakeOpenKruise{c: c, ns: ns}
+		kruise.install()
+		hibernateAndResume(t, kruise, "hib", podYAML(ns, "hib", framework.SecretCounterScript), "")
+
+		// A Stop Sandbox pauses as before: its Pod goes at once, and it
+		// resumes fresh.
+		stop := kruise.sandboxWith(t, "stop", "key-alice", podYAML(ns, "stop", framework.CounterScript),
+			map[string]any{"pauseStrategy": map[string]any{"type": "Stop"}})
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/stop", "--timeout=120s")
+		c.Eventually("the Stop sandbox counts", func() bool { return countIn(c, ns, "stop", "main", true) >= 3 })
+		assert.Empty(t, kruise.pause(t, "stop"), "a Stop Sandbox's Pod goes at once")
+		assert.Empty(t, c.MustStdout("get", "cp", "-n", ns, "-l", "agents.kruise.io/sandbox-name=stop", "-o", "name"), "nothing is captured")
+		out, err := kruise.resume(t, "stop", stop)
+		require.NoError(t, err, out)
+		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/stop", "--timeout=120s")
+		assert.Empty(t, get("pod", "stop", `{.metadata.annotations.agents\.kruise\.io/restore-from}`))
+		c.Eventually("the resumed Stop sandbox counts", func() bool { return countIn(c, ns, "stop", "main", false) >= 0 })
+		assert.Equal(t, 1, countIn(c, ns, "stop", "main", false), "a Stop Sandbox starts fresh")
+		c.Must("delete", "sandbox", "stop", "-n", ns, "--wait=false")
+		c.Must("delete", "pod", "stop", "-n", ns, "--wait=false", "--ignore-not-found")
+	})
+
 	t.Run("E2BSDK", func(t *testing.T) {
 		// The team may create Checkpoint CRs, use the subresources group and Pods
 		// (list them too: the SDK lists sandboxes).
@@ -502,6 +525,7 @@ func TestCRDMode(t *testing.T) {
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+made.CloneID, "--timeout=120s")
 		c.Eventually("the resumed sandbox counts", func() bool { return firstCount(t, c, ns, made.CloneID) > 0 })
 		assert.GreaterOrEqual(t, firstCount(t, c, ns, made.CloneID), before, "it counts on from its pause")
+		assert.Equal(t, c.Secret(ns, "src"), c.Secret(ns, made.CloneID), "the clone of src, paused and resumed, keeps the secret src's memory alone held")
 
 		var refused struct{ Refused bool }
 		e2bStep(t, front, "e2b", keyBob, "other", made.CloneID, &refused)
@@ -690,4 +714,75 @@ func aNamespacesCheckpointBytesAreBounded(t *testing.T, c *framework.Cluster) {
 	assert.Contains(t, events("full"), "QuotaExceeded")
 	assert.Empty(t, get("full", `{.metadata.annotations.agents\.kruise\.io/captured-by}`), "no capture started")
 	c.Must("delete", "namespace", ns, "--wait=false")
+}
+
+// hibernateAndResume plays OpenKruise's pause and resume of a Hibernate
+// Sandbox name, its template podYAML's counting Pod, through the fake of
+// its controller: spec.paused, then the Pod deleted (again while
+// refused); resume (its template bound to node resumeOn, when set), then
+// a Pod of the Sandbox's name from its template, unmarked. The memory
+// must come back, and the hibernation Checkpoint go once resumed. The
+// Sandbox and its Pod are deleted at the end.
+func hibernateAndResume(t *testing.T, kruise fakeOpenKruise, name, podYAML, resumeOn string) {
+	t.Helper()
+	c, ns := kruise.c, kruise.ns
+	get := func(kind, obj, path string) string {
+		out, _ := c.Kubectl("get", kind, obj, "-n", ns, "-o", "jsonpath="+path)
+		return out
+	}
+	hibernate := map[string]any{"pauseStrategy": map[string]any{"type": "Hibernate", "hibernateStrategy": map[string]any{"type": "Snapshot"}}}
+	uid := kruise.sandboxWith(t, name, "key-alice", podYAML, hibernate)
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	c.Eventually("the sandbox counts", func() bool { return countIn(c, ns, name, "main", true) >= 3 })
+	podUID := get("pod", name, "{.metadata.uid}")
+	before := countIn(c, ns, name, "main", true)
+	secret := c.Secret(ns, name)
+
+	refusals := kruise.pause(t, name)
+	require.NotEmpty(t, refusals, "the Pod's delete waits for the capture of its memory")
+	assert.Contains(t, refusals[0], "its memory is being captured")
+	_, err := c.Kubectl("get", "pod", name, "-n", ns)
+	require.Error(t, err, "the Pod is gone once its memory is captured")
+	hib := c.MustStdout("get", "cp", "-n", ns, "-l", "agents.kruise.io/hibernation=true,agents.kruise.io/sandbox-name="+name, "-o", "jsonpath={.items[*].metadata.name}")
+	require.Len(t, strings.Fields(hib), 1, "one hibernation Checkpoint")
+	require.Equal(t, "Succeeded", get("cp", hib, "{.status.phase}"))
+	id := get("cp", hib, "{.status.checkpointId}")
+	assert.Equal(t, uid+"/"+podUID, get("cp", hib, `{.metadata.annotations.agents\.kruise\.io/hibernation-of}`))
+	assert.Equal(t, "key-alice", get("cp", hib, `{.metadata.annotations.agents\.kruise\.io/owner}`), "the Sandbox's owner owns it")
+	assert.Equal(t, name, get("cp", hib, "{.metadata.ownerReferences[0].name}"), "it goes with its Sandbox")
+	// Nobody else makes a hibernation: the annotation is the server's,
+	// refused even to one who may capture the Pod.
+	c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"forger","namespace":%q},"rules":[
+{"apiGroups":["agents.kruise.io"],"resources":["checkpoints"],"verbs":["create"]},
+{"apiGroups":[""],"resources":["pods"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
+	c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"forger","namespace":%q},
+"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"forger"},"subjects":[{"kind":"User","name":"forger"}]}`, ns))
+	out, err := c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"generateName":"forged-","namespace":%q,
+"labels":{"agents.kruise.io/hibernation":"true"},"annotations":{"agents.kruise.io/hibernation-of":"%s/x"}},"spec":{"podName":"src","sandboxName":%q}}`, ns, uid, name),
+		"create", "-f", "-", "--as=forger")
+	require.Error(t, err, "a forged hibernation is refused")
+	assert.Contains(t, out, "is written by the server only")
+
+	if resumeOn != "" {
+		c.Must("patch", "sandbox", name, "-n", ns, "--type=merge", "-p", `{"spec":{"template":{"spec":{"nodeName":"`+resumeOn+`"}}}}`)
+	}
+	out, err = kruise.resume(t, name, uid)
+	require.NoError(t, err, out)
+	c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	if resumeOn != "" {
+		assert.Equal(t, resumeOn, get("pod", name, "{.spec.nodeName}"))
+	}
+	assert.Equal(t, id, get("pod", name, `{.metadata.annotations.agents\.kruise\.io/restore-from}`), "the resumed Pod is restored from its hibernation")
+	assert.Equal(t, "checkpoint", get("pod", name, "{.spec.runtimeClassName}"))
+	assert.Greater(t, before, 2)
+	assert.GreaterOrEqual(t, countIn(c, ns, name, "main", false), before, "its memory continues: the count goes on from before the pause")
+	assert.Equal(t, secret, c.Secret(ns, name), "its memory continues: the secret it held in memory alone")
+	c.Eventually("the hibernation Checkpoint is deleted once resumed (pause is one to one)", func() bool {
+		_, err := c.Kubectl("get", "cp", hib, "-n", ns)
+		return err != nil
+	})
+	after := countIn(c, ns, name, "main", true)
+	c.Eventually("the resumed sandbox counts on without its checkpoint", func() bool { return countIn(c, ns, name, "main", true) > after+2 })
+	c.Must("delete", "sandbox", name, "-n", ns, "--wait=false")
+	c.Must("delete", "pod", name, "-n", ns, "--wait=false", "--ignore-not-found")
 }

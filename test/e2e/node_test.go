@@ -54,17 +54,7 @@ spec:
 
 // countIn is the last (or first) count container ctr of pod printed, or -1.
 func countIn(c *framework.Cluster, ns, pod, ctr string, last bool) int {
-	out, _ := c.Kubectl("logs", "-n", ns, pod, "-c", ctr)
-	n := -1
-	for _, l := range strings.Split(out, "\n") {
-		if v, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
-			n = v
-			if !last {
-				break
-			}
-		}
-	}
-	return n
+	return c.Count(ns, pod, ctr, last)
 }
 
 // kernelClient runs code in the IPython kernel whose connection file is
@@ -420,7 +410,10 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/once", "--timeout=120s")
 		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "once") >= 3 })
 		captureByApply(t, c, ns, "cp-once", "once", false)
-		assert.Contains(t, c.Must("get", "cp", "cp-once", "-n", ns, "-o", "jsonpath={.status.message}"), "the source was stopped")
+		// Recorded Succeeded first, then the source stopped, then said so.
+		c.Eventually("the message says the source was stopped", func() bool {
+			return strings.Contains(c.Must("get", "cp", "cp-once", "-n", ns, "-o", "jsonpath={.status.message}"), "the source was stopped")
+		})
 		c.Eventually("the source Pod is deleted", func() bool {
 			out, err := c.Kubectl("get", "pod", "once", "-n", ns)
 			return err != nil && strings.Contains(out, "NotFound")
@@ -446,10 +439,11 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 		c.Must("create", "rolebinding", "e2b-team", "-n", ns, "--clusterrole=edit", "--group=agents.kruise.io:e2b-team:"+ns)
 		c.Must("create", "namespace", "other")
 		c.Must("create", "rolebinding", "e2b-team", "-n", "other", "--clusterrole=edit", "--group=agents.kruise.io:e2b-team:other")
-		c.Apply(podYAMLWith(ns, "e2b-src", framework.CounterScript,
+		c.Apply(podYAMLWith(ns, "e2b-src", framework.SecretCounterScript,
 			"{requests: {cpu: 250m, memory: 32Mi}, limits: {cpu: 1500m, memory: 96Mi}}"))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/e2b-src", "--timeout=120s")
 		c.Eventually("the counter counts", func() bool { return lastCount(t, c, ns, "e2b-src") >= 5 })
+		secret := c.Secret(ns, "e2b-src")
 		for _, pkg := range []string{"e2b", "e2b-2-20"} {
 			t.Run(pkg, func(t *testing.T) {
 				var made struct {
@@ -493,6 +487,7 @@ func sandboxesOnTheNodes(t *testing.T, c *framework.Cluster, ns string, front e2
 					"resumed from its pause")
 				c.Eventually("the resumed sandbox counts", func() bool { return firstCount(t, c, ns, clone) > 0 })
 				assert.GreaterOrEqual(t, firstCount(t, c, ns, clone), before, "the resumed sandbox counts on from its pause, not from 1")
+				assert.Equal(t, secret, c.Secret(ns, clone), "the resumed sandbox keeps the secret its memory alone held")
 
 				// bob (same team, so RBAC lets him at the namespace's Pods: the
 				// owner annotation stops him) and carol (another team, whose

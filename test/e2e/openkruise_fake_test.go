@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -113,18 +114,7 @@ func (k fakeOpenKruise) sandbox(t *testing.T, ns, id, owner string, restore bool
 	t.Helper()
 	cp := k.c.MustStdout("get", "cp", "-n", k.ns, "-o", `jsonpath={.items[?(@.status.checkpointId=="`+id+`")].metadata.name}`)
 	require.NotEmpty(t, cp, "no Checkpoint has ID %s", id)
-	var tmpl struct {
-		Spec struct {
-			Template struct {
-				Metadata struct {
-					Labels map[string]string `json:"labels"`
-				} `json:"metadata"`
-				Spec map[string]any `json:"spec"`
-			} `json:"template"`
-		} `json:"spec"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdout("get", "sandboxtemplate", cp, "-n", k.ns, "-o", "json")), &tmpl))
-	template := tmpl.Spec.Template
+	template := k.template(t, "sandboxtemplate", cp)
 	if node != "" {
 		template.Spec["nodeName"] = node
 	}
@@ -150,13 +140,23 @@ func (k fakeOpenKruise) sandbox(t *testing.T, ns, id, owner string, restore bool
 // returns the Sandbox's UID.
 func (k fakeOpenKruise) plainSandbox(t *testing.T, name, owner, podYAML string) string {
 	t.Helper()
+	return k.sandboxWith(t, name, owner, podYAML, map[string]any{"persistentContents": []string{"filesystem"}})
+}
+
+// sandboxWith is plainSandbox with spec (besides the template) as given.
+func (k fakeOpenKruise) sandboxWith(t *testing.T, name, owner, podYAML string, spec map[string]any) string {
+	t.Helper()
 	var pod struct {
 		Spec map[string]any `json:"spec"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdin(podYAML, "create", "--dry-run=client", "-o", "json", "-f", "-")), &pod))
+	sbSpec := map[string]any{"template": map[string]any{"spec": pod.Spec}}
+	for key, v := range spec {
+		sbSpec[key] = v
+	}
 	uid := k.c.MustStdin(mustJSON(t, map[string]any{"apiVersion": "agents.kruise.io/v1alpha1", "kind": "Sandbox",
 		"metadata": map[string]any{"name": name, "namespace": k.ns, "annotations": map[string]string{"agents.kruise.io/owner": owner}},
-		"spec":     map[string]any{"persistentContents": []string{"filesystem"}, "template": map[string]any{"spec": pod.Spec}}}),
+		"spec":     sbSpec}),
 		"create", "-f", "-", "-o", "jsonpath={.metadata.uid}")
 	out, err := k.sandboxPod(t, fakeSandboxController, k.ns, name, uid, nil, pod.Spec, nil)
 	require.NoError(t, err, out)
@@ -177,15 +177,7 @@ func (k fakeOpenKruise) upgrade(t *testing.T, name, uid, key string) (string, st
 		"create", "-f", "-", "-o", "jsonpath={.metadata.name}")
 	id := k.checkpointID(t, cp)
 	k.c.Must("delete", "pod", name, "-n", k.ns, "--timeout=60s")
-	var box struct {
-		Spec struct {
-			Template struct {
-				Spec map[string]any `json:"spec"`
-			} `json:"template"`
-		} `json:"spec"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdout("get", "sandbox", name, "-n", k.ns, "-o", "json")), &box))
-	spec := box.Spec.Template.Spec
+	spec := k.template(t, "sandbox", name).Spec
 	for _, c := range spec["containers"].([]any) {
 		c.(map[string]any)["env"] = []any{map[string]any{"name": "UPGRADED", "value": "yes"}}
 	}
@@ -215,6 +207,61 @@ func (k fakeOpenKruise) reconcile(t *testing.T, name string) string {
 	}
 	k.c.Must("patch", "sandbox", name, "-n", k.ns, "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"`+phase+`"}}`)
 	return phase
+}
+
+// pause is OpenKruise's pause of Sandbox name: spec.paused true, then its
+// controller deletes the Sandbox's Pod, requeueing (every second here)
+// while the delete is refused, until the Pod went, and the Sandbox is
+// Paused. It returns the refusals the deletes met.
+func (k fakeOpenKruise) pause(t *testing.T, name string) []string {
+	t.Helper()
+	k.c.Must("patch", "sandbox", name, "-n", k.ns, "--type=merge", "-p", `{"spec":{"paused":true}}`)
+	var refusals []string
+	require.Eventually(t, func() bool {
+		out, err := k.c.Kubectl("delete", "pod", name, "-n", k.ns, "--ignore-not-found", "--timeout=60s")
+		if err != nil {
+			refusals = append(refusals, out)
+			return false
+		}
+		return true
+	}, 3*time.Minute, time.Second, "OpenKruise's controller deletes the Pod of paused Sandbox %s: %v", name, refusals)
+	k.c.Must("patch", "sandbox", name, "-n", k.ns, "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Paused"}}`)
+	return refusals
+}
+
+// resume is OpenKruise's resume of Sandbox name (uid): spec.paused false,
+// then its controller creates the Pod again from the Sandbox's template,
+// of the same name (CreatePod with IsResume), with nothing to mark it for
+// restore. It returns the create's output and error.
+func (k fakeOpenKruise) resume(t *testing.T, name, uid string) (string, error) {
+	t.Helper()
+	k.c.Must("patch", "sandbox", name, "-n", k.ns, "--type=merge", "-p", `{"spec":{"paused":false}}`)
+	template := k.template(t, "sandbox", name)
+	out, err := k.sandboxPod(t, fakeSandboxController, k.ns, name, uid, template.Metadata.Labels, template.Spec, nil)
+	if err == nil {
+		k.c.Must("patch", "sandbox", name, "-n", k.ns, "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Running"}}`)
+	}
+	return out, err
+}
+
+// podTemplate is the spec.template of a Sandbox or a SandboxTemplate.
+type podTemplate struct {
+	Metadata struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec map[string]any `json:"spec"`
+}
+
+// template reads spec.template of object name of kind (sandbox or sandboxtemplate) in k.ns.
+func (k fakeOpenKruise) template(t *testing.T, kind, name string) podTemplate {
+	t.Helper()
+	var obj struct {
+		Spec struct {
+			Template podTemplate `json:"template"`
+		} `json:"spec"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(k.c.MustStdout("get", kind, name, "-n", k.ns, "-o", "json")), &obj))
+	return obj.Spec.Template
 }
 
 // sandboxPod is the sandbox controller's Pod of Sandbox name (uid),

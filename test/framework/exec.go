@@ -88,6 +88,14 @@ func WaitCounter(t testing.TB, logPath string, min int) int {
 // file in the writable layer.
 const CounterScript = `echo captured > /data/marker; i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done`
 
+// SecretCounterScript is CounterScript that also keeps a secret in its
+// memory alone: 12 random bytes drawn once at its start into a shell
+// variable, never written to a file, printed as "secret <hex>" after each
+// count. A sandbox restored with its memory prints the same secret; one
+// started afresh draws another.
+const SecretCounterScript = `S=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'); echo captured > /data/marker; ` +
+	`i=0; while true; do i=$((i+1)); echo $i; echo "secret $S"; sleep 0.1; done`
+
 // WebScript is a web sandbox: an HTTP server listening on 127.0.0.1:8080,
 // and one established TCP connection held open between two processes of
 // the container (a client on 127.0.0.1:9000), which prints "conn-closed"

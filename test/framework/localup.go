@@ -294,6 +294,37 @@ func (c *Cluster) Apply(yaml string) {
 	require.NoError(c.t, err, "%s", out)
 }
 
+// Count is the first (or, with last, the last) number container ctr of
+// Pod ns/pod printed since it last started; -1 when none.
+func (c *Cluster) Count(ns, pod, ctr string, last bool) int {
+	out, _ := c.Kubectl("logs", "-n", ns, pod, "-c", ctr)
+	n := -1
+	for _, l := range strings.Split(out, "\n") {
+		if v, err := strconv.Atoi(strings.TrimSpace(l)); err == nil {
+			n = v
+			if !last {
+				break
+			}
+		}
+	}
+	return n
+}
+
+// Secret is the secret a SecretCounterScript Pod's container main printed
+// since it last started; the test fails unless it printed one, and only one.
+func (c *Cluster) Secret(ns, pod string) string {
+	c.t.Helper()
+	seen := map[string]bool{}
+	last := ""
+	for _, l := range strings.Split(c.Must("logs", "-n", ns, pod, "-c", "main"), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "secret "); ok && v != "" {
+			seen[v], last = true, v
+		}
+	}
+	require.Len(c.t, seen, 1, "Pod %s/%s printed one secret", ns, pod)
+	return last
+}
+
 // Eventually waits up to 90 s for f.
 func (c *Cluster) Eventually(what string, f func() bool) {
 	c.t.Helper()
