@@ -13,7 +13,7 @@ NODES     ?= 2
 DEPLOY    ?= pods
 GO_TEST   ?= go test -v -count=1 -timeout 30m
 
-.PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture clean
+.PHONY: all build image run up down test test-faults soak fuzz deps codegen verify verify-codegen vet fmt-check bench bench-capture bench-pause clean
 
 all: build
 
@@ -90,6 +90,10 @@ bench: deps build
 # The capture part alone.
 bench-capture: deps build
 	PATH="$(BIN_DIR):$$PATH" CHECKPOINT_APISERVER_BIN=$(SERVER) go test -run '^$$' -bench BenchmarkCapture -benchtime 5x -timeout 30m ./test/bench/
+
+# E2B's pause and resume through the front, on two kubelet nodes.
+bench-pause: deps build
+	PATH="$(BIN_DIR):$$PATH" go test -v -run '^$$' -bench BenchmarkPauseResume -benchtime 3x -timeout 40m ./test/bench/
 
 # CRIU's lazy restore (userfaultfd) against its eager one, CRIU alone: no
 # Pod can restore lazily (containerd's CRI restore has no such option).

@@ -12,6 +12,8 @@
 #    fetch of it, in clear and encrypted, side by side (encryption.log);
 #    BenchmarkCaptureAcrossNodes then brings up one kubelet node, then two
 #    with node agents and the registry, and times capture and clones there;
+#    BenchmarkPauseResume times E2B's pause and resume through the front on
+#    two such nodes, beside E2B's published figures and a fresh Pod (pause.log);
 # 4. checkpoint-bench report writes results.json, table.md, list.png and
 #    capture.png, nodes.png, restore.png under BENCH_OUT (default _output/bench) and prints the ratios.
 #
@@ -20,6 +22,7 @@
 # BENCH_CAPTURE_SIZES container memory sizes in MiB (default 0,64,256,1024)
 # BENCH_NODES_RUNS    captures per size on kubelet nodes (default 3); BENCH_NODES_SIZES (default 0,64,256,1024)
 # BENCH_ENCRYPTION_RUNS captures per size, clear and encrypted (default 3); BENCH_ENCRYPTION_SIZES (default 0,64,256,1024)
+# BENCH_PAUSE_RUNS    E2B pauses and resumes per size (default 3); BENCH_PAUSE_SIZES (default 0,64,256,1024)
 # BENCH_PUBLISH=1     also copy the table and plots into BENCHMARKS.md and docs/benchmarks/
 set -o errexit -o nounset -o pipefail
 
@@ -68,6 +71,13 @@ log "encryption done at $((SECONDS - start))s; timing capture across kubelet nod
   PATH="$BIN:$PATH" BENCH_NODES_OUT=$OUT/nodes.json \
   go test -run '^$' -bench '^BenchmarkCaptureAcrossNodes$' -benchtime "${BENCH_NODES_RUNS:-3}x" -timeout 40m ./test/bench/) >"$OUT/nodes.log" 2>&1 ||
   { tail -50 "$OUT/nodes.log"; exit 1; }
+
+log "nodes done at $((SECONDS - start))s; timing E2B pause and resume across kubelet nodes"
+(cd "$ROOT" && unset LOCAL_UP_DIR LOCAL_UP_NODES ETCD_PORT KAS_PORT CP_PORT CHECKPOINT_APISERVER_ARGS &&
+  PATH="$BIN:$PATH" BENCH_PAUSE_OUT=$OUT/pause.json \
+  go test -v -run '^$' -bench '^BenchmarkPauseResume$' -benchtime "${BENCH_PAUSE_RUNS:-3}x" -timeout 40m ./test/bench/) >"$OUT/pause.log" 2>&1 ||
+  { tail -50 "$OUT/pause.log"; exit 1; }
+grep -E 'MiB: pause' "$OUT/pause.log" >&2 || true
 
 "$BIN/checkpoint-bench" report -dir "$OUT"
 log "done in $((SECONDS - start))s: $OUT/{results.json,table.md,list.png,capture.png,nodes.png,restore.png}"

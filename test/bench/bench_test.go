@@ -236,3 +236,26 @@ func TestEncryptionBenchmarkSmoke(t *testing.T) {
 	}
 	assert.Positive(t, rs[0].ArchiveSizeBytes)
 }
+
+// BenchmarkPauseResume is E2B's pause and resume through this server's
+// front on two kubelet nodes with agents and the registry, beside E2B's
+// published figures and a fresh Pod of the same image. BENCH_PAUSE_SIZES
+// (MiB; default 0,64,256,1024) and BENCH_PAUSE_OUT (JSON) tune it; b.N is
+// the runs per size.
+//
+//	go test -run '^$' -bench BenchmarkPauseResume -benchtime 3x ./test/bench/
+func BenchmarkPauseResume(b *testing.B) {
+	sizes, runs := benchSetup(b, "BENCH_PAUSE_SIZES", 0, 64, 256, 1024)
+	if runs == 0 {
+		return
+	}
+	rs := MeasurePauseResume(b, sizes, runs)
+	for _, r := range rs {
+		b.ReportMetric(r.PauseMs, "pause-ms@"+strconv.Itoa(r.MemoryMiB)+"MiB")
+		b.ReportMetric(r.ResumeMs, "resume-ms@"+strconv.Itoa(r.MemoryMiB)+"MiB")
+	}
+	b.Log("\n" + PauseTable(rs))
+	if out := os.Getenv("BENCH_PAUSE_OUT"); out != "" {
+		require.NoError(b, SavePause(out, rs))
+	}
+}
