@@ -149,13 +149,27 @@ func (p *PodSandboxes) List(ctx context.Context, u user.Info, admin bool, namesp
 // Pods: they are.
 func (p *PodSandboxes) Pods() bool { return true }
 
-// Delete deletes the sandbox's Pod (that very Pod: its UID is a precondition).
+// killGrace bounds the grace period of the Pod of a sandbox killed or
+// paused through the front: E2B's kill ends a sandbox at once, and a
+// paused sandbox's state is captured already, so nothing it does on
+// SIGTERM counts. A PID 1 that ignores SIGTERM would otherwise hold a
+// pause for the Pod's whole grace period (30 s by default).
+const killGrace int64 = 1
+
+// Delete deletes the sandbox's Pod (that very Pod: its UID is a
+// precondition), with a grace period of at most killGrace (shortening
+// that of a Pod already going).
 func (p *PodSandboxes) Delete(ctx context.Context, u user.Info, admin bool, namespace, name string) error {
 	pod, err := p.find(ctx, u, admin, "delete", namespace, name)
 	if err != nil {
 		return err
 	}
-	err = p.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	grace := killGrace
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil && *g < grace {
+		grace = *g
+	}
+	err = p.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return fmt.Errorf("%w: %s", ErrSandboxNotFound, name)
 	}

@@ -10,9 +10,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // The clientset is client-go's fake and the authorizer a fake RBAC that
@@ -74,8 +76,16 @@ func TestPodSandboxes(t *testing.T) {
 	if _, err := client.CoreV1().Pods("team-a").Get(ctx, "sbx-1", metav1.GetOptions{}); err != nil {
 		t.Fatalf("refused calls changed nothing, yet: %v", err)
 	}
+	var grace *int64
+	client.PrependReactor("delete", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		grace = action.(k8stesting.DeleteAction).GetDeleteOptions().GracePeriodSeconds
+		return false, nil, nil
+	})
 	if err := s.Delete(ctx, alice, false, "team-a", "sbx-1"); err != nil {
 		t.Fatal(err)
+	}
+	if grace == nil || *grace != killGrace {
+		t.Errorf("the Pod (30 s of grace by default) is deleted with a grace period of %v, want %d: a kill or pause ends it at once", grace, killGrace)
 	}
 	if _, err := client.CoreV1().Pods("team-a").Get(ctx, "sbx-1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the owner's Delete left the Pod: %v", err)
