@@ -111,13 +111,12 @@ func PauseResume(t testing.TB, c *framework.Cluster, front, key, ns string, size
 				live = append(live, cp)
 			}
 		}
-		if len(live) != 1 || live[0].Status.Phase != v1alpha1.PhaseSucceeded || live[0].Status.PauseDuration == nil {
-			t.Fatalf("the pause of %d MiB: one Succeeded pause with its pauseDuration, not %+v", size, live)
+		if len(live) != 1 || live[0].Status.Phase != v1alpha1.PhaseSucceeded || live[0].Status.PauseDuration == nil ||
+			live[0].Status.CaptureDuration == nil {
+			t.Fatalf("the pause of %d MiB: one Succeeded pause with its pauseDuration and captureDuration, not %+v", size, live)
 		}
 		frozen = append(frozen, live[0].Status.PauseDuration.Duration)
-		if d := live[0].Status.CaptureDuration; d != nil {
-			captures = append(captures, d.Duration)
-		}
+		captures = append(captures, live[0].Status.CaptureDuration.Duration)
 		start = time.Now()
 		if status, body := e2bCall(t, http.MethodPost, front, key, "/sandboxes/sb/connect"); status != http.StatusCreated {
 			t.Fatalf("resume of %d MiB: %d %s", size, status, body)
@@ -125,6 +124,10 @@ func PauseResume(t testing.TB, c *framework.Cluster, front, key, ns string, size
 		resumes = append(resumes, time.Since(start))
 		c.Must("wait", "-n", ns, "--for=condition=Ready", "pod/sb", "--timeout=180s")
 		node := c.Must("get", "pod", "sb", "-n", ns, "-o", "jsonpath={.spec.nodeName}")
+		// The capturing node (node-1 first, then where the sandbox last ran)
+		// holds an unpacked copy; another node pulls from the registry.
+		t.Logf("%d MiB, run %d: pause %s (capture %s), resume %s onto %s", size, r,
+			pauses[r].Round(time.Millisecond), captures[len(captures)-1].Round(time.Millisecond), resumes[r].Round(time.Millisecond), node)
 		f := fmt.Sprintf("fresh-%d", r)
 		fresh = append(fresh, timeFresh(t, c, ns, f, node))
 		c.Must("delete", "pod", f, "-n", ns, "--grace-period=0", "--force", "--wait=false", "--ignore-not-found")
