@@ -883,7 +883,10 @@ func (o *Options) restorePods(cfg *genericapiserver.RecommendedConfig, client ku
 	if o.Mode == ModeCRD {
 		h := hibernations{dyn: dyn, kube: client}
 		clones = &webhook.SandboxClones{Controllers: o.SandboxControllers, AdminOwners: o.SandboxAdminOwners,
-			Sandboxes: h.sandbox, CheckpointIDKey: o.CheckpointIDAnnotationKey, Hibernations: h}
+			Sandboxes: h.sandbox, CheckpointIDKey: o.CheckpointIDAnnotationKey, Hibernations: h,
+			Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+				return client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			}}
 		extra.Hibernations = func(ctx context.Context) { h.run(ctx, 2*time.Second) }
 	}
 	return &webhook.RestorePods{

@@ -57,19 +57,42 @@ type Hibernations interface {
 func HibernationOf(sandboxUID, podUID string) string { return sandboxUID + "/" + podUID }
 
 // reviewDelete holds a paused Hibernate Sandbox's Pod until its memory is
-// captured: the first DELETE starts the capture and is refused, as is
-// every DELETE until it succeeded; OpenKruise's controller deletes again.
+// captured: the first DELETE (or eviction) starts the capture and is
+// refused, as is every one until it succeeded; OpenKruise's controller
+// deletes again.
 // Every other Pod, and a Pod whose Sandbox is Stop, unpaused, gone or
 // being deleted, goes as before.
 func (p *RestorePods) reviewDelete(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 	s := p.Clones
-	if req.Operation != admissionv1.Delete || s == nil || s.Hibernations == nil {
+	eviction := req.Operation == admissionv1.Create && req.SubResource == "eviction"
+	if (req.Operation != admissionv1.Delete && !eviction) || s == nil || s.Hibernations == nil {
 		return allow
 	}
 	var pod corev1.Pod
-	if err := json.Unmarshal(req.OldObject.Raw, &pod); err != nil {
+	if eviction {
+		// An eviction (a node drain) deletes the Pod without the DELETE
+		// review (tried on v1.37.2): it is held the same way, and answered
+		// 429 so that a drain tries again.
+		if s.Pods == nil {
+			return allow
+		}
+		got, err := s.Pods(context.Background(), req.Namespace, req.Name)
+		if apierrors.IsNotFound(err) {
+			return allow
+		}
+		if err != nil {
+			return deny(apierrors.NewServiceUnavailable(fmt.Sprintf("cannot read Pod %s/%s: %v", req.Namespace, req.Name, err)))
+		}
+		pod = *got
+	} else if err := json.Unmarshal(req.OldObject.Raw, &pod); err != nil {
 		return deny(fmt.Errorf("the old object is not a Pod: %v", err))
+	}
+	wait := func(err error) *admissionv1.AdmissionResponse {
+		if eviction {
+			return deny(apierrors.NewTooManyRequests(err.Error(), 2))
+		}
+		return deny(apierrors.NewConflict(corev1.Resource("pods"), pod.Name, err))
 	}
 	ref, owned := agents.SandboxController(pod.OwnerReferences)
 	if !owned || pod.DeletionTimestamp != nil {
@@ -112,8 +135,7 @@ func (p *RestorePods) reviewDelete(req *admissionv1.AdmissionRequest) *admission
 			}
 			failed++
 		default:
-			return deny(apierrors.NewConflict(corev1.Resource("pods"), pod.Name, fmt.Errorf(
-				"%s: its memory is being captured (Checkpoint %s), and the Pod goes once that succeeded", what, h.Name)))
+			return wait(fmt.Errorf("%s: its memory is being captured (Checkpoint %s), and the Pod goes once that succeeded", what, h.Name))
 		}
 	}
 	if failed >= maxHibernationAttempts {
@@ -122,15 +144,13 @@ func (p *RestorePods) reviewDelete(req *admissionv1.AdmissionRequest) *admission
 				"or its pauseStrategy is Stop (its memory then lost)", what, failed, last.Name, last.Message)))
 	}
 	if req.DryRun != nil && *req.DryRun {
-		return deny(apierrors.NewConflict(corev1.Resource("pods"), pod.Name, fmt.Errorf(
-			"%s: its memory is not captured yet, and a dry run starts no capture", what)))
+		return wait(fmt.Errorf("%s: its memory is not captured yet, and a dry run starts no capture", what))
 	}
 	name, err := s.Hibernations.Start(ctx, ref.Name, sb, &pod)
 	if err != nil {
 		return deny(apierrors.NewServiceUnavailable(fmt.Sprintf("%s: cannot start the capture of its memory: %v", what, err)))
 	}
-	return deny(apierrors.NewConflict(corev1.Resource("pods"), pod.Name, fmt.Errorf(
-		"%s: its memory is being captured (Checkpoint %s), and the Pod goes once that succeeded", what, name)))
+	return wait(fmt.Errorf("%s: its memory is being captured (Checkpoint %s), and the Pod goes once that succeeded", what, name))
 }
 
 // resumed is the hibernation a new Pod of Sandbox sb (named sandbox)

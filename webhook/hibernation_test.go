@@ -93,6 +93,12 @@ func TestHibernation(t *testing.T) {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "agents.kruise.io/v1alpha1", Kind: "Sandbox", Name: sandbox, UID: types.UID(uid), Controller: ptr.To(true)}}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
 	}
+	p.Clones.Pods = func(_ context.Context, ns, name string) (*corev1.Pod, error) {
+		if name == "evicted" {
+			return pod("hib", "u-hib"), nil
+		}
+		return nil, apierrors.NewNotFound(corev1.Resource("pods"), name)
+	}
 	del := func(pd *corev1.Pod, dryRun bool) *admissionv1.AdmissionResponse {
 		raw, err := json.Marshal(pd)
 		require.NoError(t, err)
@@ -153,6 +159,21 @@ func TestHibernation(t *testing.T) {
 		store.broken = true
 		refused(del(pod("hib", "u-hib"), false), http.StatusServiceUnavailable, "cannot list the hibernations")
 		store.broken = false
+	})
+
+	t.Run("AnEvictionIsHeldTooAndToldToRetry", func(t *testing.T) {
+		// An eviction (a node drain) names its Pod only; the Pod is read.
+		store.list, store.started = nil, nil
+		evict := func(name string) *admissionv1.AdmissionResponse {
+			return p.reviewDelete(&admissionv1.AdmissionRequest{Operation: admissionv1.Create, SubResource: "eviction",
+				Namespace: "team-a", Name: name, UserInfo: authnv1.UserInfo{Username: "system:serviceaccount:kube-system:drain"}})
+		}
+		refused(evict("evicted"), http.StatusTooManyRequests, "its memory is being captured")
+		assert.Equal(t, []string{"hib/pod-hib"}, store.started, "the eviction starts the capture")
+		refused(evict("evicted"), http.StatusTooManyRequests, "being captured")
+		store.end(agents.PhaseSucceeded, hibernationID, "captured")
+		assert.True(t, evict("evicted").Allowed, "evicted once its memory is captured")
+		assert.True(t, evict("gone").Allowed, "a Pod that is gone")
 	})
 
 	var raw []byte // the newest Pod create's

@@ -64,6 +64,8 @@ type SandboxClones struct {
 	// through a pause: their Pod's DELETE waits for a capture
 	// (SandboxPodDeletesPath), and their next Pod is restored from it.
 	Hibernations Hibernations
+	// Pods reads a Pod: an eviction's review names its Pod only.
+	Pods func(ctx context.Context, ns, name string) (*corev1.Pod, error)
 }
 
 // sandboxRestore is what a Sandbox's Pod restores: a clone's checkpoint,

@@ -100,8 +100,8 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 	}
 	if cfg.SandboxPodDeletesPath != "" {
 		// Only the first DELETE of a Pod a Sandbox controls reaches it. It
-		// may start a capture (never on a dry run), and fails closed, since a Hibernate Sandbox's Pod that went unchecked
-		// would lose its memory.
+		// may start a capture (never on a dry run), and fails closed, since
+		// a Hibernate Sandbox's Pod that went unchecked would lose its memory.
 		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
 			Name: "hibernate-sandbox-pods." + cfg.Group, ClientConfig: client(cfg.SandboxPodDeletesPath),
 			Rules: []admissionregistrationv1.RuleWithOperations{{
@@ -113,7 +113,23 @@ func ReconcileWebhooks(ctx context.Context, cfg WebhookConfig) error {
 				Expression: `!has(oldObject.metadata.deletionTimestamp) && has(oldObject.metadata.ownerReferences) && ` +
 					`oldObject.metadata.ownerReferences.exists(r, r.kind == 'Sandbox' && ` +
 					`r.apiVersion.startsWith('agents.kruise.io/') && has(r.controller) && r.controller)`}},
-			FailurePolicy: fail, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun), AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
+			FailurePolicy: fail, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](10),
+		})
+		// An eviction (a node drain) deletes without the DELETE review: it
+		// is reviewed as the CREATE of pods/eviction, which names the Pod
+		// only, so every eviction of the cluster reaches it. It ignores
+		// failures: failing closed would stop every drain while this server
+		// is down (a Hibernate Sandbox's Pod evicted then loses its memory).
+		validating.Webhooks = append(validating.Webhooks, admissionregistrationv1.ValidatingWebhook{
+			Name: "hibernate-sandbox-evictions." + cfg.Group, ClientConfig: client(cfg.SandboxPodDeletesPath),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods/eviction"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+			}},
+			FailurePolicy: ptr.To(admissionregistrationv1.Ignore), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5),
 		})
 	}
 	mutating := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: meta}

@@ -28,13 +28,16 @@ func TestSandboxPodDeletesWebhook(t *testing.T) {
 	require.NoError(t, ReconcileWebhooks(context.Background(), cfg))
 	v, err := client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(context.Background(), "checkpoint-apiserver", metav1.GetOptions{})
 	require.NoError(t, err)
-	var hook *admissionregistrationv1.ValidatingWebhook
-	for i := range v.Webhooks {
-		if v.Webhooks[i].Name == "hibernate-sandbox-pods.agents.kruise.io" {
-			hook = &v.Webhooks[i]
+	find := func(name string) *admissionregistrationv1.ValidatingWebhook {
+		for i := range v.Webhooks {
+			if v.Webhooks[i].Name == name {
+				return &v.Webhooks[i]
+			}
 		}
+		t.Fatalf("%s is not registered", name)
+		return nil
 	}
-	require.NotNil(t, hook, "registered")
+	hook := find("hibernate-sandbox-pods.agents.kruise.io")
 	assert.Equal(t, "/validate-sandbox-pod-deletes", *hook.ClientConfig.Service.Path)
 	require.Len(t, hook.Rules, 1)
 	assert.Equal(t, []admissionregistrationv1.OperationType{admissionregistrationv1.Delete}, hook.Rules[0].Operations)
@@ -47,6 +50,17 @@ func TestSandboxPodDeletesWebhook(t *testing.T) {
 	assert.Contains(t, expr, "r.kind == 'Sandbox'")
 	assert.NotContains(t, strings.ReplaceAll(expr, "oldObject.", ""), "object.", "a DELETE is matched on oldObject only (it has no object)")
 
+	// An eviction deletes without the DELETE review: it is reviewed too,
+	// on the same path, ignoring failures (every eviction of the cluster
+	// reaches it: a server down must not stop every drain).
+	evictions := find("hibernate-sandbox-evictions.agents.kruise.io")
+	assert.Equal(t, "/validate-sandbox-pod-deletes", *evictions.ClientConfig.Service.Path)
+	require.Len(t, evictions.Rules, 1)
+	assert.Equal(t, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, evictions.Rules[0].Operations)
+	assert.Equal(t, []string{"pods/eviction"}, evictions.Rules[0].Resources)
+	assert.Equal(t, admissionregistrationv1.Ignore, *evictions.FailurePolicy)
+	assert.Equal(t, admissionregistrationv1.SideEffectClassNoneOnDryRun, *evictions.SideEffects)
+
 	// Without the path (aggregated mode) it is not registered.
 	client = fake.NewSimpleClientset()
 	cfg.Client, cfg.SandboxPodDeletesPath = client, ""
@@ -54,6 +68,6 @@ func TestSandboxPodDeletesWebhook(t *testing.T) {
 	v, err = client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(context.Background(), "checkpoint-apiserver", metav1.GetOptions{})
 	require.NoError(t, err)
 	for _, w := range v.Webhooks {
-		assert.NotEqual(t, "hibernate-sandbox-pods.agents.kruise.io", w.Name)
+		assert.NotContains(t, w.Name, "hibernate-sandbox")
 	}
 }

@@ -738,10 +738,18 @@ func hibernateAndResume(t *testing.T, kruise fakeOpenKruise, name, podYAML, resu
 	before := countIn(c, ns, name, "main", true)
 	secret := c.Secret(ns, name)
 
+	// Paused, the Pod is not evicted before its memory is captured either
+	// (a node drain evicts): the eviction's delete meets the same review.
+	c.Must("patch", "sandbox", name, "-n", ns, "--type=merge", "-p", `{"spec":{"paused":true}}`)
+	out, err := c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":%q,"namespace":%q}}`, name, ns),
+		"create", "--raw", "/api/v1/namespaces/"+ns+"/pods/"+name+"/eviction", "-f", "-")
+	require.Error(t, err, "the eviction is refused: %s", out)
+	assert.Contains(t, out, "its memory is being captured")
+
 	refusals := kruise.pause(t, name)
 	require.NotEmpty(t, refusals, "the Pod's delete waits for the capture of its memory")
 	assert.Contains(t, refusals[0], "its memory is being captured")
-	_, err := c.Kubectl("get", "pod", name, "-n", ns)
+	_, err = c.Kubectl("get", "pod", name, "-n", ns)
 	require.Error(t, err, "the Pod is gone once its memory is captured")
 	hib := c.MustStdout("get", "cp", "-n", ns, "-l", "agents.kruise.io/hibernation=true,agents.kruise.io/sandbox-name="+name, "-o", "jsonpath={.items[*].metadata.name}")
 	require.Len(t, strings.Fields(hib), 1, "one hibernation Checkpoint")
@@ -757,7 +765,7 @@ func hibernateAndResume(t *testing.T, kruise fakeOpenKruise, name, podYAML, resu
 {"apiGroups":[""],"resources":["pods"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]}`, ns))
 	c.Apply(fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"forger","namespace":%q},
 "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"forger"},"subjects":[{"kind":"User","name":"forger"}]}`, ns))
-	out, err := c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"generateName":"forged-","namespace":%q,
+	out, err = c.KubectlStdin(fmt.Sprintf(`{"apiVersion":"agents.kruise.io/v1alpha1","kind":"Checkpoint","metadata":{"generateName":"forged-","namespace":%q,
 "labels":{"agents.kruise.io/hibernation":"true"},"annotations":{"agents.kruise.io/hibernation-of":"%s/x"}},"spec":{"podName":"src","sandboxName":%q}}`, ns, uid, name),
 		"create", "-f", "-", "--as=forger")
 	require.Error(t, err, "a forged hibernation is refused")
