@@ -90,7 +90,7 @@ func localUp(t testing.TB, nodes int, args []string, env ...string) *Cluster {
 		}
 	}
 	Kubectl(t)
-	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePort(t), Nodes: nodes}
+	c := &Cluster{t: t, Dir: t.TempDir(), CPPort: FreePort(t), KASPort: FreePort(t), EtcdPort: FreePortPair(t), Nodes: nodes}
 	c.Env = append(os.Environ(),
 		fmt.Sprintf("LOCAL_UP_NODES=%d", nodes),
 		"LOCAL_UP_DIR="+c.Dir,

@@ -91,6 +91,28 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// FreePortPair is a free port p whose next, p+1, is free too: local-up's
+// etcd listens for peers on its client port + 1 (a CI run failed when
+// only p had been checked: "bind: address already in use" on p+1).
+func FreePortPair(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		next, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		l.Close()
+		if err == nil {
+			next.Close()
+			return p
+		}
+	}
+	t.Fatal("no two free ports in a row on 127.0.0.1")
+	return 0
+}
+
 // StartStandalone starts the server in standalone mode (embedded etcd under
 // dataDir, its own PKI) and waits until it reports ready. The server is
 // stopped when the test ends.
